@@ -1,0 +1,77 @@
+"""`videoscene` command line. Each leaf command lives in its own module, imported only when it runs,
+so `videoscene --help` is instant. A module exposes `add_arguments(parser)` and `run(args)`."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from videoscene import __version__
+from videoscene.errors import VideoSceneError
+
+# (group, command) -> (module, one-line help). A group of None means a top-level command.
+COMMANDS: dict[tuple[str | None, str], tuple[str, str]] = {
+    ("data", "synth"): ("videoscene.data.synthetic_cli", "render procedural indoor scenes to RealEstate10K chunks"),
+    ("data", "convert"): ("videoscene.data.convert", "convert nerf / instant-ngp / llff / colmap scenes to RealEstate10K chunks"),
+    ("data", "make-index"): ("videoscene.data.evaluation_index", "pick context pairs and targets: write an evaluation index"),
+}
+GROUP_HELP = {
+    "data": "make and convert datasets",
+    "train": "train the prior, the VAE, the teacher, the student and DDPNet",
+}
+
+
+def _build_parser(selected: tuple[str | None, str] | None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="videoscene", description="VideoScene: two photos in, a 3D-consistent video out.")
+    parser.add_argument("--version", action="version", version=f"videoscene {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    top = parser.add_subparsers(dest="group", metavar="COMMAND")
+    groups: dict[str, argparse._SubParsersAction] = {}
+    for (group, name), (module, help_text) in COMMANDS.items():
+        if group is None:
+            sub = top.add_parser(name, help=help_text, description=help_text)
+        else:
+            if group not in groups:
+                group_parser = top.add_parser(group, help=GROUP_HELP.get(group, ""))
+                groups[group] = group_parser.add_subparsers(dest="command", metavar="SUBCOMMAND")
+            sub = groups[group].add_parser(name, help=help_text, description=help_text)
+        sub.set_defaults(_module=module)
+        if (group, name) == selected:
+            importlib.import_module(module).add_arguments(sub)
+    return parser
+
+
+def _select(argv: list[str]) -> tuple[str | None, str] | None:
+    words = [a for a in argv if not a.startswith("-")][:2]
+    for key in COMMANDS:
+        group, name = key
+        if group is None and words[:1] == [name]:
+            return key
+        if group is not None and words[:2] == [group, name]:
+            return key
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = _build_parser(_select(argv))
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if not hasattr(args, "_module"):
+        parser.print_help()
+        return 2
+    try:
+        importlib.import_module(args._module).run(args)
+    except VideoSceneError as error:
+        print(f"videoscene: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("videoscene: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
