@@ -1,0 +1,144 @@
+"""Resizing, cropping and undistorting images while keeping their intrinsics right.
+
+Normalised intrinsics (fx/W, fy/H, cx/W, cy/H) measure the image in units of its own width and height with
+the top-left *corner* at 0, so a pure resize leaves them unchanged; a crop changes both the scale and the
+origin. `crop_to_aspect_and_resize` is what brings any image to the model's resolution.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+from jaxtyping import Float
+from torch import Tensor
+
+from videoscene.errors import VideoSceneError
+
+
+def _check_images(images: Tensor) -> tuple[int, int]:
+    if images.ndim < 3 or images.shape[-3] != 3:
+        raise VideoSceneError(f"images must have shape [..., 3, H, W], got {list(images.shape)}")
+    return images.shape[-2], images.shape[-1]
+
+
+def resize(
+    images: Float[Tensor, "*batch 3 height width"],
+    intrinsics: Float[Tensor, "*batch 3 3"],
+    size: tuple[int, int],
+) -> tuple[Float[Tensor, "*batch 3 out_height out_width"], Float[Tensor, "*batch 3 3"]]:
+    """Resize to `size` = (height, width), antialiased when shrinking. A resize maps the image's corners onto
+    the new corners, so normalised intrinsics are unchanged (they are returned for a uniform interface)."""
+    height, width = _check_images(images)
+    if size[0] < 1 or size[1] < 1:
+        raise VideoSceneError(f"resize target must be positive, got {size}")
+    if (height, width) == tuple(size):
+        return images, intrinsics
+    batch_shape = images.shape[:-3]
+    flat = images.reshape(-1, 3, height, width)
+    shrinking = size[0] < height or size[1] < width
+    resized = F.interpolate(flat, size=tuple(size), mode="bilinear", align_corners=False, antialias=shrinking)
+    return resized.reshape(*batch_shape, 3, *size), intrinsics
+
+
+def crop(
+    images: Float[Tensor, "*batch 3 height width"],
+    intrinsics: Float[Tensor, "*batch 3 3"],
+    top: int,
+    left: int,
+    size: tuple[int, int],
+) -> tuple[Float[Tensor, "*batch 3 out_height out_width"], Float[Tensor, "*batch 3 3"]]:
+    """Crop the window of `size` = (height, width) whose top-left pixel is (top, left).
+
+    In pixels the principal point moves by (−left, −top) and the focal length is unchanged; renormalising by
+    the new size gives fx' = fx·W/w, cx' = (cx·W − left)/w (likewise for y).
+    """
+    height, width = _check_images(images)
+    out_height, out_width = size
+    if (
+        top < 0
+        or left < 0
+        or out_height < 1
+        or out_width < 1
+        or top + out_height > height
+        or left + out_width > width
+    ):
+        raise VideoSceneError(
+            f"crop window top={top} left={left} size={size} does not fit in a {height}x{width} image"
+        )
+    cropped = images[..., top : top + out_height, left : left + out_width]
+    adjusted = intrinsics.clone()
+    adjusted[..., 0, 0] = intrinsics[..., 0, 0] * width / out_width
+    adjusted[..., 1, 1] = intrinsics[..., 1, 1] * height / out_height
+    adjusted[..., 0, 2] = (intrinsics[..., 0, 2] * width - left) / out_width
+    adjusted[..., 1, 2] = (intrinsics[..., 1, 2] * height - top) / out_height
+    return cropped, adjusted
+
+
+def center_crop(
+    images: Float[Tensor, "*batch 3 height width"],
+    intrinsics: Float[Tensor, "*batch 3 3"],
+    size: tuple[int, int],
+) -> tuple[Float[Tensor, "*batch 3 out_height out_width"], Float[Tensor, "*batch 3 3"]]:
+    """Crop the central window of `size` = (height, width)."""
+    height, width = _check_images(images)
+    return crop(images, intrinsics, (height - size[0]) // 2, (width - size[1]) // 2, size)
+
+
+def crop_to_aspect_and_resize(
+    images: Float[Tensor, "*batch 3 height width"],
+    intrinsics: Float[Tensor, "*batch 3 3"],
+    size: tuple[int, int],
+) -> tuple[Float[Tensor, "*batch 3 out_height out_width"], Float[Tensor, "*batch 3 3"]]:
+    """Bring images of any size to `size` = (height, width): centre-crop the largest window with the target
+    aspect ratio (an integer-pixel crop, so the intrinsics stay exact), then resize."""
+    height, width = _check_images(images)
+    target_height, target_width = size
+    if target_height < 1 or target_width < 1:
+        raise VideoSceneError(f"target size must be positive, got {size}")
+    # Largest window with aspect target_width/target_height that fits; round to whole pixels.
+    crop_width = min(width, round(height * target_width / target_height))
+    crop_height = min(height, round(crop_width * target_height / target_width))
+    images, intrinsics = center_crop(images, intrinsics, (crop_height, crop_width))
+    return resize(images, intrinsics, size)
+
+
+def fit_within(height: int, width: int, max_size: int) -> tuple[int, int]:
+    """The size after shrinking (never enlarging) so that the longer side is at most `max_size`."""
+    if max_size < 1:
+        raise VideoSceneError(f"maximum image size must be positive, got {max_size}")
+    scale = min(1.0, max_size / max(height, width))
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+def undistort(
+    image: np.ndarray,
+    pixel_intrinsics: Float[Tensor, "3 3"],
+    distortion: Float[Tensor, "4"],
+) -> tuple[np.ndarray, Float[Tensor, "3 3"]]:
+    """Remove OpenCV/COLMAP (k1, k2, p1, p2) lens distortion from a uint8 [H, W, C] image.
+
+    Returns the pinhole image (same size) and its pixel intrinsics, chosen by
+    `cv2.getOptimalNewCameraMatrix(alpha=0)` so that every output pixel sees the scene (no black borders).
+    Our pixel coordinates put the image corner at 0 (pixel centres at +0.5); OpenCV puts the first pixel's
+    centre at 0, hence the half-pixel shifts of the principal point.
+    """
+    if image.ndim != 3:
+        raise VideoSceneError(f"undistort expects an [H, W, C] image, got shape {list(image.shape)}")
+    height, width = image.shape[:2]
+    to_opencv = np.array([[1, 0, -0.5], [0, 1, -0.5], [0, 0, 1]])
+    camera_matrix = to_opencv @ pixel_intrinsics.double().numpy()
+    coefficients = distortion.double().numpy()
+    new_matrix, _ = cv2.getOptimalNewCameraMatrix(
+        camera_matrix, coefficients, (width, height), 0, (width, height)
+    )
+    map_x, map_y = cv2.initUndistortRectifyMap(
+        camera_matrix, coefficients, None, new_matrix, (width, height), cv2.CV_32FC1
+    )
+    undistorted = cv2.remap(
+        image, map_x, map_y, interpolation=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+    )
+    if undistorted.ndim == 2:
+        undistorted = undistorted[..., None]
+    return undistorted, torch.from_numpy(np.linalg.inv(to_opencv) @ new_matrix)
