@@ -146,3 +146,10 @@ def test_bad_evaluation_index(tmp_path):
     with pytest.raises(VideoSceneError, match="entry 'a'"):
         read_evaluation_index(path)
     assert IndexEntry((0, 1), (0, 1)).context == (0, 1)
+
+
+def test_chunk_files_are_bit_identical_for_identical_scenes(tmp_path):
+    _, scene = make_scene("same", frames=3)
+    write_split(tmp_path / "a", [scene])
+    write_split(tmp_path / "b", [scene])
+    assert (tmp_path / "a" / "000000.torch").read_bytes() == (tmp_path / "b" / "000000.torch").read_bytes()

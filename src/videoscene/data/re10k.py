@@ -158,8 +158,10 @@ def read_chunk(path: str | Path) -> list[Scene]:
 
 
 def write_chunk(path: str | Path, scenes: Sequence[Scene]) -> None:
-    with atomic_path(path) as tmp:
-        torch.save([scene.to_dict() for scene in scenes], tmp)
+    # Save through a handle: torch names the zip's inner folder after a *path*, which would embed the random
+    # temporary name and break bit-identical datasets.
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        torch.save([scene.to_dict() for scene in scenes], handle)
 
 
 def write_split(split_dir: str | Path, scenes: Iterable[Scene], scenes_per_chunk: int = 16) -> dict[str, str]:
