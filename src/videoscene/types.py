@@ -29,7 +29,7 @@ class _TensorContainer:
     def to(self, *args, **kwargs):
         return _map_tensors(self, lambda t: t.to(*args, **kwargs))
 
-    def index(self, item):
+    def select(self, item):
         """Index every tensor field along the leading (batch/view) axes."""
         return _map_tensors(self, lambda t: t[item])
 

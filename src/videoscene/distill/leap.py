@@ -1,0 +1,346 @@
+"""3D-aware leap flow distillation: the loss of the paper's Eq. 6 (PAPER.md §2.2-2.3, UPSTREAM.md §3b).
+
+For a clip with render latent x₀ʳ, ground-truth latent x₀ and first/last condition latents c:
+
+    t_{n+1} ~ U(grid ∩ [0, T′])                           grid = {k−1, 2k−1, …}, the teacher's 50-step grid
+    x_{t_{n+1}} = √ᾱ_{t_{n+1}}·x₀ʳ + √(1−ᾱ_{t_{n+1}})·ε      the leap: the *render* is noised, not the data
+    x̂_{t_n}  = Ψ_φ(x_{t_{n+1}}, t_{n+1} → t_n)             one teacher DDIM step, t_n = max(t_{n+1} − k, 0)
+    f(x, t)   = c_skip(t)·x + c_out(t)·x̂₀(x, t)            consistency function, f(x, 0) = x
+    L_D       = d( f_θ(x_{t_{n+1}}, t_{n+1}),  f_θ⁻(x̂_{t_n}, t_n) )   (Eq. 6; θ⁻ = EMA of θ, no gradient)
+
+with d the pseudo-Huber distance √((a−b)² + c²) − c (or L2), averaged over elements. All three networks see
+the same condition latents c. The ablation `no_leap` replaces x₀ʳ by x₀ and the grid by all of [0, T]:
+standard consistency distillation, sampled from pure noise afterwards.
+
+Networks are passed as *denoisers*: callables (x_t, c, t) → v̂ (e.g. `VideoBackbone.predict_v`, or the module
+accelerate wrapped). Every random draw is made by the caller (`draw_leap`), so the batched loss and its
+per-sample reference twin see identical inputs.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor, nn
+
+from videoscene.distill.config import DistillConfig, LeapConfig
+from videoscene.errors import VideoSceneError
+from videoscene.policy.ddpnet import WEIGHTS_FILE as DDPNET_FILE
+from videoscene.policy.ddpnet import DDPNet
+from videoscene.video.models import VideoBackbone
+from videoscene.video.schedule import NoiseSchedule
+
+Latents = Float[Tensor, "batch latent_frames channels latent_height latent_width"]
+Denoiser = Callable[[Tensor, Tensor, Tensor], Tensor]  # (x_t, condition latents, t [B]) → v̂
+
+
+@dataclass
+class LatentBatch:
+    """One batch of cached clips, all [B, f, C, h, w]."""
+
+    render_latents: Latents  # x₀ʳ: the VAE latent of the prior's coarse render
+    latents: Latents  # x₀: the VAE latent of the ground-truth clip
+    condition_latents: Latents  # c: [E(first), 0, …, 0, E(last)]
+
+    def __post_init__(self) -> None:
+        shapes = {
+            tuple(self.render_latents.shape),
+            tuple(self.latents.shape),
+            tuple(self.condition_latents.shape),
+        }
+        if len(shapes) != 1 or self.latents.ndim != 5:
+            raise VideoSceneError(
+                f"render, ground-truth and condition latents must share one [B, f, C, h, w] shape, got {shapes}"
+            )
+
+    def to(self, device: torch.device | str) -> "LatentBatch":
+        return LatentBatch(
+            self.render_latents.to(device), self.latents.to(device), self.condition_latents.to(device)
+        )
+
+    def index(self, item) -> "LatentBatch":
+        return LatentBatch(self.render_latents[item], self.latents[item], self.condition_latents[item])
+
+
+@dataclass
+class LeapDraw:
+    """The random part of one loss evaluation: the start timestep t_{n+1} and the noise ε per sample."""
+
+    start_timesteps: Int[Tensor, " batch"]
+    noise: Latents
+
+
+@dataclass
+class LeapLoss:
+    loss: Float[Tensor, ""]  # mean of per_sample
+    per_sample: Float[Tensor, " batch"]
+
+
+# -- timesteps ----------------------------------------------------------------------------------------------------
+def timestep_grid(schedule: NoiseSchedule, config: LeapConfig) -> Int[Tensor, " n"]:
+    """Start timesteps t_{n+1} the loss may draw: the skip-k grid up to T′ (leap) or the whole grid (no leap)."""
+    grid = schedule.skip_grid(config.skip)
+    return grid if config.no_leap else grid[grid <= config.max_timestep]
+
+
+def previous_timesteps(start_timesteps: Int[Tensor, " batch"], skip: int) -> Int[Tensor, " batch"]:
+    """t_n = t_{n+1} − k, clamped at 0 as in LCM: the lowest grid point steps to the clean end."""
+    return (start_timesteps - skip).clamp(min=0)
+
+
+def draw_leap(grid: Int[Tensor, " n"], like: Latents, generator: torch.Generator) -> LeapDraw:
+    """t_{n+1} uniform on `grid` and ε ~ N(0, I), both from `generator` (a CPU generator: reproducible anywhere)."""
+    batch = like.shape[0]
+    index = torch.randint(len(grid), (batch,), generator=generator)
+    noise = torch.randn(like.shape, generator=generator, dtype=torch.float32)
+    return LeapDraw(grid[index].to(like.device), noise.to(like.device))
+
+
+# -- building blocks ----------------------------------------------------------------------------------------------
+def consistency_function(
+    denoiser: Denoiser,
+    schedule: NoiseSchedule,
+    x_t: Latents,
+    condition_latents: Latents,
+    timesteps: Int[Tensor, " batch"],
+    config: LeapConfig,
+) -> Latents:
+    """f(x_t, t) = c_skip(t)·x_t + c_out(t)·x̂₀(x_t, t) with x̂₀ = √ᾱ·x_t − √(1−ᾱ)·v̂ (PAPER.md §2.2)."""
+    v = denoiser(x_t, condition_latents, timesteps)
+    x0 = schedule.x0_from_v(x_t, v, timesteps)
+    c_skip, c_out = schedule.boundary_scalings(timesteps, x_t, config.sigma_data, config.timestep_scaling)
+    return c_skip * x_t + c_out * x0
+
+
+@torch.no_grad()
+def teacher_step(
+    teacher: VideoBackbone,
+    schedule: NoiseSchedule,
+    x_t: Latents,
+    condition_latents: Latents,
+    timesteps: Int[Tensor, " batch"],
+    previous: Int[Tensor, " batch"],
+    guidance_scale: float = 1.0,
+) -> Latents:
+    """x̂_{t_n} = Ψ_φ(x_{t_{n+1}}): one deterministic DDIM step of the frozen teacher, optionally with
+    classifier-free guidance v̂ = v̂_u + w·(v̂_c − v̂_u) (null text, same image condition)."""
+    if guidance_scale == 1.0:
+        v = teacher.predict_v(x_t, condition_latents, timesteps)
+    else:
+        # Both branches in one batch; each sample keeps its own timestep.
+        batch = x_t.shape[0]
+        text = torch.cat([teacher.prompt_embedding.null(batch), teacher.prompt_embedding(batch)])
+        v_u, v_c = teacher.predict_v(
+            torch.cat([x_t, x_t]),
+            torch.cat([condition_latents, condition_latents]),
+            timesteps.repeat(2),
+            text,
+        ).chunk(2)
+        v = v_u + guidance_scale * (v_c - v_u)
+    return schedule.ddim_step(x_t, v, timesteps, previous)
+
+
+def noised_start(schedule: NoiseSchedule, batch: LatentBatch, draw: LeapDraw, no_leap: bool) -> Latents:
+    """x_{t_{n+1}}: the render latent noised to t_{n+1} (leap), or the ground-truth latent (standard CD)."""
+    source = batch.latents if no_leap else batch.render_latents
+    return schedule.add_noise(source, draw.noise, draw.start_timesteps)
+
+
+def distance(prediction: Latents, target: Latents, config: LeapConfig) -> Float[Tensor, " batch"]:
+    """d(a, b) per sample: mean over elements of √((a−b)² + c²) − c (pseudo-Huber) or (a−b)² (L2)."""
+    difference = (prediction.float() - target.float()).flatten(1)
+    if config.distance == "l2":
+        return difference.square().mean(dim=1)
+    c = config.huber_c
+    return ((difference.square() + c * c).sqrt() - c).mean(dim=1)
+
+
+# -- the loss (Eq. 6) -----------------------------------------------------------------------------------------------
+def leap_distillation_loss(
+    student: Denoiser,
+    target: Denoiser,
+    teacher: VideoBackbone,
+    schedule: NoiseSchedule,
+    batch: LatentBatch,
+    draw: LeapDraw,
+    config: LeapConfig,
+) -> LeapLoss:
+    """L_D(θ, θ⁻; Φ) for a batch, all samples through each network at once. Gradients reach only `student`."""
+    t_next = draw.start_timesteps
+    t_prev = previous_timesteps(t_next, config.skip)
+    x_next = noised_start(schedule, batch, draw, config.no_leap)
+
+    # Student f_θ(x_{t_{n+1}}, t_{n+1}).
+    prediction = consistency_function(student, schedule, x_next, batch.condition_latents, t_next, config)
+
+    # Teacher step and EMA target f_θ⁻(x̂_{t_n}, t_n), both without gradient.
+    with torch.no_grad():
+        x_prev = teacher_step(
+            teacher, schedule, x_next, batch.condition_latents, t_next, t_prev, config.teacher_guidance_scale
+        )
+        target_value = consistency_function(target, schedule, x_prev, batch.condition_latents, t_prev, config)
+
+    per_sample = distance(prediction, target_value, config)
+    return LeapLoss(per_sample.mean(), per_sample)
+
+
+def leap_distillation_loss_reference(
+    student: Denoiser,
+    target: Denoiser,
+    teacher: VideoBackbone,
+    schedule: NoiseSchedule,
+    batch: LatentBatch,
+    draw: LeapDraw,
+    config: LeapConfig,
+) -> LeapLoss:
+    """The same loss one sample at a time, written out step by step (the twin of `leap_distillation_loss`)."""
+    losses = []
+    for i in range(batch.latents.shape[0]):
+        t_next = draw.start_timesteps[i : i + 1]
+        t_prev = torch.clamp(t_next - config.skip, min=0)
+        source = batch.latents[i : i + 1] if config.no_leap else batch.render_latents[i : i + 1]
+        condition = batch.condition_latents[i : i + 1]
+        alpha_bar_next = schedule.alphas_cumprod[t_next.item()].item()
+        alpha_bar_prev = schedule.alphas_cumprod[t_prev.item()].item()
+        x_next = alpha_bar_next**0.5 * source + (1 - alpha_bar_next) ** 0.5 * draw.noise[i : i + 1]
+
+        def f(denoiser: Denoiser, x: Tensor, t: Tensor, alpha_bar: float) -> Tensor:
+            x0 = alpha_bar**0.5 * x - (1 - alpha_bar) ** 0.5 * denoiser(x, condition, t)
+            scaled_t = t.item() * config.timestep_scaling
+            c_skip = config.sigma_data**2 / (scaled_t**2 + config.sigma_data**2)
+            c_out = scaled_t / (scaled_t**2 + config.sigma_data**2) ** 0.5
+            return c_skip * x + c_out * x0
+
+        prediction = f(student, x_next, t_next, alpha_bar_next)
+        with torch.no_grad():
+            w = config.teacher_guidance_scale
+            v = teacher.predict_v(x_next, condition, t_next)
+            if w != 1:
+                v_u = teacher.predict_v(
+                    x_next, condition, t_next, prompt_embeds=teacher.prompt_embedding.null(1)
+                )
+                v = v_u + w * (v - v_u)
+            x0_teacher = alpha_bar_next**0.5 * x_next - (1 - alpha_bar_next) ** 0.5 * v
+            eps_teacher = alpha_bar_next**0.5 * v + (1 - alpha_bar_next) ** 0.5 * x_next
+            x_prev = alpha_bar_prev**0.5 * x0_teacher + (1 - alpha_bar_prev) ** 0.5 * eps_teacher
+            target_value = f(target, x_prev, t_prev, alpha_bar_prev)
+        difference = prediction - target_value
+        if config.distance == "l2":
+            losses.append(difference.square().mean())
+        else:
+            c = config.huber_c
+            losses.append(((difference.square() + c * c).sqrt() - c).mean())
+    per_sample = torch.stack(losses)
+    return LeapLoss(per_sample.mean(), per_sample)
+
+
+# -- inference and rewards ------------------------------------------------------------------------------------------
+def one_step_generate(
+    student: Denoiser,
+    schedule: NoiseSchedule,
+    render_latents: Latents,
+    condition_latents: Latents,
+    timesteps: Int[Tensor, " batch"] | int,
+    noise: Latents,
+    config: LeapConfig,
+) -> Latents:
+    """The student's one-step result f_θ(x_tʳ, t) from the render latent noised to t (the paper's inference).
+
+    Without the leap (the ablation) the student starts from pure noise at t = T−1, whatever `timesteps` says.
+    """
+    batch = render_latents.shape[0]
+    if config.no_leap:
+        timesteps = schedule.num_train_timesteps - 1
+    timesteps = torch.as_tensor(timesteps, device=render_latents.device).long().reshape(-1).expand(batch)
+    source = torch.zeros_like(render_latents) if config.no_leap else render_latents
+    x_t = schedule.add_noise(source, noise, timesteps)
+    return consistency_function(student, schedule, x_t, condition_latents, timesteps, config)
+
+
+def latent_mse(prediction: Latents, reference: Latents) -> Float[Tensor, " batch"]:
+    """Per-sample mean squared error over (f, C, h, w): −reward of DDPNet, and the oracle's table."""
+    return (prediction.float() - reference.float()).square().flatten(1).mean(dim=1)
+
+
+# -- EMA target --------------------------------------------------------------------------------------------------
+@torch.no_grad()
+def ema_update(target: Iterable[nn.Parameter], online: Iterable[nn.Parameter], decay: float) -> None:
+    """θ⁻ ← μ·θ⁻ + (1−μ)·θ, in place, parameter by parameter."""
+    for target_parameter, online_parameter in zip(target, online, strict=True):
+        target_parameter.lerp_(online_parameter.to(target_parameter.dtype), 1 - decay)
+
+
+# -- a distilled run, for inference -----------------------------------------------------------------------------
+STUDENT_FOLDER = "student"  # VideoBackbone.save_pretrained of the student, inside a run folder
+CONFIG_FILE = "distill_config.json"
+
+
+@dataclass
+class DistilledStudent:
+    """What `videoscene train distill` exports: the one-step student, DDPNet (absent without the leap) and the
+    loss settings the student was trained with (its c_skip/c_out and whether it starts from the render)."""
+
+    student: VideoBackbone
+    ddpnet: DDPNet | None
+    leap: LeapConfig
+
+    @property
+    def schedule(self) -> NoiseSchedule:
+        return NoiseSchedule(self.student.config.schedule)
+
+    @torch.no_grad()
+    def choose_timestep(self, render_latents: Latents) -> Int[Tensor, " batch"]:
+        """DDPNet's greedy t* for each render latent x₀ʳ."""
+        if self.ddpnet is None:
+            raise VideoSceneError(
+                "this student has no DDPNet (distilled without the leap, or policy.train_steps = 0); pass a fixed timestep"
+            )
+        return self.ddpnet.choose_timestep(render_latents)
+
+    @torch.no_grad()
+    def generate(
+        self,
+        render_latents: Latents,
+        condition_latents: Latents,
+        timesteps: Int[Tensor, " batch"] | int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Latents:
+        """One student step from x₀ʳ noised to t (None: DDPNet's t); without the leap, from pure noise."""
+        if self.leap.no_leap:
+            timesteps = self.schedule.num_train_timesteps - 1  # the ablation always starts from pure noise
+        elif timesteps is None:
+            timesteps = self.choose_timestep(render_latents)
+        noise = torch.randn(render_latents.shape, generator=generator, dtype=torch.float32).to(
+            render_latents.device
+        )
+        return one_step_generate(
+            self.student.predict_v,
+            self.schedule,
+            render_latents,
+            condition_latents,
+            timesteps,
+            noise,
+            self.leap,
+        )
+
+
+def load_distilled(
+    folder: str | os.PathLike, device: torch.device | str = "cpu", torch_dtype: torch.dtype = torch.float32
+) -> DistilledStudent:
+    """Open a `videoscene train distill` output folder (student/, distill_config.json, ddpnet.safetensors)."""
+    folder = Path(folder)
+    if not (folder / STUDENT_FOLDER).is_dir() or not (folder / CONFIG_FILE).is_file():
+        raise VideoSceneError(
+            f"{folder} is not a distilled student (needs {STUDENT_FOLDER}/ and {CONFIG_FILE}); run `videoscene train distill`"
+        )
+    leap = DistillConfig.load_json(folder / CONFIG_FILE).leap
+    student = (
+        VideoBackbone.from_pretrained(folder / STUDENT_FOLDER, torch_dtype=torch_dtype).to(device).eval()
+    )
+    ddpnet = DDPNet.load(folder / DDPNET_FILE, device).eval() if (folder / DDPNET_FILE).is_file() else None
+    return DistilledStudent(student, ddpnet, leap)

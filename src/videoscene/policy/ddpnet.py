@@ -1,0 +1,255 @@
+"""DDPNet, the dynamic denoising policy network (PAPER.md §2.4, §6 item 8), and its contextual-bandit training.
+
+    context   x₀ʳ (the coarse render's latent)                     [B, f, C, h, w]
+    action    a ∈ {0..K−1}, the leap timestep t_a from a fixed candidate set on the solver grid
+    policy    π_ψ(a | x₀ʳ) = softmax(CNN(x₀ʳ))   (frames folded into channels, 4 convolutions, global pool)
+    reward    r = −MSE(f_θ(x_{t_a}ʳ, t_a), x₀)   (one-step student from the leap vs the ground-truth latent;
+              against x₀ʳ instead, t → 0 would always win)
+    update    REINFORCE with a running-mean baseline b:  L_DDP(ψ) = −(π/μ)·(r − b)/s · log π_ψ(a|x₀ʳ) − β·H(π_ψ)
+
+Actions are drawn from the behaviour policy μ = (1−ε)·π + ε/K (ε-exploration); the detached ratio π/μ keeps
+the gradient an unbiased estimate of ∇E_π[r]. s is a running standard deviation of r, so the step size does
+not depend on the reward's scale (the latent MSE varies a lot between clips and as the student trains).
+DDPNet never receives gradients from, nor sends them to, the student ([PN] "decoupled"): rewards are plain
+numbers. At inference the policy is greedy: t* = t_{argmax π}.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+from jaxtyping import Float, Int
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch import Tensor, nn
+
+from videoscene.errors import VideoSceneError
+from videoscene.io_utils import atomic_path
+
+logger = logging.getLogger(__name__)
+
+WEIGHTS_FILE = "ddpnet.safetensors"
+FORMAT = "videoscene.ddpnet/1"
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    """DDPNet's actions, width and bandit training (values the paper leaves open: PAPER.md §6 item 8)."""
+
+    # Candidate leap timesteps (K actions); each must lie on the distillation grid {k−1, 2k−1, …} and ≤ T′.
+    candidates: tuple[int, ...] = (199, 299, 399, 499, 599, 699)
+    hidden_channels: int = 64
+    # Distillation steps during which DDPNet trains; afterwards it is frozen ([PN]: 4000). 0 = never trained.
+    train_steps: int = 4000
+    learning_rate: float = 1e-4
+    # Bandit pulls per training clip and step (each an independent action and noise draw; 1 = one per clip).
+    pulls_per_clip: int = 1
+    exploration: float = 0.05  # ε of the behaviour policy μ = (1−ε)π + ε/K
+    entropy_weight: float = 0.01  # β
+    baseline_momentum: float = 0.99  # running mean / variance of the reward
+
+    def __post_init__(self) -> None:
+        if len(self.candidates) < 2 or len(set(self.candidates)) != len(self.candidates):
+            raise VideoSceneError(
+                f"policy.candidates must hold at least 2 distinct timesteps, got {list(self.candidates)}"
+            )
+        if list(self.candidates) != sorted(self.candidates):
+            raise VideoSceneError(f"policy.candidates must be increasing, got {list(self.candidates)}")
+        if (
+            self.hidden_channels < 1
+            or self.pulls_per_clip < 1
+            or self.train_steps < 0
+            or self.learning_rate <= 0
+        ):
+            raise VideoSceneError(
+                "policy.hidden_channels, policy.pulls_per_clip and policy.learning_rate must be positive, policy.train_steps ≥ 0"
+            )
+        if not 0 <= self.exploration < 1 or not 0 <= self.baseline_momentum < 1 or self.entropy_weight < 0:
+            raise VideoSceneError(
+                "policy.exploration and policy.baseline_momentum must be in [0, 1), entropy_weight ≥ 0"
+            )
+
+
+@dataclass(frozen=True)
+class DDPNetConfig:
+    """Architecture: the input layout (from the video model) plus the policy's actions and width."""
+
+    latent_frames: int
+    latent_channels: int
+    candidates: tuple[int, ...]
+    hidden_channels: int = 64
+
+    @classmethod
+    def from_policy(cls, policy: PolicyConfig, latent_frames: int, latent_channels: int) -> "DDPNetConfig":
+        return cls(latent_frames, latent_channels, tuple(policy.candidates), policy.hidden_channels)
+
+
+class DDPNet(nn.Module):
+    """x₀ʳ [B, f, C, h, w] → logits over K candidate timesteps. Four 3×3 convolutions (the last three with
+    stride 2) with SiLU and no normalisation layer: the noise and blur *level* of the render is what decides
+    t, and a per-sample normalisation would divide it away."""
+
+    def __init__(self, config: DDPNetConfig):
+        super().__init__()
+        self.config = config
+        width = config.hidden_channels
+        in_channels = config.latent_frames * config.latent_channels
+        self.features = nn.Sequential(
+            nn.Conv2d(in_channels, width, 3, padding=1),
+            nn.SiLU(),
+            nn.Conv2d(width, width, 3, stride=2, padding=1),
+            nn.SiLU(),
+            nn.Conv2d(width, width, 3, stride=2, padding=1),
+            nn.SiLU(),
+            nn.Conv2d(width, width, 3, stride=2, padding=1),
+            nn.SiLU(),
+        )
+        self.head = nn.Linear(width, len(config.candidates))
+        self.register_buffer(
+            "candidates", torch.tensor(config.candidates, dtype=torch.int64), persistent=False
+        )
+
+    def forward(
+        self, render_latents: Float[Tensor, "batch latent_frames channels latent_height latent_width"]
+    ) -> Float[Tensor, "batch K"]:
+        batch, frames, channels, height, width = render_latents.shape
+        if (frames, channels) != (self.config.latent_frames, self.config.latent_channels):
+            raise VideoSceneError(
+                f"DDPNet expects {self.config.latent_frames} latent frames × {self.config.latent_channels} channels, "
+                f"got {frames} × {channels}; use a DDPNet trained for this video size"
+            )
+        folded = render_latents.reshape(batch, frames * channels, height, width).to(self.head.weight.dtype)
+        return self.head(self.features(folded).mean(dim=(-2, -1)))
+
+    @torch.no_grad()
+    def choose_timestep(
+        self, render_latents: Float[Tensor, "batch latent_frames channels latent_height latent_width"]
+    ) -> Int[Tensor, " batch"]:
+        """The greedy inference policy t* = t_{argmax π_ψ(·|x₀ʳ)}."""
+        return self.candidates[self(render_latents).argmax(dim=-1)]
+
+    # -- files ------------------------------------------------------------------------------------------------
+    def save(self, path: str | os.PathLike) -> None:
+        """One safetensors file; the architecture goes in its metadata, so the file alone rebuilds the net."""
+        state = {key: value.detach().contiguous().cpu() for key, value in self.state_dict().items()}
+        metadata = {"format": FORMAT, "config": json.dumps(asdict(self.config))}
+        with atomic_path(path) as tmp:
+            save_file(state, str(tmp), metadata=metadata)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, device: torch.device | str = "cpu") -> "DDPNet":
+        path = Path(path)
+        if path.is_dir():
+            path = path / WEIGHTS_FILE
+        if not path.is_file():
+            raise VideoSceneError(
+                f"DDPNet weights {path} not found; train them with `videoscene train distill`"
+            )
+        with safe_open(str(path), framework="pt", device=str(device)) as handle:
+            metadata = handle.metadata() or {}
+            if metadata.get("format") != FORMAT:
+                raise VideoSceneError(
+                    f"{path} is not a DDPNet file (format {metadata.get('format')!r}, expected {FORMAT!r})"
+                )
+            state = {key: handle.get_tensor(key) for key in handle.keys()}
+        raw = json.loads(metadata["config"])
+        net = cls(DDPNetConfig(**{**raw, "candidates": tuple(raw["candidates"])}))
+        net.load_state_dict(state)
+        return net.to(device)
+
+
+@dataclass
+class BanditStep:
+    """What one bandit update saw: the actions, their timesteps and rewards, and the policy's state."""
+
+    actions: Int[Tensor, " batch"]
+    timesteps: Int[Tensor, " batch"]
+    rewards: Float[Tensor, " batch"]
+    loss: float
+    entropy: float
+    baseline: float
+
+
+@dataclass
+class RewardStatistics:
+    """Running mean b and variance of the reward (exponential moving averages, bias-corrected)."""
+
+    momentum: float
+    mean: float = 0.0
+    second_moment: float = 0.0
+    count: int = 0
+
+    def update(self, rewards: Tensor) -> None:
+        self.mean = self.momentum * self.mean + (1 - self.momentum) * rewards.mean().item()
+        self.second_moment = (
+            self.momentum * self.second_moment + (1 - self.momentum) * rewards.square().mean().item()
+        )
+        self.count += 1
+
+    @property
+    def baseline(self) -> float:
+        return self.mean / (1 - self.momentum**self.count) if self.count else 0.0
+
+    @property
+    def std(self) -> float:
+        if not self.count:
+            return 1.0
+        variance = self.second_moment / (1 - self.momentum**self.count) - self.baseline**2
+        return max(variance, 0.0) ** 0.5 + 1e-8
+
+
+@dataclass
+class BanditTrainer:
+    """REINFORCE on DDPNet with a running-mean baseline, ε-exploration and an entropy bonus."""
+
+    net: DDPNet
+    config: PolicyConfig
+    optimizer: torch.optim.Optimizer = field(init=False)
+    statistics: RewardStatistics = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.optimizer = torch.optim.Adam(self.net.parameters(), lr=self.config.learning_rate)
+        self.statistics = RewardStatistics(self.config.baseline_momentum)
+
+    def step(
+        self,
+        render_latents: Float[Tensor, "batch latent_frames channels latent_height latent_width"],
+        reward_fn: Callable[[Int[Tensor, " batch"]], Float[Tensor, " batch"]],
+        generator: torch.Generator,
+        average_gradients: Callable[[nn.Module], None] | None = None,
+    ) -> BanditStep:
+        """Act on a batch of contexts, ask `reward_fn(timesteps)` for the rewards, update ψ once.
+        `average_gradients(net)` (data-parallel training) runs between backward and the optimizer step."""
+        self.net.train()
+        logits = self.net(render_latents.detach())
+        log_pi = logits.log_softmax(dim=-1)
+        pi = log_pi.exp()
+        num_actions = pi.shape[-1]
+        # Behaviour policy μ = (1−ε)π + ε/K, sampled with the caller's generator (reproducible, resumable).
+        behaviour = (1 - self.config.exploration) * pi.detach() + self.config.exploration / num_actions
+        actions = torch.multinomial(behaviour.cpu(), 1, generator=generator).squeeze(-1).to(logits.device)
+        timesteps = self.net.candidates[actions]
+        with torch.no_grad():
+            rewards = reward_fn(timesteps).detach().float().to(logits.device).reshape(-1)
+
+        self.statistics.update(rewards)
+        advantage = (rewards - self.statistics.baseline) / self.statistics.std
+        chosen = actions[:, None]
+        importance = (pi.detach().gather(-1, chosen) / behaviour.gather(-1, chosen)).squeeze(-1)
+        entropy = -(pi * log_pi).sum(dim=-1)
+        loss = -(importance * advantage * log_pi.gather(-1, chosen).squeeze(-1)).mean()
+        loss = loss - self.config.entropy_weight * entropy.mean()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if average_gradients is not None:
+            average_gradients(self.net)
+        self.optimizer.step()
+        return BanditStep(
+            actions, timesteps, rewards, loss.item(), entropy.mean().item(), self.statistics.baseline
+        )

@@ -1,0 +1,505 @@
+"""`videoscene train prior`: train the feed-forward Gaussian prior on RealEstate10K-format chunks.
+
+Each step renders the predicted Gaussians at a random subset of a clip's target cameras and minimises
+MSE + λ·(1 − SSIM) [+ λ_lpips·LPIPS] against the real frames. Built on `accelerate` (one CPU process, or
+one process per GPU with `accelerate launch`), AdamW with linear warm-up then cosine decay, gradient clipping.
+
+Determinism and resuming: the clip, its stride and the target subset of every sample are a pure function
+of (seed, global sample number), so a run resumed from a checkpoint sees exactly the batches the
+uninterrupted run would have seen. Checkpoints are folders OUT/checkpoints/step_NNNNNNN holding
+model.safetensors, optimizer.safetensors and state.json (step, optimizer hyper-parameters, scheduler);
+each is built aside and renamed into place, so a crash never leaves a half-written checkpoint. Nothing is
+pickled. The final export is OUT/prior.safetensors + OUT/prior_config.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import random
+import re
+import shutil
+import time
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from jaxtyping import Int
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, Sampler
+from tqdm.auto import tqdm
+
+from videoscene.data.dataset import ClipDataset, ClipSamplerConfig, collate_examples, example_from_scene
+from videoscene.errors import VideoSceneError
+from videoscene.gaussians.rasterizer import render
+from videoscene.geometry.image_ops import crop_to_aspect_and_resize
+from videoscene.io_utils import staged_output_dir, write_json_atomic
+from videoscene.prior.config import EncoderConfig, encoder_config
+from videoscene.prior.encoder import GaussianEncoder
+from videoscene.prior.losses import PhotometricLoss, PhotometricLossConfig, psnr, ssim
+from videoscene.types import Example, Views
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINTS = "checkpoints"
+_CHECKPOINT_PATTERN = re.compile(r"^step_(\d{7})$")
+
+
+@dataclass
+class PriorTrainConfig:
+    """Everything a training run depends on; stored as JSON beside its outputs."""
+
+    encoder: str | dict = "tiny"  # preset name, path of an EncoderConfig JSON, or the config itself
+    train_data: list[str] = field(default_factory=list)  # split folders (holding index.json)
+    validation_data: list[str] = field(default_factory=list)  # held-out split folders; empty: no validation
+    image_size: tuple[int, int] = (64, 96)  # (height, width); frames are centre-cropped to the aspect and resized
+    num_frames: int = 9  # frames per clip (8k+1): the two ends are the context views
+    min_stride: int = 1
+    max_stride: int = 2
+    near: float = 0.5
+    far: float = 20.0
+    targets_per_step: int = 2  # target views rendered per sample, drawn from the clip's frames
+    batch_size: int = 2  # per process
+    steps: int = 2000
+    lr: float = 3e-4
+    weight_decay: float = 0.01
+    warmup_steps: int = 100
+    min_lr_ratio: float = 0.1  # the cosine decays to lr · min_lr_ratio
+    grad_clip: float = 0.5
+    ssim_weight: float = 0.1
+    lpips_weight: float = 0.05
+    lpips_weights: list[str] = field(default_factory=list)  # LPIPS weight files; empty: no LPIPS term
+    background: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    seed: int = 0
+    num_workers: int = 0
+    num_threads: int | None = None  # torch CPU threads (None: torch's default)
+    mixed_precision: str = "no"  # accelerate: no, fp16, bf16
+    log_every: int = 10
+    validate_every: int = 250
+    validation_scenes: int = 8
+    checkpoint_every: int = 250
+    keep_checkpoints: int = 2
+
+    def __post_init__(self) -> None:
+        self.image_size = tuple(self.image_size)
+        self.background = tuple(self.background)
+        if len(self.image_size) != 2 or min(self.image_size) < 1:
+            raise VideoSceneError(f"training config: image_size must be [height, width], got {list(self.image_size)}")
+        if not 1 <= self.targets_per_step <= self.num_frames:
+            raise VideoSceneError(f"training config: targets_per_step must be between 1 and num_frames ({self.num_frames})")
+        for name in ("batch_size", "steps", "log_every", "validate_every", "checkpoint_every", "keep_checkpoints", "validation_scenes"):
+            if getattr(self, name) < 1:
+                raise VideoSceneError(f"training config: {name} must be >= 1, got {getattr(self, name)}")
+        if self.lr <= 0 or self.grad_clip <= 0 or not 0 <= self.min_lr_ratio <= 1 or self.warmup_steps < 0:
+            raise VideoSceneError("training config: need lr > 0, grad_clip > 0, warmup_steps >= 0 and 0 <= min_lr_ratio <= 1")
+        ClipSamplerConfig(self.num_frames, self.min_stride, self.max_stride, self.near, self.far)  # validates those
+
+    @property
+    def encoder_config(self) -> EncoderConfig:
+        return EncoderConfig.from_dict(self.encoder) if isinstance(self.encoder, dict) else encoder_config(self.encoder)
+
+    @property
+    def loss_config(self) -> PhotometricLossConfig:
+        return PhotometricLossConfig(self.ssim_weight, self.lpips_weight, list(self.lpips_weights))
+
+    @property
+    def clip_config(self) -> ClipSamplerConfig:
+        return ClipSamplerConfig(self.num_frames, self.min_stride, self.max_stride, self.near, self.far)
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["image_size"], data["background"] = list(self.image_size), list(self.background)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "PriorTrainConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise VideoSceneError(f"training config has unknown keys {sorted(unknown)}; known keys: {sorted(known)}")
+        return cls(**data)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "PriorTrainConfig":
+        path = Path(path)
+        if not path.is_file():
+            raise VideoSceneError(f"training config {path} does not exist")
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError as error:
+            raise VideoSceneError(f"training config {path} is not valid JSON ({error.msg} at line {error.lineno})") from None
+        if not isinstance(data, dict):
+            raise VideoSceneError(f"training config {path} must hold a JSON object")
+        return cls.from_dict(data)
+
+
+# ----------------------------------------------------------------------------------------------
+# Data: every sample is a pure function of (seed, global sample number)
+# ----------------------------------------------------------------------------------------------
+
+
+_SAMPLE_STREAM, _EPOCH_STREAM = 0, 1
+
+
+def derived_seed(seed: int, stream: int, number: int) -> int:
+    """A 63-bit seed for item `number` of a stream (samples, epoch permutations), independent across items."""
+    return int(np.random.SeedSequence([seed, stream, number]).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
+def select_views(views: Views, chosen: Int[Tensor, "k"]) -> Views:
+    """The views at positions `chosen` of batched views [B, V, ...]."""
+    return replace(views, **{f.name: getattr(views, f.name)[:, chosen] for f in fields(views) if getattr(views, f.name) is not None})
+
+
+def resize_views(views: Views, size: tuple[int, int]) -> Views:
+    image, intrinsics = crop_to_aspect_and_resize(views.image, views.intrinsics, size)
+    return replace(views, image=image, intrinsics=intrinsics)
+
+
+class TrainingClips(Dataset):
+    """Item (scene position, seed) -> an Example at the training size with `targets` target views drawn
+    from the clip. Clip and targets depend only on the seed; only the frames used are decoded."""
+
+    def __init__(self, clips: ClipDataset, size: tuple[int, int], targets: int):
+        self.clips, self.size, self.targets = clips, size, targets
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def __getitem__(self, item: tuple[int, int]) -> Example:
+        position, seed = item
+        key = self.clips.keys[position]
+        rng = random.Random(seed)
+        frames = self.clips.clip_indices(key, rng)
+        targets = sorted(rng.sample(frames, self.targets))
+        config = self.clips.config
+        example = example_from_scene(self.clips.store[key], [frames[0], frames[-1]], targets, config.near, config.far)
+        return Example(resize_views(example.context, self.size), resize_views(example.target, self.size), example.scene)
+
+
+class StepBatches(Sampler):
+    """Batches for steps [start, steps): process p of n takes global samples (step·n + p)·batch + slot,
+    which walk through a fresh permutation of the scenes every epoch."""
+
+    def __init__(self, scenes: int, batch_size: int, seed: int, start: int, steps: int, process: int = 0, processes: int = 1):
+        self.scenes, self.batch_size, self.seed = scenes, batch_size, seed
+        self.start, self.steps, self.process, self.processes = start, steps, process, processes
+
+    def __len__(self) -> int:
+        return self.steps - self.start
+
+    def _permutation(self, epoch: int) -> Tensor:
+        return torch.randperm(self.scenes, generator=torch.Generator().manual_seed(derived_seed(self.seed, _EPOCH_STREAM, epoch)))
+
+    def __iter__(self):
+        cached_epoch, permutation = -1, None
+        for step in range(self.start, self.steps):
+            batch = []
+            for slot in range(self.batch_size):
+                number = (step * self.processes + self.process) * self.batch_size + slot
+                epoch, within = divmod(number, self.scenes)
+                if epoch != cached_epoch:
+                    cached_epoch, permutation = epoch, self._permutation(epoch)
+                batch.append((int(permutation[within]), derived_seed(self.seed, _SAMPLE_STREAM, number)))
+            yield batch
+
+
+def validation_examples(config: PriorTrainConfig) -> list[Example]:
+    """Fixed clips of the held-out scenes (the first `validation_scenes`), at the training size."""
+    if not config.validation_data:
+        return []
+    clips = ClipDataset(config.validation_data, config.clip_config, seed=config.seed, deterministic=True)
+    examples = []
+    for position in range(min(config.validation_scenes, len(clips))):
+        example = clips[position]
+        examples.append(Example(resize_views(example.context, config.image_size), resize_views(example.target, config.image_size), example.scene))
+    return examples
+
+
+# ----------------------------------------------------------------------------------------------
+# Rendering, evaluation
+# ----------------------------------------------------------------------------------------------
+
+
+def render_targets(model: GaussianEncoder, example: Example, background: Tensor) -> Tensor:
+    """Predict Gaussians from the context views and render them at the target cameras: [B, T, 3, H, W]."""
+    gaussians = model(example.context).gaussians
+    # Cull only what is behind or right at the camera; the prior's Gaussians lie within [near, far] of the context views.
+    near = 0.1 * float(example.context.near.min())
+    far = 10.0 * float(example.context.far.max())
+    shape = tuple(example.target.image.shape[-2:])
+    return render(gaussians, example.target.extrinsics, example.target.intrinsics, shape, background=background, near=near, far=far).color
+
+
+def nearest_context_images(example: Example) -> Tensor:
+    """Baseline: for each target, the context image whose camera centre is closest."""
+    context_centres = example.context.extrinsics[..., :3, 3]  # [B, V, 3]
+    target_centres = example.target.extrinsics[..., :3, 3]  # [B, T, 3]
+    nearest = torch.cdist(target_centres, context_centres).argmin(-1)  # [B, T]
+    return torch.stack([example.context.image[b, nearest[b]] for b in range(nearest.shape[0])])
+
+
+@torch.no_grad()
+def evaluate(model: GaussianEncoder, examples: list[Example], background: tuple[float, float, float], device) -> dict[str, float]:
+    """PSNR/SSIM of the prior's renders and of the nearest-context-view baseline on the interior targets
+    (the clip ends are the context views themselves), averaged over views then scenes."""
+    was_training = model.training
+    model.eval()
+    scores: dict[str, list[float]] = {"psnr": [], "ssim": [], "baseline_psnr": [], "baseline_ssim": []}
+    for example in examples:
+        batch = collate_examples([example]).to(device)
+        interior = torch.arange(1, batch.target.image.shape[1] - 1, device=device)
+        batch = Example(batch.context, select_views(batch.target, interior), batch.scene)
+        rendered = render_targets(model, batch, torch.tensor([background], device=device))
+        baseline = nearest_context_images(batch)
+        truth = batch.target.image
+        scores["psnr"].append(psnr(rendered, truth).mean().item())
+        scores["ssim"].append(ssim(rendered.clamp(0, 1), truth).mean().item())
+        scores["baseline_psnr"].append(psnr(baseline, truth).mean().item())
+        scores["baseline_ssim"].append(ssim(baseline, truth).mean().item())
+    model.train(was_training)
+    return {key: float(np.mean(values)) for key, values in scores.items()}
+
+
+# ----------------------------------------------------------------------------------------------
+# Schedule and checkpoints
+# ----------------------------------------------------------------------------------------------
+
+
+def warmup_cosine(warmup: int, total: int, min_ratio: float):
+    """lr multiplier at optimiser step s: linear warm-up over `warmup` steps, then cosine to `min_ratio`."""
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return factor
+
+
+def checkpoint_folders(out: Path) -> list[tuple[int, Path]]:
+    folder = out / CHECKPOINTS
+    if not folder.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in folder.iterdir() if p.is_dir() and (m := _CHECKPOINT_PATTERN.match(p.name))]
+    return sorted(found)
+
+
+def save_checkpoint(out: Path, step: int, model: GaussianEncoder, optimizer: torch.optim.Optimizer, scheduler, config: PriorTrainConfig) -> Path:
+    """Write OUT/checkpoints/step_NNNNNNN atomically, then keep only the newest `keep_checkpoints`."""
+    target = out / CHECKPOINTS / f"step_{step:07d}"
+    optimizer_state = optimizer.state_dict()
+    tensors, scalars = {}, {}
+    for index, state in optimizer_state["state"].items():
+        for name, value in state.items():
+            if isinstance(value, Tensor):
+                tensors[f"{index}.{name}"] = value.detach().contiguous().cpu()
+            else:
+                scalars[f"{index}.{name}"] = value
+    with staged_output_dir(target, overwrite=True) as stage:
+        save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, str(stage / "model.safetensors"))
+        save_file(tensors, str(stage / "optimizer.safetensors"))
+        state = {
+            "step": step,
+            "optimizer_param_groups": optimizer_state["param_groups"],
+            "optimizer_scalars": scalars,
+            "scheduler": scheduler.state_dict(),
+            "train_config": config.to_dict(),
+            "encoder_config": config.encoder_config.to_dict(),
+        }
+        (stage / "state.json").write_text(json.dumps(state, indent=2) + "\n")
+    for _, old in checkpoint_folders(out)[: -config.keep_checkpoints]:
+        shutil.rmtree(old, ignore_errors=True)
+    return target
+
+
+def load_checkpoint(folder: Path, model: GaussianEncoder, optimizer: torch.optim.Optimizer, scheduler, config: PriorTrainConfig) -> int:
+    """Restore model, optimiser and scheduler from a checkpoint folder; returns its step."""
+    try:
+        state = json.loads((folder / "state.json").read_text())
+        model_state = load_file(str(folder / "model.safetensors"))
+        optimizer_tensors = load_file(str(folder / "optimizer.safetensors"))
+    except (OSError, json.JSONDecodeError) as error:
+        raise VideoSceneError(f"checkpoint {folder} is unreadable ({error}); delete it to resume from an older one") from None
+    if EncoderConfig.from_dict(state["encoder_config"]) != config.encoder_config:
+        raise VideoSceneError(f"checkpoint {folder} was trained with a different encoder config; resume with the same --config")
+    model.load_state_dict(model_state)
+    per_parameter: dict[int, dict] = {}
+    for key, value in list(optimizer_tensors.items()) + list(state["optimizer_scalars"].items()):
+        index, name = key.split(".", 1)
+        per_parameter.setdefault(int(index), {})[name] = value
+    optimizer.load_state_dict({"state": per_parameter, "param_groups": state["optimizer_param_groups"]})
+    scheduler.load_state_dict(state["scheduler"])
+    return int(state["step"])
+
+
+# ----------------------------------------------------------------------------------------------
+# Training
+# ----------------------------------------------------------------------------------------------
+
+
+def _append_jsonl(path: Path, record: dict) -> None:
+    with path.open("a") as handle:
+        handle.write(json.dumps(record) + "\n")
+
+
+def train_prior(config: PriorTrainConfig, out: str | Path, resume: bool = False, stop_after: int | None = None) -> dict:
+    """Train (or resume) a prior; returns the last validation scores and the step reached. `stop_after`
+    ends this call after that many steps (checkpointing first), e.g. to train in time slices."""
+    threads = torch.get_num_threads()
+    try:
+        return _train(config, Path(out), resume, stop_after)
+    finally:
+        torch.set_num_threads(threads)  # `num_threads` applies to this run only
+
+
+def _train(config: PriorTrainConfig, out: Path, resume: bool, stop_after: int | None) -> dict:
+    # 1. Check inputs and the output folder.
+    if not config.train_data:
+        raise VideoSceneError("no training data: set train_data in the config or pass --data DIR")
+    multiple = config.encoder_config.size_multiple
+    if config.image_size[0] % multiple or config.image_size[1] % multiple:
+        raise VideoSceneError(f"training config: image_size {list(config.image_size)} must be multiples of {multiple} for this encoder")
+    existing = checkpoint_folders(out)
+    if not resume and (existing or (out / "prior.safetensors").exists()):
+        raise VideoSceneError(f"{out} already holds a training run; pass --resume to continue it or choose another --out")
+    if config.num_threads:
+        torch.set_num_threads(config.num_threads)
+
+    # 2. Model, optimiser, schedule (identical initial weights for a seed).
+    accelerator = Accelerator(mixed_precision=config.mixed_precision)
+    set_seed(config.seed)
+    model = GaussianEncoder(config.encoder_config)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(config.warmup_steps, config.steps, config.min_lr_ratio))
+    start = 0
+    if resume and existing:
+        start = load_checkpoint(existing[-1][1], model, optimizer, scheduler, config)
+        logger.info("resuming from %s (step %d)", existing[-1][1], start)
+    elif resume:
+        logger.info("no checkpoint in %s; starting from step 0", out)
+    if start >= config.steps and (out / "prior.safetensors").exists():
+        logger.info("training already finished at step %d", start)
+        return {"step": start}
+    # The scheduler is stepped by hand once per optimiser step (accelerate would step it once per process).
+    model, optimizer = accelerator.prepare(model, optimizer)
+    device = accelerator.device
+    loss_fn = PhotometricLoss(config.loss_config).to(device)
+    background = torch.tensor(config.background, device=device).expand(config.batch_size, 3)
+    if accelerator.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(out / "train_config.json", config.to_dict())
+
+    # 3. Data.
+    end = config.steps if stop_after is None else min(config.steps, start + stop_after)
+    clips = ClipDataset(config.train_data, config.clip_config, seed=config.seed)
+    sampler = StepBatches(len(clips), config.batch_size, config.seed, start, end, accelerator.process_index, accelerator.num_processes)
+    loader = DataLoader(
+        TrainingClips(clips, config.image_size, config.targets_per_step),
+        batch_sampler=sampler,
+        collate_fn=collate_examples,
+        num_workers=config.num_workers,
+    )
+    held_out = validation_examples(config) if accelerator.is_main_process else []
+
+    # 4. Optimise.
+    step, last_scores = start, {}
+    progress = tqdm(total=config.steps, initial=start, desc="train prior", disable=not accelerator.is_local_main_process)
+    step_seconds = 0.0  # time in training steps only (not validation or checkpoints)
+    for batch in loader:
+        tic = time.perf_counter()
+        batch = batch.to(device)
+        with accelerator.autocast():
+            rendered = render_targets(model, batch, background)
+            terms = loss_fn(rendered.float(), batch.target.image)
+        accelerator.backward(terms["total"])
+        grad_norm = accelerator.clip_grad_norm_(model.parameters(), config.grad_clip)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+        step_seconds += time.perf_counter() - tic
+        progress.update(1)
+
+        if step % config.log_every == 0 or step == end:
+            record = {k: round(v.item(), 6) for k, v in terms.items()}
+            record.update(step=step, lr=scheduler.get_last_lr()[0], grad_norm=round(float(grad_norm), 4),
+                          seconds_per_step=round(step_seconds / (step - start), 4))
+            progress.set_postfix(loss=f"{record['total']:.4f}", psnr=f"{-10 * math.log10(max(record['mse'], 1e-10)):.2f}")
+            if accelerator.is_main_process:
+                _append_jsonl(out / "train_log.jsonl", record)
+        if held_out and (step % config.validate_every == 0 or step == config.steps):
+            last_scores = evaluate(accelerator.unwrap_model(model), held_out, config.background, device)
+            logger.info("step %d validation: PSNR %.2f dB (nearest context view %.2f dB), SSIM %.3f (%.3f)", step,
+                        last_scores["psnr"], last_scores["baseline_psnr"], last_scores["ssim"], last_scores["baseline_ssim"])
+            _append_jsonl(out / "validation.jsonl", {"step": step, **last_scores})
+        if step % config.checkpoint_every == 0 or step == end:
+            accelerator.wait_for_everyone()
+            if accelerator.is_main_process:
+                save_checkpoint(out, step, accelerator.unwrap_model(model), optimizer, scheduler, config)
+    progress.close()
+
+    # 5. Export the final prior.
+    accelerator.wait_for_everyone()
+    if step >= config.steps and accelerator.is_main_process:
+        accelerator.unwrap_model(model).save(out)
+        logger.info("wrote %s and %s", out / "prior.safetensors", out / "prior_config.json")
+    return {"step": step, **last_scores}
+
+
+# ----------------------------------------------------------------------------------------------
+# CLI
+# ----------------------------------------------------------------------------------------------
+
+
+def _split_folders(paths: list[str], role: str) -> tuple[list[str], list[str]]:
+    """A --data DIR is a split folder (has index.json) or a dataset root with train/ (and maybe test/)."""
+    train, test = [], []
+    for path in map(Path, paths):
+        if (path / "index.json").is_file():
+            train.append(str(path))
+        elif (path / "train" / "index.json").is_file():
+            train.append(str(path / "train"))
+            if (path / "test" / "index.json").is_file():
+                test.append(str(path / "test"))
+        else:
+            raise VideoSceneError(f"{role} folder {path} holds neither index.json nor train/index.json; is it a RealEstate10K-format dataset?")
+    return train, test
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", required=True, type=Path, help="training config JSON (e.g. configs/prior_tiny.json)")
+    parser.add_argument("--data", nargs="+", help="training data: split folders, or dataset roots whose test/ split becomes validation data")
+    parser.add_argument("--val-data", nargs="+", help="held-out split folders for validation PSNR (overrides the config)")
+    parser.add_argument("--out", type=Path, help="output folder (default: outputs/<config name>)")
+    parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
+    parser.add_argument("--steps", type=int, help="override the number of training steps")
+    parser.add_argument("--stop-after", type=int, help="stop (after checkpointing) once this many steps ran in this call")
+    parser.add_argument("--seed", type=int, help="override the seed")
+
+
+def run(args: argparse.Namespace) -> None:
+    config = PriorTrainConfig.load(args.config)
+    changes = {}
+    if args.data:
+        train, test = _split_folders(args.data, "--data")
+        changes["train_data"] = train
+        if test and not args.val_data:
+            changes["validation_data"] = test
+    if args.val_data:
+        changes["validation_data"] = _split_folders(args.val_data, "--val-data")[0]
+    if args.steps is not None:
+        changes["steps"] = args.steps
+    if args.seed is not None:
+        changes["seed"] = args.seed
+    config = PriorTrainConfig.from_dict({**config.to_dict(), **changes})
+    out = args.out or Path("outputs") / args.config.stem
+    summary = train_prior(config, out, resume=args.resume, stop_after=args.stop_after)
+    logger.info("done: %s", json.dumps(summary))

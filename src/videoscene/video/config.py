@@ -1,0 +1,362 @@
+"""Typed configs of the video diffusion backbone: VAE, denoiser, text embedding, noise schedule, conditioning.
+
+Two presets share one code path (DESIGN.md §2):
+
+- `tiny`: CPU scale, trained here. 17 pixel frames at 64×96 → 5 latent frames of 8 channels × 16×24
+  (4× temporal, 4× spatial: see `TINY_VAE` for why not the paper's 8×).
+- `paper`: CogVideoX-5B-I2V (PAPER.md §1.2, UPSTREAM.md §3c): 49 frames at 480×720 → 13 latent frames of
+  16×60×90; 42 layers, 48 heads × 64, in_channels 32 (16 noisy + 16 condition), text 226 × 4096.
+
+Geometry-dependent constructor arguments of the diffusers classes (the transformer's `in_channels`,
+`sample_frames`, `sample_height` …) are derived here from the video size and the VAE, never typed twice.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Literal
+
+from videoscene.errors import VideoSceneError
+from videoscene.io_utils import write_json_atomic
+
+CONFIG_FORMAT = "videoscene.video/1"
+
+
+@dataclass(frozen=True)
+class VAEConfig:
+    """`diffusers.AutoencoderKLCogVideoX`. Spatial compression is 2^(blocks−1); temporal compression 4."""
+
+    block_out_channels: tuple[int, ...] = (128, 256, 256, 512)
+    latent_channels: int = 16
+    layers_per_block: int = 3
+    norm_num_groups: int = 32
+    temporal_compression_ratio: int = 4
+    # Latents are multiplied by this after encoding so that they have about unit variance (0.7 for CogVideoX-5B;
+    # for a VAE trained here it is measured after training as 1/std of the latents).
+    scaling_factor: float = 0.7
+    # Slicing encodes/decodes one batch element at a time; tiling splits frames into overlapping spatial tiles.
+    # Both only save memory (paper scale); outputs agree up to tile blending.
+    enable_slicing: bool = False
+    enable_tiling: bool = False
+
+    @property
+    def spatial_compression(self) -> int:
+        return 2 ** (len(self.block_out_channels) - 1)
+
+    def diffusers_kwargs(self, height: int, width: int) -> dict[str, Any]:
+        blocks = len(self.block_out_channels)
+        return dict(
+            in_channels=3,
+            out_channels=3,
+            down_block_types=("CogVideoXDownBlock3D",) * blocks,
+            up_block_types=("CogVideoXUpBlock3D",) * blocks,
+            block_out_channels=tuple(self.block_out_channels),
+            latent_channels=self.latent_channels,
+            layers_per_block=self.layers_per_block,
+            norm_num_groups=self.norm_num_groups,
+            temporal_compression_ratio=self.temporal_compression_ratio,
+            # The VAE uses sample size only to choose its default tile size.
+            sample_height=height,
+            sample_width=width,
+            scaling_factor=self.scaling_factor,
+        )
+
+    @classmethod
+    def from_diffusers(cls, config: dict[str, Any], **overrides) -> "VAEConfig":
+        """Our view of a loaded VAE's config (a diffusers folder's vae/config.json)."""
+        return cls(
+            block_out_channels=tuple(config["block_out_channels"]),
+            latent_channels=config["latent_channels"],
+            layers_per_block=config["layers_per_block"],
+            norm_num_groups=config["norm_num_groups"],
+            temporal_compression_ratio=int(config["temporal_compression_ratio"]),
+            scaling_factor=float(config["scaling_factor"]),
+            **overrides,
+        )
+
+
+@dataclass(frozen=True)
+class DenoiserConfig:
+    """`diffusers.CogVideoXTransformer3DModel` without its geometry (derived in `VideoModelConfig`)."""
+
+    num_layers: int = 42
+    num_attention_heads: int = 48
+    attention_head_dim: int = 64
+    time_embed_dim: int = 512
+    patch_size: int = 2
+    use_rotary_positional_embeddings: bool = True
+    # The learned table locks the resolution to sample_height×sample_width (UPSTREAM.md §3c): paper only.
+    use_learned_positional_embeddings: bool = True
+    spatial_interpolation_scale: float = 1.875
+    temporal_interpolation_scale: float = 1.0
+    gradient_checkpointing: bool = False
+
+    @property
+    def inner_dim(self) -> int:
+        return self.num_attention_heads * self.attention_head_dim
+
+    @classmethod
+    def from_diffusers(cls, config: dict[str, Any], **overrides) -> "DenoiserConfig":
+        return cls(
+            num_layers=config["num_layers"],
+            num_attention_heads=config["num_attention_heads"],
+            attention_head_dim=config["attention_head_dim"],
+            time_embed_dim=config["time_embed_dim"],
+            patch_size=config["patch_size"],
+            use_rotary_positional_embeddings=config["use_rotary_positional_embeddings"],
+            use_learned_positional_embeddings=config["use_learned_positional_embeddings"],
+            spatial_interpolation_scale=config["spatial_interpolation_scale"],
+            temporal_interpolation_scale=config["temporal_interpolation_scale"],
+            **overrides,
+        )
+
+
+@dataclass(frozen=True)
+class TextConfig:
+    """The text condition. The paper runs with one fixed prompt, so a single embedding is all that is needed.
+
+    `learned`: a [1, tokens, dim] parameter trained and saved with the weights (tiny).
+    `file`: a precomputed prompt embedding ([tokens, dim] or [1, tokens, dim]; .safetensors, or .pt read with
+    weights_only=True), given by path at load time (paper: the authors' `prompt_embeds.pt`).
+    `t5`: encode `prompt` with a local T5 folder (text_encoder/ + tokenizer/) through `transformers`.
+    """
+
+    kind: Literal["learned", "file", "t5"] = "file"
+    num_tokens: int = 226
+    dim: int = 4096
+    prompt: str = ""
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    """`diffusers.CogVideoXDDIMScheduler` as configured for CogVideoX-5B (UPSTREAM.md §1.2, §3c)."""
+
+    num_train_timesteps: int = 1000
+    beta_start: float = 0.00085
+    beta_end: float = 0.012
+    beta_schedule: str = "scaled_linear"
+    rescale_betas_zero_snr: bool = True
+    prediction_type: str = "v_prediction"
+    timestep_spacing: str = "trailing"
+    snr_shift_scale: float = 1.0
+    clip_sample: bool = False
+    set_alpha_to_one: bool = True
+
+    def diffusers_kwargs(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_diffusers(cls, config: dict[str, Any]) -> "ScheduleConfig":
+        names = {f.name for f in fields(cls)}
+        return cls(**{key: value for key, value in config.items() if key in names})
+
+
+@dataclass(frozen=True)
+class ConditioningConfig:
+    """First/last-frame conditioning (PAPER.md §1.3 step 6): pixel-space noise augmentation ĩ = i + σ·ε with
+    log σ ~ N(mean, std²) on images in [−1, 1], one σ per sample shared by its two frames."""
+
+    noise_aug_log_sigma_mean: float = -3.0
+    noise_aug_log_sigma_std: float = 0.5
+    # The authors sample the VAE posterior (latent_dist.sample()); `False` uses its mean instead.
+    sample_posterior: bool = True
+
+
+@dataclass(frozen=True)
+class VideoModelConfig:
+    """Everything needed to build the backbone at one operating size (pixel frames × height × width)."""
+
+    name: str
+    num_frames: int
+    height: int
+    width: int
+    vae: VAEConfig = field(default_factory=VAEConfig)
+    denoiser: DenoiserConfig = field(default_factory=DenoiserConfig)
+    text: TextConfig = field(default_factory=TextConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    conditioning: ConditioningConfig = field(default_factory=ConditioningConfig)
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    # -- derived geometry -------------------------------------------------------------------------------------
+    @property
+    def latent_frames(self) -> int:
+        return (self.num_frames - 1) // self.vae.temporal_compression_ratio + 1
+
+    @property
+    def latent_height(self) -> int:
+        return self.height // self.vae.spatial_compression
+
+    @property
+    def latent_width(self) -> int:
+        return self.width // self.vae.spatial_compression
+
+    @property
+    def latent_channels(self) -> int:
+        return self.vae.latent_channels
+
+    def validate(self) -> None:
+        vae, den = self.vae, self.denoiser
+        # The VAE decodes L latent frames back to 4(L−1)+1 frames only when that count is odd: F = 8k+1.
+        if self.num_frames < 1 or (self.num_frames - 1) % (2 * vae.temporal_compression_ratio) != 0:
+            raise VideoSceneError(
+                f"video config {self.name!r}: num_frames={self.num_frames} must be 8k+1 (9, 17, 25, 49) so that the "
+                "CogVideoX VAE decodes back to the same number of frames"
+            )
+        multiple = vae.spatial_compression * den.patch_size
+        if self.height % multiple or self.width % multiple:
+            raise VideoSceneError(
+                f"video config {self.name!r}: {self.height}x{self.width} must be divisible by {multiple} "
+                f"(VAE ×{vae.spatial_compression} times patch {den.patch_size})"
+            )
+        if den.use_rotary_positional_embeddings and den.attention_head_dim % 16:
+            raise VideoSceneError(
+                f"video config {self.name!r}: attention_head_dim={den.attention_head_dim} must be divisible by 16 "
+                "for 3D RoPE (it splits the head into temporal 1/4 and spatial 3/8 + 3/8)"
+            )
+        if den.use_learned_positional_embeddings and not den.use_rotary_positional_embeddings:
+            raise VideoSceneError(f"video config {self.name!r}: learned positional embeddings need rotary ones too")
+        for channels in vae.block_out_channels:
+            if channels % vae.norm_num_groups:
+                raise VideoSceneError(
+                    f"video config {self.name!r}: VAE width {channels} is not divisible by norm_num_groups="
+                    f"{vae.norm_num_groups}"
+                )
+
+    def transformer_kwargs(self) -> dict[str, Any]:
+        """Constructor arguments of `CogVideoXTransformer3DModel`; in = noisy ‖ condition latents (2C), out = C."""
+        den = self.denoiser
+        return dict(
+            num_attention_heads=den.num_attention_heads,
+            attention_head_dim=den.attention_head_dim,
+            in_channels=2 * self.latent_channels,
+            out_channels=self.latent_channels,
+            time_embed_dim=den.time_embed_dim,
+            text_embed_dim=self.text.dim,
+            num_layers=den.num_layers,
+            sample_width=self.latent_width,
+            sample_height=self.latent_height,
+            sample_frames=self.num_frames,  # in pixel frames: diffusers compares (f−1)·4+1 against it
+            patch_size=den.patch_size,
+            temporal_compression_ratio=self.vae.temporal_compression_ratio,
+            max_text_seq_length=self.text.num_tokens,
+            spatial_interpolation_scale=den.spatial_interpolation_scale,
+            temporal_interpolation_scale=den.temporal_interpolation_scale,
+            use_rotary_positional_embeddings=den.use_rotary_positional_embeddings,
+            use_learned_positional_embeddings=den.use_learned_positional_embeddings,
+        )
+
+    def vae_kwargs(self) -> dict[str, Any]:
+        return self.vae.diffusers_kwargs(self.height, self.width)
+
+    def with_size(self, num_frames: int, height: int, width: int) -> "VideoModelConfig":
+        """The same model at another operating size (not allowed with learned positional embeddings)."""
+        return replace(self, num_frames=num_frames, height=height, width=width)
+
+    # -- JSON -------------------------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return {"format": CONFIG_FORMAT, **asdict(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "VideoModelConfig":
+        data = dict(data)
+        data.pop("format", None)
+        sections = {
+            "vae": VAEConfig,
+            "denoiser": DenoiserConfig,
+            "text": TextConfig,
+            "schedule": ScheduleConfig,
+            "conditioning": ConditioningConfig,
+        }
+        try:
+            kwargs = {}
+            for key, value in data.items():
+                if key in sections:
+                    section = dict(value)
+                    if key == "vae":
+                        section["block_out_channels"] = tuple(section["block_out_channels"])
+                    value = sections[key](**section)
+                kwargs[key] = value
+            return cls(**kwargs)
+        except (TypeError, KeyError) as error:
+            raise VideoSceneError(f"video config is malformed ({error}); compare with configs/video_tiny.json") from None
+
+    def save_json(self, path: str | os.PathLike) -> None:
+        write_json_atomic(path, self.to_dict())
+
+    @classmethod
+    def load_json(cls, path: str | os.PathLike) -> "VideoModelConfig":
+        path = Path(path)
+        if not path.is_file():
+            raise VideoSceneError(f"video config {path} not found; pass a JSON file such as configs/video_tiny.json")
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError as error:
+            raise VideoSceneError(f"video config {path} is not valid JSON ({error})") from None
+        return cls.from_dict(data)
+
+
+# Tiny VAE, chosen by measurement at 17×64×96 on 2 CPU cores (benchmarks/bench_video.py --vae-candidates):
+# the full-resolution width dominates the cost, so the first block is narrow (16) and there is one layer per
+# block (encode ≈ 0.19 s, decode ≈ 0.46 s, 0.65 M parameters, versus 0.50 s / 0.96 s for 32-64-64-64 with two
+# layers per block). Four-times spatial compression (3 blocks) with 8 latent channels (compression 20×)
+# rather than the paper's eight times with 16 (41×) costs the same time and, in a 250-step training probe on
+# procedural moving-camera clips, reconstructed 19.4 dB against 16.4 dB: the easier road to the ≥ 28 dB goal.
+# Temporal compression stays 4× (17 → 5 latent frames).
+TINY_VAE = VAEConfig(
+    block_out_channels=(16, 32, 32),
+    latent_channels=8,
+    layers_per_block=1,
+    norm_num_groups=8,
+    temporal_compression_ratio=4,
+    scaling_factor=1.0,  # replaced by 1/std of the latents once the VAE is trained
+)
+
+# Tiny denoiser: 4 CogVideoX blocks, 4 heads × 32 (head_dim divisible by 16 for 3D RoPE), rotary only
+# (learned positions would lock the resolution), 2×2 patches: 5×8×12 = 480 video tokens + 8 text tokens.
+TINY_DENOISER = DenoiserConfig(
+    num_layers=4,
+    num_attention_heads=4,
+    attention_head_dim=32,
+    time_embed_dim=128,
+    patch_size=2,
+    use_rotary_positional_embeddings=True,
+    use_learned_positional_embeddings=False,
+    spatial_interpolation_scale=1.0,
+    temporal_interpolation_scale=1.0,
+)
+
+PRESETS: dict[str, VideoModelConfig] = {
+    "tiny": VideoModelConfig(
+        name="tiny",
+        num_frames=17,
+        height=64,
+        width=96,
+        vae=TINY_VAE,
+        denoiser=TINY_DENOISER,
+        text=TextConfig(kind="learned", num_tokens=8, dim=32),
+    ),
+    # CogVideoX-5B-I2V: default VAE widths, scaling factor 0.7, tiling + slicing to fit 49×480×720 decodes.
+    "paper": VideoModelConfig(
+        name="paper",
+        num_frames=49,
+        height=480,
+        width=720,
+        vae=VAEConfig(scaling_factor=0.7, enable_slicing=True, enable_tiling=True),
+        denoiser=DenoiserConfig(),
+        text=TextConfig(kind="file", num_tokens=226, dim=4096),
+    ),
+}
+
+
+def preset(name: str) -> VideoModelConfig:
+    """A named preset, or a JSON config file when `name` is a path."""
+    if name in PRESETS:
+        return PRESETS[name]
+    if name.endswith(".json") or os.sep in name:
+        return VideoModelConfig.load_json(name)
+    raise VideoSceneError(f"unknown video preset {name!r}; choose one of {sorted(PRESETS)} or give a JSON config path")

@@ -1,0 +1,299 @@
+"""The tiled torch rasterizer against its brute-force twin (forward and gradients), against gsplat on a
+GPU, and on a real point cloud."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from videoscene.errors import VideoSceneError
+from videoscene.gaussians.ply import gaussians_from_points
+from videoscene.gaussians.rasterizer import (
+    TorchRasterizerConfig,
+    bin_into_tiles,
+    gsplat_available,
+    project_gaussians,
+    render,
+    render_reference,
+)
+from videoscene.types import Gaussians
+
+PARAMETERS = ("means", "scales", "rotations", "harmonics", "opacities")
+
+
+def look_at(eye: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """OpenCV camera-to-world looking from `eye` at `target`, world -y up."""
+    forward = torch.nn.functional.normalize(target - eye, dim=0)
+    right = torch.nn.functional.normalize(torch.linalg.cross(forward, eye.new_tensor([0.0, -1.0, 0.0])), dim=0)
+    down = torch.linalg.cross(forward, right)
+    camera_to_world = torch.eye(4, dtype=eye.dtype)
+    camera_to_world[:3, :3] = torch.stack([right, down, forward], dim=1)
+    camera_to_world[:3, 3] = eye
+    return camera_to_world
+
+
+def random_scene(
+    seed: int,
+    batch: int = 1,
+    views: int = 2,
+    count: int = 40,
+    degree: int = 3,
+    spread: float = 1.5,
+    camera_distance: float = 4.0,
+    log_scale: tuple[float, float] = (-3.0, -1.0),
+    opacity: tuple[float, float] = (0.05, 0.95),
+    dtype=torch.float64,
+):
+    generator = torch.Generator().manual_seed(seed)
+
+    def uniform(*shape, low=0.0, high=1.0):
+        return low + (high - low) * torch.rand(*shape, generator=generator, dtype=torch.float64)
+
+    gaussians = Gaussians(
+        means=uniform(batch, count, 3, low=-spread, high=spread),
+        scales=uniform(batch, count, 3, low=log_scale[0], high=log_scale[1]).exp(),
+        rotations=torch.randn(batch, count, 4, generator=generator, dtype=torch.float64),
+        harmonics=0.4 * torch.randn(batch, count, (degree + 1) ** 2, 3, generator=generator, dtype=torch.float64),
+        opacities=uniform(batch, count, low=opacity[0], high=opacity[1]),
+    )
+    angles = uniform(batch, views, high=2 * math.pi)
+    heights = uniform(batch, views, low=-0.5, high=0.5)
+    extrinsics = torch.stack(
+        [
+            torch.stack(
+                [
+                    look_at(
+                        camera_distance * torch.stack([torch.cos(a), h, torch.sin(a)]),
+                        uniform(3, low=-0.2, high=0.2),
+                    )
+                    for a, h in zip(angles[b], heights[b])
+                ]
+            )
+            for b in range(batch)
+        ]
+    )
+    focal = uniform(batch, views, low=0.8, high=1.2)
+    intrinsics = torch.zeros(batch, views, 3, 3, dtype=torch.float64)
+    intrinsics[..., 0, 0], intrinsics[..., 1, 1] = focal, focal * 1.3
+    intrinsics[..., 0, 2], intrinsics[..., 1, 2] = uniform(batch, views, low=0.4, high=0.6), 0.5
+    intrinsics[..., 2, 2] = 1
+    return gaussians.to(dtype), extrinsics.to(dtype), intrinsics.to(dtype)
+
+
+def with_grad(gaussians: Gaussians) -> Gaussians:
+    for name in PARAMETERS:
+        getattr(gaussians, name).requires_grad_(True)
+    return gaussians
+
+
+def weighted_sum(output, seed: int = 7):
+    """A scalar that depends on every output pixel with fixed random weights."""
+    generator = torch.Generator().manual_seed(seed)
+    return sum(
+        (getattr(output, name) * torch.randn(getattr(output, name).shape, generator=generator, dtype=output.color.dtype)).sum()
+        for name in ("color", "depth", "alpha")
+    )
+
+
+def assert_twins_agree(gaussians, extrinsics, intrinsics, image_shape, background=None, config=None, **kwargs):
+    gaussians = with_grad(gaussians)
+    reference = render_reference(gaussians, extrinsics, intrinsics, image_shape, background, **kwargs)
+    tiled = render(gaussians, extrinsics, intrinsics, image_shape, background, backend="torch", config=config, **kwargs)
+    for name in ("color", "depth", "alpha"):
+        torch.testing.assert_close(getattr(tiled, name), getattr(reference, name), atol=1e-10, rtol=1e-10)
+    parameters = [getattr(gaussians, name) for name in PARAMETERS]
+    expected = torch.autograd.grad(weighted_sum(reference), parameters)
+    actual = torch.autograd.grad(weighted_sum(tiled), parameters)
+    for name, got, want in zip(PARAMETERS, actual, expected):
+        assert want.abs().max() > 0, f"no gradient reached {name}: the scene tests nothing"
+        torch.testing.assert_close(got, want, atol=1e-9 * want.abs().max().item(), rtol=1e-7, msg=name)
+    return reference
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_matches_reference_on_random_scenes(seed):
+    # 21 x 30 is not a whole number of tiles, so partial tiles are exercised too.
+    reference = assert_twins_agree(*random_scene(seed), (21, 30))
+    assert 0.05 < reference.alpha.mean() < 0.95
+
+
+def test_matches_reference_when_overlapping_gaussians_saturate():
+    # Many large, nearly opaque Gaussians on top of each other: pixels stop early (T <= 1e-4) and some
+    # opacities are 1, so the 0.999 clamp is hit.
+    gaussians, extrinsics, intrinsics = random_scene(
+        3, count=60, spread=0.4, log_scale=(-1.5, -0.8), opacity=(0.85, 1.0)
+    )
+    gaussians.opacities[:, :10] = 1.0
+    reference = assert_twins_agree(gaussians, extrinsics, intrinsics, (20, 24))
+    assert (reference.alpha > 0.999).any(), "no pixel saturated: the early stop is not exercised"
+
+
+def test_matches_reference_with_gaussians_behind_and_beside_the_camera():
+    # Cameras inside the cloud: some Gaussians are behind the near plane, some just outside the
+    # frustum where the Jacobian clamp applies, and some very close and large.
+    gaussians, extrinsics, intrinsics = random_scene(
+        4, count=50, spread=1.5, camera_distance=0.7, log_scale=(-2.5, -1.0), opacity=(0.2, 0.9)
+    )
+    world_to_camera = torch.linalg.inv(extrinsics)
+    depth = (world_to_camera[:, :, None, :3, :3] @ gaussians.means[:, None, :, :, None]).squeeze(-1)[..., 2]
+    depth = depth + world_to_camera[:, :, None, 2, 3]
+    assert (depth < 0.2).any() and (depth > 0.2).any()
+    assert_twins_agree(gaussians, extrinsics, intrinsics, (18, 26), near=0.2)
+
+
+def test_matches_reference_batched_with_background_and_lower_sh_degree():
+    gaussians, extrinsics, intrinsics = random_scene(5, batch=2, views=3, count=30, degree=4)
+    background = torch.tensor([[0.2, 0.5, 0.9], [1.0, 0.0, 0.3]], dtype=torch.float64)
+    assert_twins_agree(gaussians, extrinsics, intrinsics, (16, 20), background, sh_degree=2)
+
+
+def test_float32_forward_matches_reference():
+    gaussians, extrinsics, intrinsics = random_scene(6, dtype=torch.float32)
+    reference = render_reference(gaussians, extrinsics, intrinsics, (21, 30))
+    tiled = render(gaussians, extrinsics, intrinsics, (21, 30), backend="torch")
+    torch.testing.assert_close(tiled.color, reference.color, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(tiled.alpha, reference.alpha, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(tiled.depth, reference.depth, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("tile_size, chunk_elements", [(1, 64), (3, 200), (16, 10**7)])
+def test_tiling_and_chunking_do_not_change_the_result(tile_size, chunk_elements):
+    gaussians, extrinsics, intrinsics = random_scene(7, count=60)
+    gaussians = with_grad(gaussians)
+    config = TorchRasterizerConfig(tile_size=tile_size, chunk_elements=chunk_elements)
+    baseline = render(gaussians, extrinsics, intrinsics, (19, 23), backend="torch")
+    varied = render(gaussians, extrinsics, intrinsics, (19, 23), backend="torch", config=config)
+    for name in ("color", "depth", "alpha"):
+        torch.testing.assert_close(getattr(varied, name), getattr(baseline, name), atol=1e-12, rtol=1e-12)
+    parameters = [getattr(gaussians, name) for name in PARAMETERS]
+    for got, want in zip(
+        torch.autograd.grad(weighted_sum(varied), parameters), torch.autograd.grad(weighted_sum(baseline), parameters)
+    ):
+        torch.testing.assert_close(got, want, atol=1e-10, rtol=1e-9)
+    # Memory bound: every chunk but single-tile ones stays within the element budget.
+    with torch.no_grad():
+        projected = project_gaussians(gaussians, extrinsics, intrinsics, (19, 23), 0.01, 1e10, 3)
+        bins = bin_into_tiles(projected, (19, 23), config)
+    assert len(bins.chunks) > 0
+    for tiles, longest in bins.chunks:
+        assert len(tiles) == 1 or len(tiles) * longest * tile_size**2 <= chunk_elements
+
+
+def test_empty_view_shows_the_background():
+    gaussians, extrinsics, intrinsics = random_scene(8, count=5)
+    gaussians.means[...] = extrinsics[0, 0, :3, 3] - 10 * extrinsics[0, 0, :3, 2]  # all behind camera 0
+    background = torch.tensor([[0.1, 0.2, 0.3]], dtype=torch.float64)
+    output = render(gaussians, extrinsics[:, :1], intrinsics[:, :1], (8, 8), background, backend="torch")
+    assert torch.all(output.alpha == 0) and torch.all(output.depth == 0)
+    torch.testing.assert_close(output.color, background[:, None, :, None, None].expand_as(output.color))
+
+
+def test_bad_inputs_raise_one_line_errors():
+    gaussians, extrinsics, intrinsics = random_scene(9, count=4)
+    shape = (8, 8)
+    with pytest.raises(VideoSceneError, match="batched Gaussians"):
+        render(gaussians.select(0), extrinsics, intrinsics, shape)
+    with pytest.raises(VideoSceneError, match="intrinsics must have shape"):
+        render(gaussians, extrinsics, intrinsics[:, :1], shape)
+    skewed = extrinsics.clone()
+    skewed[0, 0, 0, 0] += 0.5
+    with pytest.raises(VideoSceneError, match="not rigid"):
+        render(gaussians, skewed, intrinsics, shape)
+    broken = Gaussians(gaussians.means.clone(), gaussians.scales, gaussians.rotations, gaussians.harmonics, gaussians.opacities)
+    broken.means[0, 0, 0] = float("nan")
+    with pytest.raises(VideoSceneError, match="NaN"):
+        render(broken, extrinsics, intrinsics, shape)
+    with pytest.raises(VideoSceneError, match="near < far"):
+        render(gaussians, extrinsics, intrinsics, shape, near=2.0, far=1.0)
+    with pytest.raises(VideoSceneError, match="unknown rasterizer backend"):
+        render(gaussians, extrinsics, intrinsics, shape, backend="vulkan")
+    with pytest.raises(VideoSceneError, match="sh_degree"):
+        render(gaussians, extrinsics, intrinsics, shape, sh_degree=4)
+    with pytest.raises(VideoSceneError, match="background"):
+        render(gaussians, extrinsics, intrinsics, shape, background=torch.zeros(3))
+    if not torch.cuda.is_available():
+        with pytest.raises(VideoSceneError, match="CUDA"):
+            render(gaussians, extrinsics, intrinsics, shape, backend="gsplat")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not (torch.cuda.is_available() and gsplat_available()), reason="needs CUDA and gsplat")
+def test_torch_backend_matches_gsplat():
+    gaussians, extrinsics, intrinsics = random_scene(10, batch=2, views=3, count=300, degree=3, dtype=torch.float32)
+    gaussians, extrinsics, intrinsics = gaussians.to("cuda"), extrinsics.cuda(), intrinsics.cuda()
+    background = torch.rand(2, 3, device="cuda")
+    gaussians = with_grad(gaussians)
+    parameters = [getattr(gaussians, name) for name in PARAMETERS]
+    outputs, gradients = {}, {}
+    for backend in ("torch", "gsplat"):
+        outputs[backend] = render(gaussians, extrinsics, intrinsics, (48, 64), background, backend=backend)
+        gradients[backend] = torch.autograd.grad(weighted_sum(outputs[backend]), parameters)
+    # gsplat evaluates exp with fast intrinsics, hence float32-level rather than exact agreement.
+    torch.testing.assert_close(outputs["torch"].color, outputs["gsplat"].color, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(outputs["torch"].alpha, outputs["gsplat"].alpha, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(outputs["torch"].depth, outputs["gsplat"].depth, atol=1e-3, rtol=1e-4)
+    for name, got, want in zip(PARAMETERS, gradients["torch"], gradients["gsplat"]):
+        torch.testing.assert_close(got, want, atol=1e-3 * want.abs().max().item(), rtol=1e-3, msg=name)
+
+
+def garden_gaussians(shared_data):
+    data = np.load(shared_data / "garden_points_cams" / "test_garden.npz")
+    points = torch.from_numpy(data["means3d"]).float()
+    colors = torch.from_numpy(data["colors"]).float() / 255
+    width, height = int(data["width"]), int(data["height"])
+    gaussians = gaussians_from_points(points, colors, scale_factor=0.5, clip_quantile=0.8)
+    return gaussians, torch.from_numpy(data["viewmats"]).float(), torch.from_numpy(data["Ks"]).float(), (height, width)
+
+
+def point_zbuffer(points, colors, world_to_camera, pixel_intrinsics, height, width):
+    """Nearest point per pixel: a plain z-buffer straight from the file's w2c matrix and pixel K."""
+    camera = points @ world_to_camera[:3, :3].T + world_to_camera[:3, 3]
+    depth = camera[:, 2]
+    projected = camera @ pixel_intrinsics.T
+    u, v = projected[:, 0] / depth, projected[:, 1] / depth
+    keep = (depth > 0.01) & (u >= 0) & (u < width) & (v >= 0) & (v < height)
+    pixel = v[keep].long() * width + u[keep].long()
+    nearest = torch.full((height * width,), math.inf).scatter_reduce(0, pixel, depth[keep], "amin")
+    winner = depth[keep] == nearest[pixel]
+    image = torch.full((height * width, 3), math.nan)
+    image[pixel[winner]] = colors[keep][winner]
+    return image.T.reshape(3, height, width), nearest.reshape(height, width)
+
+
+@pytest.mark.shared_data
+def test_garden_point_cloud_renders_like_its_zbuffer(shared_data):
+    gaussians, world_to_camera, pixel_intrinsics, (height, width) = garden_gaussians(shared_data)
+    scale = 4
+    low_height, low_width = height // scale, width // scale
+    low_intrinsics = pixel_intrinsics * torch.tensor([low_width / width, low_height / height, 1.0])[:, None]
+    extrinsics = torch.linalg.inv(world_to_camera.double()).float()
+    intrinsics = pixel_intrinsics / torch.tensor([width, height, 1.0])[:, None]
+    batched = Gaussians(*(t[None] for t in (gaussians.means, gaussians.scales, gaussians.rotations, gaussians.harmonics, gaussians.opacities)))
+    output = render(batched, extrinsics[None], intrinsics[None], (low_height, low_width), backend="torch")
+    colors = gaussians.harmonics[:, 0] * 0.28209479177387814 + 0.5
+    for view in range(len(world_to_camera)):
+        zbuffer_color, zbuffer_depth = point_zbuffer(
+            gaussians.means, colors, world_to_camera[view], low_intrinsics[view], low_height, low_width
+        )
+        hit = torch.isfinite(zbuffer_depth)
+        assert hit.float().mean() > 0.5
+        assert (output.alpha[0, view] > 0.5).float().mean() > 0.7, "the splats should cover most of the picture"
+        rendered = output.color[0, view]
+        error = (rendered - zbuffer_color).abs().mean(0)[hit].mean()
+        assert error < 0.13, error
+        # Brightness patterns line up with the z-buffer's, and far better than a mirrored picture's would.
+        correlation = brightness_correlation(rendered, zbuffer_color, hit)
+        mirrored = max(
+            brightness_correlation(rendered.flip(-1), zbuffer_color, hit),
+            brightness_correlation(rendered.flip(-2), zbuffer_color, hit),
+        )
+        assert correlation > 0.6 and correlation > mirrored + 0.2, (correlation, mirrored)
+        relative_depth = ((output.depth[0, view] - zbuffer_depth).abs() / zbuffer_depth)[hit & (output.alpha[0, view] > 0.5)]
+        assert relative_depth.median() < 0.05
+
+
+def brightness_correlation(image, other, mask):
+    a, b = image.mean(0)[mask], other.mean(0)[mask]
+    a, b = a - a.mean(), b - b.mean()
+    return ((a * b).sum() / (a.norm() * b.norm())).item()

@@ -1,0 +1,95 @@
+"""DDPNet: shapes, files, and REINFORCE learning a contextual bandit whose best arm depends on the context."""
+
+import pytest
+import torch
+
+from videoscene.errors import VideoSceneError
+from videoscene.policy.ddpnet import BanditTrainer, DDPNet, DDPNetConfig, PolicyConfig, RewardStatistics
+
+CANDIDATES = (199, 299, 399, 499)
+NOISE_LEVELS = torch.tensor([0.25, 0.5, 1.0, 2.0])
+
+
+def make_net(policy: PolicyConfig) -> DDPNet:
+    return DDPNet(DDPNetConfig.from_policy(policy, latent_frames=3, latent_channels=4))
+
+
+def degraded_contexts(generator: torch.Generator, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Like render latents: content plus a degradation whose strength (one of 4 levels) is the best arm."""
+    best = torch.randint(len(NOISE_LEVELS), (count,), generator=generator)
+    content = 0.25 * torch.randn(count, 3, 4, 8, 12, generator=generator)
+    degradation = NOISE_LEVELS[best].view(-1, 1, 1, 1, 1) * torch.randn(
+        count, 3, 4, 8, 12, generator=generator
+    )
+    return content + degradation, best
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny convolutions run fastest on one thread (and the test machine's cores are shared)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_bandit_learns_context_dependent_best_arm(one_thread):
+    torch.manual_seed(0)
+    policy = PolicyConfig(
+        candidates=CANDIDATES, hidden_channels=16, learning_rate=1e-3, exploration=0.1, entropy_weight=0.01
+    )
+    net = make_net(policy)
+    trainer = BanditTrainer(net, policy)
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(300):
+        contexts, best = degraded_contexts(generator, 16)
+
+        def reward(timesteps: torch.Tensor) -> torch.Tensor:
+            arm = torch.searchsorted(net.candidates, timesteps)
+            return -(arm - best).abs().float() + 0.1 * torch.randn(len(arm), generator=generator)
+
+        trainer.step(contexts, reward, generator)
+
+    contexts, best = degraded_contexts(torch.Generator().manual_seed(99), 400)
+    net.eval()
+    chosen = torch.searchsorted(net.candidates, net.choose_timestep(contexts))
+    accuracy = (chosen == best).float().mean().item()
+    assert accuracy > 0.8, f"greedy accuracy {accuracy:.2f} (chance 0.25)"
+
+
+def test_choose_timestep_shapes_and_save_load(tmp_path):
+    net = make_net(PolicyConfig(candidates=CANDIDATES, hidden_channels=8))
+    x = torch.randn(5, 3, 4, 8, 12)
+    chosen = net.choose_timestep(x)
+    assert chosen.shape == (5,) and set(chosen.tolist()) <= set(CANDIDATES)
+    net.save(tmp_path / "ddpnet.safetensors")
+    loaded = DDPNet.load(tmp_path)  # a folder holding ddpnet.safetensors works too
+    assert loaded.config == net.config
+    torch.testing.assert_close(loaded(x), net(x))
+
+
+def test_wrong_input_and_bad_files_are_one_line_errors(tmp_path):
+    net = make_net(PolicyConfig(candidates=CANDIDATES, hidden_channels=8))
+    with pytest.raises(VideoSceneError, match="latent frames"):
+        net(torch.randn(1, 5, 4, 8, 12))
+    with pytest.raises(VideoSceneError, match="not found"):
+        DDPNet.load(tmp_path / "missing.safetensors")
+    with pytest.raises(VideoSceneError, match="distinct"):
+        PolicyConfig(candidates=(199,))
+
+
+def test_reward_statistics_and_no_gradient_into_the_reward():
+    statistics = RewardStatistics(momentum=0.9)
+    for _ in range(3):
+        statistics.update(torch.tensor([2.0, 4.0]))
+    assert statistics.baseline == pytest.approx(3.0)  # bias-corrected mean of a constant stream
+    assert statistics.std == pytest.approx(1.0, rel=1e-4)
+
+    policy = PolicyConfig(candidates=CANDIDATES, hidden_channels=8)
+    net = make_net(policy)
+    trainer = BanditTrainer(net, policy)
+    source = torch.randn(2, 3, 4, 8, 12, requires_grad=True)
+    before = [p.detach().clone() for p in net.parameters()]
+    outcome = trainer.step(source, lambda t: -(t.float() / 1000), torch.Generator().manual_seed(0))
+    assert source.grad is None  # decoupled: nothing flows back into the context's producer
+    assert outcome.timesteps.shape == (2,) and any((a != b).any() for a, b in zip(before, net.parameters()))
