@@ -163,3 +163,17 @@ def test_lego_with_a_turned_camera_scores_clearly_worse(lego):
     assert bad.share_within < 0.5 * good.share_within
     figure = draw_matches(frame_a, frame_b, sift_matches(frame_a, frame_b), good.inlier_mask)
     assert figure.shape == (400, 800, 3)
+
+
+def test_ransac_survives_small_match_sets_that_abort_opencv_magsac():
+    # Regression: OpenCV 5's USAC_MAGSAC raises (-215) !model.empty() on this 26-match pair.
+    import torch
+
+    from videoscene.data.synthetic import SynthConfig, render_scene
+    from videoscene.metrics.consistency import ransac_inliers, sift_matches
+
+    frames = render_scene(0, 0, 17, 96, 128, SynthConfig(supersample=1))[0]
+    frames = torch.as_tensor(frames).permute(0, 3, 1, 2).float() / 255
+    matches = sift_matches(frames[0], frames[2])
+    inliers = ransac_inliers(matches)
+    assert inliers.shape == (len(matches),) and inliers.sum() > len(matches) // 2

@@ -16,10 +16,19 @@ COMMANDS: dict[tuple[str | None, str], tuple[str, str]] = {
     ("data", "synth"): ("videoscene.data.synthetic_cli", "render procedural indoor scenes to RealEstate10K chunks"),
     ("data", "convert"): ("videoscene.data.convert", "convert nerf / instant-ngp / llff / colmap scenes to RealEstate10K chunks"),
     ("data", "make-index"): ("videoscene.data.evaluation_index", "pick context pairs and targets: write an evaluation index"),
+    ("train", "prior"): ("videoscene.prior.train", "train the feed-forward Gaussian prior (MVSplat-style) on RealEstate10K-format chunks"),
+    ("train", "vae"): ("videoscene.video.train_vae", "train the tiny CogVideoX VAE from scratch on RealEstate10K-format chunks"),
+    ("train", "teacher"): ("videoscene.video.train_teacher", "train the first/last-frame video diffusion teacher (v-prediction) on cached VAE latents"),
+    ("train", "distill"): ("videoscene.distill.train", "3D-aware leap flow distillation of the one-step student, with DDPNet"),
+    ("policy", "oracle"): ("videoscene.policy.oracle", "DDPNet's timestep choice vs the per-clip oracle and the best fixed t (regret in dB)"),
+    (None, "generate"): ("videoscene.generate", "two images (+ cameras) -> video.mp4, coarse.mp4, frames/, gaussians.ply, report.json"),
+    (None, "demo"): ("videoscene.demo", "run `generate` on a bundled example with the bundled tiny weights"),
+    (None, "eval"): ("videoscene.evaluation.cli", "generate the target views of an evaluation index with each method; score against ground truth"),
 }
 GROUP_HELP = {
     "data": "make and convert datasets",
     "train": "train the prior, the VAE, the teacher, the student and DDPNet",
+    "policy": "analyse the DDPNet timestep policy",
 }
 
 

@@ -42,7 +42,7 @@ from videoscene.errors import VideoSceneError
 from videoscene.geometry.image_ops import crop_to_aspect_and_resize
 from videoscene.io_utils import atomic_path, write_json_atomic
 from videoscene.prior.encoder import GaussianEncoder
-from videoscene.prior.train import render_targets
+from videoscene.prior.render import render_targets
 from videoscene.types import Example, Views
 from videoscene.video.conditioning import encode_condition_frames
 from videoscene.video.models import VideoBackbone

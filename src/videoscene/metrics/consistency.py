@@ -115,13 +115,13 @@ def ransac_inliers(matches: Matches, config: ConsistencyConfig | None = None) ->
     if len(matches) < _MIN_MATCHES_FOR_RANSAC:
         return np.zeros(len(matches), dtype=bool)
     cv2.setRNGSeed(config.seed)
-    _, mask = cv2.findFundamentalMat(
-        matches.points_a,
-        matches.points_b,
-        config.ransac_method,
-        config.ransac_threshold_px,
-        config.ransac_confidence,
-    )
+    arguments = (matches.points_a, matches.points_b)
+    settings = (config.ransac_threshold_px, config.ransac_confidence)
+    try:
+        _, mask = cv2.findFundamentalMat(*arguments, config.ransac_method, *settings)
+    except cv2.error:
+        # OpenCV 5's USAC/MAGSAC aborts on some small match sets (assertion !model.empty()); classic RANSAC does not.
+        _, mask = cv2.findFundamentalMat(*arguments, cv2.FM_RANSAC, *settings)
     return np.zeros(len(matches), dtype=bool) if mask is None else mask.ravel().astype(bool)
 
 

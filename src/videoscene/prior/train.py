@@ -37,12 +37,12 @@ from tqdm.auto import tqdm
 
 from videoscene.data.dataset import ClipDataset, ClipSamplerConfig, collate_examples, example_from_scene
 from videoscene.errors import VideoSceneError
-from videoscene.gaussians.rasterizer import render
 from videoscene.geometry.image_ops import crop_to_aspect_and_resize
 from videoscene.io_utils import staged_output_dir, write_json_atomic
 from videoscene.prior.config import EncoderConfig, encoder_config
 from videoscene.prior.encoder import GaussianEncoder
 from videoscene.prior.losses import PhotometricLoss, PhotometricLossConfig, psnr, ssim
+from videoscene.prior.render import nearest_context_images, render_targets
 from videoscene.types import Example, Views
 
 logger = logging.getLogger(__name__)
@@ -225,24 +225,6 @@ def validation_examples(config: PriorTrainConfig) -> list[Example]:
 # ----------------------------------------------------------------------------------------------
 # Rendering, evaluation
 # ----------------------------------------------------------------------------------------------
-
-
-def render_targets(model: GaussianEncoder, example: Example, background: Tensor) -> Tensor:
-    """Predict Gaussians from the context views and render them at the target cameras: [B, T, 3, H, W]."""
-    gaussians = model(example.context).gaussians
-    # Cull only what is behind or right at the camera; the prior's Gaussians lie within [near, far] of the context views.
-    near = 0.1 * float(example.context.near.min())
-    far = 10.0 * float(example.context.far.max())
-    shape = tuple(example.target.image.shape[-2:])
-    return render(gaussians, example.target.extrinsics, example.target.intrinsics, shape, background=background, near=near, far=far).color
-
-
-def nearest_context_images(example: Example) -> Tensor:
-    """Baseline: for each target, the context image whose camera centre is closest."""
-    context_centres = example.context.extrinsics[..., :3, 3]  # [B, V, 3]
-    target_centres = example.target.extrinsics[..., :3, 3]  # [B, T, 3]
-    nearest = torch.cdist(target_centres, context_centres).argmin(-1)  # [B, T]
-    return torch.stack([example.context.image[b, nearest[b]] for b in range(nearest.shape[0])])
 
 
 @torch.no_grad()

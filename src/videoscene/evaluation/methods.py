@@ -1,0 +1,235 @@
+"""The methods `videoscene eval` compares, by name, and how each one is built.
+
+A method is a function `generate(request) -> frames`: given the two context views at the model's
+resolution and the F cameras of the path (first and last = the context cameras), it returns the F frames
+[F, 3, H, W] in [0, 1] that it generates for that path. The evaluator then compares the frames at the
+target slots with ground truth (evaluation/protocol.py).
+
+Names (issue 6), parsed by `parse_method`:
+
+| name | family | what it is |
+|---|---|---|
+| `nearest` | nearest | copy the context view nearer in time to each frame |
+| `coarse` | coarse | the Gaussian prior's render at the path cameras |
+| `teacher@N` | teacher | N-step teacher from pure noise |
+| `teacher-leap@N` | teacher-leap | N-step teacher from the render noised to the chosen t |
+| `student` | student | one step from the render noised to DDPNet's t |
+| `student@tT` | student | one step at the fixed t = T, e.g. `student@t549` |
+| `student-noleap` | student-noleap | the ablation student distilled from pure noise |
+
+The generative families are built by the pipeline module: `videoscene.pipeline.build_evaluation_method(
+spec: MethodSpec, resources: MethodResources) -> GenerateFn`. Until that exists, asking for one is a
+one-line error. `register_family` adds or replaces a family (e.g. a baseline of your own).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Literal
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from videoscene.errors import VideoSceneError
+from videoscene.types import Cameras, Views
+
+logger = logging.getLogger(__name__)
+
+NUM_TRAIN_TIMESTEPS = 1000  # the DDPM schedule's length (DESIGN.md §4): fixed timesteps are 0 … 999
+PIPELINE_MODULE = "videoscene.pipeline"
+PIPELINE_HOOK = "build_evaluation_method"
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """Everything a method may use for one scene. It never sees the target images."""
+
+    context: Views  # the two context views [2, 3, H, W] at the model's resolution, with near/far
+    path: Cameras  # F cameras [F, 4, 4], [F, 3, 3]; path[0] and path[-1] are the context cameras
+    times: Float[Tensor, "frame"]  # each frame's time along the path: 0 at context 0, 1 at context 1
+    seed: int  # per-scene seed; a method must be a deterministic function of the request
+    scene: str = ""
+
+    @property
+    def num_frames(self) -> int:
+        return len(self.path)
+
+    @property
+    def image_shape(self) -> tuple[int, int]:
+        return self.context.image_shape
+
+
+GenerateFn = Callable[[GenerationRequest], Float[Tensor, "frame 3 height width"]]
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """A parsed method name: `student@t549` -> family "student", timestep 549."""
+
+    name: str
+    family: str
+    num_steps: int | None = None  # teacher@N, teacher-leap@N
+    timestep: int | None = None  # student@tT; None for `student` = DDPNet picks t
+
+
+@dataclass(frozen=True)
+class MethodResources:
+    """What builders may load from: the weights folder given by --weights, and the device."""
+
+    weights: Path | None
+    device: torch.device
+
+
+Builder = Callable[[MethodSpec, MethodResources], GenerateFn]
+
+
+@dataclass(frozen=True)
+class MethodFamily:
+    builder: Builder
+    usage: str  # the name pattern shown in errors, e.g. "teacher@N"
+    parameter: Literal["steps", "timestep"] | None = None
+    parameter_required: bool = False
+
+
+# ---------------------------------------------------------------------------------------------- builders
+
+
+def build_nearest(spec: MethodSpec, resources: MethodResources) -> GenerateFn:
+    """Each frame is the context view nearer in time (ties, at the middle, go to the first view)."""
+
+    def generate(request: GenerationRequest) -> Tensor:
+        return request.context.image[(request.times > 0.5).long()]
+
+    return generate
+
+
+def _prior_folder(weights: Path | None, spec: MethodSpec) -> Path:
+    from videoscene.prior.encoder import WEIGHTS_FILE
+
+    if weights is None:
+        raise VideoSceneError(f"method {spec.name} needs prior weights: pass --weights DIR (a folder holding {WEIGHTS_FILE} or prior/{WEIGHTS_FILE})")
+    for folder in (weights, weights / "prior"):
+        if (folder / WEIGHTS_FILE).is_file():
+            return folder
+    raise VideoSceneError(
+        f"method {spec.name} needs prior weights: neither {weights / WEIGHTS_FILE} nor {weights / 'prior' / WEIGHTS_FILE} exists; "
+        "train one with `videoscene train prior`"
+    )
+
+
+def build_coarse(spec: MethodSpec, resources: MethodResources) -> GenerateFn:
+    """The feed-forward prior's Gaussians from the context pair, rendered at every path camera. The
+    background is the one the prior was trained with (its train_config.json), else black."""
+    from videoscene.prior.encoder import GaussianEncoder
+    from videoscene.prior.render import render_coarse
+
+    folder = _prior_folder(resources.weights, spec)
+    prior = GaussianEncoder.load(folder).to(resources.device).eval()
+    background = [0.0, 0.0, 0.0]
+    train_config = folder / "train_config.json"
+    if train_config.is_file():
+        background = json.loads(train_config.read_text()).get("background", background)
+    logger.info("coarse: prior from %s (%d parameters)", folder, prior.parameter_count())
+
+    def generate(request: GenerationRequest) -> Tensor:
+        context = request.context.to(resources.device)
+        batched = Views(context.image[None], context.extrinsics[None], context.intrinsics[None], context.near[None], context.far[None])
+        path = request.path.to(resources.device)
+        target = Views(
+            torch.zeros(1, len(path), 3, *request.image_shape, device=resources.device),
+            path.extrinsics[None], path.intrinsics[None], context.near[None, :1].expand(1, len(path)),
+            context.far[None, :1].expand(1, len(path)),
+        )  # fmt: skip
+        color = render_coarse(
+            prior(batched).gaussians, batched, target, request.image_shape, torch.tensor([background], device=resources.device)
+        )
+        return color[0].clamp(0, 1)
+
+    return generate
+
+
+def build_with_pipeline(spec: MethodSpec, resources: MethodResources) -> GenerateFn:
+    """Generative methods come from the pipeline module's hook (module docstring)."""
+    if resources.weights is None:
+        raise VideoSceneError(f"method {spec.name} needs trained weights: pass --weights DIR (a VideoScene weights folder)")
+    if not resources.weights.is_dir():
+        raise VideoSceneError(f"weights folder {resources.weights} does not exist; pass the folder of the trained VideoScene models")
+    try:
+        pipeline = importlib.import_module(PIPELINE_MODULE)
+    except ModuleNotFoundError as error:
+        if error.name != PIPELINE_MODULE:
+            raise
+        pipeline = None
+    hook = getattr(pipeline, PIPELINE_HOOK, None)
+    if hook is None:
+        raise VideoSceneError(
+            f"method {spec.name} needs the generative pipeline ({PIPELINE_MODULE}.{PIPELINE_HOOK}), which this version "
+            "does not have yet; evaluate nearest or coarse"
+        )
+    return hook(spec, resources)
+
+
+FAMILIES: dict[str, MethodFamily] = {
+    "nearest": MethodFamily(build_nearest, "nearest"),
+    "coarse": MethodFamily(build_coarse, "coarse"),
+    "teacher": MethodFamily(build_with_pipeline, "teacher@N", "steps", parameter_required=True),
+    "teacher-leap": MethodFamily(build_with_pipeline, "teacher-leap@N", "steps", parameter_required=True),
+    "student": MethodFamily(build_with_pipeline, "student | student@tT", "timestep"),
+    "student-noleap": MethodFamily(build_with_pipeline, "student-noleap"),
+}
+
+
+def register_family(name: str, family: MethodFamily) -> None:
+    """Add or replace a method family (names: lower-case letters, digits and '-')."""
+    if not re.fullmatch(r"[a-z][a-z0-9-]*", name):
+        raise VideoSceneError(f"method family name {name!r} must be lower-case letters, digits and '-'")
+    FAMILIES[name] = family
+
+
+# ----------------------------------------------------------------------------------------------- parsing
+
+_NAME = re.compile(r"(?P<family>[a-z][a-z0-9-]*)(?:@(?P<parameter>[^@]+))?")
+
+
+def valid_names() -> str:
+    return ", ".join(family.usage for family in FAMILIES.values()) + f" (N = steps >= 1, T = timestep 0-{NUM_TRAIN_TIMESTEPS - 1})"
+
+
+def parse_method(name: str) -> MethodSpec:
+    """A method name -> its spec; anything else is one VideoSceneError listing the valid names."""
+    match = _NAME.fullmatch(name.strip())
+    family = FAMILIES.get(match["family"]) if match else None
+    if family is None:
+        raise VideoSceneError(f"unknown method {name!r}; valid methods: {valid_names()}")
+    parameter = match["parameter"]
+    if parameter is None:
+        if family.parameter_required:
+            raise VideoSceneError(f"method {name!r} needs its parameter: {family.usage}, e.g. {match['family']}@4")
+        return MethodSpec(name, match["family"])
+    if family.parameter == "steps" and re.fullmatch(r"[0-9]+", parameter) and int(parameter) >= 1:
+        return MethodSpec(name, match["family"], num_steps=int(parameter))
+    timestep = re.fullmatch(r"t([0-9]+)", parameter)
+    if family.parameter == "timestep" and timestep and int(timestep[1]) < NUM_TRAIN_TIMESTEPS:
+        return MethodSpec(name, match["family"], timestep=int(timestep[1]))
+    raise VideoSceneError(f"method {name!r} has a bad parameter {parameter!r}; valid methods: {valid_names()}")
+
+
+def parse_methods(text: str) -> list[MethodSpec]:
+    """A comma-separated list of method names, each once."""
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    if not names:
+        raise VideoSceneError(f"no methods given; pass e.g. --methods nearest,coarse (valid methods: {valid_names()})")
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise VideoSceneError(f"methods {repeated} are listed more than once")
+    return [parse_method(name) for name in names]
+
+
+def build_method(spec: MethodSpec, resources: MethodResources) -> GenerateFn:
+    return FAMILIES[spec.family].builder(spec, resources)

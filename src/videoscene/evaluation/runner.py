@@ -1,0 +1,290 @@
+"""The evaluation loop: every scene of an evaluation index, every method, scored against ground truth.
+
+Per scene (docs/evaluation.md):
+1. read the context and target frames, bring them to the model's resolution (centre crop to its aspect
+   ratio, resize; intrinsics follow);
+2. plan which generated frame stands for which target and build the F-camera path through them
+   (evaluation/protocol.py);
+3. per method: generate the F frames (timed: `seconds`), then score
+   - PSNR / SSIM (/ LPIPS with weights) of the frames at the held-out target slots against the targets,
+   - 3D consistency: SIFT matches between the frames at the target cameras, pairs (k, k + gap) in path
+     order, scored against those cameras' epipolar geometry (median Sampson distance in px, share within
+     1 px) and by RANSAC (inlier ratio), pooled over the scene's pairs (metrics/consistency.py),
+   - temporal consistency: flow-warping error between consecutive frames of the whole video
+     (metrics/temporal.py);
+4. the reference row `ground-truth`: the ground-truth target frames scored for 3D consistency like a
+   method's frames, i.e. what the metric gives real images of this scene at this resolution.
+
+Results are deterministic for a seed: each scene's seed is derived from (seed, scene key), so it does not
+depend on which other scenes are evaluated.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Mapping
+
+import cv2
+import torch
+from jaxtyping import Float
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from videoscene.data.dataset import example_from_scene
+from videoscene.data.evaluation_index import IndexEntry
+from videoscene.data.re10k import Scene, load_index, read_chunk
+from videoscene.errors import VideoSceneError
+from videoscene.evaluation.methods import GenerateFn, GenerationRequest
+from videoscene.evaluation.protocol import FramePlan, fit_views, path_cameras, plan_frames
+from videoscene.metrics.consistency import ConsistencyConfig, video_consistency
+from videoscene.metrics.image import psnr, ssim
+from videoscene.metrics.lpips import LPIPS
+from videoscene.metrics.temporal import warping_error
+from videoscene.types import Views
+
+logger = logging.getLogger(__name__)
+
+REFERENCE = "ground-truth"  # the reference row: ground-truth frames scored for 3D consistency
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    image_size: tuple[int, int] = (64, 96)  # (H, W) of the model; the tiny preset
+    num_frames: int = 17  # F, the frames every method generates along the path
+    near: float = 1.0  # depth range given to the context views (the prior needs it)
+    far: float = 100.0
+    pair_gap: int = 1  # 3D-consistency pairs (k, k + gap) among the frames at the target cameras
+    seed: int = 0
+    max_scenes: int | None = None  # evaluate only the first N scenes of the index
+
+    def __post_init__(self) -> None:
+        if min(self.image_size) < 16:
+            raise VideoSceneError(f"image size must be at least 16x16 pixels, got {self.image_size}")
+        if self.num_frames < 3:
+            raise VideoSceneError(f"the generated video needs at least 3 frames, got {self.num_frames}")
+        if not 0 < self.near < self.far:
+            raise VideoSceneError(f"need 0 < near < far, got near={self.near}, far={self.far}")
+        if self.pair_gap < 1:
+            raise VideoSceneError(f"the consistency pair gap must be >= 1, got {self.pair_gap}")
+        if self.max_scenes is not None and self.max_scenes < 1:
+            raise VideoSceneError(f"max_scenes must be >= 1, got {self.max_scenes}")
+
+
+@dataclass
+class SceneResult:
+    """One method on one scene. NaN means "not measurable here" (e.g. no held-out target, no match)."""
+
+    scene: str
+    method: str
+    context: tuple[int, int]
+    targets: tuple[int, ...]
+    slots: tuple[int, ...]
+    dropped: tuple[int, ...]
+    max_time_error: float
+    seconds: float
+    psnr: float
+    ssim: float
+    lpips: float
+    sampson_px: float
+    share_within_1px: float
+    inlier_ratio: float
+    ransac_inliers: int
+    num_matches: int
+    temporal_error: float
+
+    def record(self) -> dict:
+        """JSON-ready: tuples as lists, NaN as null, LPIPS only when it was computed."""
+        values = asdict(self)
+        if math.isnan(self.lpips):
+            del values["lpips"]
+        return {
+            key: list(value) if isinstance(value, tuple) else (None if isinstance(value, float) and math.isnan(value) else value)
+            for key, value in values.items()
+        }
+
+
+@dataclass
+class Showcase:
+    """The first scene's frames at the target cameras, kept for the report's figures."""
+
+    scene: str
+    plan: FramePlan
+    truth: Float[Tensor, "target 3 height width"]
+    frames: dict[str, Float[Tensor, "target 3 height width"]] = field(default_factory=dict)
+
+
+@dataclass
+class EvaluationResult:
+    config: EvalConfig
+    methods: list[str]
+    per_scene: list[SceneResult]  # also the REFERENCE row of every scene
+    showcase: Showcase | None
+
+
+def consistency_config(seed: int) -> ConsistencyConfig:
+    """The SIFT/RANSAC settings of the 3D-consistency scores. RANSAC is OpenCV's classic FM_RANSAC: its USAC
+    estimators (MAGSAC included) abort with an assertion on some small match sets of OpenCV 5.0."""
+    return ConsistencyConfig(ransac_method=cv2.FM_RANSAC, seed=seed)
+
+
+def scene_seed(seed: int, key: str) -> int:
+    """A 63-bit seed for one scene, from the run's seed and the scene key alone."""
+    return int.from_bytes(hashlib.sha256(f"{seed}:{key}".encode()).digest()[:8], "little") >> 1
+
+
+@dataclass
+class PreparedScene:
+    plan: FramePlan
+    request: GenerationRequest
+    targets: Views  # ground truth at the model's resolution, in plan order
+
+
+def prepare_scene(scene: Scene, entry: IndexEntry, config: EvalConfig) -> PreparedScene:
+    """Steps 1-2 of the module docstring."""
+    plan = plan_frames(entry.context, entry.target, config.num_frames)
+    if plan.dropped:
+        logger.info("scene %s: %d targets but %d frames; evaluating %d of them", scene.key, len(entry.target), config.num_frames, len(plan.targets))
+    example = example_from_scene(scene, plan.context, plan.targets, config.near, config.far)
+    context, targets = fit_views(example.context, config.image_size), fit_views(example.target, config.image_size)
+    path, times = path_cameras(plan, context.cameras, targets.cameras)
+    request = GenerationRequest(context, path, times, scene_seed(config.seed, scene.key), scene.key)
+    return PreparedScene(plan, request, targets)
+
+
+def _generate(method: str, generate: GenerateFn, request: GenerationRequest, device: torch.device) -> tuple[Tensor, float]:
+    """Run one method, timed; its global-RNG draws (if any) are seeded by the request and leave no trace."""
+    cuda_devices = [torch.cuda.current_device() if device.index is None else device.index] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda_devices), torch.no_grad():
+        torch.manual_seed(request.seed)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        frames = generate(request)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        seconds = time.perf_counter() - start
+    expected = (request.num_frames, 3, *request.image_shape)
+    if not isinstance(frames, Tensor) or tuple(frames.shape) != expected:
+        got = list(frames.shape) if isinstance(frames, Tensor) else type(frames).__name__
+        raise VideoSceneError(f"method {method} returned frames {got} for scene {request.scene}; expected {list(expected)}")
+    if not torch.isfinite(frames).all():
+        raise VideoSceneError(f"method {method} returned NaN or inf frames for scene {request.scene}")
+    return frames.detach().float().cpu().clamp(0, 1), seconds
+
+
+def _consistency(frames_at_targets: Tensor, prepared: PreparedScene, config: EvalConfig) -> dict[str, float | int]:
+    """3D-consistency scores of the frames at the target cameras, pairs (k, k + gap) in path order."""
+    nan = float("nan")
+    count = len(prepared.plan.targets)
+    if count < 2:
+        return {"sampson_px": nan, "share_within_1px": nan, "inlier_ratio": nan, "ransac_inliers": 0, "num_matches": 0}
+    scores = video_consistency(
+        frames_at_targets, prepared.targets.extrinsics, prepared.targets.intrinsics,
+        gap=min(config.pair_gap, count - 1), config=consistency_config(config.seed),
+    )  # fmt: skip
+    return {
+        "sampson_px": scores.median_sampson_px,
+        "share_within_1px": scores.share_within if scores.num_matches else nan,
+        "inlier_ratio": scores.ransac_inlier_ratio if scores.num_matches else nan,
+        "ransac_inliers": scores.ransac_inliers,
+        "num_matches": scores.num_matches,
+    }
+
+
+def _result(method: str, prepared: PreparedScene, **scores) -> SceneResult:
+    plan = prepared.plan
+    return SceneResult(
+        scene=prepared.request.scene, method=method, context=plan.context, targets=plan.targets, slots=plan.slots,
+        dropped=plan.dropped, max_time_error=plan.max_time_error, **scores,
+    )  # fmt: skip
+
+
+def score_frames(
+    method: str,
+    frames: Float[Tensor, "frame 3 height width"],
+    seconds: float,
+    prepared: PreparedScene,
+    config: EvalConfig,
+    lpips: LPIPS | None = None,
+) -> SceneResult:
+    """Step 3's scores for one generated video."""
+    plan, truth = prepared.plan, prepared.targets.image
+    at_targets = frames[list(plan.slots)]
+    held_out = torch.tensor(plan.held_out)
+    nan = float("nan")
+    quality = {"psnr": nan, "ssim": nan, "lpips": nan}
+    if held_out.any():
+        generated, reference = at_targets[held_out], truth[held_out]
+        quality["psnr"] = psnr(generated, reference).mean().item()
+        quality["ssim"] = ssim(generated, reference).mean().item()
+        if lpips is not None:
+            device = next(lpips.buffers()).device
+            quality["lpips"] = lpips(generated.to(device), reference.to(device)).mean().item()
+    return _result(
+        method, prepared, seconds=seconds, **quality, **_consistency(at_targets, prepared, config),
+        temporal_error=warping_error(frames).warp_error,
+    )  # fmt: skip
+
+
+def reference_scores(prepared: PreparedScene, config: EvalConfig) -> SceneResult:
+    """The ground-truth target frames scored like a method's frames at the target cameras: the floor of the
+    3D-consistency metric on this scene at this resolution (SIFT localisation, resampling, pose error of
+    the data). Quality, temporal and time scores do not apply (NaN)."""
+    nan = float("nan")
+    return _result(
+        REFERENCE, prepared, seconds=nan, psnr=nan, ssim=nan, lpips=nan,
+        **_consistency(prepared.targets.image, prepared, config), temporal_error=nan,
+    )  # fmt: skip
+
+
+def evaluate(
+    data_dir: str | Path,
+    index: Mapping[str, IndexEntry | None],
+    methods: Mapping[str, GenerateFn],
+    config: EvalConfig,
+    device: torch.device | str = "cpu",
+    lpips: LPIPS | None = None,
+) -> EvaluationResult:
+    """Evaluate `methods` (name -> generate) on the scenes of `index` found in the split folder `data_dir`."""
+    # 1. Check inputs: which index scenes the data holds.
+    device = torch.device(device)
+    if not methods:
+        raise VideoSceneError("no methods to evaluate")
+    if REFERENCE in methods:
+        raise VideoSceneError(f"{REFERENCE!r} is the name of the reference row; give the method another name")
+    chunks = load_index(data_dir)
+    entries = {key: entry for key, entry in index.items() if entry is not None}
+    missing = [key for key in entries if key not in chunks]
+    if missing:
+        logger.warning("%d of the index's scenes are not in %s (e.g. %s); they are skipped", len(missing), data_dir, missing[0])
+    wanted = [key for key in entries if key in chunks][: config.max_scenes]
+    if not wanted:
+        raise VideoSceneError(f"none of the index's {len(entries)} scenes is in {data_dir}; is it the index of this split?")
+
+    # 2. Scene by scene, chunk by chunk (each chunk read once), every method.
+    per_scene: list[SceneResult] = []
+    showcase: Showcase | None = None
+    progress = tqdm(total=len(wanted) * len(methods), desc="eval", unit="run")
+    wanted_set = set(wanted)
+    for chunk in dict.fromkeys(chunks[key] for key in wanted):
+        for scene in read_chunk(Path(data_dir) / chunk):
+            if scene.key not in wanted_set:
+                continue
+            prepared = prepare_scene(scene, entries[scene.key], config)
+            if showcase is None:
+                showcase = Showcase(scene.key, prepared.plan, prepared.targets.image)
+            per_scene.append(reference_scores(prepared, config))
+            for name, generate in methods.items():
+                progress.set_postfix(scene=scene.key, method=name)
+                frames, seconds = _generate(name, generate, prepared.request, device)
+                per_scene.append(score_frames(name, frames, seconds, prepared, config, lpips))
+                if showcase.scene == scene.key:
+                    showcase.frames[name] = frames[list(prepared.plan.slots)]
+                progress.update(1)
+    progress.close()
+    return EvaluationResult(config, list(methods), per_scene, showcase)

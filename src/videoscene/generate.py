@@ -1,0 +1,211 @@
+"""`videoscene generate` and `videoscene demo`: two images (+ cameras) in; a folder with the generated video,
+the coarse render, the frames, the Gaussians (.ply), a side-by-side comparison and a report out.
+
+cams.json (docs/generate.md):
+    {"convention": "opencv" | "opengl",          # camera-to-world axes; opengl = NeRF/Blender
+     "intrinsics_unit": "normalized" | "pixels",  # pixels: of the input images' size
+     "near": 0.5, "far": 20.0,                    # optional depth range of the scene
+     "cameras": [{"extrinsics": 4x4, "intrinsics": 3x3}, {...}],
+     "targets": [...]}                            # optional: explicit cameras for the F output frames
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from videoscene import __version__
+from videoscene.errors import VideoSceneError
+from videoscene.gaussians.ply import save_ply
+from videoscene.geometry.cameras import normalize_intrinsics, opengl_to_opencv
+from videoscene.io_utils import staged_output_dir, write_json_atomic
+from videoscene.types import Cameras
+
+MAX_IMAGE_PIXELS = 40_000_000
+
+
+def load_image(path: str | Path) -> torch.Tensor:
+    """An image file -> float [3, H, W] in [0, 1]."""
+    path = Path(path)
+    if not path.is_file():
+        raise VideoSceneError(f"image {path} does not exist")
+    try:
+        with Image.open(path) as image:
+            if image.width * image.height > MAX_IMAGE_PIXELS:
+                raise VideoSceneError(f"image {path} is {image.width}x{image.height}; images over 40 megapixels are refused")
+            array = np.asarray(image.convert("RGB"))
+    except (UnidentifiedImageError, OSError) as error:
+        raise VideoSceneError(f"image {path} cannot be read ({type(error).__name__}); give a PNG or JPEG file") from None
+    return torch.from_numpy(array.copy()).permute(2, 0, 1).float() / 255
+
+
+def _camera_list(entries, what: str, convention: str, unit: str, image_size: tuple[int, int]) -> Cameras:
+    if not isinstance(entries, list) or not entries:
+        raise VideoSceneError(f"cameras file: {what!r} must be a non-empty list of {{extrinsics, intrinsics}} objects")
+    try:
+        extrinsics = torch.tensor([entry["extrinsics"] for entry in entries], dtype=torch.float64)
+        intrinsics = torch.tensor([entry["intrinsics"] for entry in entries], dtype=torch.float64)
+    except (KeyError, TypeError, ValueError):
+        raise VideoSceneError(
+            f"cameras file: every entry of {what!r} needs 'extrinsics' (4x4 numbers) and 'intrinsics' (3x3 numbers)"
+        ) from None
+    if extrinsics.shape[1:] != (4, 4) or intrinsics.shape[1:] != (3, 3):
+        raise VideoSceneError(
+            f"cameras file: {what!r} extrinsics must be 4x4 and intrinsics 3x3, got {list(extrinsics.shape[1:])} and {list(intrinsics.shape[1:])}"
+        )
+    if not (torch.isfinite(extrinsics).all() and torch.isfinite(intrinsics).all()):
+        raise VideoSceneError(f"cameras file: {what!r} contains NaN or inf")
+    if convention == "opengl":
+        extrinsics = opengl_to_opencv(extrinsics)
+    if unit == "pixels":
+        height, width = image_size
+        intrinsics = normalize_intrinsics(intrinsics, width, height)
+    return Cameras(extrinsics.float(), intrinsics.float())
+
+
+def load_cameras_file(path: str | Path, image_size: tuple[int, int]) -> tuple[Cameras, Cameras | None, float | None, float | None]:
+    path = Path(path)
+    if not path.is_file():
+        raise VideoSceneError(f"cameras file {path} does not exist")
+    try:
+        raw = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise VideoSceneError(f"cameras file {path} is not valid JSON ({error.msg} at line {error.lineno})") from None
+    if not isinstance(raw, dict) or "cameras" not in raw:
+        raise VideoSceneError(f"cameras file {path} must be a JSON object with a 'cameras' list (see docs/generate.md)")
+    convention = raw.get("convention", "opencv")
+    unit = raw.get("intrinsics_unit", "normalized")
+    if convention not in ("opencv", "opengl") or unit not in ("normalized", "pixels"):
+        raise VideoSceneError("cameras file: convention must be opencv|opengl and intrinsics_unit normalized|pixels")
+    cameras = _camera_list(raw["cameras"], "cameras", convention, unit, image_size)
+    if len(cameras) != 2:
+        raise VideoSceneError(f"cameras file {path} has {len(cameras)} cameras; give exactly one per image (2)")
+    targets = _camera_list(raw["targets"], "targets", convention, unit, image_size) if "targets" in raw else None
+    return cameras, targets, raw.get("near"), raw.get("far")
+
+
+def to_uint8(frames: torch.Tensor) -> np.ndarray:
+    """[F, 3, H, W] in [0, 1] -> [F, H, W, 3] uint8."""
+    return (frames.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+
+
+def write_video(path: Path, frames: torch.Tensor, fps: int = 8) -> None:
+    import imageio.v3 as iio
+
+    iio.imwrite(path, to_uint8(frames), plugin="pyav", codec="libx264", fps=fps, out_pixel_format="yuv420p")
+
+
+def comparison_image(images: torch.Tensor, coarse: torch.Tensor, frames: torch.Tensor, columns: int = 5) -> np.ndarray:
+    """Rows: input views (first, last) | coarse render | generated, at evenly spaced frames."""
+    picks = torch.linspace(0, frames.shape[0] - 1, columns).round().long()
+    height, width = frames.shape[-2:]
+    inputs = torch.nn.functional.interpolate(images, size=(height, width), mode="area")
+    blank = torch.ones(columns - 2, 3, height, width)
+    rows = [torch.cat([inputs[:1], blank, inputs[1:]]), coarse[picks], frames[picks]]
+    grid = torch.cat([torch.cat(list(row), dim=-1) for row in rows], dim=-2)
+    return to_uint8(grid[None])[0]
+
+
+def write_outputs(out: Path, images: torch.Tensor, output, pipeline, args_record: dict, overwrite: bool = False) -> None:
+    with staged_output_dir(out, overwrite=overwrite) as stage:
+        write_video(stage / "video.mp4", output.frames)
+        write_video(stage / "coarse.mp4", output.coarse_frames)
+        (stage / "frames").mkdir()
+        for index, frame in enumerate(to_uint8(output.frames)):
+            Image.fromarray(frame).save(stage / "frames" / f"{index:03d}.png")
+        save_ply(stage / "gaussians.ply", output.gaussians)
+        Image.fromarray(comparison_image(images, output.coarse_frames, output.frames)).save(stage / "comparison.png")
+        write_json_atomic(
+            stage / "report.json",
+            {
+                "method": output.method,
+                "timestep": output.timestep,
+                "num_frames": int(output.frames.shape[0]),
+                "resolution": list(output.frames.shape[-2:]),
+                "timings_seconds": {k: round(v, 4) for k, v in output.timings.items()},
+                "cameras": {
+                    "extrinsics": output.cameras.extrinsics.tolist(),
+                    "intrinsics": output.cameras.intrinsics.tolist(),
+                },
+                "pipeline": pipeline.describe(),
+                "arguments": args_record,
+                "versions": {
+                    "videoscene": __version__,
+                    "torch": torch.__version__,
+                    "python": sys.version.split()[0],
+                    "platform": platform.platform(),
+                },
+            },
+        )
+
+
+def generate(args: argparse.Namespace, image_paths: list[str], cameras_path: str | None) -> None:
+    from videoscene.pipeline import VideoScenePipeline, resolve_device
+
+    # 1. Check inputs before loading anything heavy
+    if len(image_paths) != 2:
+        raise VideoSceneError(f"give exactly two images with --images A B (got {len(image_paths)})")
+    out = Path(args.out)
+    if out.exists() and not args.overwrite and (not out.is_dir() or any(out.iterdir())):
+        raise VideoSceneError(f"output folder {out} already exists; choose another --out or pass --overwrite")
+    images = [load_image(path) for path in image_paths]
+    if images[0].shape != images[1].shape:
+        raise VideoSceneError(
+            f"the two images differ in size ({list(images[0].shape[1:])} vs {list(images[1].shape[1:])}); give two images of one size"
+        )
+    images = torch.stack(images)
+    if cameras_path is None:
+        raise VideoSceneError("no --cameras file given: pass a cams.json with the two cameras (see docs/generate.md)")
+    cameras, targets, near, far = load_cameras_file(cameras_path, tuple(images.shape[-2:]))
+    timestep = args.timestep if args.timestep in ("auto", "none") else args.timestep
+    device = resolve_device(args.device)
+
+    # 2. Load the weights and run the pipeline
+    pipeline = VideoScenePipeline.from_pretrained(args.weights, device=device)
+    output = pipeline(
+        images,
+        cameras,
+        target_cameras=targets,
+        num_frames=args.frames,
+        timestep=None if timestep == "none" else timestep,
+        num_steps=args.steps,
+        model=args.model,
+        seed=args.seed,
+        near=near,
+        far=far,
+    )
+
+    # 3. Write everything, or nothing
+    record = {k: v for k, v in vars(args).items() if not k.startswith("_")}
+    write_outputs(out, images, output, pipeline, record, overwrite=args.overwrite)
+    timings = ", ".join(f"{k} {v:.2f}s" for k, v in output.timings.items())
+    print(f"wrote {out} ({output.method}, t={output.timestep}; {timings})")
+
+
+def add_common_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", required=True, help="output folder (must not exist, unless --overwrite)")
+    parser.add_argument("--frames", type=int, help="number of frames, 8k+1 (default: the model's, 17 for tiny)")
+    parser.add_argument("--timestep", default="auto", help="'auto' (DDPNet), an integer t in [1, 999], or 'none' (pure noise)")
+    parser.add_argument("--steps", type=int, default=1, help="denoising steps (1 for the student; 1/4/50 with --model teacher)")
+    parser.add_argument("--model", default="student", choices=["student", "student-noleap", "teacher"])
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--weights", help="weights folder (default: the bundled tiny weights)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--images", nargs="+", required=True, metavar="IMAGE", help="the two input views")
+    parser.add_argument("--cameras", help="cams.json with the two cameras (docs/generate.md)")
+    add_common_arguments(parser)
+
+
+def run(args: argparse.Namespace) -> None:
+    generate(args, args.images, args.cameras)

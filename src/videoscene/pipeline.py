@@ -1,0 +1,358 @@
+"""VideoScenePipeline: two posed views in; the coarse video, the generated video and the Gaussians out.
+
+The steps follow PAPER.md §1.3: feed-forward Gaussians from the two views, a coarse render along the
+camera path, its VAE latent x₀ʳ forward-noised to a timestep t (DDPNet's choice or fixed) and denoised in
+one step by the distilled student, then decoded. The same call runs the multi-step teacher (from the
+render or from pure noise) for comparison.
+
+A weights folder holds:
+    pipeline.json                       resolution, frame count, near/far, fallback timestep
+    prior/                              prior.safetensors + prior_config.json
+    teacher/                            the multi-step video model (VideoBackbone folder), optional
+    distilled/                          `videoscene train distill` output: student/, ddpnet.safetensors, ...
+    distilled_noleap/                   the --no-leap ablation, optional
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterator, Literal
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from videoscene.distill.leap import DistilledStudent, load_distilled
+from videoscene.errors import VideoSceneError
+from videoscene.geometry.cameras import check_rigid
+from videoscene.geometry.image_ops import crop_to_aspect_and_resize
+from videoscene.geometry.trajectory import interpolate_cameras
+from videoscene.prior.encoder import GaussianEncoder
+from videoscene.prior.render import render_coarse
+from videoscene.types import Cameras, Gaussians, Views, check_finite
+from videoscene.video.conditioning import encode_condition_frames
+from videoscene.video.models import VideoBackbone
+from videoscene.video.sampling import SamplingConfig, sample_latents
+
+logger = logging.getLogger(__name__)
+
+PIPELINE_CONFIG = "pipeline.json"
+BUNDLED_WEIGHTS = Path(__file__).parent / "weights" / "tiny"
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    num_frames: int = 17
+    height: int = 64
+    width: int = 96
+    near: float = 0.5
+    far: float = 20.0
+    # Used when timestep="auto" but the student has no DDPNet (the authors' release uses a fixed 549).
+    fallback_timestep: int = 549
+    background: tuple[float, float, float] = (0.0, 0.0, 0.0)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "PipelineConfig":
+        try:
+            raw = json.loads(Path(path).read_text())
+            return cls(**{**raw, "background": tuple(raw.get("background", cls.background))})
+        except (OSError, json.JSONDecodeError, TypeError) as error:
+            raise VideoSceneError(f"pipeline config {path} is unreadable or has unknown fields ({error})") from None
+
+
+@dataclass
+class VideoSceneOutput:
+    frames: Float[Tensor, "frame 3 height width"]
+    coarse_frames: Float[Tensor, "frame 3 height width"]
+    gaussians: Gaussians
+    cameras: Cameras  # the cameras the frames show, with intrinsics at the model's resolution
+    timestep: int | None  # where the denoising started (None: from pure noise)
+    method: str
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise VideoSceneError("CUDA was requested but this machine has no usable CUDA device; use --device cpu")
+    return device
+
+
+class VideoScenePipeline:
+    def __init__(
+        self,
+        config: PipelineConfig,
+        prior: GaussianEncoder,
+        distilled: DistilledStudent | None = None,
+        teacher: VideoBackbone | None = None,
+        distilled_noleap: DistilledStudent | None = None,
+        device: torch.device | str = "cpu",
+    ):
+        if distilled is None and teacher is None:
+            raise VideoSceneError("a pipeline needs a distilled student or a teacher video model")
+        self.config = config
+        self.prior = prior.eval()
+        self.distilled = distilled
+        self.teacher = teacher
+        self.distilled_noleap = distilled_noleap
+        self.device = torch.device(device)
+
+    @classmethod
+    def from_pretrained(
+        cls, folder: str | os.PathLike | None = None, device: str | torch.device | None = "cpu", torch_dtype: torch.dtype | None = None
+    ) -> "VideoScenePipeline":
+        """Load a weights folder (default: the bundled tiny weights). bf16 by default on CUDA."""
+        folder = Path(folder) if folder is not None else BUNDLED_WEIGHTS
+        device = resolve_device(device)
+        torch_dtype = torch_dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)
+        if not (folder / PIPELINE_CONFIG).is_file():
+            raise VideoSceneError(
+                f"{folder} is not a VideoScene weights folder (no {PIPELINE_CONFIG}); pass --weights DIR holding "
+                "pipeline.json, prior/, distilled/ and/or teacher/"
+            )
+        config = PipelineConfig.load(folder / PIPELINE_CONFIG)
+        if not (folder / "prior").is_dir():
+            raise VideoSceneError(f"{folder} has no prior/ folder (prior.safetensors + prior_config.json)")
+        prior = GaussianEncoder.load(folder / "prior").to(device)
+
+        def optional_distilled(name: str) -> DistilledStudent | None:
+            return load_distilled(folder / name, device, torch_dtype) if (folder / name).is_dir() else None
+
+        teacher = None
+        if (folder / "teacher").is_dir():
+            teacher = VideoBackbone.from_pretrained(folder / "teacher", torch_dtype=torch_dtype).to(device).eval()
+        return cls(config, prior, optional_distilled("distilled"), teacher, optional_distilled("distilled_noleap"), device)
+
+    # ---------------------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def __call__(
+        self,
+        images: Float[Tensor, "2 3 height width"],
+        cameras: Cameras,
+        target_cameras: Cameras | None = None,
+        num_frames: int | None = None,
+        timestep: int | Literal["auto"] | None = "auto",
+        num_steps: int = 1,
+        model: Literal["student", "student-noleap", "teacher"] = "student",
+        seed: int = 0,
+        near: float | None = None,
+        far: float | None = None,
+    ) -> VideoSceneOutput:
+        """Generate the video between two views.
+
+        `cameras`: the two views' cameras (OpenCV camera-to-world, normalised intrinsics). `target_cameras`:
+        the F cameras to render (F = 8k+1, both views included), or None for an interpolated path of
+        `num_frames`. `timestep`: "auto" (DDPNet), an int t (start from the render noised to t), or None
+        (start from pure noise: the plain teacher / the no-leap ablation).
+        """
+        timings: dict[str, float] = {}
+        generator = torch.Generator().manual_seed(seed)
+        height, width = self.config.height, self.config.width
+
+        # 1. Check inputs
+        backbone = self._backbone(model, num_steps)
+        self._check_inputs(images, cameras)
+        near = self.config.near if near is None else near
+        far = self.config.far if far is None else far
+        if not 0 < near < far:
+            raise VideoSceneError(f"need 0 < near < far, got near={near}, far={far}")
+
+        # 2. Bring the views to the model's resolution (the intrinsics follow the crop and resize)
+        context_images, context_intrinsics = crop_to_aspect_and_resize(images.float(), cameras.intrinsics.float(), (height, width))
+        context = Views(
+            image=context_images[None],
+            extrinsics=cameras.extrinsics.float()[None],
+            intrinsics=context_intrinsics[None],
+            near=torch.full((1, 2), near),
+            far=torch.full((1, 2), far),
+        ).to(self.device)
+
+        # 3. The camera path the video follows
+        path = self._camera_path(cameras, context_intrinsics, target_cameras, num_frames, images.shape[-2:])
+        target = Views(
+            image=torch.zeros(1, len(path), 3, height, width),
+            extrinsics=path.extrinsics[None],
+            intrinsics=path.intrinsics[None],
+            near=torch.full((1, len(path)), near),
+            far=torch.full((1, len(path)), far),
+        ).to(self.device)
+
+        # 4. Coarse 3D: feed-forward Gaussians from the two views
+        with _timed(timings, "prior"):
+            gaussians = self.prior(context).gaussians
+
+        # 5. Coarse video: render the Gaussians along the path
+        with _timed(timings, "render"):
+            background = torch.tensor([self.config.background], device=self.device)
+            coarse = render_coarse(gaussians, context, target, (height, width), background).clamp(0, 1)
+
+        # 6. Encode the render (x₀ʳ) and the two views (condition latents [first, 0, …, 0, last])
+        with _timed(timings, "vae_encode"):
+            dtype = backbone.vae.dtype
+            render_latents = backbone.encode_video(coarse.to(dtype), generator=generator)
+            condition = encode_condition_frames(
+                backbone, context.image[:, 0].to(dtype), context.image[:, 1].to(dtype), render_latents.shape[1], generator=generator
+            )
+
+        # 7. Choose where the denoising starts
+        start = self._start_timestep(model, timestep, render_latents)
+
+        # 8. Denoise: one student step from the leap, or the multi-step teacher
+        with _timed(timings, "denoise"):
+            if model == "teacher":
+                sampling = SamplingConfig(num_steps=num_steps, start_timestep=start)
+                start_latents = render_latents if start is not None else None
+                latents = sample_latents(backbone, condition, sampling, generator=generator, start_latents=start_latents)
+            else:
+                latents = self._student(model).generate(render_latents, condition, start, generator=generator)
+
+        # 9. Decode
+        with _timed(timings, "vae_decode"):
+            frames = backbone.decode_latents(latents)
+        timings["total"] = sum(timings.values())
+
+        method = model if model != "teacher" else f"teacher{'-leap' if start is not None else ''}@{num_steps}"
+        return VideoSceneOutput(
+            frames=frames[0].float().cpu(),
+            coarse_frames=coarse[0].float().cpu(),
+            gaussians=gaussians.select(0).to("cpu"),
+            cameras=Cameras(path.extrinsics.cpu(), path.intrinsics.cpu()),
+            timestep=start,
+            method=method,
+            timings=timings,
+        )
+
+    # ---------------------------------------------------------------------------------------------------------
+    def _student(self, model: str) -> DistilledStudent:
+        student = self.distilled_noleap if model == "student-noleap" else self.distilled
+        if student is None:
+            folder = "distilled_noleap/" if model == "student-noleap" else "distilled/"
+            raise VideoSceneError(f"the weights folder has no {folder} (a `videoscene train distill` output) for model {model!r}")
+        return student
+
+    def _backbone(self, model: str, num_steps: int) -> VideoBackbone:
+        if model == "teacher":
+            if self.teacher is None:
+                raise VideoSceneError("the weights folder has no teacher/ video model; use model='student'")
+            return self.teacher
+        if model not in ("student", "student-noleap"):
+            raise VideoSceneError(f"unknown model {model!r}; use student, student-noleap or teacher")
+        if num_steps != 1:
+            raise VideoSceneError(f"the distilled student takes exactly one step (got {num_steps}); use the teacher for more")
+        return self._student(model).student
+
+    def _check_inputs(self, images: Tensor, cameras: Cameras) -> None:
+        if images.ndim != 4 or images.shape[0] != 2 or images.shape[1] != 3:
+            raise VideoSceneError(f"need exactly two RGB images as a [2, 3, H, W] tensor, got shape {list(images.shape)}")
+        check_finite("images", images)
+        if images.min() < 0 or images.max() > 1:
+            raise VideoSceneError("images must be floats in [0, 1]")
+        if cameras.extrinsics.shape != (2, 4, 4) or cameras.intrinsics.shape != (2, 3, 3):
+            raise VideoSceneError(
+                f"need two cameras: extrinsics [2, 4, 4] and intrinsics [2, 3, 3], got {list(cameras.extrinsics.shape)} "
+                f"and {list(cameras.intrinsics.shape)}"
+            )
+        check_rigid(cameras.extrinsics, "camera extrinsics")
+        check_finite("camera intrinsics", cameras.intrinsics)
+        if torch.dist(cameras.extrinsics[0, :3, 3], cameras.extrinsics[1, :3, 3]) < 1e-6:
+            raise VideoSceneError("the two cameras are at the same position; two views with some baseline are needed")
+
+    def _camera_path(
+        self, cameras: Cameras, context_intrinsics: Tensor, target_cameras: Cameras | None, num_frames: int | None, input_shape
+    ) -> Cameras:
+        if target_cameras is not None:
+            count = len(target_cameras)
+            if count < 9 or (count - 1) % 8:
+                raise VideoSceneError(f"target cameras must number 8k+1 (9, 17, 25, 49) so the VAE round-trips, got {count}")
+            check_rigid(target_cameras.extrinsics, "target camera extrinsics")
+            # Target intrinsics are given for the input image size; apply the same crop and resize as the views.
+            dummy = torch.zeros(count, 3, *input_shape)
+            _, intrinsics = crop_to_aspect_and_resize(dummy, target_cameras.intrinsics.float(), (self.config.height, self.config.width))
+            return Cameras(target_cameras.extrinsics.float(), intrinsics)
+        count = num_frames or self.config.num_frames
+        if count < 9 or (count - 1) % 8:
+            raise VideoSceneError(f"--frames must be 8k+1 (9, 17, 25, 49) so the VAE round-trips, got {count}")
+        extrinsics, intrinsics = interpolate_cameras(
+            cameras.extrinsics[0].float(), cameras.extrinsics[1].float(), context_intrinsics[0], context_intrinsics[1], count
+        )
+        return Cameras(extrinsics, intrinsics)
+
+    def _start_timestep(self, model: str, timestep, render_latents: Tensor) -> int | None:
+        last = 999
+        if model == "student-noleap":
+            return None  # the ablation is distilled from, and sampled from, pure noise
+        if timestep is None:
+            if model == "student":
+                raise VideoSceneError("the leap student starts from the render: give timestep='auto' or an int t")
+            return None
+        if timestep == "auto":
+            if self.distilled is not None and self.distilled.ddpnet is not None:
+                return int(self.distilled.choose_timestep(render_latents.float())[0])
+            return self.config.fallback_timestep
+        if isinstance(timestep, str):
+            if not timestep.isdigit():
+                raise VideoSceneError(f"timestep must be 'auto' or an integer in [1, {last}], got {timestep!r}")
+            timestep = int(timestep)
+        if not 1 <= int(timestep) <= last:
+            raise VideoSceneError(f"timestep must be in [1, {last}], got {timestep}")
+        return int(timestep)
+
+    def describe(self) -> dict:
+        return {
+            "config": asdict(self.config),
+            "has_teacher": self.teacher is not None,
+            "has_student": self.distilled is not None,
+            "has_ddpnet": self.distilled is not None and self.distilled.ddpnet is not None,
+            "has_student_noleap": self.distilled_noleap is not None,
+        }
+
+
+@contextmanager
+def _timed(timings: dict[str, float], name: str) -> Iterator[None]:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    yield
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    timings[name] = timings.get(name, 0.0) + time.perf_counter() - start
+
+
+# --------------------------------------------------------------------------------------------- evaluation hook
+@functools.lru_cache(maxsize=2)
+def _cached_pipeline(weights: Path, device: torch.device) -> VideoScenePipeline:
+    return VideoScenePipeline.from_pretrained(weights, device=device)
+
+
+def build_evaluation_method(spec, resources):
+    """`videoscene eval`'s generative methods (videoscene.evaluation.methods): teacher@N, teacher-leap@N,
+    student, student@tT, student-noleap, each a function of a GenerationRequest -> frames [F, 3, H, W]."""
+    pipeline = _cached_pipeline(Path(resources.weights), torch.device(resources.device))
+    settings = {
+        "teacher": dict(model="teacher", timestep=None, num_steps=spec.num_steps),
+        "teacher-leap": dict(model="teacher", timestep="auto", num_steps=spec.num_steps),
+        "student": dict(model="student", timestep=spec.timestep if spec.timestep is not None else "auto", num_steps=1),
+        "student-noleap": dict(model="student-noleap", timestep=None, num_steps=1),
+    }[spec.family]
+
+    def generate(request) -> Tensor:
+        context = request.context
+        output = pipeline(
+            context.image,
+            context.cameras,
+            target_cameras=request.path,
+            seed=request.seed,
+            near=float(context.near.min()),
+            far=float(context.far.max()),
+            **settings,
+        )
+        return output.frames
+
+    return generate

@@ -1,0 +1,136 @@
+"""`videoscene eval` end to end on tiny data: the output files and their fields, errors, determinism, and
+real lego frames (shared data)."""
+
+import json
+import shutil
+
+import pytest
+import torch
+
+from videoscene.cli import main
+from videoscene.data.re10k import scene_from_frames, write_split
+from videoscene.data.synthetic import SynthConfig, render_scene
+
+METHOD_FIELDS = {"psnr", "ssim", "sampson_px", "inlier_ratio", "seconds"}
+
+
+@pytest.fixture(scope="module")
+def synthetic_split(tmp_path_factory):
+    """Two synthetic scenes of 9 frames at 48x72."""
+    scenes = []
+    for index in range(2):
+        frames, extrinsics, intrinsics, _ = render_scene(0, index, 9, 48, 72, SynthConfig(supersample=1))
+        scenes.append(scene_from_frames(f"room{index}", frames, torch.from_numpy(extrinsics), torch.from_numpy(intrinsics)))
+    folder = tmp_path_factory.mktemp("synthetic") / "test"
+    write_split(folder, scenes)
+    return folder
+
+
+def run_eval(data, index, out, *extra):
+    return main(["eval", "--data", str(data), "--index", str(index), "--out", str(out), "--size", "32x48", "--frames", "9", *extra])
+
+
+def test_eval_writes_metrics_table_and_plots(synthetic_split, tmp_path, capsys):
+    index = tmp_path / "index.json"
+    assert run_eval(synthetic_split, index, tmp_path / "out", "--methods", "nearest", "--make-index", "8") == 0
+    assert json.loads(index.read_text())["room0"] == {"context": [0, 8], "target": list(range(9))}
+    out = tmp_path / "out"
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics["methods"]) == {"nearest"}
+    assert METHOD_FIELDS <= set(metrics["methods"]["nearest"]) and metrics["methods"]["nearest"]["scenes"] == 2
+    assert all(metrics["methods"]["nearest"][key] is not None for key in METHOD_FIELDS)
+    assert [(row["scene"], row["method"]) for row in metrics["per_scene"]] == [
+        ("room0", "ground-truth"), ("room0", "nearest"), ("room1", "ground-truth"), ("room1", "nearest"),
+    ]  # fmt: skip
+    assert metrics["reference"]["ground-truth"]["scenes"] == 2
+    assert METHOD_FIELDS <= set(metrics["per_scene"][0])
+    assert metrics["config"]["image_size"] == [32, 48] and metrics["environment"]["device"] == "cpu"
+    table = (out / "metrics.md").read_text()
+    assert table.startswith("| method | PSNR ↑ | SSIM ↑") and "| `nearest` |" in table and "*ground-truth (reference)*" in table
+    assert table in capsys.readouterr().out
+    for picture in ("metrics.png", "quality_vs_seconds.png", "figures/frames_room0.png", "figures/matches_nearest.png",
+                    "figures/matches_ground-truth.png"):
+        assert (out / picture).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", picture
+    assert json.loads((out / "index.json").read_text()) == json.loads(index.read_text())
+
+
+def test_same_seed_same_metrics_and_reused_index(synthetic_split, tmp_path):
+    index = tmp_path / "index.json"
+    assert run_eval(synthetic_split, index, tmp_path / "a", "--methods", "nearest", "--make-index", "6", "--seed", "3") == 0
+    assert run_eval(synthetic_split, index, tmp_path / "b", "--methods", "nearest", "--seed", "3") == 0
+
+    def without_time(path):
+        rows = json.loads((path / "metrics.json").read_text())["per_scene"]
+        return [{k: v for k, v in row.items() if k != "seconds"} for row in rows]
+
+    assert without_time(tmp_path / "a") == without_time(tmp_path / "b")
+
+
+@pytest.mark.parametrize(
+    "methods, message",
+    [
+        ("nearest,bogus", "unknown method 'bogus'; valid methods: nearest, coarse, teacher@N"),
+        ("student@t549", "needs trained weights: pass --weights"),
+        ("coarse", "needs prior weights"),
+    ],
+)
+def test_bad_methods_fail_with_one_line_and_leave_nothing(synthetic_split, tmp_path, capsys, methods, message):
+    index = tmp_path / "index.json"
+    index.write_text(json.dumps({"room0": {"context": [0, 8], "target": [4]}}))
+    assert run_eval(synthetic_split, index, tmp_path / "out", "--methods", methods) == 2
+    error = capsys.readouterr().err.strip()
+    assert message in error and "\n" not in error
+    assert not (tmp_path / "out").exists()
+
+
+def test_make_index_refuses_to_overwrite_and_a_missing_index_is_explained(synthetic_split, tmp_path, capsys):
+    index = tmp_path / "index.json"
+    index.write_text("{}")
+    assert run_eval(synthetic_split, index, tmp_path / "out", "--methods", "nearest", "--make-index", "4") == 2
+    assert "already exists" in capsys.readouterr().err
+    assert run_eval(synthetic_split, tmp_path / "none.json", tmp_path / "out", "--methods", "nearest") == 2
+    assert "pass --make-index GAP" in capsys.readouterr().err
+
+
+def test_policy_oracle_still_dispatches(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["policy", "oracle", "--help"])
+    assert exit_info.value.code == 0 and "--cache" in capsys.readouterr().out
+
+
+@pytest.mark.shared_data
+def test_nearest_on_real_lego_frames(shared_data, tmp_path):
+    """Lego r_20 … r_30 (context r_20 and r_30, 36° apart, nine targets between), converted from the NeRF
+    files and evaluated at 64x96: the copy of the nearer view is far from the truth."""
+    source = shared_data / "lego_test_400"
+    scene = tmp_path / "lego"
+    (scene / "test").mkdir(parents=True)
+    transforms = json.loads((source / "transforms_test.json").read_text())
+    transforms["frames"] = transforms["frames"][20:31]
+    for frame in transforms["frames"]:
+        name = frame["file_path"].split("/")[-1] + ".png"
+        shutil.copy(source / "test" / name, scene / "test" / name)
+    (scene / "transforms_test.json").write_text(json.dumps(transforms))
+    assert main(["data", "convert", "--format", "nerf", "--input", str(scene), "--out", str(tmp_path / "data"), "--max-size", "200"]) == 0
+    index = tmp_path / "index.json"
+    index.write_text(json.dumps({"lego": {"context": [0, 10], "target": list(range(11))}}))
+    out = tmp_path / "out"
+    assert main(["eval", "--data", str(tmp_path / "data" / "test"), "--index", str(index), "--methods", "nearest", "--out", str(out)]) == 0
+    nearest = json.loads((out / "metrics.json").read_text())["methods"]["nearest"]
+    assert 10 < nearest["psnr"] < 25 and nearest["ssim"] < 0.95
+
+
+def test_coarse_from_a_prior_weights_folder(synthetic_split, tmp_path):
+    from videoscene.prior.config import TINY
+    from videoscene.prior.encoder import GaussianEncoder
+
+    torch.manual_seed(0)
+    GaussianEncoder(TINY).save(tmp_path / "weights")  # randomly initialised: checks the plumbing, not quality
+    index = tmp_path / "index.json"
+    index.write_text(json.dumps({"room1": {"context": [0, 8], "target": [2, 4, 6]}}))
+    out = tmp_path / "out"
+    assert run_eval(synthetic_split, index, out, "--methods", "nearest,coarse", "--weights", str(tmp_path / "weights"), "--near", "0.5", "--far", "20") == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert list(metrics["methods"]) == ["nearest", "coarse"]
+    assert metrics["methods"]["coarse"]["psnr"] is not None and metrics["methods"]["coarse"]["seconds"] > 0
+    assert (out / "figures" / "matches_coarse.png").is_file()

@@ -1,0 +1,199 @@
+"""VideoScenePipeline and `videoscene generate`/`demo` on tiny randomly initialised components."""
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from videoscene.cli import main
+from videoscene.distill.config import LeapConfig
+from videoscene.distill.leap import DistilledStudent
+from videoscene.errors import VideoSceneError
+from videoscene.gaussians.ply import load_ply
+from videoscene.pipeline import PipelineConfig, VideoScenePipeline
+from videoscene.policy.ddpnet import DDPNet, DDPNetConfig
+from videoscene.prior.config import encoder_config
+from videoscene.prior.encoder import GaussianEncoder
+from videoscene.types import Cameras
+from videoscene.video.config import PRESETS
+from videoscene.video.models import VideoBackbone
+
+HEIGHT, WIDTH, FRAMES = 32, 48, 9
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def weights_dir(tmp_path_factory) -> Path:
+    """A weights folder laid out as `from_pretrained` expects, with random tiny components."""
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("weights")
+    base = PRESETS["tiny"]
+    video_config = replace(base, name="test", num_frames=FRAMES, height=HEIGHT, width=WIDTH, denoiser=replace(base.denoiser, num_layers=1))
+    teacher = VideoBackbone.build(video_config).eval()
+    teacher.save_pretrained(folder / "teacher")
+    teacher.save_pretrained(folder / "distilled" / "student")
+    (folder / "distilled" / "distill_config.json").write_text(
+        json.dumps({"format": "videoscene.distill/1", "teacher": "unused", "data": {"train_cache": "unused", "val_cache": "unused"}})
+    )
+    DDPNet(DDPNetConfig(video_config.latent_frames, video_config.latent_channels, (199, 399, 599), 8)).save(
+        folder / "distilled" / "ddpnet.safetensors"
+    )
+    GaussianEncoder(encoder_config("tiny")).save(folder / "prior")
+    (folder / "pipeline.json").write_text(json.dumps({"num_frames": FRAMES, "height": HEIGHT, "width": WIDTH, "near": 0.5, "far": 20.0}))
+    return folder
+
+
+def two_views():
+    from videoscene.data.synthetic import render_scene
+
+    frames, extrinsics, intrinsics, _ = render_scene(5, 0, 9, 48, 72)
+    images = torch.as_tensor(frames[[0, 8]]).permute(0, 3, 1, 2).float() / 255
+    cameras = Cameras(torch.as_tensor(extrinsics[[0, 8]]).float(), torch.as_tensor(intrinsics[[0, 8]]).float())
+    return images, cameras
+
+
+def test_pipeline_one_step_outputs_and_determinism(weights_dir):
+    pipe = VideoScenePipeline.from_pretrained(weights_dir)
+    images, cameras = two_views()
+    output = pipe(images, cameras, seed=3)
+    assert output.frames.shape == (FRAMES, 3, HEIGHT, WIDTH) and output.coarse_frames.shape == output.frames.shape
+    assert output.timestep in (199, 399, 599)  # DDPNet's argmax over its candidates
+    assert len(output.gaussians) == 2 * HEIGHT * WIDTH
+    assert set(output.timings) == {"prior", "render", "vae_encode", "denoise", "vae_decode", "total"}
+    torch.testing.assert_close(output.cameras.extrinsics[0], cameras.extrinsics[0])
+    torch.testing.assert_close(output.cameras.extrinsics[-1], cameras.extrinsics[1])
+    again = pipe(images, cameras, seed=3)
+    torch.testing.assert_close(again.frames, output.frames, rtol=0, atol=0)
+    other = pipe(images, cameras, seed=4)
+    assert not torch.equal(other.frames, output.frames)
+    fixed = pipe(images, cameras, timestep=549, seed=3)
+    assert fixed.timestep == 549
+
+
+def test_pipeline_teacher_paths(weights_dir):
+    pipe = VideoScenePipeline.from_pretrained(weights_dir)
+    images, cameras = two_views()
+    from_noise = pipe(images, cameras, model="teacher", timestep=None, num_steps=2, seed=0)
+    assert from_noise.timestep is None and from_noise.method == "teacher@2"
+    leap = pipe(images, cameras, model="teacher", timestep=299, num_steps=2, seed=0)
+    assert leap.method == "teacher-leap@2" and leap.timestep == 299
+    with pytest.raises(VideoSceneError, match="exactly one step"):
+        pipe(images, cameras, num_steps=4)
+
+
+def test_pipeline_bad_inputs(weights_dir):
+    pipe = VideoScenePipeline.from_pretrained(weights_dir)
+    images, cameras = two_views()
+    with pytest.raises(VideoSceneError, match="exactly two"):
+        pipe(images[:1], cameras)
+    with pytest.raises(VideoSceneError, match="same position"):
+        pipe(images, Cameras(cameras.extrinsics[[0, 0]], cameras.intrinsics))
+    bad = cameras.extrinsics.clone()
+    bad[0, :3, :3] *= 2
+    with pytest.raises(VideoSceneError, match="rigid"):
+        pipe(images, Cameras(bad, cameras.intrinsics))
+    with pytest.raises(VideoSceneError, match="8k\\+1"):
+        pipe(images, cameras, num_frames=12)
+    with pytest.raises(VideoSceneError, match="timestep"):
+        pipe(images, cameras, timestep=1000)
+    with pytest.raises(VideoSceneError, match="distilled_noleap"):
+        pipe(images, cameras, model="student-noleap")
+
+
+def test_missing_weights_folder_is_one_line(tmp_path):
+    with pytest.raises(VideoSceneError, match="not a VideoScene weights folder"):
+        VideoScenePipeline.from_pretrained(tmp_path)
+
+
+def write_inputs(folder: Path, images, cameras, **extra):
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, image in enumerate(images):
+        path = folder / f"view_{i}.png"
+        Image.fromarray((image.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)).save(path)
+        paths.append(str(path))
+    cams = {"cameras": [{"extrinsics": e.tolist(), "intrinsics": k.tolist()} for e, k in zip(cameras.extrinsics, cameras.intrinsics)], **extra}
+    (folder / "cams.json").write_text(json.dumps(cams))
+    return paths, str(folder / "cams.json")
+
+
+def test_generate_cli_writes_every_output(weights_dir, tmp_path):
+    images, cameras = two_views()
+    paths, cams = write_inputs(tmp_path / "in", images, cameras)
+    out = tmp_path / "out"
+    assert main(["generate", "--images", *paths, "--cameras", cams, "--out", str(out), "--weights", str(weights_dir), "--seed", "1"]) == 0
+    assert {p.name for p in out.iterdir()} == {"video.mp4", "coarse.mp4", "frames", "gaussians.ply", "comparison.png", "report.json"}
+    assert len(list((out / "frames").iterdir())) == FRAMES
+    report = json.loads((out / "report.json").read_text())
+    assert report["timestep"] in (199, 399, 599) and report["num_frames"] == FRAMES and "torch" in report["versions"]
+    import imageio.v3 as iio
+
+    assert iio.imread(out / "video.mp4", plugin="pyav").shape == (FRAMES, HEIGHT, WIDTH, 3)
+    assert len(load_ply(out / "gaussians.ply")) == 2 * HEIGHT * WIDTH
+
+
+def test_generate_cli_accepts_opengl_cameras_in_pixels(weights_dir, tmp_path):
+    images, cameras = two_views()
+    flip = torch.diag(torch.tensor([1.0, -1.0, -1.0, 1.0]))
+    pixel_k = cameras.intrinsics * torch.tensor([72.0, 48.0, 1.0])[:, None]
+    paths, cams = write_inputs(tmp_path / "in", images, Cameras(cameras.extrinsics @ flip, pixel_k), convention="opengl", intrinsics_unit="pixels")
+    out = tmp_path / "out"
+    assert main(["generate", "--images", *paths, "--cameras", cams, "--out", str(out), "--weights", str(weights_dir), "--timestep", "399"]) == 0
+    extrinsics = torch.tensor(json.loads((out / "report.json").read_text())["cameras"]["extrinsics"])
+    torch.testing.assert_close(extrinsics[0], cameras.extrinsics[0], atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("one_image", "exactly two images"),
+        ("sizes", "differ in size"),
+        ("unreadable", "cannot be read"),
+        ("no_cameras", "no --cameras"),
+        ("camera_shape", "4x4"),
+        ("one_camera", "exactly one per image"),
+        ("no_weights", "not a VideoScene weights folder"),
+        ("cuda", "CUDA"),
+    ],
+)
+def test_generate_bad_inputs_exit_non_zero_without_output(weights_dir, tmp_path, capsys, case, message):
+    images, cameras = two_views()
+    paths, cams = write_inputs(tmp_path / "in", images, cameras)
+    weights = str(weights_dir)
+    extra: list[str] = []
+    if case == "one_image":
+        paths = paths[:1]
+    elif case == "sizes":
+        Image.new("RGB", (10, 10)).save(paths[1])
+    elif case == "unreadable":
+        Path(paths[1]).write_bytes(b"not an image")
+    elif case == "camera_shape":
+        Path(cams).write_text(json.dumps({"cameras": [{"extrinsics": [[1, 0, 0]], "intrinsics": [[1, 0, 0], [0, 1, 0], [0, 0, 1]]}] * 2}))
+    elif case == "one_camera":
+        raw = json.loads(Path(cams).read_text())
+        Path(cams).write_text(json.dumps({"cameras": raw["cameras"][:1]}))
+    elif case == "no_weights":
+        weights = str(tmp_path / "nothing")
+    elif case == "cuda":
+        if torch.cuda.is_available():
+            pytest.skip("this machine has CUDA")
+        extra = ["--device", "cuda"]
+    arguments = ["generate", "--images", *paths, "--out", str(tmp_path / "out"), "--weights", weights, *extra]
+    if case != "no_cameras":
+        arguments += ["--cameras", cams]
+    assert main(arguments) == 2
+    error = capsys.readouterr().err.strip()
+    assert message in error and len(error.splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]
