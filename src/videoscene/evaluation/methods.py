@@ -18,13 +18,12 @@ Names (issue 6), parsed by `parse_method`:
 | `student-noleap` | student-noleap | the ablation student distilled from pure noise |
 
 The generative families are built by the pipeline module: `videoscene.pipeline.build_evaluation_method(
-spec: MethodSpec, resources: MethodResources) -> GenerateFn`. Until that exists, asking for one is a
-one-line error. `register_family` adds or replaces a family (e.g. a baseline of your own).
+spec: MethodSpec, resources: MethodResources) -> GenerateFn`. `register_family` adds or replaces a family
+(e.g. a baseline of your own).
 """
 
 from __future__ import annotations
 
-import importlib
 import json
 import logging
 import re
@@ -42,8 +41,6 @@ from videoscene.types import Cameras, Views
 logger = logging.getLogger(__name__)
 
 NUM_TRAIN_TIMESTEPS = 1000  # the DDPM schedule's length (DESIGN.md §4): fixed timesteps are 0 … 999
-PIPELINE_MODULE = "videoscene.pipeline"
-PIPELINE_HOOK = "build_evaluation_method"
 
 
 @dataclass(frozen=True)
@@ -155,24 +152,14 @@ def build_coarse(spec: MethodSpec, resources: MethodResources) -> GenerateFn:
 
 
 def build_with_pipeline(spec: MethodSpec, resources: MethodResources) -> GenerateFn:
-    """Generative methods come from the pipeline module's hook (module docstring)."""
+    """Generative methods come from the pipeline (videoscene.pipeline.build_evaluation_method)."""
     if resources.weights is None:
         raise VideoSceneError(f"method {spec.name} needs trained weights: pass --weights DIR (a VideoScene weights folder)")
     if not resources.weights.is_dir():
         raise VideoSceneError(f"weights folder {resources.weights} does not exist; pass the folder of the trained VideoScene models")
-    try:
-        pipeline = importlib.import_module(PIPELINE_MODULE)
-    except ModuleNotFoundError as error:
-        if error.name != PIPELINE_MODULE:
-            raise
-        pipeline = None
-    hook = getattr(pipeline, PIPELINE_HOOK, None)
-    if hook is None:
-        raise VideoSceneError(
-            f"method {spec.name} needs the generative pipeline ({PIPELINE_MODULE}.{PIPELINE_HOOK}), which this version "
-            "does not have yet; evaluate nearest or coarse"
-        )
-    return hook(spec, resources)
+    from videoscene.pipeline import build_evaluation_method
+
+    return build_evaluation_method(spec, resources)
 
 
 FAMILIES: dict[str, MethodFamily] = {
