@@ -1,7 +1,6 @@
 """VideoScenePipeline and `videoscene generate`/`demo` on tiny randomly initialised components."""
 
 import json
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -10,19 +9,13 @@ import torch
 from PIL import Image
 
 from videoscene.cli import main
-from videoscene.distill.config import LeapConfig
-from videoscene.distill.leap import DistilledStudent
 from videoscene.errors import VideoSceneError
 from videoscene.gaussians.ply import load_ply
-from videoscene.pipeline import PipelineConfig, VideoScenePipeline
-from videoscene.policy.ddpnet import DDPNet, DDPNetConfig
-from videoscene.prior.config import encoder_config
-from videoscene.prior.encoder import GaussianEncoder
+from videoscene.pipeline import VideoScenePipeline
 from videoscene.types import Cameras
-from videoscene.video.config import PRESETS
-from videoscene.video.models import VideoBackbone
 
-HEIGHT, WIDTH, FRAMES = 32, 48, 9
+from weights_factory import FRAMES, HEIGHT, WIDTH, make_tiny_weights
+
 
 
 @pytest.fixture(autouse=True)
@@ -35,23 +28,7 @@ def one_thread():
 
 @pytest.fixture(scope="module")
 def weights_dir(tmp_path_factory) -> Path:
-    """A weights folder laid out as `from_pretrained` expects, with random tiny components."""
-    torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("weights")
-    base = PRESETS["tiny"]
-    video_config = replace(base, name="test", num_frames=FRAMES, height=HEIGHT, width=WIDTH, denoiser=replace(base.denoiser, num_layers=1))
-    teacher = VideoBackbone.build(video_config).eval()
-    teacher.save_pretrained(folder / "teacher")
-    teacher.save_pretrained(folder / "distilled" / "student")
-    (folder / "distilled" / "distill_config.json").write_text(
-        json.dumps({"format": "videoscene.distill/1", "teacher": "unused", "data": {"train_cache": "unused", "val_cache": "unused"}})
-    )
-    DDPNet(DDPNetConfig(video_config.latent_frames, video_config.latent_channels, (199, 399, 599), 8)).save(
-        folder / "distilled" / "ddpnet.safetensors"
-    )
-    GaussianEncoder(encoder_config("tiny")).save(folder / "prior")
-    (folder / "pipeline.json").write_text(json.dumps({"num_frames": FRAMES, "height": HEIGHT, "width": WIDTH, "near": 0.5, "far": 20.0}))
-    return folder
+    return make_tiny_weights(tmp_path_factory.mktemp("weights"))
 
 
 def two_views():
@@ -160,7 +137,7 @@ def test_generate_cli_accepts_opengl_cameras_in_pixels(weights_dir, tmp_path):
         ("one_image", "exactly two images"),
         ("sizes", "differ in size"),
         ("unreadable", "cannot be read"),
-        ("no_cameras", "no --cameras"),
+        ("no_cameras_same_image", "same picture"),  # without --cameras they are estimated; one image twice is refused
         ("camera_shape", "4x4"),
         ("one_camera", "exactly one per image"),
         ("no_weights", "not a VideoScene weights folder"),
@@ -174,6 +151,8 @@ def test_generate_bad_inputs_exit_non_zero_without_output(weights_dir, tmp_path,
     extra: list[str] = []
     if case == "one_image":
         paths = paths[:1]
+    elif case == "no_cameras_same_image":
+        paths = [paths[0], paths[0]]
     elif case == "sizes":
         Image.new("RGB", (10, 10)).save(paths[1])
     elif case == "unreadable":
@@ -190,7 +169,7 @@ def test_generate_bad_inputs_exit_non_zero_without_output(weights_dir, tmp_path,
             pytest.skip("this machine has CUDA")
         extra = ["--device", "cuda"]
     arguments = ["generate", "--images", *paths, "--out", str(tmp_path / "out"), "--weights", weights, *extra]
-    if case != "no_cameras":
+    if case != "no_cameras_same_image":
         arguments += ["--cameras", cams]
     assert main(arguments) == 2
     error = capsys.readouterr().err.strip()

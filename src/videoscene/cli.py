@@ -23,6 +23,7 @@ COMMANDS: dict[tuple[str | None, str], tuple[str, str]] = {
     ("policy", "oracle"): ("videoscene.policy.oracle", "DDPNet's timestep choice vs the per-clip oracle and the best fixed t (regret in dB)"),
     (None, "generate"): ("videoscene.generate", "two images (+ cameras) -> video.mp4, coarse.mp4, frames/, gaussians.ply, report.json"),
     (None, "demo"): ("videoscene.demo", "run `generate` on a bundled example with the bundled tiny weights"),
+    (None, "app"): ("videoscene.app", "web app (Gradio, 127.0.0.1 by default): two photos in, coarse and generated videos out"),
     (None, "eval"): ("videoscene.evaluation.cli", "generate the target views of an evaluation index with each method; score against ground truth"),
 }
 GROUP_HELP = {

@@ -1,6 +1,10 @@
 """`videoscene generate` and `videoscene demo`: two images (+ cameras) in; a folder with the generated video,
 the coarse render, the frames, the Gaussians (.ply), a side-by-side comparison and a report out.
 
+Without --cameras, both cameras are estimated from the images (videoscene.geometry.relative_pose, docs/app.md):
+camera 0 is the world frame, the baseline is --baseline scene units, the field of view comes from EXIF or --fov
+(default 60°), and report.json's "estimated_cameras" records the inlier count and the other figures.
+
 cams.json (docs/generate.md):
     {"convention": "opencv" | "opengl",          # camera-to-world axes; opengl = NeRF/Blender
      "intrinsics_unit": "normalized" | "pixels",  # pixels: of the input images' size
@@ -13,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import platform
 import sys
 from pathlib import Path
@@ -25,6 +30,7 @@ from videoscene import __version__
 from videoscene.errors import VideoSceneError
 from videoscene.gaussians.ply import save_ply
 from videoscene.geometry.cameras import normalize_intrinsics, opengl_to_opencv
+from videoscene.geometry.relative_pose import RelativePoseConfig, RelativePoseEstimate, estimate_cameras, exif_focal
 from videoscene.io_utils import staged_output_dir, write_json_atomic
 from videoscene.types import Cameras
 
@@ -113,7 +119,9 @@ def comparison_image(images: torch.Tensor, coarse: torch.Tensor, frames: torch.T
     return to_uint8(grid[None])[0]
 
 
-def write_outputs(out: Path, images: torch.Tensor, output, pipeline, args_record: dict, overwrite: bool = False) -> None:
+def write_outputs(
+    out: Path, images: torch.Tensor, output, pipeline, args_record: dict, overwrite: bool = False, extra_report: dict | None = None
+) -> None:
     with staged_output_dir(out, overwrite=overwrite) as stage:
         write_video(stage / "video.mp4", output.frames)
         write_video(stage / "coarse.mp4", output.coarse_frames)
@@ -136,6 +144,7 @@ def write_outputs(out: Path, images: torch.Tensor, output, pipeline, args_record
                 },
                 "pipeline": pipeline.describe(),
                 "arguments": args_record,
+                **(extra_report or {}),
                 "versions": {
                     "videoscene": __version__,
                     "torch": torch.__version__,
@@ -161,9 +170,16 @@ def generate(args: argparse.Namespace, image_paths: list[str], cameras_path: str
             f"the two images differ in size ({list(images[0].shape[1:])} vs {list(images[1].shape[1:])}); give two images of one size"
         )
     images = torch.stack(images)
-    if cameras_path is None:
-        raise VideoSceneError("no --cameras file given: pass a cams.json with the two cameras (see docs/generate.md)")
-    cameras, targets, near, far = load_cameras_file(cameras_path, tuple(images.shape[-2:]))
+    fov, baseline = getattr(args, "fov", None), getattr(args, "baseline", None)
+    extra_report = {}
+    if cameras_path is not None:
+        if fov is not None or baseline is not None:
+            raise VideoSceneError("--fov and --baseline apply only to estimated cameras; drop them or drop --cameras")
+        cameras, targets, near, far = load_cameras_file(cameras_path, tuple(images.shape[-2:]))
+    else:
+        estimate = estimate_cameras_for_files(images, image_paths, fov, baseline)
+        cameras, targets, near, far = estimate.cameras, None, estimate.near, estimate.far
+        extra_report["estimated_cameras"] = estimate.summary()
     timestep = args.timestep if args.timestep in ("auto", "none") else args.timestep
     device = resolve_device(args.device)
 
@@ -184,9 +200,21 @@ def generate(args: argparse.Namespace, image_paths: list[str], cameras_path: str
 
     # 3. Write everything, or nothing
     record = {k: v for k, v in vars(args).items() if not k.startswith("_")}
-    write_outputs(out, images, output, pipeline, record, overwrite=args.overwrite)
+    write_outputs(out, images, output, pipeline, record, overwrite=args.overwrite, extra_report=extra_report)
     timings = ", ".join(f"{k} {v:.2f}s" for k, v in output.timings.items())
-    print(f"wrote {out} ({output.method}, t={output.timestep}; {timings})")
+    estimated = extra_report.get("estimated_cameras")
+    cameras_note = f"; cameras estimated from {estimated['num_inliers']} inlier matches" if estimated else ""
+    print(f"wrote {out} ({output.method}, t={output.timestep}; {timings}{cameras_note})")
+
+
+def estimate_cameras_for_files(
+    images: torch.Tensor, image_paths: list[str], fov: float | None = None, baseline: float | None = None
+) -> RelativePoseEstimate:
+    """Estimate the two cameras of an image pair, with the focal length from --fov, else the files' EXIF."""
+    if baseline is not None and not (baseline > 0 and math.isfinite(baseline)):
+        raise VideoSceneError(f"--baseline must be a positive number of scene units, got {baseline}")
+    config = RelativePoseConfig() if baseline is None else RelativePoseConfig(baseline=baseline)
+    return estimate_cameras(images, config, fov_degrees=fov, exif_focals=[exif_focal(path) for path in image_paths])
 
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
@@ -203,7 +231,13 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--images", nargs="+", required=True, metavar="IMAGE", help="the two input views")
-    parser.add_argument("--cameras", help="cams.json with the two cameras (docs/generate.md)")
+    parser.add_argument(
+        "--cameras", help="cams.json with the two cameras (docs/generate.md); without it they are estimated from the images"
+    )
+    parser.add_argument(
+        "--fov", type=float, metavar="DEG", help="horizontal field of view for estimated cameras (default: EXIF, else 60)"
+    )
+    parser.add_argument("--baseline", type=float, metavar="B", help="distance between estimated cameras, scene units (default 1.0)")
     add_common_arguments(parser)
 
 

@@ -1,0 +1,148 @@
+"""`videoscene app`'s request handler, called directly (no browser) on a pipeline with tiny random weights."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+gr = pytest.importorskip("gradio")
+
+from weights_factory import DDPNET_TIMESTEPS, FRAMES, HEIGHT, WIDTH, make_tiny_weights
+
+from videoscene.app import AppConfig, VideoSceneApp
+from videoscene.cli import main
+from videoscene.data.synthetic import render_scene
+from videoscene.gaussians.ply import load_ply
+from videoscene.pipeline import VideoScenePipeline
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory):
+    return VideoScenePipeline.from_pretrained(make_tiny_weights(tmp_path_factory.mktemp("weights")))
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory) -> tuple[list[str], str]:
+    """First and last frame of a synthetic room walk as PNG files, and a cams.json with their true cameras."""
+    folder = tmp_path_factory.mktemp("photos")
+    frames, extrinsics, intrinsics, _ = render_scene(5, 0, 2, 192, 288)
+    paths = []
+    for index, frame in enumerate(frames):
+        paths.append(str(folder / f"view_{index}.png"))
+        Image.fromarray(frame).save(paths[-1])
+    cameras = [{"extrinsics": e.tolist(), "intrinsics": k.tolist()} for e, k in zip(extrinsics, intrinsics)]
+    (folder / "cams.json").write_text(json.dumps({"cameras": cameras, "near": 0.5, "far": 10.0}))
+    return paths, str(folder / "cams.json")
+
+
+def test_generate_with_estimated_cameras_writes_videos_and_ply(pipeline, photos, tmp_path):
+    app = VideoSceneApp(pipeline, AppConfig(output_root=tmp_path / "runs"))
+    steps = []
+    result = app.generate(*photos[0], progress=lambda value, desc=None: steps.append((value, desc)))
+    import imageio.v3 as iio
+
+    for path in (result.video, result.coarse_video):
+        assert iio.imread(path, plugin="pyav").shape == (FRAMES, HEIGHT, WIDTH, 3)
+    assert [Path(path).name for path in result.downloads] == ["video.mp4", "gaussians.ply"]
+    assert len(load_ply(result.downloads[1])) == 2 * HEIGHT * WIDTH
+    report = result.report
+    assert report["timestep"] in DDPNET_TIMESTEPS and report["timestep_source"] == "DDPNet"
+    assert report["cameras"]["source"] == "estimated" and report["cameras"]["num_inliers"] >= 20
+    assert set(report["timings_seconds"]) == {"prior", "render", "vae_encode", "denoise", "vae_decode", "total"}
+    assert f"t = {report['timestep']}" in result.summary and "inlier matches" in result.summary and "| denoise |" in result.summary
+    assert steps[0][0] == 0.0 and steps[-1] == (1.0, "done") and any("estimating" in desc for _, desc in steps)
+    saved = json.loads((Path(result.video).parent / "report.json").read_text())
+    assert saved["cameras_source"]["num_inliers"] == report["cameras"]["num_inliers"]
+
+
+def test_generate_with_cameras_file_fixed_timestep_and_seed(pipeline, photos, tmp_path):
+    app = VideoSceneApp(pipeline, AppConfig(output_root=tmp_path / "runs", keep_runs=1))
+    first = app.generate(*photos[0], cameras_file=photos[1], frames="9", timestep="399", seed=3)
+    assert first.report["timestep"] == 399 and first.report["timestep_source"] == "chosen"
+    assert first.report["cameras"] == {"source": "file"}
+    import imageio.v3 as iio
+
+    first_frames = iio.imread(first.video, plugin="pyav")
+    again = app.generate(*photos[0], cameras_file=photos[1], frames=9, timestep=399, seed=3.0)
+    np.testing.assert_array_equal(iio.imread(again.video, plugin="pyav"), first_frames)
+    assert len(list((tmp_path / "runs").glob("run-*"))) == 1  # keep_runs=1 pruned the first run
+
+
+def _bad_request(case: str, photos, tmp_path: Path) -> tuple[dict, AppConfig]:
+    (first, second), _ = photos
+    request = {"image_a": first, "image_b": second}
+    config = AppConfig(output_root=tmp_path / "runs")
+    if case == "missing":
+        request["image_b"] = None
+    elif case == "too_many_bytes":
+        config = AppConfig(output_root=tmp_path / "runs", max_upload_bytes=1000)
+    elif case == "too_many_pixels":
+        config = AppConfig(output_root=tmp_path / "runs", max_image_pixels=10_000)
+    elif case == "not_an_image":
+        (tmp_path / "fake.png").write_bytes(b"GIF89a but not really")
+        request["image_b"] = str(tmp_path / "fake.png")
+    elif case == "tiny":
+        Image.new("RGB", (16, 16)).save(tmp_path / "tiny.png")
+        request["image_a"] = request["image_b"] = str(tmp_path / "tiny.png")
+    elif case == "sizes":
+        Image.open(second).resize((144, 96)).save(tmp_path / "small.png")
+        request["image_b"] = str(tmp_path / "small.png")
+    elif case == "same_image":
+        request["image_b"] = first
+    elif case == "timestep":
+        request["timestep"] = "soon"
+    elif case == "frames":
+        request["frames"] = "12"
+    elif case == "cameras":
+        (tmp_path / "cams.json").write_text("{not json")
+        request["cameras_file"] = str(tmp_path / "cams.json")
+    elif case == "fov":
+        request["fov"] = 400
+    return request, config
+
+
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("missing", "upload two photos"),
+        ("too_many_bytes", "the limit is"),
+        ("too_many_pixels", "megapixels"),
+        ("not_an_image", "not an image"),
+        ("tiny", "at least 32 pixels"),
+        ("sizes", "differ in size"),
+        ("same_image", "same picture"),
+        ("timestep", "timestep must be"),
+        ("frames", "frames must be one of"),
+        ("cameras", "not valid JSON"),
+        ("fov", "field of view"),
+    ],
+)
+def test_bad_requests_surface_as_one_line_messages(pipeline, photos, tmp_path, case, message):
+    request, config = _bad_request(case, photos, tmp_path)
+    app = VideoSceneApp(pipeline, config)
+    with pytest.raises(gr.Error) as error:
+        app.generate(**request)
+    assert message in error.value.message and "\n" not in error.value.message
+    assert not list((tmp_path / "runs").glob("run-*"))
+
+
+def test_page_builds_with_the_expected_controls(pipeline, tmp_path):
+    blocks = VideoSceneApp(pipeline, AppConfig(output_root=tmp_path)).build()
+    ids = {block.elem_id for block in blocks.blocks.values() if getattr(block, "elem_id", None)}
+    assert {"image-a", "image-b", "cameras", "frames", "timestep", "seed", "generate", "coarse-video", "video", "summary", "downloads"} <= ids
+
+
+def test_app_cli_rejects_a_bad_port(capsys):
+    assert main(["app", "--port", "70000"]) == 2
+    assert "--port" in capsys.readouterr().err
