@@ -3,6 +3,11 @@ with ground truth (docs/evaluation.md).
 
     videoscene eval --data DATA/test --index index.json --methods nearest,coarse --weights WEIGHTS --out OUT
     videoscene eval --data lego/test --index lego_index.json --make-index 10 --methods nearest --out OUT
+
+The paper's Table 1 at our scale (docs/results.md):
+
+    videoscene eval --data DATA/test --index INDEX.json --weights WEIGHTS --out OUT \
+        --methods nearest,coarse,teacher@1,teacher@4,teacher@50,teacher-leap@1,teacher-leap@4,teacher-leap@50,student
 """
 
 from __future__ import annotations
@@ -16,10 +21,11 @@ import torch
 
 from videoscene.data.evaluation_index import make_evaluation_index, read_evaluation_index, write_evaluation_index
 from videoscene.errors import VideoSceneError
-from videoscene.evaluation.methods import MethodResources, build_method, parse_methods, valid_names
+from videoscene.evaluation.methods import FAMILIES, MethodResources, build_method, build_with_pipeline, parse_methods, valid_names
 from videoscene.evaluation.report import markdown_table, write_report
 from videoscene.evaluation.runner import EvalConfig, evaluate
 from videoscene.io_utils import staged_output_dir
+from videoscene.metrics.frechet import I3DFeatures
 from videoscene.metrics.lpips import load_lpips
 
 logger = logging.getLogger(__name__)
@@ -42,26 +48,45 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--make-index", type=int, default=None, metavar="GAP",
                         help="first write --index (must not exist): per scene a context pair GAP frames apart, the frames between as targets")
     parser.add_argument("--target-stride", type=int, default=1, help="with --make-index: every Nth frame between the pair is a target")
-    parser.add_argument("--size", type=_image_size, default=EvalConfig.image_size, metavar="HxW",
-                        help="the model's resolution; images are centre-cropped to its aspect ratio and resized (default 64x96)")
-    parser.add_argument("--frames", type=int, default=EvalConfig.num_frames, help="frames each method generates along the path (default 17)")
-    parser.add_argument("--near", type=float, default=EvalConfig.near, help="near depth of the scenes (for the prior)")
-    parser.add_argument("--far", type=float, default=EvalConfig.far, help="far depth of the scenes (for the prior)")
+    from_weights = "default: from --weights' pipeline.json, else"
+    parser.add_argument("--size", type=_image_size, default=None, metavar="HxW",
+                        help=f"the model's resolution; images are centre-cropped to its aspect ratio and resized ({from_weights} 64x96)")
+    parser.add_argument("--frames", type=int, default=None, help=f"frames each method generates along the path ({from_weights} 17)")
+    parser.add_argument("--near", type=float, default=None, help=f"near depth of the scenes, for the prior ({from_weights} {EvalConfig.near})")
+    parser.add_argument("--far", type=float, default=None, help=f"far depth of the scenes, for the prior ({from_weights} {EvalConfig.far})")
     parser.add_argument("--pair-gap", type=int, default=EvalConfig.pair_gap, help="3D-consistency pairs (k, k+gap) of target frames")
     parser.add_argument("--scenes", type=int, default=None, help="evaluate only the first N scenes of the index")
     parser.add_argument("--lpips", type=Path, nargs="+", default=None, metavar="FILE",
                         help="LPIPS weights: torchvision VGG16 + LPIPS linear layers (.safetensors/.pth); LPIPS is skipped without them")
+    parser.add_argument("--fvd-detector", type=Path, default=None, metavar="FILE",
+                        help="StyleGAN-V's I3D TorchScript file (i3d_torchscript.pt, never downloaded); without it FVD is null")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 … (auto: cuda when available)")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
+
+
+def _check_pipeline_resolution(weights: Path | None, config: EvalConfig, pipeline_methods: list[str]) -> None:
+    """The pipeline generates at its own resolution (pipeline.json): an --size that differs cannot be scored."""
+    if not pipeline_methods or weights is None or not (weights / "pipeline.json").is_file():
+        return
+    from videoscene.pipeline import PipelineConfig
+
+    model = PipelineConfig.load(weights / "pipeline.json")
+    if config.image_size != (model.height, model.width):
+        size = f"{model.height}x{model.width}"
+        raise VideoSceneError(
+            f"{', '.join(pipeline_methods)} generate at {size} ({weights / 'pipeline.json'}), not at --size "
+            f"{config.image_size[0]}x{config.image_size[1]}; drop --size or pass --size {size}"
+        )
 
 
 def run(args: argparse.Namespace) -> None:
     # 1. Check inputs (cheap checks first: nothing heavy happens before a typo is reported).
     specs = parse_methods(args.methods)
-    config = EvalConfig(
-        image_size=args.size, num_frames=args.frames, near=args.near, far=args.far, pair_gap=args.pair_gap,
+    config = EvalConfig.for_weights(
+        args.weights, image_size=args.size, num_frames=args.frames, near=args.near, far=args.far, pair_gap=args.pair_gap,
         seed=args.seed, max_scenes=args.scenes,
     )  # fmt: skip
+    _check_pipeline_resolution(args.weights, config, [s.name for s in specs if FAMILIES[s.family].builder is build_with_pipeline])
     if args.make_index is not None and args.index.exists():
         raise VideoSceneError(f"{args.index} already exists; drop --make-index to evaluate it, or choose another --index")
     if args.make_index is None and not args.index.is_file():
@@ -73,6 +98,7 @@ def run(args: argparse.Namespace) -> None:
         resources = MethodResources(args.weights, device)
         methods = {spec.name: build_method(spec, resources) for spec in specs}
         lpips = load_lpips(args.lpips, device)
+        fvd_detector = I3DFeatures(args.fvd_detector, device) if args.fvd_detector is not None else None
 
         # 3. The evaluation index.
         if args.make_index is not None:
@@ -84,9 +110,10 @@ def run(args: argparse.Namespace) -> None:
         write_evaluation_index(stage / "index.json", index)
 
         # 4. Evaluate and report.
-        result = evaluate(args.data, index, methods, config, device, lpips)
+        result = evaluate(args.data, index, methods, config, device, lpips, fvd_detector)
         extra = {"data": str(args.data), "index": str(args.index), "methods": [s.name for s in specs],
-                 "weights": None if args.weights is None else str(args.weights)}  # fmt: skip
+                 "weights": None if args.weights is None else str(args.weights),
+                 "fvd_detector": None if args.fvd_detector is None else str(args.fvd_detector)}  # fmt: skip
         document = write_report(result, stage, extra, device)
     print(markdown_table(document["methods"], document["reference"]), end="")
     logger.info("evaluation written to %s", args.out)

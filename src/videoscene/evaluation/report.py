@@ -1,9 +1,10 @@
 """What `videoscene eval` writes into its output folder:
 
-- `metrics.json`: `{"methods": {name: {"psnr", "ssim", "sampson_px", "inlier_ratio", "seconds", ...}},
+- `metrics.json`: `{"methods": {name: {"psnr", "ssim", "sampson_px", "inlier_ratio", "seconds", "fvd", ...}},
   "reference": {"ground-truth": {...}}, "per_scene": [...], "config": {...}, "environment": {...}}`; a
   method's figures are means over scenes (of the scenes where the metric is defined; `scenes` counts them
-  all). NaN is written as null. "reference" holds the ground-truth frames' 3D-consistency scores.
+  all), except `fvd`, one distance over all scenes (null without an I3D detector). NaN is written as null.
+  "reference" holds the ground-truth frames' 3D-consistency scores.
 - `metrics.md`: the same means as a markdown table, the reference row last.
 - `metrics.png`: one bar chart per metric; `quality_vs_seconds.png`: PSNR against seconds per scene.
 - `figures/frames_<scene>.png`: ground truth and every method at the first scene's held-out targets;
@@ -35,12 +36,14 @@ COLUMNS = (
     ("psnr", "PSNR ↑"),
     ("ssim", "SSIM ↑"),
     ("lpips", "LPIPS ↓"),
+    ("fvd", "FVD ↓"),
     ("sampson_px", "Sampson px ↓"),
     ("share_within_1px", "within 1 px ↑"),
     ("inlier_ratio", "RANSAC inlier ratio ↑"),
     ("temporal_error", "warp error ↓"),
     ("seconds", "s / scene ↓"),
 )
+_OPTIONAL = ("lpips", "fvd")  # columns shown only when computed (they need user-supplied network weights)
 _MEANS = ("psnr", "ssim", "lpips", "sampson_px", "share_within_1px", "inlier_ratio", "ransac_inliers", "temporal_error", "seconds", "max_time_error")
 _FIGURE_COLUMNS = 6  # held-out targets shown in the frames figure
 _FIGURE_MIN_HEIGHT = 192  # matching figures are upscaled to at least this many rows so lines stay visible
@@ -59,8 +62,12 @@ def _means(rows: list[SceneResult]) -> dict[str, float | int | None]:
 
 
 def summarise(result: EvaluationResult) -> dict[str, dict[str, float | int | None]]:
-    """Per method, the mean over scenes of every per-scene figure (`null` where no scene defines it)."""
-    return {method: _means([r for r in result.per_scene if r.method == method]) for method in result.methods}
+    """Per method, the mean over scenes of every per-scene figure (`null` where no scene defines it), and
+    the method's FVD over all scenes (`null` when it was not computed)."""
+    return {
+        method: _means([r for r in result.per_scene if r.method == method]) | {"fvd": result.fvd.get(method)}
+        for method in result.methods
+    }
 
 
 def summarise_reference(result: EvaluationResult) -> dict[str, float | int | None]:
@@ -107,7 +114,7 @@ def metrics_document(result: EvaluationResult, extra_config: dict, device: torch
 def _format(value: float | None, key: str) -> str:
     if value is None:
         return "–"
-    if key == "psnr":
+    if key in ("psnr", "fvd"):
         return f"{value:.2f}"
     if key == "seconds":
         return f"{value:.3g}"
@@ -116,7 +123,11 @@ def _format(value: float | None, key: str) -> str:
 
 def markdown_table(summary: dict[str, dict], reference: dict[str, dict] | None = None) -> str:
     """One row per method; `reference` rows (the ground-truth frames) last, in italics."""
-    columns = [c for c in COLUMNS if any(c[0] in row for row in summary.values())]
+    rows = list(summary.values())
+    columns = [
+        (key, title) for key, title in COLUMNS
+        if any(key in row for row in rows) and (key not in _OPTIONAL or any(row.get(key) is not None for row in rows))
+    ]  # fmt: skip
     lines = [
         "| method | " + " | ".join(title for _, title in columns) + " | scenes |",
         "|---|" + "---|" * (len(columns) + 1),

@@ -13,7 +13,10 @@ Per scene (docs/evaluation.md):
    - temporal consistency: flow-warping error between consecutive frames of the whole video
      (metrics/temporal.py);
 4. the reference row `ground-truth`: the ground-truth target frames scored for 3D consistency like a
-   method's frames, i.e. what the metric gives real images of this scene at this resolution.
+   method's frames, i.e. what the metric gives real images of this scene at this resolution;
+5. with an I3D detector, FVD per method over all scenes: the Fréchet distance between the I3D features of
+   the methods' videos at the target slots (in path order) and those of the ground-truth target videos,
+   one feature vector per scene (metrics/frechet.py). It is a set metric: there is no per-scene FVD.
 
 Results are deterministic for a seed: each scene's seed is derived from (seed, scene key), so it does not
 depend on which other scenes are evaluated.
@@ -30,6 +33,7 @@ from pathlib import Path
 from typing import Mapping
 
 import cv2
+import numpy as np
 import torch
 from jaxtyping import Float
 from torch import Tensor
@@ -42,6 +46,7 @@ from videoscene.errors import VideoSceneError
 from videoscene.evaluation.methods import GenerateFn, GenerationRequest
 from videoscene.evaluation.protocol import FramePlan, fit_views, path_cameras, plan_frames
 from videoscene.metrics.consistency import ConsistencyConfig, video_consistency
+from videoscene.metrics.frechet import I3DFeatures, frechet_distance_of_features
 from videoscene.metrics.image import psnr, ssim
 from videoscene.metrics.lpips import LPIPS
 from videoscene.metrics.temporal import warping_error
@@ -73,6 +78,19 @@ class EvalConfig:
             raise VideoSceneError(f"the consistency pair gap must be >= 1, got {self.pair_gap}")
         if self.max_scenes is not None and self.max_scenes < 1:
             raise VideoSceneError(f"max_scenes must be >= 1, got {self.max_scenes}")
+
+    @classmethod
+    def for_weights(cls, weights: Path | None, **overrides) -> "EvalConfig":
+        """The model's resolution, frame count and depth range from the weights folder's pipeline.json when
+        it has one (else this class's defaults), then `overrides` (None values are ignored: flags not given)."""
+        settings: dict = {}
+        if weights is not None and (Path(weights) / "pipeline.json").is_file():
+            from videoscene.pipeline import PipelineConfig  # heavy imports only when a pipeline folder is given
+
+            model = PipelineConfig.load(Path(weights) / "pipeline.json")
+            settings = {"image_size": (model.height, model.width), "num_frames": model.num_frames, "near": model.near, "far": model.far}
+            logger.info("model settings from %s: %s", Path(weights) / "pipeline.json", settings)
+        return cls(**(settings | {key: value for key, value in overrides.items() if value is not None}))
 
 
 @dataclass
@@ -124,6 +142,7 @@ class EvaluationResult:
     methods: list[str]
     per_scene: list[SceneResult]  # also the REFERENCE row of every scene
     showcase: Showcase | None
+    fvd: dict[str, float | None] = field(default_factory=dict)  # per method; None: no detector or < 2 scenes
 
 
 def consistency_config(seed: int) -> ConsistencyConfig:
@@ -242,6 +261,19 @@ def reference_scores(prepared: PreparedScene, config: EvalConfig) -> SceneResult
     )  # fmt: skip
 
 
+def frechet_video_distances(features: Mapping[str, list[np.ndarray]], methods: list[str]) -> dict[str, float | None]:
+    """Step 5: FVD of each method's per-scene I3D features against the ground truth's (REFERENCE key).
+    None without features, or with fewer than two scenes (a covariance needs two samples)."""
+    reference = features.get(REFERENCE, [])
+    if features and len(reference) < 2:
+        logger.warning("FVD needs at least two scenes, got %d: FVD is reported as null", len(reference))
+    if len(reference) < 2:
+        return {method: None for method in methods}
+    if len(reference) <= reference[0].size:
+        logger.info("FVD over %d scenes of %d-dimensional features: a rank-deficient, noisy estimate", len(reference), reference[0].size)
+    return {method: frechet_distance_of_features(np.stack(reference), np.stack(features[method])) for method in methods}
+
+
 def evaluate(
     data_dir: str | Path,
     index: Mapping[str, IndexEntry | None],
@@ -249,8 +281,10 @@ def evaluate(
     config: EvalConfig,
     device: torch.device | str = "cpu",
     lpips: LPIPS | None = None,
+    fvd_detector: I3DFeatures | None = None,
 ) -> EvaluationResult:
-    """Evaluate `methods` (name -> generate) on the scenes of `index` found in the split folder `data_dir`."""
+    """Evaluate `methods` (name -> generate) on the scenes of `index` found in the split folder `data_dir`.
+    With `fvd_detector`, FVD per method is computed as well (step 5 of the module docstring)."""
     # 1. Check inputs: which index scenes the data holds.
     device = torch.device(device)
     if not methods:
@@ -269,6 +303,20 @@ def evaluate(
     # 2. Scene by scene, chunk by chunk (each chunk read once), every method.
     per_scene: list[SceneResult] = []
     showcase: Showcase | None = None
+    video_features: dict[str, list[np.ndarray]] = {}  # name -> one I3D feature vector per scene (with a detector)
+
+    def add_video_features(name: str, video_at_targets: Tensor, scene: str) -> None:
+        if fvd_detector is None:
+            return
+        try:
+            features = fvd_detector(video_at_targets[None])[0]
+        except (RuntimeError, torch.jit.Error) as error:  # TorchScript tracebacks end with the actual error line
+            cause = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
+            raise VideoSceneError(
+                f"the FVD detector failed on the {len(video_at_targets)}-frame video of scene {scene} ({cause}); "
+                "I3D needs enough target frames per scene: use an index with more targets, or drop --fvd-detector"
+            ) from None
+        video_features.setdefault(name, []).append(features)
     progress = tqdm(total=len(wanted) * len(methods), desc="eval", unit="run")
     wanted_set = set(wanted)
     for chunk in dict.fromkeys(chunks[key] for key in wanted):
@@ -279,12 +327,14 @@ def evaluate(
             if showcase is None:
                 showcase = Showcase(scene.key, prepared.plan, prepared.targets.image)
             per_scene.append(reference_scores(prepared, config))
+            add_video_features(REFERENCE, prepared.targets.image, scene.key)
             for name, generate in methods.items():
                 progress.set_postfix(scene=scene.key, method=name)
                 frames, seconds = _generate(name, generate, prepared.request, device)
                 per_scene.append(score_frames(name, frames, seconds, prepared, config, lpips))
+                add_video_features(name, frames[list(prepared.plan.slots)], scene.key)
                 if showcase.scene == scene.key:
                     showcase.frames[name] = frames[list(prepared.plan.slots)]
                 progress.update(1)
     progress.close()
-    return EvaluationResult(config, list(methods), per_scene, showcase)
+    return EvaluationResult(config, list(methods), per_scene, showcase, frechet_video_distances(video_features, list(methods)))
