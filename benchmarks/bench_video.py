@@ -189,7 +189,9 @@ def main() -> None:
     parser.add_argument("--vae-candidates", action="store_true", help="also time the tiny-VAE candidates")
     parser.add_argument("--paper", action="store_true", help="paper-scale random bf16 weights on CUDA")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch CPU threads")
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
     results: dict = {"machine": {"cpu": platform.processor() or platform.machine(), "torch": torch.__version__}}
