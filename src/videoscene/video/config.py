@@ -37,6 +37,12 @@ class VAEConfig:
     # Latents are multiplied by this after encoding so that they have about unit variance (0.7 for CogVideoX-5B;
     # for a VAE trained here it is measured after training as 1/std of the latents).
     scaling_factor: float = 0.7
+    # Per-channel latent statistics, measured after training a VAE here. When set, latents are standardised
+    # per channel, (z − mean_c)/std_c (as Wan's VAE does), instead of multiplied by `scaling_factor`: a small VAE
+    # trained with a tiny KL weight has channels of different offset and spread, and unit-variance channels
+    # give every channel the same signal-to-noise ratio under the diffusion schedule.
+    latents_mean: tuple[float, ...] | None = None
+    latents_std: tuple[float, ...] | None = None
     # Slicing encodes/decodes one batch element at a time; tiling splits frames into overlapping spatial tiles.
     # Both only save memory (paper scale); outputs agree up to tile blending.
     enable_slicing: bool = False
@@ -207,6 +213,12 @@ class VideoModelConfig:
                 f"video config {self.name!r}: num_frames={self.num_frames} must be 8k+1 (9, 17, 25, 49) so that the "
                 "CogVideoX VAE decodes back to the same number of frames"
             )
+        # Each of the VAE's len(blocks) − 1 downsamplers halves time until the ratio is reached.
+        if vae.temporal_compression_ratio > 2 ** (len(vae.block_out_channels) - 1):
+            raise VideoSceneError(
+                f"video config {self.name!r}: temporal_compression_ratio={vae.temporal_compression_ratio} needs at least "
+                f"{vae.temporal_compression_ratio.bit_length()} VAE blocks, got {len(vae.block_out_channels)}"
+            )
         multiple = vae.spatial_compression * den.patch_size
         if self.height % multiple or self.width % multiple:
             raise VideoSceneError(
@@ -220,6 +232,14 @@ class VideoModelConfig:
             )
         if den.use_learned_positional_embeddings and not den.use_rotary_positional_embeddings:
             raise VideoSceneError(f"video config {self.name!r}: learned positional embeddings need rotary ones too")
+        if (vae.latents_mean is None) != (vae.latents_std is None) or (
+            vae.latents_mean is not None
+            and not (len(vae.latents_mean) == len(vae.latents_std) == vae.latent_channels and min(vae.latents_std) > 0)
+        ):
+            raise VideoSceneError(
+                f"video config {self.name!r}: latents_mean and latents_std must both be given (or neither), with "
+                f"{vae.latent_channels} values each and positive stds"
+            )
         for channels in vae.block_out_channels:
             if channels % vae.norm_num_groups:
                 raise VideoSceneError(
@@ -278,7 +298,9 @@ class VideoModelConfig:
                 if key in sections:
                     section = dict(value)
                     if key == "vae":
-                        section["block_out_channels"] = tuple(section["block_out_channels"])
+                        for name in ("block_out_channels", "latents_mean", "latents_std"):
+                            if section.get(name) is not None:
+                                section[name] = tuple(section[name])
                     value = sections[key](**section)
                 kwargs[key] = value
             return cls(**kwargs)

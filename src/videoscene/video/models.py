@@ -1,7 +1,8 @@
 """The video diffusion backbone: diffusers' CogVideoX VAE + transformer + one fixed text condition.
 
 Layouts (DESIGN.md §4): videos are [B, F, 3, H, W] in [0, 1] in every public method; latents are
-[B, f, C, h, w] (the transformer's layout), already multiplied by the VAE scaling factor. The VAE alone
+[B, f, C, h, w] (the transformer's layout), already multiplied by the VAE scaling factor (or standardised per
+channel: `normalize_latents`). The VAE alone
 takes [B, C, F, H, W] in [−1, 1]; `encode_pixels` and `decode_latents` are the only places that convert.
 
 Weights come from either
@@ -240,6 +241,33 @@ class VideoBackbone(nn.Module):
     def scaling_factor(self) -> float:
         return self.config.vae.scaling_factor
 
+    def set_latent_statistics(self, mean: list[float], std: list[float]) -> None:
+        """Standardise latents per channel from now on (see VAEConfig.latents_mean)."""
+        vae = replace(self.config.vae, latents_mean=tuple(map(float, mean)), latents_std=tuple(map(float, std)))
+        self.config = replace(self.config, vae=vae)  # validates lengths and signs
+
+    def normalize_latents(
+        self, z: Float[Tensor, "batch latent_frames channels latent_height latent_width"]
+    ) -> Float[Tensor, "batch latent_frames channels latent_height latent_width"]:
+        """Raw VAE latents → the diffusion model's latents: (z − mean_c)/std_c, or z·scaling_factor."""
+        vae = self.config.vae
+        if vae.latents_mean is None:
+            return z * self.scaling_factor
+        mean = torch.tensor(vae.latents_mean, dtype=z.dtype, device=z.device).reshape(1, 1, -1, 1, 1)
+        std = torch.tensor(vae.latents_std, dtype=z.dtype, device=z.device).reshape(1, 1, -1, 1, 1)
+        return (z - mean) / std
+
+    def denormalize_latents(
+        self, latents: Float[Tensor, "batch latent_frames channels latent_height latent_width"]
+    ) -> Float[Tensor, "batch latent_frames channels latent_height latent_width"]:
+        """The inverse of `normalize_latents`."""
+        vae = self.config.vae
+        if vae.latents_mean is None:
+            return latents / self.scaling_factor
+        mean = torch.tensor(vae.latents_mean, dtype=latents.dtype, device=latents.device).reshape(1, 1, -1, 1, 1)
+        std = torch.tensor(vae.latents_std, dtype=latents.dtype, device=latents.device).reshape(1, 1, -1, 1, 1)
+        return latents * std + mean
+
     def set_scaling_factor(self, value: float) -> None:
         """Set the latent scale (after training the VAE: 1/std of its latents) in our config and the VAE's."""
         self.config = replace(self.config, vae=replace(self.config.vae, scaling_factor=float(value)))
@@ -277,13 +305,13 @@ class VideoBackbone(nn.Module):
         vae_input = pixels.to(self.vae.dtype).permute(0, 2, 1, 3, 4)  # [B, F, 3, H, W] → [B, 3, F, H, W]
         posterior = self.vae.encode(vae_input).latent_dist
         latents = posterior.sample(generator=generator) if sample_posterior else posterior.mode()
-        return (latents.permute(0, 2, 1, 3, 4) * self.scaling_factor).float()
+        return self.normalize_latents(latents.permute(0, 2, 1, 3, 4).float())
 
     def decode_latents(
         self, latents: Float[Tensor, "batch latent_frames channels latent_height latent_width"]
     ) -> Float[Tensor, "batch frames 3 height width"]:
         """Scaled latents → video in [0, 1] with 4(f−1)+1 frames."""
-        vae_input = (latents / self.scaling_factor).to(self.vae.dtype).permute(0, 2, 1, 3, 4)
+        vae_input = self.denormalize_latents(latents.float()).to(self.vae.dtype).permute(0, 2, 1, 3, 4)
         pixels = self.vae.decode(vae_input).sample.permute(0, 2, 1, 3, 4)
         return ((pixels.float() + 1) / 2).clamp(0, 1)
 

@@ -1,0 +1,471 @@
+"""`videoscene train teacher`: train the first/last-frame video diffusion teacher on VAE latents.
+
+    videoscene train teacher --config configs/teacher_tiny_train.json --out runs/teacher_tiny [--resume]
+
+The VAE (trained by `videoscene train vae`) is frozen. Every training clip is encoded once into a latent cache
+(posterior mean and std, unscaled, plus its first and last frames as uint8); a step then draws, from a generator
+seeded by (seed, step):
+
+    x₀ = N(μ + σ_q·ε_q)                                   a fresh posterior sample, normalised (models.py)
+    c  = [E(ĩ_first), 0, …, 0, E(ĩ_last)], ĩ = i + σ·ε    condition latents, log σ ~ N(−3, 0.5²) (PAPER.md §2.1)
+    t ~ U{0..999},  x_t = √ᾱ_t·x₀ + √(1−ᾱ_t)·ε,  v = √ᾱ_t·ε − √(1−ᾱ_t)·x₀
+
+and minimises E[(1/(1−ᾱ_t))·‖x̂₀(x_t, t) − x₀‖²] (PAPER.md §2.1), which equals the v-MSE ‖v̂ − v‖² since
+x̂₀ − x₀ = −√(1−ᾱ_t)·(v̂ − v). With `condition_dropout` > 0 the condition latents are zeroed for that share of
+the batch, so that classifier-free guidance over the image condition (sampling.py) has an unconditional branch.
+
+Validation: the 50-step DDIM teacher from pure noise, conditioned on the first and last frames of held-out
+clips, against the linear cross-fade of those two frames, PSNR/SSIM of the in-between frames against ground
+truth (`evaluate_interpolation`); the first clip is written as an mp4 (ground truth | teacher | cross-fade).
+
+Output folder:
+    teacher/                  VideoBackbone folder (VAE + transformer + learned prompt): the trained teacher
+    train_config.json, run.json, train_log.jsonl, validation.jsonl, validation/step_NNNNNNN.mp4
+    checkpoints/step_NNNNNNN/ transformer, prompt_embedding, ema (optional), optimizer, state.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from diffusers import AutoencoderKLCogVideoX
+from diffusers.utils.torch_utils import randn_tensor
+from jaxtyping import Float
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from videoscene.data.dataset import ClipDataset, ClipSamplerConfig
+from videoscene.data.re10k import INDEX_FILE
+from videoscene.distill.cache import module_fingerprint
+from videoscene.distill.train import VelocityModel, batch_indices, trainable_parameter_names
+from videoscene.errors import VideoSceneError
+from videoscene.io_utils import atomic_path, write_json_atomic
+from videoscene.prior.losses import psnr, ssim
+from videoscene.video.conditioning import encode_condition_frames
+from videoscene.video.config import VAEConfig, VideoModelConfig, preset
+from videoscene.video.models import VideoBackbone
+from videoscene.video.sampling import SamplingConfig, sample_video
+from videoscene.video.schedule import NoiseSchedule
+from videoscene.video.train_vae import LATENT_STATISTICS_FILE, fit_frames, held_out_clips, to_vae_layout
+from videoscene.video.training_utils import (
+    append_jsonl,
+    config_from_dict,
+    config_to_dict,
+    latest_checkpoint,
+    load_checkpoint,
+    load_config,
+    save_checkpoint,
+    step_generator,
+    warmup_cosine,
+    write_mp4,
+)
+
+logger = logging.getLogger(__name__)
+
+TEACHER_FOLDER = "teacher"
+CACHE_FILE = "latents.safetensors"
+
+
+@dataclass
+class TeacherTrainConfig:
+    """Everything a teacher training run depends on; stored as JSON beside its outputs."""
+
+    video: str = "configs/video_tiny.json"  # video model config (preset name or JSON path)
+    vae: str = "runs/vae_tiny/vae"  # the trained VAE: a diffusers folder written by `videoscene train vae`
+    train_data: list[str] = field(default_factory=list)  # RealEstate10K-format split folders
+    validation_data: list[str] = field(default_factory=list)  # held-out split folders
+    min_stride: int = 1
+    max_stride: int = 3
+    clips_per_scene: int = 2  # cached clips per training scene (each its own stride and start)
+    max_train_clips: int | None = None
+    cache_dir: str = "cache/teacher"  # root; a cache is a sub-folder named by the hash of what made it
+    trainable: str = "all"  # "all" (transformer + learned prompt) or "attention" (the paper's fine-tuning subset)
+    gradient_checkpointing: bool = False
+    condition_dropout: float = 0.0  # share of samples trained without the image condition (for CFG)
+    batch_size: int = 8
+    steps: int = 1000
+    lr: float = 5e-4
+    weight_decay: float = 0.01
+    warmup_steps: int = 50
+    min_lr_ratio: float = 0.1
+    grad_clip: float = 1.0
+    ema_decay: float = 0.0  # 0: no EMA; else θ_ema ← μ·θ_ema + (1−μ)·θ after every step, exported instead of θ
+    seed: int = 0
+    num_threads: int | None = None
+    mixed_precision: str = "no"
+    log_every: int = 10
+    validate_every: int = 250
+    validation_clips: int = 4  # held-out clips of the periodic validation (the final one uses all)
+    # Stride of the held-out clips; None: drawn from min..max_stride like training. The widest gap (the
+    # largest stride a scene allows) is the paper's setting: context views far apart, most motion between.
+    validation_stride: int | None = None
+    validation_steps: int = 50  # DDIM steps of the validation samples
+    checkpoint_every: int = 100
+    keep_checkpoints: int = 2
+
+    def __post_init__(self) -> None:
+        self.train_data, self.validation_data = list(self.train_data), list(self.validation_data)
+        for name in ("batch_size", "steps", "log_every", "validate_every", "checkpoint_every", "keep_checkpoints",
+                     "validation_clips", "validation_steps", "clips_per_scene"):  # fmt: skip
+            if getattr(self, name) < 1:
+                raise VideoSceneError(f"teacher training config: {name} must be >= 1, got {getattr(self, name)}")
+        if self.lr <= 0 or self.grad_clip <= 0 or self.warmup_steps < 0 or not 0 <= self.min_lr_ratio <= 1:
+            raise VideoSceneError("teacher training config: need lr > 0, grad_clip > 0, warmup_steps >= 0, 0 <= min_lr_ratio <= 1")
+        if not 0 <= self.condition_dropout < 1 or not 0 <= self.ema_decay < 1:
+            raise VideoSceneError("teacher training config: condition_dropout and ema_decay must be in [0, 1)")
+        if self.trainable not in ("all", "attention"):
+            raise VideoSceneError(f"teacher training config: trainable={self.trainable!r}; choose 'all' or 'attention'")
+        ClipSamplerConfig(self.video_config.num_frames, self.min_stride, self.max_stride)  # validates strides
+        if self.validation_stride is not None and self.validation_stride < 1:
+            raise VideoSceneError(f"teacher training config: validation_stride must be >= 1, got {self.validation_stride}")
+
+    @property
+    def validation_strides(self) -> tuple[int, int]:
+        if self.validation_stride is None:
+            return self.min_stride, self.max_stride
+        return self.validation_stride, self.validation_stride
+
+    @property
+    def video_config(self) -> VideoModelConfig:
+        return preset(self.video)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "TeacherTrainConfig":
+        return load_config(cls, path)
+
+
+# -- the backbone with the trained VAE --------------------------------------------------------------------------------
+def load_trained_vae(folder: str | Path, video: VideoModelConfig) -> tuple[AutoencoderKLCogVideoX, VideoModelConfig]:
+    """The trained VAE and the video config with its measured scaling factor; the architecture must match."""
+    folder = Path(folder)
+    if not (folder / "config.json").is_file():
+        raise VideoSceneError(f"{folder} is not a trained VAE folder (no config.json); run `videoscene train vae` first")
+    vae = AutoencoderKLCogVideoX.from_pretrained(folder, local_files_only=True)
+    trained = VAEConfig.from_diffusers(vae.config)
+    layout = dict(scaling_factor=0.0, enable_slicing=False, enable_tiling=False, latents_mean=None, latents_std=None)
+    if replace(trained, **layout) != replace(video.vae, **layout):
+        raise VideoSceneError(f"the VAE in {folder} has another architecture than the video config's; train it with the same video config")
+    statistics = {}
+    if (folder / LATENT_STATISTICS_FILE).is_file():
+        stored = json.loads((folder / LATENT_STATISTICS_FILE).read_text())
+        statistics = {key: tuple(stored[key]) for key in ("latents_mean", "latents_std")}
+    return vae, replace(video, vae=replace(video.vae, scaling_factor=trained.scaling_factor, **statistics))
+
+
+def build_teacher(config: TeacherTrainConfig) -> VideoBackbone:
+    """A randomly initialised transformer (seeded) around the frozen trained VAE."""
+    vae, video = load_trained_vae(config.vae, config.video_config)
+    torch.manual_seed(config.seed)
+    backbone = VideoBackbone.build(video)
+    backbone.vae.load_state_dict(vae.state_dict())
+    backbone.vae.requires_grad_(False).eval()
+    return backbone
+
+
+# -- the latent cache -----------------------------------------------------------------------------------------------
+@dataclass
+class LatentCache:
+    """Per clip: posterior mean and std of the VAE (unscaled) and the first/last frames (uint8)."""
+
+    mean: Float[Tensor, "clips latent_frames channels latent_height latent_width"]
+    std: Float[Tensor, "clips latent_frames channels latent_height latent_width"]
+    ends: Tensor  # uint8 [clips, 2, 3, H, W]
+
+    def __len__(self) -> int:
+        return self.mean.shape[0]
+
+
+def build_latent_cache(config: TeacherTrainConfig, vae: AutoencoderKLCogVideoX, batch_size: int = 8) -> LatentCache:
+    """Encode `clips_per_scene` clips of every training scene once (or reuse the cache made from the same inputs)."""
+    video = config.video_config
+    for split in config.train_data:
+        if not (Path(split) / INDEX_FILE).is_file():
+            raise VideoSceneError(f"training folder {split} has no {INDEX_FILE}; point at a split folder of RealEstate10K chunks")
+    spec = {
+        "splits": {str(Path(s).resolve()): hashlib.sha256((Path(s) / INDEX_FILE).read_bytes()).hexdigest() for s in config.train_data},
+        "strides": [config.min_stride, config.max_stride],
+        "size": [video.num_frames, video.height, video.width],
+        "clips_per_scene": config.clips_per_scene,
+        "max_train_clips": config.max_train_clips,
+        "seed": config.seed,
+        "vae": module_fingerprint(vae),
+    }
+    folder = Path(config.cache_dir) / f"teacher-{hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]}"
+    if (folder / CACHE_FILE).is_file():
+        logger.info("reusing latent cache %s", folder)
+        tensors = load_file(str(folder / CACHE_FILE))
+        return LatentCache(tensors["mean"], tensors["std"], tensors["ends"])
+
+    sampler = ClipSamplerConfig(video.num_frames, config.min_stride, config.max_stride)
+    # Clip r·S + s is repeat r of scene s; each repeat draws its own stride and start (deterministically).
+    datasets = [ClipDataset(config.train_data, sampler, seed=config.seed * config.clips_per_scene + r, deterministic=True)
+                for r in range(config.clips_per_scene)]  # fmt: skip
+    scenes = len(datasets[0])
+    count = scenes * config.clips_per_scene
+    count = count if config.max_train_clips is None else min(count, config.max_train_clips)
+    means, stds, ends = [], [], []
+    vae.eval()
+    for first in tqdm(range(0, count, batch_size), desc="encoding training clips", unit="batch", disable=count <= batch_size):
+        clips = [fit_frames(datasets[i // scenes][i % scenes].target.image, (video.height, video.width))
+                 for i in range(first, min(count, first + batch_size))]  # fmt: skip
+        clips = torch.stack(clips)
+        with torch.no_grad():
+            posterior = vae.encode(to_vae_layout(clips)).latent_dist
+        # [B, C, f, h, w] → [B, f, C, h, w] (the transformer's layout)
+        means.append(posterior.mean.permute(0, 2, 1, 3, 4).contiguous())
+        stds.append(posterior.std.permute(0, 2, 1, 3, 4).contiguous())
+        ends.append((clips[:, [0, -1]] * 255).round().to(torch.uint8))
+    cache = LatentCache(torch.cat(means), torch.cat(stds), torch.cat(ends))
+    folder.mkdir(parents=True, exist_ok=True)
+    with atomic_path(folder / CACHE_FILE) as tmp:
+        save_file({"mean": cache.mean, "std": cache.std, "ends": cache.ends}, str(tmp), metadata={"spec": json.dumps(spec)})
+    logger.info("latent cache %s: %d clips", folder, len(cache))
+    return cache
+
+
+# -- one training batch ---------------------------------------------------------------------------------------------
+@dataclass
+class TrainingBatch:
+    noisy: Tensor  # x_t
+    condition: Tensor  # c
+    timesteps: Tensor  # t
+    v_target: Tensor  # v
+
+
+@torch.no_grad()
+def draw_batch(
+    backbone: VideoBackbone,
+    schedule: NoiseSchedule,
+    cache: LatentCache,
+    indices: list[int],
+    generator: torch.Generator,
+    condition_dropout: float,
+) -> TrainingBatch:
+    """x₀ (fresh posterior sample), condition latents (fresh noise augmentation), t, x_t and v for `indices`."""
+    device = backbone.device
+    index = torch.tensor(indices)
+    mean, std = cache.mean[index], cache.std[index]
+    x0 = backbone.normalize_latents(mean + std * randn_tensor(mean.shape, generator=generator))
+    ends = cache.ends[index].float() / 255
+    condition = encode_condition_frames(backbone, ends[:, 0].to(device), ends[:, 1].to(device), x0.shape[1], generator=generator)
+    if condition_dropout > 0:
+        keep = (torch.rand(len(indices), generator=generator) >= condition_dropout).to(condition)
+        condition = condition * keep.reshape(-1, 1, 1, 1, 1)
+    timesteps = torch.randint(0, schedule.num_train_timesteps, (len(indices),), generator=generator)
+    noise = randn_tensor(x0.shape, generator=generator)
+    return TrainingBatch(
+        noisy=schedule.add_noise(x0, noise, timesteps).to(device),
+        condition=condition,
+        timesteps=timesteps.to(device),
+        v_target=schedule.v_target(x0, noise, timesteps).to(device),
+    )
+
+
+# -- validation -----------------------------------------------------------------------------------------------------
+def linear_crossfade(
+    first: Float[Tensor, "batch 3 height width"], last: Float[Tensor, "batch 3 height width"], num_frames: int
+) -> Float[Tensor, "batch frames 3 height width"]:
+    """The baseline: frame k = (1 − k/(F−1))·first + k/(F−1)·last."""
+    weights = torch.linspace(0, 1, num_frames).reshape(1, -1, 1, 1, 1)
+    return (1 - weights) * first[:, None] + weights * last[:, None]
+
+
+@torch.no_grad()
+def evaluate_interpolation(
+    backbone: VideoBackbone,
+    clips: list[Float[Tensor, "frames 3 height width"]],
+    num_steps: int = 50,
+    seed: int = 0,
+    batch_size: int = 8,
+    video_path: Path | None = None,
+) -> dict[str, float]:
+    """The teacher from pure noise (`num_steps` DDIM steps) conditioned on each clip's first and last frames,
+    and the linear cross-fade of those frames: PSNR and SSIM of the in-between frames against ground truth,
+    averaged over frames and clips. Optionally writes the first clip as ground truth | teacher | cross-fade."""
+    scores: dict[str, list[Tensor]] = {"teacher_psnr": [], "crossfade_psnr": [], "teacher_ssim": [], "crossfade_ssim": []}
+    sampling = SamplingConfig(num_steps=num_steps)
+    for start in range(0, len(clips), batch_size):
+        truth = torch.stack(clips[start : start + batch_size])
+        generated = sample_video(backbone, truth[:, 0], truth[:, -1], sampling, seed=seed + start, num_frames=truth.shape[1]).cpu()
+        crossfade = linear_crossfade(truth[:, 0], truth[:, -1], truth.shape[1])
+        inner = slice(1, truth.shape[1] - 1)  # the two ends are the inputs
+        for name, video in (("teacher", generated), ("crossfade", crossfade)):
+            scores[f"{name}_psnr"].append(psnr(video[:, inner], truth[:, inner]).flatten())
+            scores[f"{name}_ssim"].append(ssim(video[:, inner].clamp(0, 1), truth[:, inner]).flatten())
+        if video_path is not None and start == 0:
+            write_mp4(video_path, torch.cat([truth[0], generated[0], crossfade[0]], dim=-1))
+    summary = {name: torch.cat(values).mean().item() for name, values in scores.items()}
+    return {**summary, "clips": len(clips), "num_steps": num_steps}
+
+
+# -- training -------------------------------------------------------------------------------------------------------
+def train_teacher(config: TeacherTrainConfig, out: str | Path, resume: bool = False, stop_after: int | None = None) -> dict:
+    """Train (or resume) the teacher; returns the run summary. `stop_after` ends this call after that many steps."""
+    threads = torch.get_num_threads()
+    try:
+        return _train(config, Path(out), resume, stop_after)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(config: TeacherTrainConfig, out: Path, resume: bool, stop_after: int | None) -> dict:
+    # 1. Check inputs and the output folder.
+    if not config.train_data:
+        raise VideoSceneError("no training data: set train_data in the config or pass --data DIR")
+    checkpoint = latest_checkpoint(out)
+    if not resume and (checkpoint or (out / TEACHER_FOLDER).exists()):
+        raise VideoSceneError(f"{out} already holds a teacher training run; pass --resume to continue it or choose another --out")
+    if config.num_threads:
+        torch.set_num_threads(config.num_threads)
+
+    # 2. Frozen VAE + new transformer; the trainable subset; optimiser, schedule, EMA.
+    accelerator = Accelerator(mixed_precision=config.mixed_precision, cpu=not torch.cuda.is_available())
+    backbone = build_teacher(config).to(accelerator.device)
+    if config.gradient_checkpointing:
+        backbone.transformer.enable_gradient_checkpointing()
+    trainable_names = set(trainable_parameter_names(backbone.transformer, config.trainable))
+    for name, parameter in backbone.transformer.named_parameters():
+        parameter.requires_grad_(name in trainable_names)
+    backbone.prompt_embedding.requires_grad_(config.trainable == "all")
+    trainable = [p for p in [*backbone.transformer.parameters(), *backbone.prompt_embedding.parameters()] if p.requires_grad]
+    ema = [p.detach().clone() for p in trainable] if config.ema_decay > 0 else None
+    optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(config.warmup_steps, config.steps, config.min_lr_ratio))
+    expected_state = {"video_config": backbone.config.to_dict(), "vae": module_fingerprint(backbone.vae),
+                      "trainable": config.trainable, "ema": config.ema_decay > 0, "seed": config.seed}  # fmt: skip
+    modules = {"transformer": backbone.transformer, "prompt_embedding": backbone.prompt_embedding}
+    start = 0
+    if resume and checkpoint:
+        start = load_checkpoint(checkpoint[1], modules, optimizer, scheduler, expected_state)["step"]
+        if ema is not None:
+            stored = load_file(str(checkpoint[1] / "ema.safetensors"))
+            for index, value in enumerate(ema):
+                value.copy_(stored[str(index)])
+        logger.info("resuming from %s (step %d)", checkpoint[1], start)
+    if start >= config.steps and (out / TEACHER_FOLDER).is_dir():
+        logger.info("training already finished at step %d", start)
+        return json.loads((out / "run.json").read_text())
+    model, optimizer = accelerator.prepare(VelocityModel(backbone), optimizer)
+    if accelerator.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(out / "train_config.json", config_to_dict(config))
+
+    # 3. Data: cached training latents; a few full-size held-out clips.
+    cache = build_latent_cache(config, backbone.vae)
+    schedule = NoiseSchedule(backbone.config.schedule)
+    strides = config.validation_strides
+    validation = held_out_clips(config.validation_data, backbone.config, strides, config.validation_clips, config.seed)
+    logger.info("teacher training: %d cached clips, %d validation clips, batch %d, %d trainable parameters (%s)",
+                len(cache), len(validation), config.batch_size, sum(p.numel() for p in trainable), config.trainable)  # fmt: skip
+
+    # 4. Optimise.
+    end = config.steps if stop_after is None else min(config.steps, start + stop_after)
+    step, step_seconds = start, 0.0
+    progress = tqdm(total=config.steps, initial=start, desc="train teacher", disable=not accelerator.is_local_main_process)
+    while step < end:
+        tic = time.perf_counter()
+        generator = step_generator(f"teacher:{accelerator.process_index}", config.seed, step)
+        indices = batch_indices(len(cache), config.batch_size, accelerator.num_processes, accelerator.process_index, step, config.seed)
+        batch = draw_batch(backbone, schedule, cache, indices, generator, config.condition_dropout)
+        model.train()
+        with accelerator.autocast():
+            v = model(batch.noisy, batch.condition, batch.timesteps)
+            loss = (v.float() - batch.v_target).square().mean()  # ≡ (1/(1−ᾱ_t))·‖x̂₀ − x₀‖² (module docstring)
+        accelerator.backward(loss)
+        grad_norm = accelerator.clip_grad_norm_(trainable, config.grad_clip)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        if ema is not None:
+            torch._foreach_lerp_(ema, [p.detach() for p in trainable], 1 - config.ema_decay)
+        step += 1
+        step_seconds += time.perf_counter() - tic
+        progress.update(1)
+
+        if step % config.log_every == 0 or step == end:
+            record = {"step": step, "loss": round(accelerator.reduce(loss.detach(), "mean").item(), 6), "lr": scheduler.get_last_lr()[0],
+                      "grad_norm": round(float(grad_norm), 4), "seconds_per_step": round(step_seconds / (step - start), 4)}  # fmt: skip
+            progress.set_postfix(loss=f"{record['loss']:.4f}")
+            if accelerator.is_main_process:
+                append_jsonl(out / "train_log.jsonl", record)
+        if validation and step % config.validate_every == 0 and accelerator.is_main_process:
+            with _exported_weights(trainable, ema):
+                scores = evaluate_interpolation(backbone, validation, config.validation_steps, config.seed,
+                                                video_path=out / "validation" / f"step_{step:07d}.mp4")  # fmt: skip
+            logger.info("step %d: teacher %.2f dB vs cross-fade %.2f dB (in-between frames, %d clips)",
+                        step, scores["teacher_psnr"], scores["crossfade_psnr"], len(validation))  # fmt: skip
+            append_jsonl(out / "validation.jsonl", {"step": step, **scores})
+        if step % config.checkpoint_every == 0 or step == end:
+            accelerator.wait_for_everyone()
+            if accelerator.is_main_process:
+                extra = {"ema": {str(i): value for i, value in enumerate(ema)}} if ema is not None else None
+                state = {**expected_state, "train_config": config_to_dict(config)}
+                save_checkpoint(out, step, modules, optimizer, scheduler, state, config.keep_checkpoints, extra)
+    progress.close()
+    if step < config.steps:
+        return {"step": step, "seconds_per_step": step_seconds / max(1, step - start)}
+
+    # 5. Export the teacher (EMA weights when kept) and score it on every held-out clip.
+    summary: dict = {"step": step, "seconds_per_step": round(step_seconds / max(1, step - start), 4)}
+    if accelerator.is_main_process:
+        with _exported_weights(trainable, ema):
+            backbone.save_pretrained(out / TEACHER_FOLDER, overwrite=True)
+            clips = held_out_clips(config.validation_data, backbone.config, strides, None, config.seed)
+            if clips:
+                summary["held_out"] = evaluate_interpolation(backbone, clips, config.validation_steps, config.seed,
+                                                             video_path=out / "validation" / "final.mp4")  # fmt: skip
+                logger.info("held-out: teacher %.2f dB vs cross-fade %.2f dB over %d clips",
+                            summary["held_out"]["teacher_psnr"], summary["held_out"]["crossfade_psnr"], len(clips))  # fmt: skip
+        write_json_atomic(out / "run.json", summary)
+        logger.info("wrote %s", out / TEACHER_FOLDER)
+    return summary
+
+
+class _exported_weights:
+    """Within the block the trainable parameters hold the EMA weights (when kept); restored afterwards."""
+
+    def __init__(self, trainable: list[torch.nn.Parameter], ema: list[Tensor] | None):
+        self.trainable, self.ema = trainable, ema
+
+    def __enter__(self) -> None:
+        if self.ema is not None:
+            self.saved = [p.detach().clone() for p in self.trainable]
+            with torch.no_grad():
+                torch._foreach_copy_([p.data for p in self.trainable], self.ema)
+
+    def __exit__(self, *exc) -> None:
+        if self.ema is not None:
+            with torch.no_grad():
+                torch._foreach_copy_([p.data for p in self.trainable], self.saved)
+
+
+# -- CLI ------------------------------------------------------------------------------------------------------------
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", required=True, type=Path, help="training config JSON (e.g. configs/teacher_tiny_train.json)")
+    parser.add_argument("--vae", help="trained VAE folder (overrides the config)")
+    parser.add_argument("--data", nargs="+", help="training split folders (override the config)")
+    parser.add_argument("--val-data", nargs="+", help="held-out split folders (override the config)")
+    parser.add_argument("--cache-dir", help="latent cache root (overrides the config)")
+    parser.add_argument("--out", type=Path, help="output folder (default: outputs/<config name>)")
+    parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
+    parser.add_argument("--steps", type=int, help="override the number of training steps")
+    parser.add_argument("--stop-after", type=int, help="stop (after checkpointing) once this many steps ran in this call")
+
+
+def run(args: argparse.Namespace) -> None:
+    config = TeacherTrainConfig.load(args.config)
+    changes = {key: value for key, value in (("vae", args.vae), ("train_data", args.data), ("validation_data", args.val_data),
+                                              ("cache_dir", args.cache_dir), ("steps", args.steps)) if value is not None}  # fmt: skip
+    config = config_from_dict(TeacherTrainConfig, {**config_to_dict(config), **changes}, f"training config {args.config}")
+    out = args.out or Path("outputs") / args.config.stem
+    summary = train_teacher(config, out, resume=args.resume, stop_after=args.stop_after)
+    logger.info("done: %s", json.dumps(summary))

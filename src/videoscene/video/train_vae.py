@@ -1,0 +1,437 @@
+"""`videoscene train vae`: train the tiny CogVideoX VAE (`diffusers.AutoencoderKLCogVideoX`) from scratch.
+
+    videoscene train vae --config configs/vae_tiny_train.json --out runs/vae_tiny [--resume]
+
+Loss per step on a batch of clips x ∈ [−1, 1] (random scene, stride, start, spatial crop, flips):
+
+    L = λ₁·|x̂ − x|₁ + λ₂·‖x̂ − x‖² + λ_ssim·(1 − SSIM(x̂, x)) + λ_KL·KL(q(z|x) ‖ N(0, I)),   x̂ = D(z), z ~ q(z|x)
+
+(all terms are means over elements). The VAE is convolutional and CogVideoX's causal temporal compression
+maps 8k+1 frames to 2k+1 latents, so training on short clips (9 frames) and spatial crops sees the same
+operators at a fraction of the cost of full 17×64×96 clips; validation always uses full-size clips.
+
+Training frames are decoded once into memory (uint8), and every draw of step s comes from a generator seeded
+by (seed, s): a run resumed from a checkpoint continues exactly as the uninterrupted one. At the end the
+latent statistics are measured on full-size training clips: scaling_factor = 1/std(z) (as CogVideoX's 0.7 for
+its VAE) and the per-channel mean and std, with which the diffusion model sees standardised latents (see
+VAEConfig.latents_mean); the VAE is written as a diffusers folder plus latent_statistics.json.
+
+Output folder:
+    vae/                    the trained VAE (diffusers format: config.json + diffusion_pytorch_model.safetensors)
+                            and latent_statistics.json (per-channel latent mean and std)
+    train_config.json, run.json (held-out PSNR, scaling factor, step times), train_log.jsonl, validation.jsonl
+    checkpoints/step_NNNNNNN/  vae.safetensors, optimizer.safetensors, state.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from diffusers import AutoencoderKLCogVideoX
+from jaxtyping import Float, UInt8
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from videoscene.data.dataset import ClipDataset, ClipSamplerConfig
+from videoscene.data.re10k import INDEX_FILE, load_index, read_chunk
+from videoscene.errors import VideoSceneError
+from videoscene.geometry.image_ops import crop_to_aspect_and_resize
+from videoscene.io_utils import staged_output_dir, write_json_atomic
+from videoscene.prior.losses import psnr, ssim
+from videoscene.video.config import VideoModelConfig, preset
+from videoscene.video.training_utils import (
+    append_jsonl,
+    config_from_dict,
+    config_to_dict,
+    latest_checkpoint,
+    load_checkpoint,
+    load_config,
+    save_checkpoint,
+    step_generator,
+    warmup_cosine,
+)
+
+logger = logging.getLogger(__name__)
+
+VAE_FOLDER = "vae"
+LATENT_STATISTICS_FILE = "latent_statistics.json"  # per-channel mean and std, inside the VAE folder
+
+
+@dataclass
+class VAETrainConfig:
+    """Everything a VAE training run depends on; stored as JSON beside its outputs."""
+
+    video: str = "configs/video_tiny.json"  # video model config (preset name or JSON path): VAE widths and frame size
+    train_data: list[str] = field(default_factory=list)  # RealEstate10K-format split folders
+    validation_data: list[str] = field(default_factory=list)  # held-out split folders (full-size clips)
+    max_train_scenes: int | None = None  # decode at most this many training scenes into memory
+    num_frames: int = 9  # frames per training clip (8k+1)
+    crop_size: tuple[int, int] | None = (32, 48)  # random spatial crop (height, width); None: whole frames
+    min_stride: int = 1
+    max_stride: int = 3
+    flip: bool = True  # random horizontal flip and time reversal
+    batch_size: int = 8
+    steps: int = 3000
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    warmup_steps: int = 100
+    min_lr_ratio: float = 0.05
+    grad_clip: float = 1.0
+    l1_weight: float = 1.0
+    mse_weight: float = 1.0
+    ssim_weight: float = 0.0
+    kl_weight: float = 1e-6
+    seed: int = 0
+    num_threads: int | None = None  # torch CPU threads (None: torch's default)
+    mixed_precision: str = "no"
+    log_every: int = 10
+    validate_every: int = 250
+    validation_clips: int = 6  # clips for the periodic validation (the final one uses every held-out scene)
+    scale_clips: int = 32  # full-size training clips whose latent std sets the scaling factor
+    checkpoint_every: int = 100
+    keep_checkpoints: int = 2
+
+    def __post_init__(self) -> None:
+        if self.crop_size is not None:
+            self.crop_size = tuple(self.crop_size)
+        self.train_data, self.validation_data = list(self.train_data), list(self.validation_data)
+        for name in ("batch_size", "steps", "log_every", "validate_every", "checkpoint_every", "keep_checkpoints",
+                     "validation_clips", "scale_clips"):  # fmt: skip
+            if getattr(self, name) < 1:
+                raise VideoSceneError(f"VAE training config: {name} must be >= 1, got {getattr(self, name)}")
+        if self.lr <= 0 or self.grad_clip <= 0 or self.warmup_steps < 0 or not 0 <= self.min_lr_ratio <= 1:
+            raise VideoSceneError("VAE training config: need lr > 0, grad_clip > 0, warmup_steps >= 0, 0 <= min_lr_ratio <= 1")
+        if min(self.l1_weight, self.mse_weight, self.ssim_weight, self.kl_weight) < 0:
+            raise VideoSceneError("VAE training config: loss weights must be >= 0")
+        ClipSamplerConfig(self.num_frames, self.min_stride, self.max_stride)  # validates frames and strides
+        video = self.video_config
+        if self.crop_size is not None:
+            height, width = self.crop_size
+            multiple = video.vae.spatial_compression
+            if height % multiple or width % multiple or height > video.height or width > video.width:
+                raise VideoSceneError(
+                    f"VAE training config: crop_size {list(self.crop_size)} must be multiples of {multiple} "
+                    f"within the {video.height}x{video.width} frames"
+                )
+
+    @property
+    def video_config(self) -> VideoModelConfig:
+        return preset(self.video)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "VAETrainConfig":
+        return load_config(cls, path)
+
+
+# -- data -----------------------------------------------------------------------------------------------------------
+def fit_frames(frames: Float[Tensor, "n 3 h w"], size: tuple[int, int]) -> Float[Tensor, "n 3 height width"]:
+    """Centre-crop to the aspect ratio and resize to `size` (a no-op for frames already that size)."""
+    if tuple(frames.shape[-2:]) == size:
+        return frames
+    return crop_to_aspect_and_resize(frames, torch.eye(3).expand(len(frames), 3, 3), size)[0]
+
+
+class FrameBank:
+    """Every frame of the training scenes, decoded once and kept as uint8: random clips cost no decoding."""
+
+    def __init__(self, split_dirs: list[str], size: tuple[int, int], max_scenes: int | None = None):
+        chunks = [Path(split) / chunk for split in split_dirs for chunk in sorted(set(load_index(split).values()))]
+        self.videos: list[UInt8[Tensor, "n 3 height width"]] = []
+        for chunk in tqdm(chunks, desc="decoding training chunks", unit="chunk", disable=len(chunks) < 2):
+            if max_scenes is not None and len(self.videos) >= max_scenes:
+                break
+            for scene in read_chunk(chunk)[: None if max_scenes is None else max_scenes - len(self.videos)]:
+                self.videos.append((fit_frames(scene.frames(), size) * 255).round().to(torch.uint8))
+        if not self.videos:
+            raise VideoSceneError(f"no scenes in {split_dirs}; point at split folders of RealEstate10K chunks")
+        self.size = size
+
+    def __len__(self) -> int:
+        return len(self.videos)
+
+    def draw(
+        self,
+        generator: torch.Generator,
+        batch_size: int,
+        num_frames: int,
+        strides: tuple[int, int],
+        crop: tuple[int, int] | None,
+        flip: bool,
+    ) -> Float[Tensor, "batch frames 3 height width"]:
+        """`batch_size` random clips in [0, 1]: scene, stride, start, crop window and flips all from `generator`."""
+
+        def uniform(low: int, high: int) -> int:  # inclusive bounds
+            return int(torch.randint(low, high + 1, (), generator=generator))
+
+        span = num_frames - 1
+        crop_height, crop_width = crop or self.size
+        clips = []
+        for _ in range(batch_size):
+            video = self.videos[uniform(0, len(self.videos) - 1)]
+            max_stride = min(strides[1], (len(video) - 1) // span)
+            if max_stride < 1:
+                raise VideoSceneError(f"a training scene has {len(video)} frames, fewer than the {num_frames} a clip needs")
+            stride = uniform(min(strides[0], max_stride), max_stride)
+            start = uniform(0, len(video) - 1 - span * stride)
+            top, left = uniform(0, self.size[0] - crop_height), uniform(0, self.size[1] - crop_width)
+            clip = video[start : start + span * stride + 1 : stride, :, top : top + crop_height, left : left + crop_width]
+            if flip and uniform(0, 1):
+                clip = clip.flip(-1)
+            if flip and uniform(0, 1):
+                clip = clip.flip(0)  # camera walks played backwards are camera walks too
+            clips.append(clip)
+        return torch.stack(clips).float() / 255
+
+
+def held_out_clips(
+    split_dirs: list[str], video: VideoModelConfig, strides: tuple[int, int], limit: int | None, seed: int
+) -> list[Float[Tensor, "frames 3 height width"]]:
+    """Full-size clips (the model's frame count and size) of held-out scenes, one per scene, deterministic.
+    Held-out folders that do not exist yet are reported and skipped (training does not need them)."""
+    missing = [split for split in split_dirs if not (Path(split) / INDEX_FILE).is_file()]
+    if not split_dirs:
+        return []
+    if missing:
+        logger.warning("held-out data %s not found (no %s): no held-out PSNR this time", missing, INDEX_FILE)
+        return []
+    dataset = ClipDataset(split_dirs, ClipSamplerConfig(video.num_frames, *strides), seed=seed, deterministic=True)
+    count = len(dataset) if limit is None else min(limit, len(dataset))
+    return [fit_frames(dataset[i].target.image, (video.height, video.width)) for i in range(count)]
+
+
+# -- model and loss -------------------------------------------------------------------------------------------------
+class Reconstruction(nn.Module):
+    """x → (x̂, posterior mean, posterior log-variance): the VAE round trip as one `forward` (what accelerate wraps)."""
+
+    def __init__(self, vae: AutoencoderKLCogVideoX):
+        super().__init__()
+        self.vae = vae
+
+    def forward(
+        self, pixels: Float[Tensor, "batch 3 frames height width"], generator: torch.Generator | None = None
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        posterior = self.vae.encode(pixels).latent_dist
+        reconstruction = self.vae.decode(posterior.sample(generator=generator)).sample
+        return reconstruction, posterior.mean, posterior.logvar
+
+
+def vae_loss(
+    config: VAETrainConfig,
+    reconstruction: Float[Tensor, "batch 3 frames height width"],
+    pixels: Float[Tensor, "batch 3 frames height width"],
+    mean: Tensor,
+    logvar: Tensor,
+) -> dict[str, Tensor]:
+    """The terms of L (module docstring) in [−1, 1] pixel units, and their weighted sum `total`."""
+    terms = {
+        "l1": (reconstruction - pixels).abs().mean(),
+        "mse": (reconstruction - pixels).square().mean(),
+        "kl": 0.5 * (mean.square() + logvar.exp() - 1 - logvar).mean(),
+    }
+    total = config.l1_weight * terms["l1"] + config.mse_weight * terms["mse"] + config.kl_weight * terms["kl"]
+    if config.ssim_weight > 0:
+        terms["ssim"] = ssim(from_vae_layout(reconstruction), from_vae_layout(pixels)).mean()
+        total = total + config.ssim_weight * (1 - terms["ssim"])
+    terms["total"] = total
+    return terms
+
+
+def to_vae_layout(video: Float[Tensor, "batch frames 3 height width"]) -> Float[Tensor, "batch 3 frames height width"]:
+    """[0, 1] frames-first video → the VAE's [−1, 1] channels-first layout (DESIGN.md §4)."""
+    return (video * 2 - 1).permute(0, 2, 1, 3, 4)
+
+
+def from_vae_layout(pixels: Float[Tensor, "batch 3 frames height width"]) -> Float[Tensor, "batch frames 3 height width"]:
+    """The inverse of `to_vae_layout` (not clamped)."""
+    return ((pixels + 1) / 2).permute(0, 2, 1, 3, 4)
+
+
+@torch.no_grad()
+def reconstruct(vae: AutoencoderKLCogVideoX, video: Float[Tensor, "batch frames 3 height width"]) -> Tensor:
+    """Encode with the posterior mean (deterministic) and decode: [0, 1] in, [0, 1] out."""
+    device = next(vae.parameters()).device
+    latents = vae.encode(to_vae_layout(video.to(device))).latent_dist.mode()
+    return from_vae_layout(vae.decode(latents).sample).clamp(0, 1).cpu()
+
+
+@torch.no_grad()
+def evaluate_reconstruction(vae: AutoencoderKLCogVideoX, clips: list[Tensor]) -> dict[str, float]:
+    """Held-out reconstruction PSNR (mean over all frames of all clips) and SSIM."""
+    was_training = vae.training
+    vae.eval()
+    psnrs, ssims = [], []
+    for clip in clips:
+        output = reconstruct(vae, clip[None])[0]
+        psnrs.append(psnr(output, clip))
+        ssims.append(ssim(output, clip))
+    vae.train(was_training)
+    return {"psnr": torch.cat(psnrs).mean().item(), "ssim": torch.cat(ssims).mean().item(), "clips": len(clips)}
+
+
+@torch.no_grad()
+def measure_latent_statistics(vae: AutoencoderKLCogVideoX, bank: FrameBank, config: VAETrainConfig) -> dict:
+    """Statistics of posterior samples z ~ q(z|x) over full-size training clips: the overall std (the scaling
+    factor is its inverse) and the per-channel mean and std (VAEConfig.latents_mean / latents_std)."""
+    video = config.video_config
+    generator = step_generator("vae-scale", config.seed, 0)
+    was_training = vae.training
+    vae.eval()
+    latents = []
+    for _ in range(config.scale_clips):
+        clip = bank.draw(generator, 1, video.num_frames, (config.min_stride, config.max_stride), None, flip=False)
+        latents.append(vae.encode(to_vae_layout(clip)).latent_dist.sample(generator=generator))
+    vae.train(was_training)
+    per_channel = torch.cat(latents).transpose(0, 1).flatten(1)  # [C, everything else]
+    return {"latent_std": per_channel.std().item(), "latents_mean": per_channel.mean(1).tolist(), "latents_std": per_channel.std(1).tolist()}
+
+
+def write_latent_statistics(folder: Path, statistics: dict) -> None:
+    """Beside the diffusers VAE files (whose config class has no field for them)."""
+    write_json_atomic(folder / LATENT_STATISTICS_FILE, {key: statistics[key] for key in ("latents_mean", "latents_std")})
+
+
+# -- training -------------------------------------------------------------------------------------------------------
+def train_vae(config: VAETrainConfig, out: str | Path, resume: bool = False, stop_after: int | None = None) -> dict:
+    """Train (or resume) the VAE; returns the run summary. `stop_after` ends this call after that many steps
+    (checkpointing first), e.g. to train in time slices."""
+    threads = torch.get_num_threads()
+    try:
+        return _train(config, Path(out), resume, stop_after)
+    finally:
+        torch.set_num_threads(threads)  # `num_threads` applies to this run only
+
+
+def _train(config: VAETrainConfig, out: Path, resume: bool, stop_after: int | None) -> dict:
+    # 1. Check inputs and the output folder.
+    if not config.train_data:
+        raise VideoSceneError("no training data: set train_data in the config or pass --data DIR")
+    video = config.video_config
+    checkpoint = latest_checkpoint(out)
+    if not resume and (checkpoint or (out / VAE_FOLDER).exists()):
+        raise VideoSceneError(f"{out} already holds a VAE training run; pass --resume to continue it or choose another --out")
+    if config.num_threads:
+        torch.set_num_threads(config.num_threads)
+
+    # 2. Model, optimiser, schedule (identical initial weights for a seed).
+    accelerator = Accelerator(mixed_precision=config.mixed_precision, cpu=not torch.cuda.is_available())
+    torch.manual_seed(config.seed)
+    vae = AutoencoderKLCogVideoX(**video.vae_kwargs())
+    optimizer = torch.optim.AdamW(vae.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(config.warmup_steps, config.steps, config.min_lr_ratio))
+    expected_state = {"vae_config": video.vae_kwargs(), "seed": config.seed}
+    start = 0
+    if resume and checkpoint:
+        start = load_checkpoint(checkpoint[1], {"vae": vae}, optimizer, scheduler, expected_state)["step"]
+        logger.info("resuming from %s (step %d)", checkpoint[1], start)
+    if start >= config.steps and (out / VAE_FOLDER).is_dir():
+        logger.info("training already finished at step %d", start)
+        return json.loads((out / "run.json").read_text())
+    model, optimizer = accelerator.prepare(Reconstruction(vae), optimizer)
+    device = accelerator.device
+    if accelerator.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(out / "train_config.json", config_to_dict(config))
+
+    # 3. Data: training frames in memory; a few held-out clips for the periodic validation.
+    bank = FrameBank(config.train_data, (video.height, video.width), config.max_train_scenes)
+    strides = (config.min_stride, config.max_stride)
+    validation = held_out_clips(config.validation_data, video, strides, config.validation_clips, config.seed)
+    logger.info("VAE training: %d scenes in memory, %d validation clips, batch %d × %d frames × %s",
+                len(bank), len(validation), config.batch_size, config.num_frames, config.crop_size or "full frame")  # fmt: skip
+
+    # 4. Optimise.
+    end = config.steps if stop_after is None else min(config.steps, start + stop_after)
+    step, step_seconds = start, 0.0
+    progress = tqdm(total=config.steps, initial=start, desc="train vae", disable=not accelerator.is_local_main_process)
+    model.train()
+    while step < end:
+        tic = time.perf_counter()
+        generator = step_generator("vae", config.seed, step)
+        clips = bank.draw(generator, config.batch_size, config.num_frames, strides, config.crop_size, config.flip)
+        pixels = to_vae_layout(clips).to(device)
+        with accelerator.autocast():
+            reconstruction, mean, logvar = model(pixels, generator=generator)
+            terms = vae_loss(config, reconstruction.float(), pixels, mean.float(), logvar.float())
+        accelerator.backward(terms["total"])
+        grad_norm = accelerator.clip_grad_norm_(model.parameters(), config.grad_clip)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+        step_seconds += time.perf_counter() - tic
+        progress.update(1)
+
+        if step % config.log_every == 0 or step == end:
+            record = {key: round(value.item(), 6) for key, value in terms.items()}
+            # PSNR of the training crops in [0, 1] units (the mse term is in [−1, 1] units: 4× larger).
+            train_psnr = -10 * math.log10(max(record["mse"] / 4, 1e-10))
+            record.update(step=step, lr=scheduler.get_last_lr()[0], grad_norm=round(float(grad_norm), 4),
+                          train_psnr=round(train_psnr, 3), seconds_per_step=round(step_seconds / (step - start), 4))  # fmt: skip
+            progress.set_postfix(loss=f"{record['total']:.4f}", psnr=f"{train_psnr:.2f}")
+            if accelerator.is_main_process:
+                append_jsonl(out / "train_log.jsonl", record)
+        if validation and step % config.validate_every == 0 and accelerator.is_main_process:
+            scores = evaluate_reconstruction(accelerator.unwrap_model(model).vae, validation)
+            logger.info("step %d: held-out reconstruction PSNR %.2f dB, SSIM %.3f (%d clips)", step, scores["psnr"], scores["ssim"], len(validation))
+            append_jsonl(out / "validation.jsonl", {"step": step, **scores})
+        if step % config.checkpoint_every == 0 or step == end:
+            accelerator.wait_for_everyone()
+            if accelerator.is_main_process:
+                state = {**expected_state, "train_config": config_to_dict(config)}
+                save_checkpoint(out, step, {"vae": accelerator.unwrap_model(model).vae}, optimizer, scheduler, state, config.keep_checkpoints)
+    progress.close()
+    if step < config.steps:
+        return {"step": step, "seconds_per_step": step_seconds / max(1, step - start)}
+
+    # 5. Latent scale, final held-out PSNR on every held-out scene, export.
+    summary: dict = {"step": step, "seconds_per_step": round(step_seconds / max(1, step - start), 4)}
+    if accelerator.is_main_process:
+        vae = accelerator.unwrap_model(model).vae
+        statistics = measure_latent_statistics(vae, bank, config)
+        latent_std = statistics["latent_std"]
+        vae.register_to_config(scaling_factor=1.0 / latent_std)
+        summary.update(statistics, scaling_factor=1.0 / latent_std)
+        clips = held_out_clips(config.validation_data, video, strides, None, config.seed)
+        if clips:
+            summary["held_out"] = evaluate_reconstruction(vae, clips)
+            logger.info("held-out reconstruction PSNR %.2f dB over %d clips", summary["held_out"]["psnr"], len(clips))
+        with staged_output_dir(out / VAE_FOLDER, overwrite=True) as stage:
+            vae.save_pretrained(stage, safe_serialization=True)
+            write_latent_statistics(stage, statistics)
+        write_json_atomic(out / "run.json", summary)
+        logger.info("wrote %s (scaling factor %.4f)", out / VAE_FOLDER, 1.0 / latent_std)
+    return summary
+
+
+# -- CLI ------------------------------------------------------------------------------------------------------------
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", required=True, type=Path, help="training config JSON (e.g. configs/vae_tiny_train.json)")
+    parser.add_argument("--data", nargs="+", help="training split folders (override the config)")
+    parser.add_argument("--val-data", nargs="+", help="held-out split folders for reconstruction PSNR (override the config)")
+    parser.add_argument("--out", type=Path, help="output folder (default: outputs/<config name>)")
+    parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
+    parser.add_argument("--steps", type=int, help="override the number of training steps")
+    parser.add_argument("--stop-after", type=int, help="stop (after checkpointing) once this many steps ran in this call")
+
+
+def run(args: argparse.Namespace) -> None:
+    config = VAETrainConfig.load(args.config)
+    changes = {}
+    if args.data:
+        changes["train_data"] = args.data
+    if args.val_data:
+        changes["validation_data"] = args.val_data
+    if args.steps is not None:
+        changes["steps"] = args.steps
+    config = config_from_dict(VAETrainConfig, {**config_to_dict(config), **changes}, f"training config {args.config}")
+    out = args.out or Path("outputs") / args.config.stem
+    summary = train_vae(config, out, resume=args.resume, stop_after=args.stop_after)
+    logger.info("done: %s", json.dumps(summary))

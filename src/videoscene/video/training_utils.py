@@ -1,0 +1,158 @@
+"""What the VAE and teacher trainers share: typed JSON configs, per-step randomness, checkpoints, videos.
+
+Reused by import rather than restated: the warm-up + cosine learning-rate factor and the checkpoint folder
+listing of the prior trainer, and the safetensors optimizer state of the distillation trainer.
+
+Checkpoints are folders OUT/checkpoints/step_NNNNNNN (the prior trainer's naming) holding one
+safetensors file per module, optimizer.safetensors, and state.json (step, scheduler, and what the run
+needs to check it resumes the same experiment). Each is built in a staging folder and renamed into place,
+so a crash never leaves a half-written checkpoint; nothing is pickled. Every random draw of a step comes
+from `step_generator(tag, seed, step)`, so a resumed run continues exactly as the uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+from dataclasses import asdict, fields, is_dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import imageio.v3 as iio
+import torch
+from jaxtyping import Float
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+from videoscene.distill.train import load_optimizer, save_optimizer
+from videoscene.errors import VideoSceneError
+from videoscene.io_utils import atomic_path, staged_output_dir, write_json_atomic
+from videoscene.prior.train import CHECKPOINTS, checkpoint_folders, warmup_cosine
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "warmup_cosine",
+    "checkpoint_folders",
+    "load_config",
+    "step_generator",
+    "save_checkpoint",
+    "load_checkpoint",
+    "append_jsonl",
+    "write_mp4",
+]
+
+ConfigT = TypeVar("ConfigT")
+
+
+# -- configs --------------------------------------------------------------------------------------------------------
+def config_from_dict(cls: type[ConfigT], data: dict[str, Any], source: str) -> ConfigT:
+    """A dataclass from a JSON object; unknown keys are errors so that a typo never falls back to a default."""
+    if not isinstance(data, dict):
+        raise VideoSceneError(f"{source} must hold a JSON object")
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise VideoSceneError(f"{source} has unknown keys {unknown}; known keys: {sorted(known)}")
+    try:
+        return cls(**data)
+    except TypeError as error:
+        raise VideoSceneError(f"{source} is malformed ({error})") from None
+
+
+def load_config(cls: type[ConfigT], path: str | os.PathLike) -> ConfigT:
+    path = Path(path)
+    if not path.is_file():
+        raise VideoSceneError(f"training config {path} does not exist; pass a JSON file such as configs/vae_tiny_train.json")
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise VideoSceneError(f"training config {path} is not valid JSON ({error.msg} at line {error.lineno})") from None
+    return config_from_dict(cls, data, f"training config {path}")
+
+
+def config_to_dict(config: Any) -> dict[str, Any]:
+    if not is_dataclass(config):
+        raise TypeError(f"{type(config).__name__} is not a dataclass")
+    return json.loads(json.dumps(asdict(config)))  # tuples → lists, as they read back from JSON
+
+
+# -- randomness -----------------------------------------------------------------------------------------------------
+def step_generator(tag: str, seed: int, step: int) -> torch.Generator:
+    """Every random draw of one training step comes from here: a function of (tag, seed, step) alone."""
+    value = int.from_bytes(hashlib.sha256(f"{tag}:{seed}:{step}".encode()).digest()[:8], "little") >> 1
+    return torch.Generator().manual_seed(value)
+
+
+# -- checkpoints ----------------------------------------------------------------------------------------------------
+def latest_checkpoint(out: Path) -> tuple[int, Path] | None:
+    found = [(step, path) for step, path in checkpoint_folders(out) if (path / "state.json").is_file()]
+    return found[-1] if found else None
+
+
+def save_checkpoint(
+    out: Path,
+    step: int,
+    modules: dict[str, nn.Module],
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    state: dict[str, Any],
+    keep: int,
+    extra_tensors: dict[str, dict[str, Tensor]] | None = None,
+) -> Path:
+    """Write OUT/checkpoints/step_NNNNNNN atomically (modules, optimizer, scheduler, `state`), keep the newest `keep`."""
+    target = out / CHECKPOINTS / f"step_{step:07d}"
+    with staged_output_dir(target, overwrite=True) as stage:
+        for name, module in modules.items():
+            save_file({k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}, str(stage / f"{name}.safetensors"))
+        for name, tensors in (extra_tensors or {}).items():
+            save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(stage / f"{name}.safetensors"))
+        save_optimizer(stage / "optimizer.safetensors", optimizer)
+        write_json_atomic(stage / "state.json", {"step": step, "scheduler": scheduler.state_dict(), **state})
+    for _, old in checkpoint_folders(out)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return target
+
+
+def load_checkpoint(
+    folder: Path,
+    modules: dict[str, nn.Module],
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    expected: dict[str, Any],
+) -> dict[str, Any]:
+    """Restore modules, optimizer and scheduler; `expected` entries must equal the stored ones (same experiment).
+    Returns state.json (its "step" is where training continues)."""
+    try:
+        state = json.loads((folder / "state.json").read_text())
+        module_states = {name: load_file(str(folder / f"{name}.safetensors")) for name in modules}
+    except (OSError, json.JSONDecodeError) as error:
+        raise VideoSceneError(f"checkpoint {folder} is unreadable ({error}); delete it to resume from an older one") from None
+    for key, value in expected.items():
+        if state.get(key) != json.loads(json.dumps(value)):  # compare as stored (tuples read back as lists)
+            raise VideoSceneError(f"checkpoint {folder} was made with a different {key}; resume with the run's own config")
+    for name, module in modules.items():
+        module.load_state_dict(module_states[name])
+    load_optimizer(folder / "optimizer.safetensors", optimizer)
+    scheduler.load_state_dict(state["scheduler"])
+    return state
+
+
+# -- logs and videos ------------------------------------------------------------------------------------------------
+def append_jsonl(path: Path, record: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as handle:
+        handle.write(json.dumps(record) + "\n")
+
+
+def write_mp4(path: str | os.PathLike, frames: Float[Tensor, "frames 3 height width"], fps: int = 8) -> None:
+    """Frames in [0, 1] → an H.264 mp4 (imageio's PyAV plugin: no resizing to 16-pixel blocks), written atomically."""
+    if frames.ndim != 4 or frames.shape[1] != 3:
+        raise VideoSceneError(f"a video must be [frames, 3, height, width], got {tuple(frames.shape)}")
+    pixels = (frames.detach().permute(0, 2, 3, 1).clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
+    encoded = iio.imwrite("<bytes>", pixels, extension=".mp4", plugin="pyav", codec="libx264", fps=fps)
+    with atomic_path(path) as tmp:
+        Path(tmp).write_bytes(encoded)
