@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import hashlib
 import json
 import logging
 import re
@@ -35,7 +34,6 @@ import imageio.v3 as iio
 import numpy as np
 import torch
 from accelerate import Accelerator
-from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from tqdm import tqdm
@@ -65,6 +63,7 @@ from videoscene.io_utils import atomic_path, staged_output_dir, write_json_atomi
 from videoscene.policy.ddpnet import WEIGHTS_FILE as DDPNET_FILE
 from videoscene.policy.ddpnet import BanditTrainer, DDPNet, DDPNetConfig, RewardStatistics
 from videoscene.prior.losses import psnr
+from videoscene.training import load_optimizer, save_optimizer, step_generator
 from videoscene.video.models import VideoBackbone
 from videoscene.video.schedule import NoiseSchedule
 
@@ -112,43 +111,7 @@ class VelocityModel(nn.Module):
         return self.backbone.predict_v(noisy, condition, timesteps)
 
 
-# -- optimizer state as safetensors -----------------------------------------------------------------------------
-def save_optimizer(path: Path, optimizer: torch.optim.Optimizer) -> None:
-    """Tensors of `optimizer.state_dict()` as safetensors; everything else (param groups, scalars) as metadata."""
-    state = optimizer.state_dict()
-    tensors, scalars = {}, {}
-    for index, values in state["state"].items():
-        for key, value in values.items():
-            if isinstance(value, Tensor):
-                tensors[f"{index}.{key}"] = value.detach().contiguous().cpu()
-            else:
-                scalars[f"{index}.{key}"] = value
-    metadata = {"param_groups": json.dumps(state["param_groups"]), "scalars": json.dumps(scalars)}
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=metadata)
-
-
-def load_optimizer(path: Path, optimizer: torch.optim.Optimizer) -> None:
-    with safe_open(str(path), framework="pt") as handle:
-        metadata = handle.metadata()
-        tensors = {key: handle.get_tensor(key) for key in handle.keys()}
-    state: dict[int, dict] = {}
-    for flat, value in [*tensors.items(), *json.loads(metadata["scalars"]).items()]:
-        index, key = flat.split(".", 1)
-        state.setdefault(int(index), {})[key] = value
-    optimizer.load_state_dict({"state": state, "param_groups": json.loads(metadata["param_groups"])})
-
-
-# -- randomness and batches ------------------------------------------------------------------------------------------
-def step_generator(seed: int, step: int, process: int) -> torch.Generator:
-    """Every random draw of one step comes from here: a function of (seed, step, process) only."""
-    value = (
-        int.from_bytes(hashlib.sha256(f"distill:{seed}:{step}:{process}".encode()).digest()[:8], "little")
-        >> 1
-    )
-    return torch.Generator().manual_seed(value)
-
-
+# -- batches ---------------------------------------------------------------------------------------------------------
 def batch_indices(
     num_clips: int, batch_size: int, num_processes: int, process: int, step: int, seed: int
 ) -> list[int]:
@@ -328,7 +291,7 @@ class DistillTrainer:
     # -- one step ------------------------------------------------------------------------------------------------------
     def train_step(self) -> dict:
         config, accelerator = self.config, self.accelerator
-        generator = step_generator(config.train.seed, self.step, accelerator.process_index)
+        generator = step_generator("distill", config.train.seed, self.step, accelerator.process_index)
         indices = batch_indices(
             len(self.train_cache),
             config.train.batch_size,

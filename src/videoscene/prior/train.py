@@ -19,7 +19,6 @@ import json
 import logging
 import math
 import random
-import re
 import shutil
 import time
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -43,12 +42,11 @@ from videoscene.prior.config import EncoderConfig, encoder_config
 from videoscene.prior.encoder import GaussianEncoder
 from videoscene.prior.losses import PhotometricLoss, PhotometricLossConfig, psnr, ssim
 from videoscene.prior.render import nearest_context_images, render_targets
+from videoscene.training import CHECKPOINTS, checkpoint_folders, warmup_cosine
 from videoscene.types import Example, Views
 
 logger = logging.getLogger(__name__)
 
-CHECKPOINTS = "checkpoints"
-_CHECKPOINT_PATTERN = re.compile(r"^step_(\d{7})$")
 
 
 @dataclass
@@ -252,26 +250,6 @@ def evaluate(model: GaussianEncoder, examples: list[Example], background: tuple[
 # ----------------------------------------------------------------------------------------------
 # Schedule and checkpoints
 # ----------------------------------------------------------------------------------------------
-
-
-def warmup_cosine(warmup: int, total: int, min_ratio: float):
-    """lr multiplier at optimiser step s: linear warm-up over `warmup` steps, then cosine to `min_ratio`."""
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = min(1.0, (step - warmup) / max(1, total - warmup))
-        return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-
-    return factor
-
-
-def checkpoint_folders(out: Path) -> list[tuple[int, Path]]:
-    folder = out / CHECKPOINTS
-    if not folder.is_dir():
-        return []
-    found = [(int(m.group(1)), p) for p in folder.iterdir() if p.is_dir() and (m := _CHECKPOINT_PATTERN.match(p.name))]
-    return sorted(found)
 
 
 def save_checkpoint(out: Path, step: int, model: GaussianEncoder, optimizer: torch.optim.Optimizer, scheduler, config: PriorTrainConfig) -> Path:

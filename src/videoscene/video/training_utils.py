@@ -1,7 +1,7 @@
 """What the VAE and teacher trainers share: typed JSON configs, per-step randomness, checkpoints, videos.
 
-Reused by import rather than restated: the warm-up + cosine learning-rate factor and the checkpoint folder
-listing of the prior trainer, and the safetensors optimizer state of the distillation trainer.
+The schedule, step randomness, checkpoint listing and optimizer state come from `videoscene.training`,
+which every trainer shares.
 
 Checkpoints are folders OUT/checkpoints/step_NNNNNNN (the prior trainer's naming) holding one
 safetensors file per module, optimizer.safetensors, and state.json (step, scheduler, and what the run
@@ -12,7 +12,6 @@ from `step_generator(tag, seed, step)`, so a resumed run continues exactly as th
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -27,10 +26,9 @@ from jaxtyping import Float
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from videoscene.distill.train import load_optimizer, save_optimizer
 from videoscene.errors import VideoSceneError
 from videoscene.io_utils import atomic_path, staged_output_dir, write_json_atomic
-from videoscene.prior.train import CHECKPOINTS, checkpoint_folders, warmup_cosine
+from videoscene.training import CHECKPOINTS, checkpoint_folders, load_optimizer, save_optimizer, step_generator, warmup_cosine
 
 logger = logging.getLogger(__name__)
 
@@ -78,13 +76,6 @@ def config_to_dict(config: Any) -> dict[str, Any]:
     if not is_dataclass(config):
         raise TypeError(f"{type(config).__name__} is not a dataclass")
     return json.loads(json.dumps(asdict(config)))  # tuples → lists, as they read back from JSON
-
-
-# -- randomness -----------------------------------------------------------------------------------------------------
-def step_generator(tag: str, seed: int, step: int) -> torch.Generator:
-    """Every random draw of one training step comes from here: a function of (tag, seed, step) alone."""
-    value = int.from_bytes(hashlib.sha256(f"{tag}:{seed}:{step}".encode()).digest()[:8], "little") >> 1
-    return torch.Generator().manual_seed(value)
 
 
 # -- checkpoints ----------------------------------------------------------------------------------------------------
