@@ -58,3 +58,17 @@ def staged_output_dir(out: str | os.PathLike, overwrite: bool = False) -> Iterat
     finally:
         if stage.exists():
             shutil.rmtree(stage, ignore_errors=True)
+
+
+def read_json_object(path: str | os.PathLike, what: str, hint: str = "") -> dict:
+    """A JSON object from `path`, or one clear line naming `what` is wrong (missing, not JSON, not an object)."""
+    path = Path(path)
+    if not path.is_file():
+        raise VideoSceneError(f"{what} {path} does not exist{hint}")
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise VideoSceneError(f"{what} {path} is not valid JSON ({error.msg} at line {error.lineno})") from None
+    if not isinstance(data, dict):
+        raise VideoSceneError(f"{what} {path} must hold a JSON object")
+    return data

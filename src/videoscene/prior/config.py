@@ -6,13 +6,12 @@ Configs round-trip through JSON; unknown keys are an error so a typo never silen
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 from videoscene.errors import VideoSceneError
-from videoscene.io_utils import write_json_atomic
+from videoscene.io_utils import read_json_object, write_json_atomic
 
 
 @dataclass(frozen=True)
@@ -132,16 +131,7 @@ class EncoderConfig:
 
     @classmethod
     def load(cls, path: str | Path) -> "EncoderConfig":
-        path = Path(path)
-        if not path.is_file():
-            raise VideoSceneError(f"encoder config {path} does not exist")
-        try:
-            data = json.loads(path.read_text())
-        except json.JSONDecodeError as error:
-            raise VideoSceneError(f"encoder config {path} is not valid JSON ({error.msg} at line {error.lineno})") from None
-        if not isinstance(data, dict):
-            raise VideoSceneError(f"encoder config {path} must hold a JSON object")
-        return cls.from_dict(data)
+        return cls.from_dict(read_json_object(path, "encoder config"))
 
     def replace(self, **changes) -> "EncoderConfig":
         return replace(self, **changes)

@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 from videoscene.data.dataset import ClipDataset, ClipSamplerConfig, collate_examples, example_from_scene
 from videoscene.errors import VideoSceneError
 from videoscene.geometry.image_ops import crop_to_aspect_and_resize
-from videoscene.io_utils import staged_output_dir, write_json_atomic
+from videoscene.io_utils import read_json_object, staged_output_dir, write_json_atomic
 from videoscene.prior.config import EncoderConfig, encoder_config
 from videoscene.prior.encoder import GaussianEncoder
 from videoscene.prior.losses import PhotometricLoss, PhotometricLossConfig, psnr, ssim
@@ -125,16 +125,7 @@ class PriorTrainConfig:
 
     @classmethod
     def load(cls, path: str | Path) -> "PriorTrainConfig":
-        path = Path(path)
-        if not path.is_file():
-            raise VideoSceneError(f"training config {path} does not exist")
-        try:
-            data = json.loads(path.read_text())
-        except json.JSONDecodeError as error:
-            raise VideoSceneError(f"training config {path} is not valid JSON ({error.msg} at line {error.lineno})") from None
-        if not isinstance(data, dict):
-            raise VideoSceneError(f"training config {path} must hold a JSON object")
-        return cls.from_dict(data)
+        return cls.from_dict(read_json_object(path, "training config"))
 
 
 # ----------------------------------------------------------------------------------------------

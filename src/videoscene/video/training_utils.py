@@ -27,7 +27,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from videoscene.errors import VideoSceneError
-from videoscene.io_utils import atomic_path, staged_output_dir, write_json_atomic
+from videoscene.io_utils import atomic_path, read_json_object, staged_output_dir, write_json_atomic
 from videoscene.training import CHECKPOINTS, checkpoint_folders, load_optimizer, save_optimizer, step_generator, warmup_cosine
 
 logger = logging.getLogger(__name__)
@@ -62,13 +62,7 @@ def config_from_dict(cls: type[ConfigT], data: dict[str, Any], source: str) -> C
 
 
 def load_config(cls: type[ConfigT], path: str | os.PathLike) -> ConfigT:
-    path = Path(path)
-    if not path.is_file():
-        raise VideoSceneError(f"training config {path} does not exist; pass a JSON file such as configs/vae_tiny_train.json")
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise VideoSceneError(f"training config {path} is not valid JSON ({error.msg} at line {error.lineno})") from None
+    data = read_json_object(path, "training config", "; pass a JSON file such as configs/vae_tiny_train.json")
     return config_from_dict(cls, data, f"training config {path}")
 
 
