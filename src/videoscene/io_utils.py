@@ -60,8 +60,8 @@ def staged_output_dir(out: str | os.PathLike, overwrite: bool = False) -> Iterat
             shutil.rmtree(stage, ignore_errors=True)
 
 
-def read_json_object(path: str | os.PathLike, what: str, hint: str = "") -> dict:
-    """A JSON object from `path`, or one clear line naming `what` is wrong (missing, not JSON, not an object)."""
+def read_json_object(path: str | os.PathLike, what: str, hint: str = "", holds: str = "a JSON object") -> dict:
+    """A JSON object from `path`, or one clear line naming `what` is wrong (missing, not JSON, not `holds`)."""
     path = Path(path)
     if not path.is_file():
         raise VideoSceneError(f"{what} {path} does not exist{hint}")
@@ -70,5 +70,5 @@ def read_json_object(path: str | os.PathLike, what: str, hint: str = "") -> dict
     except json.JSONDecodeError as error:
         raise VideoSceneError(f"{what} {path} is not valid JSON ({error.msg} at line {error.lineno})") from None
     if not isinstance(data, dict):
-        raise VideoSceneError(f"{what} {path} must hold a JSON object")
+        raise VideoSceneError(f"{what} {path} must hold {holds}")
     return data

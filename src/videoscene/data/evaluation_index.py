@@ -8,14 +8,13 @@ between them as targets (both ends included, every `target_stride`-th frame).
 from __future__ import annotations
 
 import argparse
-import json
 import random
 from dataclasses import dataclass
 from pathlib import Path
 
 from videoscene.data.re10k import iter_scenes
 from videoscene.errors import VideoSceneError
-from videoscene.io_utils import write_json_atomic
+from videoscene.io_utils import read_json_object, write_json_atomic
 
 
 @dataclass(frozen=True)
@@ -26,14 +25,9 @@ class IndexEntry:
 
 def read_evaluation_index(path: str | Path) -> dict[str, IndexEntry | None]:
     path = Path(path)
-    if not path.is_file():
-        raise VideoSceneError(f"evaluation index {path} does not exist; make one with `videoscene data make-index`")
-    try:
-        raw = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise VideoSceneError(f"evaluation index {path} is not valid JSON ({error.msg} at line {error.lineno})") from None
-    if not isinstance(raw, dict):
-        raise VideoSceneError(f"evaluation index {path} must be a JSON object mapping scene keys to entries")
+    raw = read_json_object(
+        path, "evaluation index", "; make one with `videoscene data make-index`", "a JSON object mapping scene keys to entries"
+    )
     index: dict[str, IndexEntry | None] = {}
     for key, entry in raw.items():
         if entry is None:

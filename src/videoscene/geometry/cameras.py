@@ -16,7 +16,7 @@ from torch import Tensor
 
 from videoscene.errors import VideoSceneError
 from videoscene.gaussians.math import matrix_to_quaternion, quaternion_to_matrix
-from videoscene.io_utils import atomic_path
+from videoscene.io_utils import atomic_path, read_json_object
 
 
 def check_rigid(
@@ -217,15 +217,7 @@ def _as_float64(value, what: str) -> Tensor:
 
 
 def _read_json(path: Path) -> dict:
-    if not path.is_file():
-        raise VideoSceneError(f"camera file {path} does not exist")
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise VideoSceneError(f"{path} is not valid JSON ({error.msg} at line {error.lineno})") from None
-    if not isinstance(data, dict):
-        raise VideoSceneError(f"{path} must hold a JSON object with a 'frames' list")
-    return data
+    return read_json_object(path, "camera file", holds="a JSON object with a 'frames' list")
 
 
 # --------------------------------------------------------------------------------------------------
