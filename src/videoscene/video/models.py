@@ -29,6 +29,7 @@ from torch import Tensor, nn
 
 from videoscene.errors import VideoSceneError
 from videoscene.io_utils import staged_output_dir
+from videoscene.video.cpu_conv3d import use_onednn_conv3d
 from videoscene.video.config import (
     DenoiserConfig,
     ScheduleConfig,
@@ -143,6 +144,7 @@ class VideoBackbone(nn.Module):
             vae.enable_tiling()
         if config.denoiser.gradient_checkpointing:
             transformer.enable_gradient_checkpointing()
+        use_onednn_conv3d(vae)  # 8x faster single-clip VAE passes on CPU (see cpu_conv3d.py)
         self._rotary_cache: dict[tuple, tuple[Tensor, Tensor]] = {}
 
     # -- construction -----------------------------------------------------------------------------------------
