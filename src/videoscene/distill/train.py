@@ -324,7 +324,8 @@ class DistillTrainer:
         # DDPNet: one bandit update against the current student, no gradient between them. Each clip is pulled
         # `pulls_per_clip` times (independent actions and noise): more reward samples per student step.
         if self.bandit is not None and self.step < config.policy.train_steps:
-            pulled = batch.index(torch.arange(len(indices)).repeat_interleave(config.policy.pulls_per_clip))
+            clip_of_pull = torch.arange(len(indices)).repeat_interleave(config.policy.pulls_per_clip)
+            pulled = batch.index(clip_of_pull)
 
             def reward(timesteps: Tensor) -> Tensor:
                 noise = torch.randn(pulled.latents.shape, generator=generator).to(accelerator.device)
@@ -341,7 +342,9 @@ class DistillTrainer:
                 return -latent_mse(result, pulled.latents)
 
             self.student.eval()
-            outcome = self.bandit.step(pulled.render_latents, reward, generator, self._average_gradients)
+            outcome = self.bandit.step(
+                pulled.render_latents, reward, generator, self._average_gradients, groups=clip_of_pull
+            )
             stats.update(
                 ddpnet_reward=outcome.rewards.mean().item(),
                 ddpnet_baseline=outcome.baseline,

@@ -5,11 +5,16 @@
     policy    π_ψ(a | x₀ʳ) = softmax(CNN(x₀ʳ))   (frames folded into channels, 4 convolutions, global pool)
     reward    r = −MSE(f_θ(x_{t_a}ʳ, t_a), x₀)   (one-step student from the leap vs the ground-truth latent;
               against x₀ʳ instead, t → 0 would always win)
-    update    REINFORCE with a running-mean baseline b:  L_DDP(ψ) = −(π/μ)·(r − b)/s · log π_ψ(a|x₀ʳ) − β·H(π_ψ)
+    update    REINFORCE with a baseline b:  L_DDP(ψ) = −(π/μ)·(r − b)/s · log π_ψ(a|x₀ʳ) − β·H(π_ψ)
 
 Actions are drawn from the behaviour policy μ = (1−ε)·π + ε/K (ε-exploration); the detached ratio π/μ keeps
-the gradient an unbiased estimate of ∇E_π[r]. s is a running standard deviation of r, so the step size does
-not depend on the reward's scale (the latent MSE varies a lot between clips and as the student trains).
+the gradient an unbiased estimate of ∇E_π[r]. The baseline is, by default, per clip: each clip is pulled
+several times (independent actions and noise) and b for one pull is the mean reward of the clip's other pulls
+(leave-one-out). The reward's level differs far more between clips (a clean render against one with holes)
+than between timesteps for one clip, so a single running mean over all clips buries the signal that decides
+t; the leave-one-out baseline removes the clip's level and stays unbiased because it does not depend on the
+pull's own action. `baseline="running_mean"` keeps one exponential mean over all rewards (one pull per clip).
+s is a running standard deviation of r − b, so the step size does not depend on the reward's scale.
 DDPNet never receives gradients from, nor sends them to, the student ([PN] "decoupled"): rewards are plain
 numbers. At inference the policy is greedy: t* = t_{argmax π}.
 """
@@ -49,12 +54,20 @@ class PolicyConfig:
     train_steps: int = 4000
     learning_rate: float = 1e-4
     # Bandit pulls per training clip and step (each an independent action and noise draw; 1 = one per clip).
-    pulls_per_clip: int = 1
+    pulls_per_clip: int = 4
     exploration: float = 0.05  # ε of the behaviour policy μ = (1−ε)π + ε/K
     entropy_weight: float = 0.01  # β
     baseline_momentum: float = 0.99  # running mean / variance of the reward
+    baseline: str = "per_clip"  # "per_clip" (leave-one-out over a clip's pulls) or "running_mean"
 
     def __post_init__(self) -> None:
+        if self.baseline not in ("per_clip", "running_mean"):
+            raise VideoSceneError(f"policy.baseline must be 'per_clip' or 'running_mean', got {self.baseline!r}")
+        if self.baseline == "per_clip" and self.pulls_per_clip < 2:
+            raise VideoSceneError(
+                "policy.baseline 'per_clip' compares a clip's pulls with each other: set policy.pulls_per_clip ≥ 2 "
+                "or use baseline 'running_mean'"
+            )
         if len(self.candidates) < 2 or len(set(self.candidates)) != len(self.candidates):
             raise VideoSceneError(
                 f"policy.candidates must hold at least 2 distinct timesteps, got {list(self.candidates)}"
@@ -204,9 +217,18 @@ class RewardStatistics:
         return max(variance, 0.0) ** 0.5 + 1e-8
 
 
+def leave_one_out_baseline(rewards: Float[Tensor, " batch"], groups: Int[Tensor, " batch"]) -> Float[Tensor, " batch"]:
+    """b_i = mean of r_j over the other pulls j ≠ i of the same clip (groups[i] = the clip of pull i)."""
+    _, inverse, counts = torch.unique(groups, return_inverse=True, return_counts=True)
+    if (counts < 2).any():
+        raise VideoSceneError("a per-clip baseline needs at least 2 pulls of every clip in the batch")
+    sums = torch.zeros(len(counts), dtype=rewards.dtype, device=rewards.device).index_add_(0, inverse, rewards)
+    return (sums[inverse] - rewards) / (counts[inverse] - 1).to(rewards.dtype)
+
+
 @dataclass
 class BanditTrainer:
-    """REINFORCE on DDPNet with a running-mean baseline, ε-exploration and an entropy bonus."""
+    """REINFORCE on DDPNet with a per-clip (or running-mean) baseline, ε-exploration and an entropy bonus."""
 
     net: DDPNet
     config: PolicyConfig
@@ -223,9 +245,13 @@ class BanditTrainer:
         reward_fn: Callable[[Int[Tensor, " batch"]], Float[Tensor, " batch"]],
         generator: torch.Generator,
         average_gradients: Callable[[nn.Module], None] | None = None,
+        groups: Int[Tensor, " batch"] | None = None,
     ) -> BanditStep:
         """Act on a batch of contexts, ask `reward_fn(timesteps)` for the rewards, update ψ once.
+        `groups[i]` names the clip of row i (needed by the per-clip baseline: rows of one clip are pulls of it).
         `average_gradients(net)` (data-parallel training) runs between backward and the optimizer step."""
+        if self.config.baseline == "per_clip" and groups is None:
+            raise VideoSceneError("the per-clip baseline needs `groups`: which clip each row of the batch pulls")
         self.net.train()
         logits = self.net(render_latents.detach())
         log_pi = logits.log_softmax(dim=-1)
@@ -238,8 +264,15 @@ class BanditTrainer:
         with torch.no_grad():
             rewards = reward_fn(timesteps).detach().float().to(logits.device).reshape(-1)
 
-        self.statistics.update(rewards)
-        advantage = (rewards - self.statistics.baseline) / self.statistics.std
+        if self.config.baseline == "per_clip":
+            baseline = leave_one_out_baseline(rewards, groups.to(rewards.device))
+            self.statistics.update(rewards - baseline)  # tracks the scale s of r − b (its mean is ≈ 0)
+            advantage = (rewards - baseline) / self.statistics.std
+            reported_baseline = baseline.mean().item()
+        else:
+            self.statistics.update(rewards)
+            advantage = (rewards - self.statistics.baseline) / self.statistics.std
+            reported_baseline = self.statistics.baseline
         chosen = actions[:, None]
         importance = (pi.detach().gather(-1, chosen) / behaviour.gather(-1, chosen)).squeeze(-1)
         entropy = -(pi * log_pi).sum(dim=-1)
@@ -250,6 +283,4 @@ class BanditTrainer:
         if average_gradients is not None:
             average_gradients(self.net)
         self.optimizer.step()
-        return BanditStep(
-            actions, timesteps, rewards, loss.item(), entropy.mean().item(), self.statistics.baseline
-        )
+        return BanditStep(actions, timesteps, rewards, loss.item(), entropy.mean().item(), reported_baseline)
