@@ -1,6 +1,7 @@
 """The tiled torch rasterizer against its brute-force twin (forward and gradients), against gsplat on a
 GPU, and on a real point cloud."""
 
+import importlib.metadata
 import math
 
 import numpy as np
@@ -217,24 +218,77 @@ def test_bad_inputs_raise_one_line_errors():
             render(gaussians, extrinsics, intrinsics, shape, backend="gsplat")
 
 
+def gsplat_version() -> tuple[int, ...]:
+    return tuple(int(part) for part in importlib.metadata.version("gsplat").split(".")[:2])
+
+
+def assert_close_but_for_threshold_flips(got, want, atol, name):
+    """float32 agreement on nearly every pixel. A Gaussian whose α lands within float32 rounding of the
+    1/255 cut-off (gsplat evaluates exp with __expf) may be drawn by one backend only, moving a pixel by at
+    most ~α·|value| <= 1e-2; a convention error (pixel centres, intrinsics, camera direction) moves most."""
+    difference = (got - want).abs()
+    assert difference.max() < 1e-2 * max(1.0, want.abs().max().item()), (name, difference.max().item())
+    assert (difference > atol).float().mean() < 1e-3, (name, (difference > atol).float().mean().item())
+
+
+def conditioned_sum(output, seed: int = 7):
+    """`weighted_sum` with the accumulated depth alpha·depth instead of depth: the division by alpha is the
+    same autograd in both backends, and at faint pixels it would amplify float32 noise."""
+    generator = torch.Generator().manual_seed(seed)
+    terms = (output.color, output.alpha, output.alpha * output.depth)
+    return sum((t * torch.randn(t.shape, generator=generator).to(t)).sum() for t in terms)
+
+
+GSPLAT_SCENES = {
+    # cameras outside the cloud, all SH bands
+    "outside": (dict(seed=10, count=300, degree=3), dict(near=0.01)),
+    # cameras inside the cloud: near-plane culling, the 1.3x frustum clamp, large close Gaussians; degree 4
+    # coefficients with only bands 0-2 used
+    "inside": (
+        dict(seed=4, count=200, degree=4, camera_distance=0.7, log_scale=(-2.5, -1.0), opacity=(0.2, 0.9)),
+        dict(near=0.2, sh_degree=2),
+    ),
+}
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not (torch.cuda.is_available() and gsplat_available()), reason="needs CUDA and gsplat")
-def test_torch_backend_matches_gsplat():
-    gaussians, extrinsics, intrinsics = random_scene(10, batch=2, views=3, count=300, degree=3, dtype=torch.float32)
+@pytest.mark.parametrize("scene", sorted(GSPLAT_SCENES))
+def test_torch_backend_matches_gsplat(scene):
+    if gsplat_version() < (1, 5):
+        pytest.skip("gsplat < 1.5 bins Gaussians by a 3-sigma circle and drops faint tails the torch backend draws")
+    scene_options, render_options = GSPLAT_SCENES[scene]
+    gaussians, extrinsics, intrinsics = random_scene(batch=2, views=3, dtype=torch.float32, **scene_options)
     gaussians, extrinsics, intrinsics = gaussians.to("cuda"), extrinsics.cuda(), intrinsics.cuda()
-    background = torch.rand(2, 3, device="cuda")
+    background = torch.rand(2, 3, generator=torch.Generator().manual_seed(0)).cuda()
     gaussians = with_grad(gaussians)
     parameters = [getattr(gaussians, name) for name in PARAMETERS]
+    image_shape = (48, 64)  # 4 x 3 of gsplat's 16-pixel tiles
     outputs, gradients = {}, {}
     for backend in ("torch", "gsplat"):
-        outputs[backend] = render(gaussians, extrinsics, intrinsics, (48, 64), background, backend=backend)
-        gradients[backend] = torch.autograd.grad(weighted_sum(outputs[backend]), parameters)
-    # gsplat evaluates exp with fast intrinsics, hence float32-level rather than exact agreement.
-    torch.testing.assert_close(outputs["torch"].color, outputs["gsplat"].color, atol=1e-4, rtol=1e-4)
-    torch.testing.assert_close(outputs["torch"].alpha, outputs["gsplat"].alpha, atol=1e-4, rtol=1e-4)
-    torch.testing.assert_close(outputs["torch"].depth, outputs["gsplat"].depth, atol=1e-3, rtol=1e-4)
+        outputs[backend] = render(
+            gaussians, extrinsics, intrinsics, image_shape, background, backend=backend, **render_options
+        )
+        gradients[backend] = torch.autograd.grad(conditioned_sum(outputs[backend]), parameters)
+    ours, theirs = outputs["torch"], outputs["gsplat"]
+    assert 0.05 < theirs.alpha.mean() < 0.95
+    assert_close_but_for_threshold_flips(ours.color, theirs.color, 1e-4, "color")
+    assert_close_but_for_threshold_flips(ours.alpha, theirs.alpha, 1e-4, "alpha")
+    assert_close_but_for_threshold_flips(ours.alpha * ours.depth, theirs.alpha * theirs.depth, 1e-3, "alpha·depth")
+    covered = (ours.alpha > 0.5) & (theirs.alpha > 0.5)
+    assert covered.any()
+    torch.testing.assert_close(ours.depth[covered], theirs.depth[covered], atol=1e-3, rtol=1e-4)
     for name, got, want in zip(PARAMETERS, gradients["torch"], gradients["gsplat"]):
-        torch.testing.assert_close(got, want, atol=1e-3 * want.abs().max().item(), rtol=1e-3, msg=name)
+        assert want.abs().max() > 0, f"no gradient reached {name}"
+        assert (got - want).norm() < 5e-3 * want.norm(), (name, ((got - want).norm() / want.norm()).item())
+        torch.testing.assert_close(got, want, atol=1e-2 * want.abs().max().item(), rtol=1e-2, msg=name)
+    # "auto" takes gsplat for float32 CUDA tensors and the torch backend otherwise; gsplat refuses float64.
+    automatic = render(gaussians, extrinsics, intrinsics, image_shape, background, backend="auto", **render_options)
+    torch.testing.assert_close(automatic.color, theirs.color, atol=0, rtol=0)
+    double = gaussians.to(torch.float64)
+    with pytest.raises(VideoSceneError, match="float32"):
+        render(double, extrinsics.double(), intrinsics.double(), image_shape, background.double(), backend="gsplat")
+    render(double, extrinsics.double(), intrinsics.double(), (8, 8), background.double(), backend="auto")
 
 
 def garden_gaussians(shared_data):

@@ -15,8 +15,14 @@ Semantics follow gsplat's "classic" mode (Kerbl et al. 2023, §4 and §6; gsplat
 
 Outputs: colour (+ background · final transmittance), alpha = 1 - final transmittance, and depth =
 Σ_i z_i α_i T_i / max(alpha, 1e-10): the alpha-*normalised* expected z-depth (gsplat's "ED"); it is 0 where
-nothing was drawn. The alpha clamp is gsplat's 0.999 (the Inria CUDA code uses 0.99), so that the torch
-and gsplat backends agree.
+nothing was drawn. The alpha clamp is gsplat's 0.999 (releases 1.4-1.5.3; the Inria CUDA code, and
+gsplat's main branch after 1.5.3, use 0.99), so that the torch and gsplat backends agree. The background
+is added to colour only, never to depth (gsplat appends a zero background channel for the depth it
+composites, then divides by alpha with the same 1e-10 floor).
+
+gsplat >= 1.5 bins each Gaussian by the box of its α >= 1/255 ellipse, as we do, so both backends draw the
+same pixels; gsplat 1.4 bins by a 3σ circle and may drop the faint tails (α < 0.011·o) that fall in tiles
+outside it. gsplat's kernels compute in float32 only, so that backend takes float32 tensors.
 
 The torch backend bins Gaussians into square tiles by the exact bounding box of the ellipse where
 α >= 1/255 (so the binning changes no pixel), sorts each tile's list by depth, and composites tiles in
@@ -87,15 +93,16 @@ def render(
     """Render batched Gaussians (means [B, G, 3], ...) into V views per batch element.
 
     Cameras are OpenCV camera-to-world extrinsics with normalised intrinsics; `image_shape` is (H, W).
-    `backend`: "torch" (tiled PyTorch, differentiable, any device), "gsplat" (CUDA) or "auto" (gsplat on
-    CUDA when it is installed, else torch). `sh_degree` limits the SH bands used (default: all).
+    `backend`: "torch" (tiled PyTorch, differentiable, any device), "gsplat" (CUDA, float32) or "auto"
+    (gsplat for float32 CUDA tensors when it is installed, else torch). `sh_degree` limits the SH bands
+    used (default: all).
     Returns colour [B, V, 3, H, W], alpha-normalised expected depth [B, V, H, W] and alpha [B, V, H, W].
     """
     # 1. Check inputs.
     sh_degree, background = _check_inputs(
         gaussians, extrinsics, intrinsics, image_shape, background, near, far, sh_degree
     )
-    backend = _resolve_backend(backend, gaussians.means.device)
+    backend = _resolve_backend(backend, gaussians)
     # 2. Rasterize.
     if backend == "gsplat":
         return _render_gsplat(gaussians, extrinsics, intrinsics, image_shape, background, near, far, sh_degree)
@@ -260,14 +267,22 @@ def _check_inputs(gaussians, extrinsics, intrinsics, image_shape, background, ne
     return sh_degree, background
 
 
-def _resolve_backend(backend: str, device: torch.device) -> str:
+def _resolve_backend(backend: str, gaussians: Gaussians) -> str:
     if backend not in BACKENDS:
         raise VideoSceneError(f"unknown rasterizer backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    dtypes = {getattr(gaussians, name).dtype for name in ("means", "scales", "rotations", "harmonics", "opacities")}
+    on_cuda, single = gaussians.means.device.type == "cuda", dtypes == {torch.float32}
     if backend == "auto":
-        return "gsplat" if device.type == "cuda" and gsplat_available() else "torch"
+        return "gsplat" if on_cuda and single and gsplat_available() else "torch"
     if backend == "gsplat":
-        if device.type != "cuda":
+        if not on_cuda:
             raise VideoSceneError("the gsplat backend needs CUDA tensors; use backend='torch' on the CPU")
+        if not single:
+            # gsplat's rasterization kernels read float32 buffers only (data_ptr<float>).
+            raise VideoSceneError(
+                f"the gsplat backend renders float32 Gaussians only, got {sorted(map(str, dtypes))}; "
+                "cast them or use backend='torch'"
+            )
         if not gsplat_available():
             raise VideoSceneError("the gsplat backend needs the gsplat package: pip install 'videoscene[cuda]'")
     return backend
@@ -618,13 +633,23 @@ def _render_torch(gaussians, extrinsics, intrinsics, image_shape, background, ne
 
 
 def _render_gsplat(gaussians, extrinsics, intrinsics, image_shape, background, near, far, sh_degree):
-    """gsplat.rasterization per batch element: viewmats = inverse extrinsics, K in pixels, quaternions
-    wxyz, SH [N, K, 3], render_mode "RGB+ED" (alpha-normalised expected depth, as our torch backend)."""
+    """gsplat.rasterization (>= 1.4) per batch element: viewmats = world-to-camera [V, 4, 4] (OpenCV axes,
+    the rigid inverse of our camera-to-world), Ks in pixels [V, 3, 3], quaternions wxyz (gsplat normalises
+    them), opacities [N], SH coefficients [N, d_sh, 3] of which gsplat uses the first (sh_degree + 1)²,
+    backgrounds [V, 3]. render_mode "RGB+ED" returns [V, H, W, 4]: colour + background·T, then depth
+    already divided by max(alpha, 1e-10) (gsplat gives the depth channel a zero background); alphas
+    [V, H, W, 1]. "classic" = no antialiasing compensation, as our torch backend."""
     import gsplat
 
     height, width = image_shape
     views = extrinsics.shape[1]
-    pixel_scale = intrinsics.new_tensor([width, height, 1.0])[:, None]
+    # Cameras and background in float32 like the Gaussians (the kernels read float32 buffers only).
+    extrinsics, intrinsics, background = extrinsics.float(), intrinsics.float(), background.float()
+    pixel_scale = intrinsics.new_tensor([width, height, 1.0])[:, None]  # row 0 x W, row 1 x H
+    rotation = extrinsics[..., :3, :3].transpose(-1, -2)
+    world_to_camera = torch.cat(
+        [torch.cat([rotation, -rotation @ extrinsics[..., :3, 3:]], dim=-1), extrinsics[..., 3:, :]], dim=-2
+    )  # the rigid inverse (extrinsics are checked rigid), as the torch backend uses
     colors, depths, alphas = [], [], []
     for b in range(extrinsics.shape[0]):
         rendered, alpha, _ = gsplat.rasterization(
@@ -633,7 +658,7 @@ def _render_gsplat(gaussians, extrinsics, intrinsics, image_shape, background, n
             scales=gaussians.scales[b],
             opacities=gaussians.opacities[b],
             colors=gaussians.harmonics[b],
-            viewmats=torch.linalg.inv(extrinsics[b]),
+            viewmats=world_to_camera[b],
             Ks=intrinsics[b] * pixel_scale,
             width=width,
             height=height,
