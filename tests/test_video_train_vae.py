@@ -22,7 +22,7 @@ from videoscene.video.train_vae import (
     train_vae,
     vae_loss,
 )
-from videoscene.video.training_utils import checkpoint_folders
+from videoscene.training import checkpoint_folders
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 HEIGHT, WIDTH, SCENE_FRAMES = 16, 24, 12
@@ -168,3 +168,40 @@ def test_latent_statistics_must_match_the_channels():
         VideoModelConfig.from_dict(bad)
     good = {**MICRO_VIDEO, "vae": {**MICRO_VIDEO["vae"], "latents_mean": [0.0] * 4, "latents_std": [1.0] * 4}}
     assert VideoModelConfig.from_dict(good).vae.latents_std == (1.0,) * 4
+
+
+def test_decoder_fine_tuning_keeps_the_encoder_and_its_latent_statistics(micro_data, tmp_path):
+    base = train_vae(micro_vae_config(micro_data, steps=2), tmp_path / "base")
+    config = micro_vae_config(
+        micro_data, steps=3, init_vae=str(tmp_path / "base" / "vae"), trainable="decoder", crop_size=None, lr=1e-2
+    )
+    tuned = train_vae(config, tmp_path / "tuned")
+
+    before = load_file(tmp_path / "base" / "vae" / "diffusion_pytorch_model.safetensors")
+    after = load_file(tmp_path / "tuned" / "vae" / "diffusion_pytorch_model.safetensors")
+    encoder = [key for key in before if key.startswith(("encoder.", "quant_conv."))]
+    decoder = [key for key in before if key.startswith(("decoder.", "post_quant_conv."))]
+    assert encoder and decoder and len(encoder) + len(decoder) == len(before)
+    assert all(torch.equal(before[key], after[key]) for key in encoder)  # the same latents for the same clip
+    assert any(not torch.equal(before[key], after[key]) for key in decoder)
+    statistics = [json.loads((tmp_path / run / "vae" / "latent_statistics.json").read_text()) for run in ("base", "tuned")]
+    assert statistics[0] == statistics[1] and tuned["scaling_factor"] == base["scaling_factor"]
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"trainable": "decoder"}, "set init_vae"),
+        ({"trainable": "encoder"}, "trainable must be"),
+        ({"init_vae": "/nonexistent/vae"}, "not a VAE folder"),
+    ],
+)
+def test_bad_fine_tuning_settings_are_one_line_errors(micro_data, tmp_path, changes, message):
+    with pytest.raises(VideoSceneError, match=message):
+        train_vae(micro_vae_config(micro_data, steps=1, **changes), tmp_path / "run")
+
+
+def test_repository_decoder_config_parses(monkeypatch):
+    monkeypatch.chdir(REPO_ROOT)
+    config = VAETrainConfig.load("configs/vae_tiny_decoder.json")
+    assert config.trainable == "decoder" and config.crop_size is None and config.num_frames == 17

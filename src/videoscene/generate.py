@@ -16,7 +16,6 @@ cams.json (docs/generate.md):
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import platform
 import sys
@@ -31,7 +30,7 @@ from videoscene.errors import VideoSceneError
 from videoscene.gaussians.ply import save_ply
 from videoscene.geometry.cameras import normalize_intrinsics, opengl_to_opencv
 from videoscene.geometry.relative_pose import RelativePoseConfig, RelativePoseEstimate, estimate_cameras, exif_focal
-from videoscene.io_utils import staged_output_dir, write_json_atomic
+from videoscene.io_utils import read_json_object, staged_output_dir, write_json_atomic
 from videoscene.types import Cameras
 
 MAX_IMAGE_PIXELS = 40_000_000
@@ -77,15 +76,10 @@ def _camera_list(entries, what: str, convention: str, unit: str, image_size: tup
 
 
 def load_cameras_file(path: str | Path, image_size: tuple[int, int]) -> tuple[Cameras, Cameras | None, float | None, float | None]:
-    path = Path(path)
-    if not path.is_file():
-        raise VideoSceneError(f"cameras file {path} does not exist")
-    try:
-        raw = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise VideoSceneError(f"cameras file {path} is not valid JSON ({error.msg} at line {error.lineno})") from None
-    if not isinstance(raw, dict) or "cameras" not in raw:
-        raise VideoSceneError(f"cameras file {path} must be a JSON object with a 'cameras' list (see docs/generate.md)")
+    holds = "a JSON object with a 'cameras' list (see docs/generate.md)"
+    raw = read_json_object(path, "cameras file", holds=holds)
+    if "cameras" not in raw:
+        raise VideoSceneError(f"cameras file {path} must hold {holds}")
     convention = raw.get("convention", "opencv")
     unit = raw.get("intrinsics_unit", "normalized")
     if convention not in ("opencv", "opengl") or unit not in ("normalized", "pixels"):

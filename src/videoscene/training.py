@@ -1,26 +1,66 @@
-"""What every trainer (prior, VAE, teacher, distillation) shares: the learning-rate schedule, per-step
-randomness, checkpoint folders and optimizer state as safetensors (nothing is ever pickled).
+"""What every trainer (prior, VAE, teacher, distillation) shares: typed JSON configs, the learning-rate
+schedule, per-step randomness, checkpoint folders, optimizer state as safetensors (nothing is ever pickled),
+and the command line of `videoscene train prior|vae|teacher`.
 
 Checkpoints live in OUT/checkpoints/step_NNNNNNN, each built in a staging folder and renamed into place.
 """
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import hashlib
 import json
+import logging
 import math
+import os
 import re
+import shutil
+from dataclasses import asdict, fields, is_dataclass
 from pathlib import Path
+from typing import Any, Callable, Iterator, TypeVar
 
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import Tensor
 
-from videoscene.io_utils import atomic_path
+from videoscene.errors import VideoSceneError
+from videoscene.io_utils import atomic_path, read_json_object
+
+logger = logging.getLogger(__name__)
 
 CHECKPOINTS = "checkpoints"
-_CHECKPOINT_PATTERN = re.compile(r"^step_(\d{7})$")
+# step_NNNNNNN; distillation runs number theirs with 6 digits (step_NNNNNN), which must keep resuming.
+_CHECKPOINT_PATTERN = re.compile(r"^step_(\d{6,})$")
+
+ConfigT = TypeVar("ConfigT")
+
+
+# -- configs --------------------------------------------------------------------------------------------------------
+def config_from_dict(cls: type[ConfigT], data: dict[str, Any], source: str) -> ConfigT:
+    """A dataclass from a JSON object; unknown keys are errors so that a typo never falls back to a default."""
+    if not isinstance(data, dict):
+        raise VideoSceneError(f"{source} must hold a JSON object")
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise VideoSceneError(f"{source} has unknown keys {unknown}; known keys: {sorted(known)}")
+    try:
+        return cls(**data)
+    except TypeError as error:
+        raise VideoSceneError(f"{source} is malformed ({error})") from None
+
+
+def load_config(cls: type[ConfigT], path: str | os.PathLike) -> ConfigT:
+    data = read_json_object(path, "training config", "; pass a JSON file such as configs/vae_tiny_train.json")
+    return config_from_dict(cls, data, f"training config {path}")
+
+
+def config_to_dict(config: Any) -> dict[str, Any]:
+    if not is_dataclass(config):
+        raise TypeError(f"{type(config).__name__} is not a dataclass")
+    return json.loads(json.dumps(asdict(config)))  # tuples → lists, as they read back from JSON
 
 
 def warmup_cosine(warmup: int, total: int, min_ratio: float):
@@ -51,6 +91,18 @@ def checkpoint_folders(out: Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
+def latest_checkpoint(out: Path) -> tuple[int, Path] | None:
+    """(step, folder) of the newest complete checkpoint (one with its state.json), or None."""
+    found = [(step, path) for step, path in checkpoint_folders(out) if (path / "state.json").is_file()]
+    return found[-1] if found else None
+
+
+def remove_old_checkpoints(out: Path, keep: int) -> None:
+    """Delete all but the newest `keep` checkpoints under OUT/checkpoints."""
+    for _, old in checkpoint_folders(out)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+
+
 def save_optimizer(path: Path, optimizer: torch.optim.Optimizer) -> None:
     """Tensors of `optimizer.state_dict()` as safetensors; everything else (param groups, scalars) as metadata."""
     state = optimizer.state_dict()
@@ -75,3 +127,45 @@ def load_optimizer(path: Path, optimizer: torch.optim.Optimizer) -> None:
         index, key = flat.split(".", 1)
         state.setdefault(int(index), {})[key] = value
     optimizer.load_state_dict({"state": state, "param_groups": json.loads(metadata["param_groups"])})
+
+
+# -- runs and their command line ------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def torch_threads(count: int | None) -> Iterator[None]:
+    """torch's CPU thread count within the block (None: unchanged); restored afterwards, so a config's
+    `num_threads` applies to its own run only."""
+    threads = torch.get_num_threads()
+    try:
+        if count:
+            torch.set_num_threads(count)
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def append_jsonl(path: Path, record: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as handle:
+        handle.write(json.dumps(record) + "\n")
+
+
+def add_training_arguments(parser: argparse.ArgumentParser, example_config: str, data_help: str, val_data_help: str) -> None:
+    """The arguments of every `videoscene train prior|vae|teacher`: the config, its data overrides and the run."""
+    parser.add_argument("--config", required=True, type=Path, help=f"training config JSON (e.g. {example_config})")
+    parser.add_argument("--data", nargs="+", help=data_help)
+    parser.add_argument("--val-data", nargs="+", help=val_data_help)
+    parser.add_argument("--out", type=Path, help="output folder (default: outputs/<config name>)")
+    parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
+    parser.add_argument("--steps", type=int, help="override the number of training steps")
+    parser.add_argument("--stop-after", type=int, help="stop (after checkpointing) once this many steps ran in this call")
+
+
+def run_training(args: argparse.Namespace, config: Any, changes: dict[str, Any], train: Callable[..., dict]) -> None:
+    """`config` with the command line's `changes` and --steps, checked as the config file was, trained into
+    --out (default outputs/<config name>) by `train(config, out, resume=, stop_after=)`; logs its summary."""
+    if args.steps is not None:
+        changes = {**changes, "steps": args.steps}
+    config = config_from_dict(type(config), {**config_to_dict(config), **changes}, f"training config {args.config}")
+    out = args.out or Path("outputs") / args.config.stem
+    summary = train(config, out, resume=args.resume, stop_after=args.stop_after)
+    logger.info("done: %s", json.dumps(summary))

@@ -6,14 +6,13 @@ are errors, so a typo never silently falls back to a default. Paths are relative
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Literal
 
 from videoscene.errors import VideoSceneError
-from videoscene.io_utils import write_json_atomic
+from videoscene.io_utils import read_json_object, write_json_atomic
 from videoscene.policy.ddpnet import PolicyConfig
 
 CONFIG_FORMAT = "videoscene.distill/1"
@@ -193,17 +192,11 @@ class DistillConfig:
     @classmethod
     def load_json(cls, path: str | os.PathLike) -> "DistillConfig":
         path = Path(path)
-        if not path.is_file():
+        if not path.is_file():  # its own wording, which the CLI tests check
             raise VideoSceneError(
                 f"distillation config {path} not found; pass a JSON file such as configs/distill_tiny.json"
             )
-        try:
-            data = json.loads(path.read_text())
-        except json.JSONDecodeError as error:
-            raise VideoSceneError(f"distillation config {path} is not valid JSON ({error})") from None
-        if not isinstance(data, dict):
-            raise VideoSceneError(f"distillation config {path} must hold a JSON object")
-        return cls.from_dict(data, source=str(path))
+        return cls.from_dict(read_json_object(path, "distillation config"), source=str(path))
 
 
 def _section(cls, values: dict[str, Any], where: str):

@@ -25,7 +25,6 @@ import copy
 import json
 import logging
 import re
-import shutil
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -63,13 +62,20 @@ from videoscene.io_utils import atomic_path, staged_output_dir, write_json_atomi
 from videoscene.policy.ddpnet import WEIGHTS_FILE as DDPNET_FILE
 from videoscene.policy.ddpnet import BanditTrainer, DDPNet, DDPNetConfig, RewardStatistics
 from videoscene.prior.losses import psnr
-from videoscene.training import load_optimizer, save_optimizer, step_generator
+from videoscene.training import (
+    CHECKPOINTS,
+    latest_checkpoint,
+    load_optimizer,
+    remove_old_checkpoints,
+    save_optimizer,
+    step_generator,
+    torch_threads,
+)
 from videoscene.video.models import VideoBackbone
 from videoscene.video.schedule import NoiseSchedule
 
 logger = logging.getLogger(__name__)
 
-CHECKPOINT_PATTERN = re.compile(r"^step_(\d{6,})$")
 # [PN]: "only attention layers": the self-attention projections of every CogVideoX block.
 ATTENTION_PARAMETERS = re.compile(r"^transformer_blocks\.\d+\.attn1\.(to_q|to_k|to_v|to_out\.0)\.")
 
@@ -217,17 +223,8 @@ class DistillTrainer:
             self._load_latest_checkpoint()
 
     # -- checkpoints ---------------------------------------------------------------------------------------------------
-    def _checkpoints(self) -> list[tuple[int, Path]]:
-        folder = self.out_dir / "checkpoints"
-        found = []
-        for path in folder.iterdir() if folder.is_dir() else []:
-            match = CHECKPOINT_PATTERN.match(path.name)
-            if match and (path / "state.json").is_file():
-                found.append((int(match.group(1)), path))
-        return sorted(found)
-
     def save_checkpoint(self) -> Path:
-        path = self.out_dir / "checkpoints" / f"step_{self.step:06d}"
+        path = self.out_dir / CHECKPOINTS / f"step_{self.step:06d}"
         if not self.accelerator.is_main_process:
             return path
         student = dict(self.student.transformer.named_parameters())
@@ -254,16 +251,15 @@ class DistillTrainer:
                 save_optimizer(stage / "ddpnet_optimizer.safetensors", self.bandit.optimizer)
                 state["reward_statistics"] = asdict(self.bandit.statistics)
             write_json_atomic(stage / "state.json", state)
-        for _, old in self._checkpoints()[: -self.config.train.keep_checkpoints]:
-            shutil.rmtree(old, ignore_errors=True)
+        remove_old_checkpoints(self.out_dir, self.config.train.keep_checkpoints)
         return path
 
     def _load_latest_checkpoint(self) -> None:
-        checkpoints = self._checkpoints()
-        if not checkpoints:
+        latest = latest_checkpoint(self.out_dir)
+        if latest is None:
             logger.info("no checkpoint in %s: starting from the teacher", self.out_dir)
             return
-        step, path = checkpoints[-1]
+        step, path = latest
         state = json.loads((path / "state.json").read_text())
         if state["leap"] != asdict(self.config.leap) or state["trainable"] != self.config.train.trainable:
             raise VideoSceneError(
@@ -551,13 +547,10 @@ def run(args: argparse.Namespace) -> None:
         if args.steps < 1:
             raise VideoSceneError(f"--steps must be ≥ 1, got {args.steps}")
         config = replace(config, train=replace(config.train, steps=args.steps))
-    if config.train.num_threads is not None:
-        torch.set_num_threads(config.train.num_threads)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    teacher = VideoBackbone.from_pretrained(config.teacher, prompt_embeds_path=config.prompt_embeds).to(
-        device
-    )
-    train_cache, val_cache = prepare_caches(config, teacher)
-    trainer = DistillTrainer(config, teacher, train_cache, val_cache, args.out, resume=args.resume)
-    summary = trainer.train()
+    with torch_threads(config.train.num_threads):
+        teacher = VideoBackbone.from_pretrained(config.teacher, prompt_embeds_path=config.prompt_embeds).to(device)
+        train_cache, val_cache = prepare_caches(config, teacher)
+        trainer = DistillTrainer(config, teacher, train_cache, val_cache, args.out, resume=args.resume)
+        summary = trainer.train()
     logger.info("distillation finished: %s", json.dumps(summary.get("validation")))

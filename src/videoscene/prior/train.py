@@ -7,7 +7,7 @@ one process per GPU with `accelerate launch`), AdamW with linear warm-up then co
 Determinism and resuming: the clip, its stride and the target subset of every sample are a pure function
 of (seed, global sample number), so a run resumed from a checkpoint sees exactly the batches the
 uninterrupted run would have seen. Checkpoints are folders OUT/checkpoints/step_NNNNNNN holding
-model.safetensors, optimizer.safetensors and state.json (step, optimizer hyper-parameters, scheduler);
+model.safetensors, optimizer.safetensors (state tensors; hyper-parameters as metadata) and state.json (step, scheduler);
 each is built aside and renamed into place, so a crash never leaves a half-written checkpoint. Nothing is
 pickled. The final export is OUT/prior.safetensors + OUT/prior_config.json.
 """
@@ -19,9 +19,8 @@ import json
 import logging
 import math
 import random
-import shutil
 import time
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -42,7 +41,20 @@ from videoscene.prior.config import EncoderConfig, encoder_config
 from videoscene.prior.encoder import GaussianEncoder
 from videoscene.prior.losses import PhotometricLoss, PhotometricLossConfig, psnr, ssim
 from videoscene.prior.render import nearest_context_images, render_targets
-from videoscene.training import CHECKPOINTS, checkpoint_folders, warmup_cosine
+from videoscene.training import (
+    CHECKPOINTS,
+    add_training_arguments,
+    append_jsonl,
+    checkpoint_folders,
+    config_from_dict,
+    config_to_dict,
+    load_optimizer,
+    remove_old_checkpoints,
+    run_training,
+    save_optimizer,
+    torch_threads,
+    warmup_cosine,
+)
 from videoscene.types import Example, Views
 
 logger = logging.getLogger(__name__)
@@ -111,17 +123,11 @@ class PriorTrainConfig:
         return ClipSamplerConfig(self.num_frames, self.min_stride, self.max_stride, self.near, self.far)
 
     def to_dict(self) -> dict:
-        data = asdict(self)
-        data["image_size"], data["background"] = list(self.image_size), list(self.background)
-        return data
+        return config_to_dict(self)
 
     @classmethod
     def from_dict(cls, data: dict) -> "PriorTrainConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise VideoSceneError(f"training config has unknown keys {sorted(unknown)}; known keys: {sorted(known)}")
-        return cls(**data)
+        return config_from_dict(cls, data, "training config")
 
     @classmethod
     def load(cls, path: str | Path) -> "PriorTrainConfig":
@@ -246,28 +252,17 @@ def evaluate(model: GaussianEncoder, examples: list[Example], background: tuple[
 def save_checkpoint(out: Path, step: int, model: GaussianEncoder, optimizer: torch.optim.Optimizer, scheduler, config: PriorTrainConfig) -> Path:
     """Write OUT/checkpoints/step_NNNNNNN atomically, then keep only the newest `keep_checkpoints`."""
     target = out / CHECKPOINTS / f"step_{step:07d}"
-    optimizer_state = optimizer.state_dict()
-    tensors, scalars = {}, {}
-    for index, state in optimizer_state["state"].items():
-        for name, value in state.items():
-            if isinstance(value, Tensor):
-                tensors[f"{index}.{name}"] = value.detach().contiguous().cpu()
-            else:
-                scalars[f"{index}.{name}"] = value
     with staged_output_dir(target, overwrite=True) as stage:
         save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, str(stage / "model.safetensors"))
-        save_file(tensors, str(stage / "optimizer.safetensors"))
+        save_optimizer(stage / "optimizer.safetensors", optimizer)
         state = {
             "step": step,
-            "optimizer_param_groups": optimizer_state["param_groups"],
-            "optimizer_scalars": scalars,
             "scheduler": scheduler.state_dict(),
             "train_config": config.to_dict(),
             "encoder_config": config.encoder_config.to_dict(),
         }
         (stage / "state.json").write_text(json.dumps(state, indent=2) + "\n")
-    for _, old in checkpoint_folders(out)[: -config.keep_checkpoints]:
-        shutil.rmtree(old, ignore_errors=True)
+    remove_old_checkpoints(out, config.keep_checkpoints)
     return target
 
 
@@ -276,17 +271,12 @@ def load_checkpoint(folder: Path, model: GaussianEncoder, optimizer: torch.optim
     try:
         state = json.loads((folder / "state.json").read_text())
         model_state = load_file(str(folder / "model.safetensors"))
-        optimizer_tensors = load_file(str(folder / "optimizer.safetensors"))
     except (OSError, json.JSONDecodeError) as error:
         raise VideoSceneError(f"checkpoint {folder} is unreadable ({error}); delete it to resume from an older one") from None
     if EncoderConfig.from_dict(state["encoder_config"]) != config.encoder_config:
         raise VideoSceneError(f"checkpoint {folder} was trained with a different encoder config; resume with the same --config")
     model.load_state_dict(model_state)
-    per_parameter: dict[int, dict] = {}
-    for key, value in list(optimizer_tensors.items()) + list(state["optimizer_scalars"].items()):
-        index, name = key.split(".", 1)
-        per_parameter.setdefault(int(index), {})[name] = value
-    optimizer.load_state_dict({"state": per_parameter, "param_groups": state["optimizer_param_groups"]})
+    load_optimizer(folder / "optimizer.safetensors", optimizer)
     scheduler.load_state_dict(state["scheduler"])
     return int(state["step"])
 
@@ -296,19 +286,11 @@ def load_checkpoint(folder: Path, model: GaussianEncoder, optimizer: torch.optim
 # ----------------------------------------------------------------------------------------------
 
 
-def _append_jsonl(path: Path, record: dict) -> None:
-    with path.open("a") as handle:
-        handle.write(json.dumps(record) + "\n")
-
-
 def train_prior(config: PriorTrainConfig, out: str | Path, resume: bool = False, stop_after: int | None = None) -> dict:
     """Train (or resume) a prior; returns the last validation scores and the step reached. `stop_after`
     ends this call after that many steps (checkpointing first), e.g. to train in time slices."""
-    threads = torch.get_num_threads()
-    try:
+    with torch_threads(config.num_threads):
         return _train(config, Path(out), resume, stop_after)
-    finally:
-        torch.set_num_threads(threads)  # `num_threads` applies to this run only
 
 
 def _train(config: PriorTrainConfig, out: Path, resume: bool, stop_after: int | None) -> dict:
@@ -321,8 +303,6 @@ def _train(config: PriorTrainConfig, out: Path, resume: bool, stop_after: int | 
     existing = checkpoint_folders(out)
     if not resume and (existing or (out / "prior.safetensors").exists()):
         raise VideoSceneError(f"{out} already holds a training run; pass --resume to continue it or choose another --out")
-    if config.num_threads:
-        torch.set_num_threads(config.num_threads)
 
     # 2. Model, optimiser, schedule (identical initial weights for a seed).
     accelerator = Accelerator(mixed_precision=config.mixed_precision)
@@ -385,12 +365,12 @@ def _train(config: PriorTrainConfig, out: Path, resume: bool, stop_after: int | 
                           seconds_per_step=round(step_seconds / (step - start), 4))
             progress.set_postfix(loss=f"{record['total']:.4f}", psnr=f"{-10 * math.log10(max(record['mse'], 1e-10)):.2f}")
             if accelerator.is_main_process:
-                _append_jsonl(out / "train_log.jsonl", record)
+                append_jsonl(out / "train_log.jsonl", record)
         if held_out and (step % config.validate_every == 0 or step == config.steps):
             last_scores = evaluate(accelerator.unwrap_model(model), held_out, config.background, device)
             logger.info("step %d validation: PSNR %.2f dB (nearest context view %.2f dB), SSIM %.3f (%.3f)", step,
                         last_scores["psnr"], last_scores["baseline_psnr"], last_scores["ssim"], last_scores["baseline_ssim"])
-            _append_jsonl(out / "validation.jsonl", {"step": step, **last_scores})
+            append_jsonl(out / "validation.jsonl", {"step": step, **last_scores})
         if step % config.checkpoint_every == 0 or step == end:
             accelerator.wait_for_everyone()
             if accelerator.is_main_process:
@@ -426,13 +406,12 @@ def _split_folders(paths: list[str], role: str) -> tuple[list[str], list[str]]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", required=True, type=Path, help="training config JSON (e.g. configs/prior_tiny.json)")
-    parser.add_argument("--data", nargs="+", help="training data: split folders, or dataset roots whose test/ split becomes validation data")
-    parser.add_argument("--val-data", nargs="+", help="held-out split folders for validation PSNR (overrides the config)")
-    parser.add_argument("--out", type=Path, help="output folder (default: outputs/<config name>)")
-    parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
-    parser.add_argument("--steps", type=int, help="override the number of training steps")
-    parser.add_argument("--stop-after", type=int, help="stop (after checkpointing) once this many steps ran in this call")
+    add_training_arguments(
+        parser,
+        "configs/prior_tiny.json",
+        "training data: split folders, or dataset roots whose test/ split becomes validation data",
+        "held-out split folders for validation PSNR (overrides the config)",
+    )
     parser.add_argument("--seed", type=int, help="override the seed")
 
 
@@ -446,11 +425,6 @@ def run(args: argparse.Namespace) -> None:
             changes["validation_data"] = test
     if args.val_data:
         changes["validation_data"] = _split_folders(args.val_data, "--val-data")[0]
-    if args.steps is not None:
-        changes["steps"] = args.steps
     if args.seed is not None:
         changes["seed"] = args.seed
-    config = PriorTrainConfig.from_dict({**config.to_dict(), **changes})
-    out = args.out or Path("outputs") / args.config.stem
-    summary = train_prior(config, out, resume=args.resume, stop_after=args.stop_after)
-    logger.info("done: %s", json.dumps(summary))
+    run_training(args, config, changes, train_prior)

@@ -56,17 +56,17 @@ from videoscene.video.models import VideoBackbone
 from videoscene.video.sampling import SamplingConfig, sample_video
 from videoscene.video.schedule import NoiseSchedule
 from videoscene.video.train_vae import LATENT_STATISTICS_FILE, fit_frames, held_out_clips, to_vae_layout
-from videoscene.video.training_utils import (
+from videoscene.video.training_utils import load_checkpoint, save_checkpoint, write_mp4
+from videoscene.training import (
+    add_training_arguments,
     append_jsonl,
-    config_from_dict,
     config_to_dict,
     latest_checkpoint,
-    load_checkpoint,
     load_config,
-    save_checkpoint,
+    run_training,
     step_generator,
+    torch_threads,
     warmup_cosine,
-    write_mp4,
 )
 
 logger = logging.getLogger(__name__)
@@ -310,11 +310,8 @@ def evaluate_interpolation(
 # -- training -------------------------------------------------------------------------------------------------------
 def train_teacher(config: TeacherTrainConfig, out: str | Path, resume: bool = False, stop_after: int | None = None) -> dict:
     """Train (or resume) the teacher; returns the run summary. `stop_after` ends this call after that many steps."""
-    threads = torch.get_num_threads()
-    try:
+    with torch_threads(config.num_threads):
         return _train(config, Path(out), resume, stop_after)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _train(config: TeacherTrainConfig, out: Path, resume: bool, stop_after: int | None) -> dict:
@@ -324,8 +321,6 @@ def _train(config: TeacherTrainConfig, out: Path, resume: bool, stop_after: int 
     checkpoint = latest_checkpoint(out)
     if not resume and (checkpoint or (out / TEACHER_FOLDER).exists()):
         raise VideoSceneError(f"{out} already holds a teacher training run; pass --resume to continue it or choose another --out")
-    if config.num_threads:
-        torch.set_num_threads(config.num_threads)
 
     # 2. Frozen VAE + new transformer; the trainable subset; optimiser, schedule, EMA.
     accelerator = Accelerator(mixed_precision=config.mixed_precision, cpu=not torch.cuda.is_available())
@@ -450,22 +445,13 @@ class _exported_weights:
 
 # -- CLI ------------------------------------------------------------------------------------------------------------
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", required=True, type=Path, help="training config JSON (e.g. configs/teacher_tiny_train.json)")
+    add_training_arguments(parser, "configs/teacher_tiny_train.json", "training split folders (override the config)",
+                           "held-out split folders (override the config)")  # fmt: skip
     parser.add_argument("--vae", help="trained VAE folder (overrides the config)")
-    parser.add_argument("--data", nargs="+", help="training split folders (override the config)")
-    parser.add_argument("--val-data", nargs="+", help="held-out split folders (override the config)")
     parser.add_argument("--cache-dir", help="latent cache root (overrides the config)")
-    parser.add_argument("--out", type=Path, help="output folder (default: outputs/<config name>)")
-    parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
-    parser.add_argument("--steps", type=int, help="override the number of training steps")
-    parser.add_argument("--stop-after", type=int, help="stop (after checkpointing) once this many steps ran in this call")
 
 
 def run(args: argparse.Namespace) -> None:
-    config = TeacherTrainConfig.load(args.config)
     changes = {key: value for key, value in (("vae", args.vae), ("train_data", args.data), ("validation_data", args.val_data),
-                                              ("cache_dir", args.cache_dir), ("steps", args.steps)) if value is not None}  # fmt: skip
-    config = config_from_dict(TeacherTrainConfig, {**config_to_dict(config), **changes}, f"training config {args.config}")
-    out = args.out or Path("outputs") / args.config.stem
-    summary = train_teacher(config, out, resume=args.resume, stop_after=args.stop_after)
-    logger.info("done: %s", json.dumps(summary))
+                                              ("cache_dir", args.cache_dir)) if value is not None}  # fmt: skip
+    run_training(args, TeacherTrainConfig.load(args.config), changes, train_teacher)

@@ -1,6 +1,8 @@
-"""`videoscene train vae`: train the tiny CogVideoX VAE (`diffusers.AutoencoderKLCogVideoX`) from scratch.
+"""`videoscene train vae`: train the tiny CogVideoX VAE (`diffusers.AutoencoderKLCogVideoX`) from scratch, or
+fine-tune the decoder of a trained one.
 
     videoscene train vae --config configs/vae_tiny_train.json --out runs/vae_tiny [--resume]
+    videoscene train vae --config configs/vae_tiny_decoder.json --out runs/vae_tiny_decoder   # decoder only
 
 Loss per step on a batch of clips x ∈ [−1, 1] (random scene, stride, start, spatial crop, flips):
 
@@ -15,6 +17,12 @@ by (seed, s): a run resumed from a checkpoint continues exactly as the uninterru
 latent statistics are measured on full-size training clips: scaling_factor = 1/std(z) (as CogVideoX's 0.7 for
 its VAE) and the per-channel mean and std, with which the diffusion model sees standardised latents (see
 VAEConfig.latents_mean); the VAE is written as a diffusers folder plus latent_statistics.json.
+
+Decoder fine-tuning (`init_vae` + `trainable: "decoder"`, as Stable Diffusion's ft-MSE decoder): the
+encoder, and so every latent, stays exactly as trained, so a teacher or student trained on its latents stays
+valid; only D learns, on full-size clips (the from-scratch run sees 9-frame crops, whose GroupNorm statistics
+differ from the 17×64×96 videos the pipeline decodes). The scaling factor and latent statistics are copied
+from `init_vae`, not re-measured.
 
 Output folder:
     vae/                    the trained VAE (diffusers format: config.json + diffusion_pytorch_model.safetensors)
@@ -44,20 +52,21 @@ from videoscene.data.dataset import ClipDataset, ClipSamplerConfig
 from videoscene.data.re10k import INDEX_FILE, load_index, read_chunk
 from videoscene.errors import VideoSceneError
 from videoscene.geometry.image_ops import crop_to_aspect_and_resize
-from videoscene.io_utils import staged_output_dir, write_json_atomic
+from videoscene.io_utils import read_json_object, staged_output_dir, write_json_atomic
 from videoscene.prior.losses import psnr, ssim
 from videoscene.video.config import VideoModelConfig, preset
-from videoscene.video.training_utils import (
+from videoscene.training import (
+    add_training_arguments,
     append_jsonl,
-    config_from_dict,
     config_to_dict,
     latest_checkpoint,
-    load_checkpoint,
     load_config,
-    save_checkpoint,
+    run_training,
     step_generator,
+    torch_threads,
     warmup_cosine,
 )
+from videoscene.video.training_utils import load_checkpoint, save_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -98,8 +107,14 @@ class VAETrainConfig:
     scale_clips: int = 32  # full-size training clips whose latent std sets the scaling factor
     checkpoint_every: int = 100
     keep_checkpoints: int = 2
+    init_vae: str | None = None  # a trained VAE folder (a `vae/` output) to start from instead of random weights
+    trainable: str = "all"  # "all", or "decoder": freeze the encoder (needs init_vae)
 
     def __post_init__(self) -> None:
+        if self.trainable not in ("all", "decoder"):
+            raise VideoSceneError(f"VAE training config: trainable must be 'all' or 'decoder', got {self.trainable!r}")
+        if self.trainable == "decoder" and not self.init_vae:
+            raise VideoSceneError("VAE training config: trainable 'decoder' fine-tunes a trained VAE; set init_vae to its folder")
         if self.crop_size is not None:
             self.crop_size = tuple(self.crop_size)
         self.train_data, self.validation_data = list(self.train_data), list(self.validation_data)
@@ -209,16 +224,19 @@ def held_out_clips(
 
 # -- model and loss -------------------------------------------------------------------------------------------------
 class Reconstruction(nn.Module):
-    """x → (x̂, posterior mean, posterior log-variance): the VAE round trip as one `forward` (what accelerate wraps)."""
+    """x → (x̂, posterior mean, posterior log-variance): the VAE round trip as one `forward` (what accelerate wraps).
+    With `train_encoder=False` the encoder runs without autograd (decoder fine-tuning)."""
 
-    def __init__(self, vae: AutoencoderKLCogVideoX):
+    def __init__(self, vae: AutoencoderKLCogVideoX, train_encoder: bool = True):
         super().__init__()
         self.vae = vae
+        self.train_encoder = train_encoder
 
     def forward(
         self, pixels: Float[Tensor, "batch 3 frames height width"], generator: torch.Generator | None = None
     ) -> tuple[Tensor, Tensor, Tensor]:
-        posterior = self.vae.encode(pixels).latent_dist
+        with torch.set_grad_enabled(self.train_encoder and torch.is_grad_enabled()):
+            posterior = self.vae.encode(pixels).latent_dist
         reconstruction = self.vae.decode(posterior.sample(generator=generator)).sample
         return reconstruction, posterior.mean, posterior.logvar
 
@@ -293,20 +311,46 @@ def measure_latent_statistics(vae: AutoencoderKLCogVideoX, bank: FrameBank, conf
     return {"latent_std": per_channel.std().item(), "latents_mean": per_channel.mean(1).tolist(), "latents_std": per_channel.std(1).tolist()}
 
 
+def read_latent_statistics(folder: Path) -> dict:
+    """The per-channel statistics written by `write_latent_statistics`."""
+    return read_json_object(folder / LATENT_STATISTICS_FILE, "latent statistics", "; is it a `videoscene train vae` output?")
+
+
 def write_latent_statistics(folder: Path, statistics: dict) -> None:
     """Beside the diffusers VAE files (whose config class has no field for them)."""
     write_json_atomic(folder / LATENT_STATISTICS_FILE, {key: statistics[key] for key in ("latents_mean", "latents_std")})
 
 
 # -- training -------------------------------------------------------------------------------------------------------
+ENCODER_PREFIXES = ("encoder.", "quant_conv.")  # what produces q(z|x): frozen by trainable = "decoder"
+
+
+def initial_vae(config: VAETrainConfig, video: VideoModelConfig) -> AutoencoderKLCogVideoX:
+    """Random weights (seeded by the caller), or the trained VAE named by `init_vae` with the encoder frozen
+    when only the decoder trains."""
+    if not config.init_vae:
+        return AutoencoderKLCogVideoX(**video.vae_kwargs())
+    folder = Path(config.init_vae)
+    if not (folder / "config.json").is_file():
+        raise VideoSceneError(f"init_vae {folder} is not a VAE folder (no config.json); point it at a `train vae` output's vae/")
+    vae = AutoencoderKLCogVideoX.from_pretrained(folder, local_files_only=True)
+    expected = {key: value for key, value in video.vae_kwargs().items() if key != "scaling_factor"}
+    found = {key: vae.config.get(key) for key in expected}
+    if {k: list(v) if isinstance(v, tuple) else v for k, v in found.items()} != {
+        k: list(v) if isinstance(v, tuple) else v for k, v in expected.items()
+    }:
+        raise VideoSceneError(f"init_vae {folder} has another architecture than the config's video model {config.video}")
+    if config.trainable == "decoder":
+        for name, parameter in vae.named_parameters():
+            parameter.requires_grad_(not name.startswith(ENCODER_PREFIXES))
+    return vae
+
+
 def train_vae(config: VAETrainConfig, out: str | Path, resume: bool = False, stop_after: int | None = None) -> dict:
     """Train (or resume) the VAE; returns the run summary. `stop_after` ends this call after that many steps
     (checkpointing first), e.g. to train in time slices."""
-    threads = torch.get_num_threads()
-    try:
+    with torch_threads(config.num_threads):
         return _train(config, Path(out), resume, stop_after)
-    finally:
-        torch.set_num_threads(threads)  # `num_threads` applies to this run only
 
 
 def _train(config: VAETrainConfig, out: Path, resume: bool, stop_after: int | None) -> dict:
@@ -317,16 +361,15 @@ def _train(config: VAETrainConfig, out: Path, resume: bool, stop_after: int | No
     checkpoint = latest_checkpoint(out)
     if not resume and (checkpoint or (out / VAE_FOLDER).exists()):
         raise VideoSceneError(f"{out} already holds a VAE training run; pass --resume to continue it or choose another --out")
-    if config.num_threads:
-        torch.set_num_threads(config.num_threads)
 
     # 2. Model, optimiser, schedule (identical initial weights for a seed).
     accelerator = Accelerator(mixed_precision=config.mixed_precision, cpu=not torch.cuda.is_available())
     torch.manual_seed(config.seed)
-    vae = AutoencoderKLCogVideoX(**video.vae_kwargs())
-    optimizer = torch.optim.AdamW(vae.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    vae = initial_vae(config, video)
+    trainable = [parameter for parameter in vae.parameters() if parameter.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(config.warmup_steps, config.steps, config.min_lr_ratio))
-    expected_state = {"vae_config": video.vae_kwargs(), "seed": config.seed}
+    expected_state = {"vae_config": video.vae_kwargs(), "seed": config.seed, "init_vae": config.init_vae, "trainable": config.trainable}
     start = 0
     if resume and checkpoint:
         start = load_checkpoint(checkpoint[1], {"vae": vae}, optimizer, scheduler, expected_state)["step"]
@@ -334,7 +377,7 @@ def _train(config: VAETrainConfig, out: Path, resume: bool, stop_after: int | No
     if start >= config.steps and (out / VAE_FOLDER).is_dir():
         logger.info("training already finished at step %d", start)
         return json.loads((out / "run.json").read_text())
-    model, optimizer = accelerator.prepare(Reconstruction(vae), optimizer)
+    model, optimizer = accelerator.prepare(Reconstruction(vae, train_encoder=config.trainable == "all"), optimizer)
     device = accelerator.device
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
@@ -361,7 +404,7 @@ def _train(config: VAETrainConfig, out: Path, resume: bool, stop_after: int | No
             reconstruction, mean, logvar = model(pixels, generator=generator)
             terms = vae_loss(config, reconstruction.float(), pixels, mean.float(), logvar.float())
         accelerator.backward(terms["total"])
-        grad_norm = accelerator.clip_grad_norm_(model.parameters(), config.grad_clip)
+        grad_norm = accelerator.clip_grad_norm_(trainable, config.grad_clip)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
@@ -395,10 +438,15 @@ def _train(config: VAETrainConfig, out: Path, resume: bool, stop_after: int | No
     summary: dict = {"step": step, "seconds_per_step": round(step_seconds / max(1, step - start), 4)}
     if accelerator.is_main_process:
         vae = accelerator.unwrap_model(model).vae
-        statistics = measure_latent_statistics(vae, bank, config)
-        latent_std = statistics["latent_std"]
-        vae.register_to_config(scaling_factor=1.0 / latent_std)
-        summary.update(statistics, scaling_factor=1.0 / latent_std)
+        if config.trainable == "decoder":  # the latents did not change: keep the scale and statistics as they were
+            statistics = read_latent_statistics(Path(config.init_vae))
+            scaling_factor = vae.config.scaling_factor
+            statistics["latent_std"] = 1.0 / scaling_factor
+        else:
+            statistics = measure_latent_statistics(vae, bank, config)
+            scaling_factor = 1.0 / statistics["latent_std"]
+        vae.register_to_config(scaling_factor=scaling_factor)
+        summary.update(statistics, scaling_factor=scaling_factor)
         clips = held_out_clips(config.validation_data, video, strides, None, config.seed)
         if clips:
             summary["held_out"] = evaluate_reconstruction(vae, clips)
@@ -407,31 +455,16 @@ def _train(config: VAETrainConfig, out: Path, resume: bool, stop_after: int | No
             vae.save_pretrained(stage, safe_serialization=True)
             write_latent_statistics(stage, statistics)
         write_json_atomic(out / "run.json", summary)
-        logger.info("wrote %s (scaling factor %.4f)", out / VAE_FOLDER, 1.0 / latent_std)
+        logger.info("wrote %s (scaling factor %.4f)", out / VAE_FOLDER, scaling_factor)
     return summary
 
 
 # -- CLI ------------------------------------------------------------------------------------------------------------
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", required=True, type=Path, help="training config JSON (e.g. configs/vae_tiny_train.json)")
-    parser.add_argument("--data", nargs="+", help="training split folders (override the config)")
-    parser.add_argument("--val-data", nargs="+", help="held-out split folders for reconstruction PSNR (override the config)")
-    parser.add_argument("--out", type=Path, help="output folder (default: outputs/<config name>)")
-    parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
-    parser.add_argument("--steps", type=int, help="override the number of training steps")
-    parser.add_argument("--stop-after", type=int, help="stop (after checkpointing) once this many steps ran in this call")
+    add_training_arguments(parser, "configs/vae_tiny_train.json", "training split folders (override the config)",
+                           "held-out split folders for reconstruction PSNR (override the config)")  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> None:
-    config = VAETrainConfig.load(args.config)
-    changes = {}
-    if args.data:
-        changes["train_data"] = args.data
-    if args.val_data:
-        changes["validation_data"] = args.val_data
-    if args.steps is not None:
-        changes["steps"] = args.steps
-    config = config_from_dict(VAETrainConfig, {**config_to_dict(config), **changes}, f"training config {args.config}")
-    out = args.out or Path("outputs") / args.config.stem
-    summary = train_vae(config, out, resume=args.resume, stop_after=args.stop_after)
-    logger.info("done: %s", json.dumps(summary))
+    changes = {key: value for key, value in (("train_data", args.data), ("validation_data", args.val_data)) if value is not None}
+    run_training(args, VAETrainConfig.load(args.config), changes, train_vae)

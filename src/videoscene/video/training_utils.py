@@ -1,7 +1,7 @@
-"""What the VAE and teacher trainers share: typed JSON configs, per-step randomness, checkpoints, videos.
+"""What the VAE and teacher trainers share: checkpoints of named modules, and videos.
 
-The schedule, step randomness, checkpoint listing and optimizer state come from `videoscene.training`,
-which every trainer shares.
+Configs, the schedule, step randomness, checkpoint listing, optimizer state and logs come from
+`videoscene.training`, which every trainer shares.
 
 Checkpoints are folders OUT/checkpoints/step_NNNNNNN (the prior trainer's naming) holding one
 safetensors file per module, optimizer.safetensors, and state.json (step, scheduler, and what the run
@@ -13,12 +13,9 @@ from `step_generator(tag, seed, step)`, so a resumed run continues exactly as th
 from __future__ import annotations
 
 import json
-import logging
 import os
-import shutil
-from dataclasses import asdict, fields, is_dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import imageio.v3 as iio
 import torch
@@ -27,57 +24,16 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from videoscene.errors import VideoSceneError
-from videoscene.io_utils import atomic_path, read_json_object, staged_output_dir, write_json_atomic
-from videoscene.training import CHECKPOINTS, checkpoint_folders, load_optimizer, save_optimizer, step_generator, warmup_cosine
-
-logger = logging.getLogger(__name__)
-
-__all__ = [
-    "warmup_cosine",
-    "checkpoint_folders",
-    "load_config",
-    "step_generator",
-    "save_checkpoint",
-    "load_checkpoint",
-    "append_jsonl",
-    "write_mp4",
-]
-
-ConfigT = TypeVar("ConfigT")
-
-
-# -- configs --------------------------------------------------------------------------------------------------------
-def config_from_dict(cls: type[ConfigT], data: dict[str, Any], source: str) -> ConfigT:
-    """A dataclass from a JSON object; unknown keys are errors so that a typo never falls back to a default."""
-    if not isinstance(data, dict):
-        raise VideoSceneError(f"{source} must hold a JSON object")
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise VideoSceneError(f"{source} has unknown keys {unknown}; known keys: {sorted(known)}")
-    try:
-        return cls(**data)
-    except TypeError as error:
-        raise VideoSceneError(f"{source} is malformed ({error})") from None
-
-
-def load_config(cls: type[ConfigT], path: str | os.PathLike) -> ConfigT:
-    data = read_json_object(path, "training config", "; pass a JSON file such as configs/vae_tiny_train.json")
-    return config_from_dict(cls, data, f"training config {path}")
-
-
-def config_to_dict(config: Any) -> dict[str, Any]:
-    if not is_dataclass(config):
-        raise TypeError(f"{type(config).__name__} is not a dataclass")
-    return json.loads(json.dumps(asdict(config)))  # tuples → lists, as they read back from JSON
+from videoscene.io_utils import atomic_path, staged_output_dir, write_json_atomic
+from videoscene.training import (
+    CHECKPOINTS,
+    load_optimizer,
+    remove_old_checkpoints,
+    save_optimizer,
+)
 
 
 # -- checkpoints ----------------------------------------------------------------------------------------------------
-def latest_checkpoint(out: Path) -> tuple[int, Path] | None:
-    found = [(step, path) for step, path in checkpoint_folders(out) if (path / "state.json").is_file()]
-    return found[-1] if found else None
-
-
 def save_checkpoint(
     out: Path,
     step: int,
@@ -97,8 +53,7 @@ def save_checkpoint(
             save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(stage / f"{name}.safetensors"))
         save_optimizer(stage / "optimizer.safetensors", optimizer)
         write_json_atomic(stage / "state.json", {"step": step, "scheduler": scheduler.state_dict(), **state})
-    for _, old in checkpoint_folders(out)[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
+    remove_old_checkpoints(out, keep)
     return target
 
 
@@ -126,13 +81,7 @@ def load_checkpoint(
     return state
 
 
-# -- logs and videos ------------------------------------------------------------------------------------------------
-def append_jsonl(path: Path, record: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as handle:
-        handle.write(json.dumps(record) + "\n")
-
-
+# -- videos ------------------------------------------------------------------------------------------------
 def write_mp4(path: str | os.PathLike, frames: Float[Tensor, "frames 3 height width"], fps: int = 8) -> None:
     """Frames in [0, 1] → an H.264 mp4 (imageio's PyAV plugin: no resizing to 16-pixel blocks), written atomically."""
     if frames.ndim != 4 or frames.shape[1] != 3:
