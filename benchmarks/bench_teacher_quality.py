@@ -1,6 +1,6 @@
 """Quality of the tiny video backbone on held-out clips (issue 4 acceptance).
 
-    python benchmarks/bench_teacher_quality.py --model src/videoscene/weights/tiny/video \
+    python benchmarks/bench_teacher_quality.py --model src/videoscene/weights/tiny/teacher \
         --data outputs/synth64_test/test [--prior src/videoscene/weights/tiny/prior] [--clips 24]
 
 Rows (PSNR / SSIM against ground truth, one clip of the model's frame count per held-out scene):
@@ -55,7 +55,7 @@ def render_comparison(backbone: VideoBackbone, prior: GaussianEncoder, examples,
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", type=Path, default=Path("src/videoscene/weights/tiny/video"), help="VideoBackbone folder")
+    parser.add_argument("--model", type=Path, default=Path("src/videoscene/weights/tiny/teacher"), help="VideoBackbone folder")
     parser.add_argument("--data", nargs="+", required=True, help="held-out split folders")
     parser.add_argument("--prior", type=Path, help="prior folder (prior.safetensors + prior_config.json) for the render rows")
     parser.add_argument("--clips", type=int, help="at most this many held-out clips (default: one per scene)")
