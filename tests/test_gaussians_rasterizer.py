@@ -288,7 +288,9 @@ def test_torch_backend_matches_gsplat(scene):
     double = gaussians.to(torch.float64)
     with pytest.raises(VideoSceneError, match="float32"):
         render(double, extrinsics.double(), intrinsics.double(), image_shape, background.double(), backend="gsplat")
-    render(double, extrinsics.double(), intrinsics.double(), (8, 8), background.double(), backend="auto")
+    automatic = render(double, extrinsics.double(), intrinsics.double(), (8, 8), background.double(), backend="auto")
+    reference = render(double, extrinsics.double(), intrinsics.double(), (8, 8), background.double(), backend="torch")
+    torch.testing.assert_close(automatic.color, reference.color, atol=0, rtol=0)
 
 
 def garden_gaussians(shared_data):

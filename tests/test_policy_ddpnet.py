@@ -159,3 +159,14 @@ def test_reward_statistics_and_no_gradient_into_the_reward():
     )
     assert source.grad is None  # decoupled: nothing flows back into the context's producer
     assert outcome.timesteps.shape == (2,) and any((a != b).any() for a, b in zip(before, net.parameters()))
+
+
+def test_baseline_never_uses_the_pulls_own_reward():
+    """At the first step the running mean has seen nothing: the advantage is r itself, not r − mean(batch)."""
+    policy = PolicyConfig(candidates=CANDIDATES, hidden_channels=8, pulls_per_clip=1, baseline="running_mean")
+    net = make_net(policy)
+    trainer = BanditTrainer(net, policy)
+    outcome = trainer.step(torch.randn(4, 3, 4, 8, 12), lambda t: torch.full((4,), 2.0), torch.Generator().manual_seed(0))
+    assert outcome.baseline == 0.0 and trainer.statistics.baseline == pytest.approx(2.0)
+    with pytest.raises(VideoSceneError, match="one clip label per pull"):
+        leave_one_out_baseline(torch.zeros(4), torch.tensor([0, 0, 1]))

@@ -97,3 +97,14 @@ def test_video_backbone_routes_its_vae_through_onednn():
     model = VideoBackbone.build(SMALL)
     convolutions = [m for m in model.vae.modules() if isinstance(m, nn.Conv3d)]
     assert convolutions and all("_conv_forward" in vars(m) for m in convolutions)
+
+
+def test_unbatched_and_autocast_inputs_keep_pytorchs_dispatch():
+    torch.manual_seed(0)
+    reference, fast = twin_pair(nn.Conv3d(4, 4, 3, padding=1))
+    unbatched = torch.randn(4, 3, 6, 6)
+    assert torch.equal(fast(unbatched), reference(unbatched))
+    batched = torch.randn(1, 4, 3, 6, 6)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert fast(batched).dtype == reference(batched).dtype == torch.bfloat16
+        assert torch.equal(fast(batched), reference(batched))

@@ -120,8 +120,10 @@ def save_optimizer(path: Path, optimizer: torch.optim.Optimizer) -> None:
 
 def load_optimizer(path: Path, optimizer: torch.optim.Optimizer) -> None:
     with safe_open(str(path), framework="pt") as handle:
-        metadata = handle.metadata()
+        metadata = handle.metadata() or {}
         tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+    if not {"param_groups", "scalars"} <= metadata.keys():
+        raise VideoSceneError(f"optimizer state {path} is in an older format without its metadata; start a new run")
     state: dict[int, dict] = {}
     for flat, value in [*tensors.items(), *json.loads(metadata["scalars"]).items()]:
         index, key = flat.split(".", 1)

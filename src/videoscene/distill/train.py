@@ -242,6 +242,7 @@ class DistillTrainer:
             state = {
                 "step": self.step,
                 "leap": asdict(self.config.leap),
+                "policy": asdict(self.config.policy),
                 "trainable": self.config.train.trainable,
                 # Frozen student weights come from the teacher on resume: it must be the same teacher.
                 "teacher": self.teacher_fingerprint,
@@ -261,9 +262,13 @@ class DistillTrainer:
             return
         step, path = latest
         state = json.loads((path / "state.json").read_text())
-        if state["leap"] != asdict(self.config.leap) or state["trainable"] != self.config.train.trainable:
+        if (
+            state["leap"] != asdict(self.config.leap)
+            or state["trainable"] != self.config.train.trainable
+            or state.get("policy") != json.loads(json.dumps(asdict(self.config.policy)))
+        ):
             raise VideoSceneError(
-                f"checkpoint {path} was made with other leap/trainable settings; resume with its distill_config.json"
+                f"checkpoint {path} was made with other leap/policy/trainable settings; resume with its distill_config.json"
             )
         if state["teacher"] != self.teacher_fingerprint:
             raise VideoSceneError(

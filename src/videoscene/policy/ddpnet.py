@@ -26,7 +26,7 @@ import logging
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Literal
 
 import torch
 from jaxtyping import Float, Int
@@ -58,7 +58,7 @@ class PolicyConfig:
     exploration: float = 0.05  # ε of the behaviour policy μ = (1−ε)π + ε/K
     entropy_weight: float = 0.01  # β
     baseline_momentum: float = 0.99  # running mean / variance of the reward
-    baseline: str = "per_clip"  # "per_clip" (leave-one-out over a clip's pulls) or "running_mean"
+    baseline: Literal["per_clip", "running_mean"] = "per_clip"  # leave-one-out over a clip's pulls, or one mean
 
     def __post_init__(self) -> None:
         if self.baseline not in ("per_clip", "running_mean"):
@@ -219,6 +219,8 @@ class RewardStatistics:
 
 def leave_one_out_baseline(rewards: Float[Tensor, " batch"], groups: Int[Tensor, " batch"]) -> Float[Tensor, " batch"]:
     """b_i = mean of r_j over the other pulls j ≠ i of the same clip (groups[i] = the clip of pull i)."""
+    if groups.shape != rewards.shape:
+        raise VideoSceneError(f"{len(groups)} clip labels for {len(rewards)} rewards; give one clip label per pull")
     _, inverse, counts = torch.unique(groups, return_inverse=True, return_counts=True)
     if (counts < 2).any():
         raise VideoSceneError("a per-clip baseline needs at least 2 pulls of every clip in the batch")
@@ -264,15 +266,16 @@ class BanditTrainer:
         with torch.no_grad():
             rewards = reward_fn(timesteps).detach().float().to(logits.device).reshape(-1)
 
+        # b and s come from earlier batches (or the clip's other pulls), never from the pull's own reward.
         if self.config.baseline == "per_clip":
             baseline = leave_one_out_baseline(rewards, groups.to(rewards.device))
-            self.statistics.update(rewards - baseline)  # tracks the scale s of r − b (its mean is ≈ 0)
             advantage = (rewards - baseline) / self.statistics.std
+            self.statistics.update(rewards - baseline)  # tracks the scale s of r − b (its mean is ≈ 0)
             reported_baseline = baseline.mean().item()
         else:
-            self.statistics.update(rewards)
-            advantage = (rewards - self.statistics.baseline) / self.statistics.std
             reported_baseline = self.statistics.baseline
+            advantage = (rewards - reported_baseline) / self.statistics.std
+            self.statistics.update(rewards)
         chosen = actions[:, None]
         importance = (pi.detach().gather(-1, chosen) / behaviour.gather(-1, chosen)).squeeze(-1)
         entropy = -(pi * log_pi).sum(dim=-1)

@@ -6,8 +6,8 @@ kernel and fewer than 20480 values in batch × channels × frames × height take
 clip falls under it: at 17×64×96 that path is 90 % of the decode time and runs about 8× slower than oneDNN
 on the same tensors. `use_onednn_conv3d` sends those convolutions to `aten.mkldnn_convolution` directly;
 the maths is the same convolution (tests/test_video_cpu_conv3d.py compares both, forward and backward),
-only the kernel differs. Anything oneDNN cannot take (non-zero padding modes, 'same'/'valid' padding
-strings, non-float32, non-CPU tensors) keeps PyTorch's own dispatch.
+only the kernel differs. Anything else (unbatched input, CPU autocast, non-zero padding modes, 'same'/'valid'
+padding strings, non-float32, non-CPU tensors) keeps PyTorch's own dispatch.
 """
 
 from __future__ import annotations
@@ -20,7 +20,9 @@ from torch import Tensor, nn
 
 def _onednn_conv_forward(self: nn.Conv3d, input: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
     if (
-        input.device.type == "cpu"
+        input.dim() == 5  # batched; nn.Conv3d also takes unbatched [C, F, H, W]
+        and input.device.type == "cpu"
+        and not torch.is_autocast_enabled("cpu")  # autocast would run PyTorch's path in bf16
         and input.dtype == torch.float32
         and weight.dtype == torch.float32
         and self.padding_mode == "zeros"

@@ -40,6 +40,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import torch
 from accelerate import Accelerator
@@ -108,7 +109,7 @@ class VAETrainConfig:
     checkpoint_every: int = 100
     keep_checkpoints: int = 2
     init_vae: str | None = None  # a trained VAE folder (a `vae/` output) to start from instead of random weights
-    trainable: str = "all"  # "all", or "decoder": freeze the encoder (needs init_vae)
+    trainable: Literal["all", "decoder"] = "all"  # "decoder": freeze the encoder (needs init_vae)
 
     def __post_init__(self) -> None:
         if self.trainable not in ("all", "decoder"):
