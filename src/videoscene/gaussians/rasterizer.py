@@ -69,7 +69,7 @@ class TorchRasterizerConfig:
     """Speed/memory knobs of the torch backend; they do not change the image."""
 
     tile_size: int = 4  # pixels per tile side; small Gaussians (the prior's) waste less work on small tiles
-    chunk_elements: int = 1 << 22  # Gaussian x pixel evaluations per compositing chunk (bounds memory)
+    chunk_elements: int = 1 << 19  # Gaussian x pixel evaluations per compositing chunk (bounds memory)
     chunk_fill: float = 0.75  # tiles in a chunk have lists at least this fraction of its longest (less padding)
 
 
