@@ -1003,8 +1003,9 @@ def path_is_acceptable(room: Room, path: CameraPath) -> bool:
     )
 
 
-def sample_path(rng: np.random.Generator, room: Room, attempts: int = 200) -> CameraPath | None:
-    """Draw camera walks until one is acceptable (None if `attempts` run out)."""
+def sample_path(rng: np.random.Generator, room: Room, attempts: int = 200, walk_scale: float = 1.0) -> CameraPath | None:
+    """Draw camera walks until one is acceptable (None if `attempts` run out). `walk_scale` multiplies how
+    far the camera travels and turns (wider baselines between the walk's ends); the draws stay the same."""
     fov_x = math.radians(rng.uniform(55.0, 75.0))
     for _ in range(attempts):
         height = rng.uniform(1.15, min(1.65, room.size[1] - 0.5))
@@ -1022,7 +1023,7 @@ def sample_path(rng: np.random.Generator, room: Room, attempts: int = 200) -> Ca
         motion = str(rng.choice(MOTIONS, p=_MOTION_PROBABILITIES))
         fractions = _KEY_S
         if motion == "arc":
-            radius, sweep = rng.uniform(1.8, 3.5), math.radians(rng.uniform(12.0, 28.0)) * rng.choice([-1, 1])
+            radius, sweep = rng.uniform(1.8, 3.5), math.radians(rng.uniform(12.0, 28.0)) * rng.choice([-1, 1]) * walk_scale
             centre = start + radius * forward
             positions = np.stack([centre + _rotate_xz(start - centre, sweep * f) for f in fractions])
             yaw = yaw0 + sweep * fractions
@@ -1041,8 +1042,8 @@ def sample_path(rng: np.random.Generator, room: Room, attempts: int = 200) -> Ca
                 angle = math.radians(rng.uniform(-60.0, 60.0)) + (math.pi if rng.random() < 0.25 else 0.0)
                 travel = rng.uniform(0.4, 1.0) * (math.cos(angle) * forward + math.sin(angle) * right)
                 turn = rng.uniform(-20.0, 20.0)
-            positions = start + fractions[:, None] * travel[None, :]
-            yaw = yaw0 + math.radians(turn) * fractions
+            positions = start + fractions[:, None] * (walk_scale * travel)[None, :]
+            yaw = yaw0 + math.radians(walk_scale * turn) * fractions
         # Handheld-like wobble on the inner keys, slow height and pitch drift, a little roll.
         positions = positions.copy()
         positions[1:3] += rng.normal(0.0, 0.03, (2, 3))
@@ -1068,8 +1069,11 @@ class SynthConfig:
 
     supersample: int = 3
     texture_size: int = 256
+    walk_scale: float = 1.0  # how far each camera walk travels and turns, relative to the default walks
 
     def __post_init__(self) -> None:
+        if not 0 < self.walk_scale <= 4:
+            raise VideoSceneError(f"walk_scale must be in (0, 4], got {self.walk_scale}")
         if not 1 <= self.supersample <= 4:
             raise VideoSceneError(f"supersample must be 1, 2, 3 or 4, got {self.supersample}")
         if self.texture_size < 16 or self.texture_size & (self.texture_size - 1):
@@ -1088,7 +1092,7 @@ def sample_scene(seed: int, index: int, config: SynthConfig = SynthConfig()) -> 
     rng = scene_rng(seed, index)
     for _ in range(50):
         room = sample_room(rng, config.texture_size)
-        path = sample_path(rng, room)
+        path = sample_path(rng, room, walk_scale=config.walk_scale)
         if path is not None:
             return room, path
         logger.debug("scene %d/%d: no acceptable camera walk, drawing another room", seed, index)

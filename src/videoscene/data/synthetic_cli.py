@@ -44,6 +44,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--supersample", type=int, default=SynthConfig.supersample,
                         help="rays per pixel side at edges (anti-aliasing); 1 = one ray per pixel")
     parser.add_argument("--workers", type=int, default=1, help="processes rendering scenes in parallel")
+    parser.add_argument("--walk-scale", type=float, default=1.0,
+                        help="scale how far each camera walk travels and turns (2: twice the baseline; walks that "
+                        "would hit walls are redrawn)")  # fmt: skip
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
 
 
@@ -107,7 +110,7 @@ def _check_arguments(args: argparse.Namespace) -> SynthConfig:
         raise VideoSceneError(f"--scenes-per-chunk must be at least 1, got {args.scenes_per_chunk}")
     if args.workers < 1:
         raise VideoSceneError(f"--workers must be at least 1, got {args.workers}")
-    return SynthConfig(supersample=args.supersample)
+    return SynthConfig(supersample=args.supersample, walk_scale=args.walk_scale)
 
 
 def run(args: argparse.Namespace) -> None:
