@@ -1,5 +1,6 @@
 """Procedural synthetic scenes: the fast paths against plain references, and pixels against cameras."""
 
+import copy
 import math
 
 import cv2
@@ -15,7 +16,10 @@ from videoscene.data.synthetic import (
     SynthConfig,
     render_scene,
     render_view,
+    sample_path,
+    sample_room,
     sample_scene,
+    scene_rng,
 )
 from videoscene.errors import VideoSceneError
 from videoscene.geometry.epipolar import project, unproject_depth_map
@@ -191,3 +195,22 @@ def test_depth_and_cameras_agree_with_pixels():
     turned[:3, :3] = turned[:3, :3] @ cv2.Rodrigues(np.array([0.0, math.radians(1.0), 0.0]))[0]
     for wrong in (shifted, turned):
         assert _reprojection_error(views, poses, intrinsics, height, width, wrong)[0] > 2 * error
+
+
+def test_walk_scale_stretches_the_walk_and_keeps_default_walks():
+    """Same draws, twice the travel: where the scaled walk is accepted at the same attempt, its ends are
+    twice as far apart (before the hand-held wobble) and it turns twice as much."""
+    compared = 0
+    for index in range(40):
+        rng = scene_rng(7, index)
+        room = sample_room(rng, 64)
+        plain, scaled = sample_path(copy.deepcopy(rng), room), sample_path(copy.deepcopy(rng), room, walk_scale=2.0)
+        again = sample_path(copy.deepcopy(rng), room, walk_scale=1.0)
+        assert plain is not None and again is not None and np.array_equal(plain.positions, again.positions)
+        if scaled is None or not np.array_equal(scaled.positions[0], plain.positions[0]) or plain.motion == "arc":
+            continue
+        compared += 1
+        travel, scaled_travel = plain.positions[3] - plain.positions[0], scaled.positions[3] - scaled.positions[0]
+        np.testing.assert_allclose(scaled_travel[[0, 2]], 2 * travel[[0, 2]], atol=1e-9)  # height drift is not scaled
+        np.testing.assert_allclose(scaled.yaw[3] - scaled.yaw[0], 2 * (plain.yaw[3] - plain.yaw[0]), atol=1e-9)
+    assert compared >= 2
