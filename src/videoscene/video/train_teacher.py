@@ -31,7 +31,7 @@ import hashlib
 import json
 import logging
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -51,11 +51,11 @@ from videoscene.errors import VideoSceneError
 from videoscene.io_utils import atomic_path, write_json_atomic
 from videoscene.prior.losses import psnr, ssim
 from videoscene.video.conditioning import encode_condition_frames
-from videoscene.video.config import VAEConfig, VideoModelConfig, preset
+from videoscene.video.config import VideoModelConfig, preset
 from videoscene.video.models import VideoBackbone
 from videoscene.video.sampling import SamplingConfig, sample_video
 from videoscene.video.schedule import NoiseSchedule
-from videoscene.video.train_vae import LATENT_STATISTICS_FILE, fit_frames, held_out_clips, to_vae_layout
+from videoscene.video.train_vae import fit_frames, held_out_clips, load_trained_vae, to_vae_layout
 from videoscene.video.training_utils import load_checkpoint, save_checkpoint, write_mp4
 from videoscene.training import (
     add_training_arguments,
@@ -144,23 +144,6 @@ class TeacherTrainConfig:
 
 
 # -- the backbone with the trained VAE --------------------------------------------------------------------------------
-def load_trained_vae(folder: str | Path, video: VideoModelConfig) -> tuple[AutoencoderKLCogVideoX, VideoModelConfig]:
-    """The trained VAE and the video config with its measured scaling factor; the architecture must match."""
-    folder = Path(folder)
-    if not (folder / "config.json").is_file():
-        raise VideoSceneError(f"{folder} is not a trained VAE folder (no config.json); run `videoscene train vae` first")
-    vae = AutoencoderKLCogVideoX.from_pretrained(folder, local_files_only=True)
-    trained = VAEConfig.from_diffusers(vae.config)
-    layout = dict(scaling_factor=0.0, enable_slicing=False, enable_tiling=False, latents_mean=None, latents_std=None)
-    if replace(trained, **layout) != replace(video.vae, **layout):
-        raise VideoSceneError(f"the VAE in {folder} has another architecture than the video config's; train it with the same video config")
-    statistics = {}
-    if (folder / LATENT_STATISTICS_FILE).is_file():
-        stored = json.loads((folder / LATENT_STATISTICS_FILE).read_text())
-        statistics = {key: tuple(stored[key]) for key in ("latents_mean", "latents_std")}
-    return vae, replace(video, vae=replace(video.vae, scaling_factor=trained.scaling_factor, **statistics))
-
-
 def build_teacher(config: TeacherTrainConfig) -> VideoBackbone:
     """A randomly initialised transformer (seeded) around the frozen trained VAE."""
     vae, video = load_trained_vae(config.vae, config.video_config)

@@ -38,7 +38,7 @@ import json
 import logging
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -55,7 +55,7 @@ from videoscene.errors import VideoSceneError
 from videoscene.geometry.image_ops import crop_to_aspect_and_resize
 from videoscene.io_utils import read_json_object, staged_output_dir, write_json_atomic
 from videoscene.prior.losses import psnr, ssim
-from videoscene.video.config import VideoModelConfig, preset
+from videoscene.video.config import VAEConfig, VideoModelConfig, preset
 from videoscene.training import (
     add_training_arguments,
     append_jsonl,
@@ -312,6 +312,26 @@ def measure_latent_statistics(vae: AutoencoderKLCogVideoX, bank: FrameBank, conf
     return {"latent_std": per_channel.std().item(), "latents_mean": per_channel.mean(1).tolist(), "latents_std": per_channel.std(1).tolist()}
 
 
+def load_trained_vae(folder: str | Path, video: VideoModelConfig) -> tuple[AutoencoderKLCogVideoX, VideoModelConfig]:
+    """A `train vae` output's VAE and the video config with its scaling factor and latent statistics; the
+    architecture must be the video config's."""
+    folder = Path(folder)
+    if not (folder / "config.json").is_file():
+        raise VideoSceneError(
+            f"{folder} is not a VAE folder (no config.json); give a trained VAE folder, the vae/ of a `videoscene train vae` run"
+        )
+    vae = AutoencoderKLCogVideoX.from_pretrained(folder, local_files_only=True)
+    trained = VAEConfig.from_diffusers(vae.config)
+    layout = dict(scaling_factor=0.0, enable_slicing=False, enable_tiling=False, latents_mean=None, latents_std=None)
+    if replace(trained, **layout) != replace(video.vae, **layout):
+        raise VideoSceneError(f"the VAE in {folder} has another architecture than the video config's; train it with the same video config")
+    statistics = {}
+    if (folder / LATENT_STATISTICS_FILE).is_file():
+        stored = read_latent_statistics(folder)
+        statistics = {key: tuple(stored[key]) for key in ("latents_mean", "latents_std")}
+    return vae, replace(video, vae=replace(video.vae, scaling_factor=trained.scaling_factor, **statistics))
+
+
 def read_latent_statistics(folder: Path) -> dict:
     """The per-channel statistics written by `write_latent_statistics`."""
     return read_json_object(folder / LATENT_STATISTICS_FILE, "latent statistics", "; is it a `videoscene train vae` output?")
@@ -331,16 +351,7 @@ def initial_vae(config: VAETrainConfig, video: VideoModelConfig) -> AutoencoderK
     when only the decoder trains."""
     if not config.init_vae:
         return AutoencoderKLCogVideoX(**video.vae_kwargs())
-    folder = Path(config.init_vae)
-    if not (folder / "config.json").is_file():
-        raise VideoSceneError(f"init_vae {folder} is not a VAE folder (no config.json); point it at a `train vae` output's vae/")
-    vae = AutoencoderKLCogVideoX.from_pretrained(folder, local_files_only=True)
-    expected = {key: value for key, value in video.vae_kwargs().items() if key != "scaling_factor"}
-    found = {key: vae.config.get(key) for key in expected}
-    if {k: list(v) if isinstance(v, tuple) else v for k, v in found.items()} != {
-        k: list(v) if isinstance(v, tuple) else v for k, v in expected.items()
-    }:
-        raise VideoSceneError(f"init_vae {folder} has another architecture than the config's video model {config.video}")
+    vae, _ = load_trained_vae(config.init_vae, video)
     if config.trainable == "decoder":
         for name, parameter in vae.named_parameters():
             parameter.requires_grad_(not name.startswith(ENCODER_PREFIXES))
@@ -367,6 +378,8 @@ def _train(config: VAETrainConfig, out: Path, resume: bool, stop_after: int | No
     accelerator = Accelerator(mixed_precision=config.mixed_precision, cpu=not torch.cuda.is_available())
     torch.manual_seed(config.seed)
     vae = initial_vae(config, video)
+    # Decoder fine-tuning keeps the initial VAE's latent statistics: read them before training, not after.
+    kept_statistics = read_latent_statistics(Path(config.init_vae)) if config.trainable == "decoder" else None
     trainable = [parameter for parameter in vae.parameters() if parameter.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(config.warmup_steps, config.steps, config.min_lr_ratio))
@@ -439,10 +452,9 @@ def _train(config: VAETrainConfig, out: Path, resume: bool, stop_after: int | No
     summary: dict = {"step": step, "seconds_per_step": round(step_seconds / max(1, step - start), 4)}
     if accelerator.is_main_process:
         vae = accelerator.unwrap_model(model).vae
-        if config.trainable == "decoder":  # the latents did not change: keep the scale and statistics as they were
-            statistics = read_latent_statistics(Path(config.init_vae))
+        if kept_statistics is not None:  # the latents did not change: keep the scale and statistics as they were
             scaling_factor = vae.config.scaling_factor
-            statistics["latent_std"] = 1.0 / scaling_factor
+            statistics = {**kept_statistics, "latent_std": 1.0 / scaling_factor}
         else:
             statistics = measure_latent_statistics(vae, bank, config)
             scaling_factor = 1.0 / statistics["latent_std"]
