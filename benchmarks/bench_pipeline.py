@@ -23,7 +23,7 @@ from videoscene.generate import load_cameras_file, load_image
 from videoscene.pipeline import VideoScenePipeline
 
 RESULTS = Path(__file__).parent / "results" / "pipeline_speed.json"
-STAGES = ("prior", "render", "vae_encode", "denoise", "vae_decode", "total")
+STAGES = ("prior", "render", "vae_encode", "policy", "denoise", "vae_decode", "total")
 
 
 def main() -> None:

@@ -39,7 +39,7 @@ QUALITY_COLUMNS = (
     ("seconds", "s / scene ↓", "{:.3g}"),
 )
 OPTIONAL = ("lpips", "fvd")
-STAGES = (("prior", "prior"), ("render", "render"), ("vae_encode", "VAE encode"), ("denoise", "denoise"),
+STAGES = (("prior", "prior"), ("render", "render"), ("vae_encode", "VAE encode"), ("policy", "policy"), ("denoise", "denoise"),
           ("vae_decode", "VAE decode"), ("total", "total"))  # fmt: skip
 # Paper Table 6 (PAPER.md §4): seconds for a whole video on an unstated GPU.
 PAPER_RUNTIME = "paper (Table 6, 49×480×720, GPU not stated): VideoScene 2.98 s; CogVideoX-5B 179.45 s at 50 steps (≈60×)"

@@ -59,7 +59,7 @@ def test_generate_with_estimated_cameras_writes_videos_and_ply(pipeline, photos,
     report = result.report
     assert report["timestep"] in DDPNET_TIMESTEPS and report["timestep_source"] == "DDPNet"
     assert report["cameras"]["source"] == "estimated" and report["cameras"]["num_inliers"] >= 20
-    assert set(report["timings_seconds"]) == {"prior", "render", "vae_encode", "denoise", "vae_decode", "total"}
+    assert set(report["timings_seconds"]) == {"prior", "render", "vae_encode", "policy", "denoise", "vae_decode", "total"}
     assert f"t = {report['timestep']}" in result.summary and "inlier matches" in result.summary and "| denoise |" in result.summary
     assert steps[0][0] == 0.0 and steps[-1] == (1.0, "done") and any("estimating" in desc for _, desc in steps)
     saved = json.loads((Path(result.video).parent / "report.json").read_text())

@@ -97,25 +97,29 @@ def test_build_is_deterministic_reused_and_resumable(components, tmp_path, monke
 
 def test_clip_round_trip_and_validation(tmp_path):
     shape = (3, 4, 8, 12)
+    disagreement = torch.rand(3, 2, 8, 12)
     clip = CachedClip(
-        torch.randn(shape), torch.randn(shape), torch.randn(shape), scene="s", frame_indices=(1, 2, 3)
+        torch.randn(shape), torch.randn(shape), torch.randn(shape), disagreement, scene="s", frame_indices=(1, 2, 3)
     )
     save_clip(tmp_path / "c.safetensors", clip)
     loaded = load_clip(tmp_path / "c.safetensors")
     assert (
         torch.equal(loaded.latents, clip.latents)
+        and torch.equal(loaded.view_disagreement, disagreement)
         and loaded.frame_indices == (1, 2, 3)
         and loaded.render_frames is None
     )
     with pytest.raises(VideoSceneError, match="share one"):
         save_clip(
             tmp_path / "d.safetensors",
-            CachedClip(torch.randn(shape), torch.randn(2, 4, 8, 12), torch.randn(shape)),
+            CachedClip(torch.randn(shape), torch.randn(2, 4, 8, 12), torch.randn(shape), disagreement),
         )
+    with pytest.raises(VideoSceneError, match="view_disagreement must be"):
+        save_clip(tmp_path / "d.safetensors", CachedClip(*(torch.randn(shape),) * 3, torch.rand(3, 1, 8, 12)))
     with pytest.raises(VideoSceneError, match="uint8"):
         save_clip(
             tmp_path / "e.safetensors",
-            CachedClip(*(torch.randn(shape),) * 3, render_frames=torch.rand(9, 3, 4, 4)),
+            CachedClip(*(torch.randn(shape),) * 3, disagreement, render_frames=torch.rand(9, 3, 4, 4)),
         )
     writer = CacheWriter(tmp_path / "cache", spec={})
     writer.write(0, clip)

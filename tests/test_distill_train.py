@@ -42,7 +42,8 @@ def random_cache(folder: Path, teacher: VideoBackbone, count: int, seed: int) ->
             dtype=torch.uint8,
         )
         latents = [torch.randn(shape, generator=generator) for _ in range(3)]
-        writer.write(i, CachedClip(*latents, render_frames=frames, target_frames=frames.flip(0)))
+        disagreement = torch.rand((shape[0], 2, *shape[2:]), generator=generator)
+        writer.write(i, CachedClip(*latents, disagreement, render_frames=frames, target_frames=frames.flip(0)))
     return writer.finish(count)
 
 

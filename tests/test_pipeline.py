@@ -47,7 +47,7 @@ def test_pipeline_one_step_outputs_and_determinism(weights_dir):
     assert output.frames.shape == (FRAMES, 3, HEIGHT, WIDTH) and output.coarse_frames.shape == output.frames.shape
     assert output.timestep in (199, 399, 599)  # DDPNet's argmax over its candidates
     assert len(output.gaussians) == 2 * HEIGHT * WIDTH
-    assert set(output.timings) == {"prior", "render", "vae_encode", "denoise", "vae_decode", "total"}
+    assert set(output.timings) == {"prior", "render", "vae_encode", "policy", "denoise", "vae_decode", "total"}
     torch.testing.assert_close(output.cameras.extrinsics[0], cameras.extrinsics[0])
     torch.testing.assert_close(output.cameras.extrinsics[-1], cameras.extrinsics[1])
     again = pipe(images, cameras, seed=3)

@@ -75,7 +75,10 @@ def run_folder(tmp_path_factory):
     for i in range(3):
         frames = torch.randint(0, 256, (9, 3, 32, 48), dtype=torch.uint8)
         writer.write(
-            i, CachedClip(torch.randn(shape), torch.randn(shape), torch.randn(shape), frames, frames.clone())
+            i,
+            CachedClip(
+                torch.randn(shape), torch.randn(shape), torch.randn(shape), torch.rand(shape[0], 2, *shape[2:]), frames, frames.clone()
+            ),
         )
     return student, root / "run", writer.finish(3), candidates
 

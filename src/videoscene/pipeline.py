@@ -34,6 +34,7 @@ from videoscene.errors import VideoSceneError
 from videoscene.geometry.cameras import check_rigid
 from videoscene.geometry.image_ops import crop_to_aspect_and_resize
 from videoscene.geometry.trajectory import interpolate_cameras
+from videoscene.policy.ddpnet import policy_inputs
 from videoscene.prior.encoder import GaussianEncoder
 from videoscene.prior.render import render_coarse
 from videoscene.types import Cameras, Gaussians, Views, check_finite
@@ -201,8 +202,9 @@ class VideoScenePipeline:
                 backbone, context.image[:, 0].to(dtype), context.image[:, 1].to(dtype), render_latents.shape[1], generator=generator
             )
 
-        # 7. Choose where the denoising starts
-        start = self._start_timestep(model, timestep, render_latents)
+        # 7. Choose where the denoising starts (DDPNet reads x₀ʳ and, if trained so, the views' disagreement)
+        with _timed(timings, "policy"):
+            start = self._start_timestep(model, timestep, render_latents, gaussians, context, target)
 
         # 8. Denoise: one student step from the leap, or the multi-step teacher
         with _timed(timings, "denoise"):
@@ -284,7 +286,9 @@ class VideoScenePipeline:
         )
         return Cameras(extrinsics, intrinsics)
 
-    def _start_timestep(self, model: str, timestep, render_latents: Tensor) -> int | None:
+    def _start_timestep(
+        self, model: str, timestep, render_latents: Tensor, gaussians: Gaussians, context: Views, target: Views
+    ) -> int | None:
         last = 999
         if model == "student-noleap":
             return None  # the ablation is distilled from, and sampled from, pure noise
@@ -294,7 +298,13 @@ class VideoScenePipeline:
             return None
         if timestep == "auto":
             if self.distilled is not None and self.distilled.ddpnet is not None:
-                return int(self.distilled.choose_timestep(render_latents.float())[0])
+                disagreement = None
+                if self.distilled.ddpnet.config.view_disagreement:
+                    video = self.distilled.student.config
+                    disagreement = policy_inputs(
+                        gaussians, context, target, video.vae.temporal_compression_ratio, video.vae.spatial_compression
+                    )
+                return int(self.distilled.choose_timestep(render_latents.float(), disagreement)[0])
             return self.config.fallback_timestep
         if isinstance(timestep, str):
             if not timestep.isdigit():

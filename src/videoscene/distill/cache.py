@@ -6,6 +6,7 @@ they are rendered at the F target cameras (the coarse video), and the video mode
     x₀ʳ  the coarse render          →  render_latents     [f, C, h, w]
     x₀   the ground-truth clip      →  latents            [f, C, h, w]
     c    the first/last frames      →  condition_latents  [f, C, h, w] ([E(first), 0, …, 0, E(last)])
+    D    the views' disagreement    →  view_disagreement  [f, 2, h, w] (DDPNet's optional input, `policy_inputs`)
 
 plus, optionally, the render and ground-truth frames as uint8 (validation PSNR and videos). Running the
 prior, the rasterizer and the VAE once per clip instead of once per step is what makes distillation
@@ -42,16 +43,18 @@ from videoscene.errors import VideoSceneError
 from videoscene.geometry.image_ops import crop_to_aspect_and_resize
 from videoscene.io_utils import atomic_path, write_json_atomic
 from videoscene.prior.encoder import GaussianEncoder
-from videoscene.prior.render import render_targets
+from videoscene.policy.ddpnet import policy_inputs
+from videoscene.prior.render import render_coarse
 from videoscene.types import Example, Views
 from videoscene.video.conditioning import encode_condition_frames
 from videoscene.video.models import VideoBackbone
 
 logger = logging.getLogger(__name__)
 
-CACHE_FORMAT = "videoscene.distill-cache/1"
+CACHE_FORMAT = "videoscene.distill-cache/2"
 MANIFEST_FILE = "manifest.json"
 LATENT_KEYS = ("render_latents", "latents", "condition_latents")
+POLICY_KEY = "view_disagreement"
 FRAME_KEYS = ("render_frames", "target_frames")
 
 
@@ -60,6 +63,7 @@ class CachedClip:
     render_latents: Float[Tensor, "latent_frames channels latent_height latent_width"]  # x₀ʳ
     latents: Float[Tensor, "latent_frames channels latent_height latent_width"]  # x₀
     condition_latents: Float[Tensor, "latent_frames channels latent_height latent_width"]  # c
+    view_disagreement: Float[Tensor, "latent_frames 2 latent_height latent_width"]  # D
     render_frames: UInt8[Tensor, "frames 3 height width"] | None = None
     target_frames: UInt8[Tensor, "frames 3 height width"] | None = None
     scene: str = ""
@@ -82,6 +86,12 @@ def save_clip(path: str | os.PathLike, clip: CachedClip) -> None:
         raise VideoSceneError(
             f"a cached clip's latents must share one [f, C, h, w] shape, got {sorted(shapes)}"
         )
+    frames, _, height, width = next(iter(shapes))
+    if tuple(clip.view_disagreement.shape) != (frames, 2, height, width):
+        raise VideoSceneError(
+            f"a cached clip's view_disagreement must be [{frames}, 2, {height}, {width}], got {tuple(clip.view_disagreement.shape)}"
+        )
+    tensors[POLICY_KEY] = clip.view_disagreement.detach().float().contiguous().cpu()
     for key in FRAME_KEYS:
         value = getattr(clip, key)
         if value is not None:
@@ -101,11 +111,11 @@ def load_clip(path: str | os.PathLike) -> CachedClip:
     with safe_open(str(path), framework="pt") as handle:
         metadata = handle.metadata() or {}
         tensors = {key: handle.get_tensor(key) for key in handle.keys()}
-    missing = [key for key in LATENT_KEYS if key not in tensors]
+    missing = [key for key in (*LATENT_KEYS, POLICY_KEY) if key not in tensors]
     if missing:
         raise VideoSceneError(f"cached clip {path} lacks {missing}; delete the cache folder to rebuild it")
     return CachedClip(
-        **{key: tensors.get(key) for key in (*LATENT_KEYS, *FRAME_KEYS)},
+        **{key: tensors.get(key) for key in (*LATENT_KEYS, POLICY_KEY, *FRAME_KEYS)},
         scene=metadata.get("scene", ""),
         frame_indices=tuple(json.loads(metadata.get("frame_indices", "[]"))),
     )
@@ -179,7 +189,7 @@ class ClipCache(torch.utils.data.Dataset):
 
     def latent_batch(self, indices: Sequence[int]) -> LatentBatch:
         clips = [self[i] for i in indices]
-        return LatentBatch(*(torch.stack([getattr(clip, key) for clip in clips]) for key in LATENT_KEYS))
+        return LatentBatch(*(torch.stack([getattr(clip, key) for clip in clips]) for key in (*LATENT_KEYS, POLICY_KEY)))
 
 
 # -- building a cache from data, prior and VAE --------------------------------------------------------------------------
@@ -230,7 +240,8 @@ def encode_clip(
         )
 
     # 2. Gaussians from the context pair, rendered at the target cameras on the prior's training background:
-    #    the coarse video. (Views.index is a field, so the batch axis is added field by field.)
+    #    the coarse video; and the views' disagreement (DDPNet's optional input). (Views.index is a field, so
+    #    the batch axis is added field by field.)
     def batched(views: Views) -> Views:
         return Views(
             views.image[None],
@@ -240,8 +251,13 @@ def encode_clip(
             views.far[None],
         )
 
+    context_batch, target_batch = batched(context), batched(target)
     background_color = torch.tensor([background], dtype=torch.float32, device=device)
-    coarse = render_targets(prior, Example(batched(context), batched(target)), background_color).clamp(0, 1)
+    gaussians = prior(context_batch).gaussians
+    coarse = render_coarse(gaussians, context_batch, target_batch, size, background_color).clamp(0, 1)
+    disagreement = policy_inputs(
+        gaussians, context_batch, target_batch, config.vae.temporal_compression_ratio, config.vae.spatial_compression
+    )
 
     # 3. VAE latents of the render and of the ground truth; condition latents from the first and last frames.
     sample_posterior = config.conditioning.sample_posterior
@@ -256,6 +272,7 @@ def encode_clip(
         render_latents=render_latents[0].cpu(),
         latents=latents[0].cpu(),
         condition_latents=condition[0].cpu(),
+        view_disagreement=disagreement[0].cpu(),
         render_frames=frames_to_uint8(coarse[0]) if store_frames else None,
         target_frames=frames_to_uint8(target.image) if store_frames else None,
         scene=example.scene,

@@ -41,11 +41,12 @@ Denoiser = Callable[[Tensor, Tensor, Tensor], Tensor]  # (x_t, condition latents
 
 @dataclass
 class LatentBatch:
-    """One batch of cached clips, all [B, f, C, h, w]."""
+    """One batch of cached clips, all [B, f, C, h, w] (D: [B, f, 2, h, w])."""
 
     render_latents: Latents  # x₀ʳ: the VAE latent of the prior's coarse render
     latents: Latents  # x₀: the VAE latent of the ground-truth clip
     condition_latents: Latents  # c: [E(first), 0, …, 0, E(last)]
+    view_disagreement: Tensor | None = None  # D: DDPNet's optional second input (policy.ddpnet.policy_inputs)
 
     def __post_init__(self) -> None:
         shapes = {
@@ -59,12 +60,13 @@ class LatentBatch:
             )
 
     def to(self, device: torch.device | str) -> "LatentBatch":
-        return LatentBatch(
-            self.render_latents.to(device), self.latents.to(device), self.condition_latents.to(device)
-        )
+        return LatentBatch(*(None if value is None else value.to(device) for value in self._fields()))
 
     def index(self, item) -> "LatentBatch":
-        return LatentBatch(self.render_latents[item], self.latents[item], self.condition_latents[item])
+        return LatentBatch(*(None if value is None else value[item] for value in self._fields()))
+
+    def _fields(self) -> tuple[Tensor | None, ...]:
+        return (self.render_latents, self.latents, self.condition_latents, self.view_disagreement)
 
 
 @dataclass
@@ -294,13 +296,13 @@ class DistilledStudent:
         return NoiseSchedule(self.student.config.schedule)
 
     @torch.no_grad()
-    def choose_timestep(self, render_latents: Latents) -> Int[Tensor, " batch"]:
-        """DDPNet's greedy t* for each render latent x₀ʳ."""
+    def choose_timestep(self, render_latents: Latents, disagreement: Tensor | None = None) -> Int[Tensor, " batch"]:
+        """DDPNet's greedy t* for each render latent x₀ʳ (and the views' disagreement D, if it reads it)."""
         if self.ddpnet is None:
             raise VideoSceneError(
                 "this student has no DDPNet (distilled without the leap, or policy.train_steps = 0); pass a fixed timestep"
             )
-        return self.ddpnet.choose_timestep(render_latents)
+        return self.ddpnet.choose_timestep(render_latents, disagreement)
 
     @torch.no_grad()
     def generate(

@@ -60,7 +60,7 @@ from videoscene.distill.leap import (
 from videoscene.errors import VideoSceneError
 from videoscene.io_utils import atomic_path, staged_output_dir, write_json_atomic
 from videoscene.policy.ddpnet import WEIGHTS_FILE as DDPNET_FILE
-from videoscene.policy.ddpnet import BanditTrainer, DDPNet, DDPNetConfig, RewardStatistics
+from videoscene.policy.ddpnet import BanditTrainer, DDPNet, DDPNetConfig, RewardStatistics, disagreement_scale
 from videoscene.prior.losses import psnr
 from videoscene.training import (
     CHECKPOINTS,
@@ -209,6 +209,8 @@ class DistillTrainer:
             net_config = DDPNetConfig.from_policy(
                 config.policy, teacher.config.latent_frames, teacher.config.latent_channels
             )
+            if config.policy.view_disagreement:
+                net_config = replace(net_config, disagreement_scale=disagreement_scale(train_cache))
             self.bandit = BanditTrainer(DDPNet(net_config).to(device), config.policy)
         elif config.leap.no_leap:
             logger.info("no leap: DDPNet is not trained (the student starts from pure noise)")
@@ -344,7 +346,12 @@ class DistillTrainer:
 
             self.student.eval()
             outcome = self.bandit.step(
-                pulled.render_latents, reward, generator, self._average_gradients, groups=clip_of_pull
+                pulled.render_latents,
+                reward,
+                generator,
+                self._average_gradients,
+                groups=clip_of_pull,
+                disagreement=pulled.view_disagreement,
             )
             stats.update(
                 ddpnet_reward=outcome.rewards.mean().item(),
@@ -376,9 +383,9 @@ class DistillTrainer:
         for index in range(count):
             clip = cache[index]
             batch = LatentBatch(
-                clip.render_latents[None], clip.latents[None], clip.condition_latents[None]
+                clip.render_latents[None], clip.latents[None], clip.condition_latents[None], clip.view_disagreement[None]
             ).to(device)
-            timestep = self.policy_timestep(batch.render_latents)
+            timestep = self.policy_timestep(batch.render_latents, batch.view_disagreement)
             noise = torch.randn(
                 batch.latents.shape, generator=clip_generator(self.config.train.seed, index)
             ).to(device)
@@ -419,7 +426,7 @@ class DistillTrainer:
         )  # fmt: skip
         return summary
 
-    def policy_timestep(self, render_latents: Tensor) -> Tensor:
+    def policy_timestep(self, render_latents: Tensor, disagreement: Tensor | None = None) -> Tensor:
         """DDPNet's greedy t when it exists, else the configured fixed validation t (T−1 without the leap)."""
         if self.config.leap.no_leap:
             return torch.full(
@@ -429,7 +436,7 @@ class DistillTrainer:
             )
         if self.bandit is not None:
             self.bandit.net.eval()
-            return self.bandit.net.choose_timestep(render_latents)
+            return self.bandit.net.choose_timestep(render_latents, disagreement)
         return torch.full(
             (render_latents.shape[0],), self.config.train.validation_timestep, device=render_latents.device
         )

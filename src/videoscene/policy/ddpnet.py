@@ -1,6 +1,7 @@
 """DDPNet, the dynamic denoising policy network (PAPER.md §2.4, §6 item 8), and its contextual-bandit training.
 
     context   x₀ʳ (the coarse render's latent)                     [B, f, C, h, w]
+              and, optionally, the context views' disagreement D      [B, f, 2, h, w]
     action    a ∈ {0..K−1}, the leap timestep t_a from a fixed candidate set on the solver grid
     policy    π_ψ(a | x₀ʳ) = softmax(CNN(x₀ʳ))   (frames folded into channels, 4 convolutions, global pool)
     reward    r = −MSE(f_θ(x_{t_a}ʳ, t_a), x₀)   (one-step student from the leap vs the ground-truth latent;
@@ -17,6 +18,14 @@ pull's own action. `baseline="running_mean"` keeps one exponential mean over all
 s is a running standard deviation of r − b, so the step size does not depend on the reward's scale.
 DDPNet never receives gradients from, nor sends them to, the student ([PN] "decoupled"): rewards are plain
 numbers. At inference the policy is greedy: t* = t_{argmax π}.
+
+The paper's DDPNet sees x₀ʳ only (PAPER.md §6 item 8 leaves the input open). Which t is best is a property
+of the clip (the per-clip best t barely changes with the noise draw) and goes with how wrong the render is,
+but a render does not show its own errors: at our scale neither this CNN nor summary statistics of x₀ʳ
+predict the best t on held-out clips better than one fixed t. `view_disagreement=True` adds what the prior
+itself knows: D (`prior.render.view_disagreement`) renders each context view's Gaussians alone at one target
+camera per latent frame and measures where the views disagree and how many cover each pixel, pooled to the
+latent grid (`policy_inputs`).
 """
 
 from __future__ import annotations
@@ -26,9 +35,10 @@ import logging
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Callable, Literal, Sequence
 
 import torch
+import torch.nn.functional as F
 from jaxtyping import Float, Int
 from safetensors import safe_open
 from safetensors.torch import save_file
@@ -36,6 +46,8 @@ from torch import Tensor, nn
 
 from videoscene.errors import VideoSceneError
 from videoscene.io_utils import atomic_path
+from videoscene.prior.render import view_disagreement
+from videoscene.types import Gaussians, Views
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +71,8 @@ class PolicyConfig:
     entropy_weight: float = 0.01  # β
     baseline_momentum: float = 0.99  # running mean / variance of the reward
     baseline: Literal["per_clip", "running_mean"] = "per_clip"  # leave-one-out over a clip's pulls, or one mean
+    # Also give DDPNet the context views' disagreement D (module docstring); False = x₀ʳ only, as in the paper.
+    view_disagreement: bool = False
 
     def __post_init__(self) -> None:
         if self.baseline not in ("per_clip", "running_mean"):
@@ -97,10 +111,43 @@ class DDPNetConfig:
     latent_channels: int
     candidates: tuple[int, ...]
     hidden_channels: int = 64
+    view_disagreement: bool = False
+    # D's spread is a few hundredths of the colour range; it is multiplied by 1/(its std over the training
+    # clips) so that it enters at the unit scale of the standardised latents (`disagreement_scale`).
+    disagreement_scale: float = 1.0
 
     @classmethod
     def from_policy(cls, policy: PolicyConfig, latent_frames: int, latent_channels: int) -> "DDPNetConfig":
-        return cls(latent_frames, latent_channels, tuple(policy.candidates), policy.hidden_channels)
+        return cls(
+            latent_frames, latent_channels, tuple(policy.candidates), policy.hidden_channels, policy.view_disagreement
+        )
+
+
+DISAGREEMENT_CHANNELS = 2  # spread, coverage (prior.render.view_disagreement)
+
+
+def policy_frames(num_frames: int, temporal_compression: int) -> list[int]:
+    """One pixel frame per latent frame: frame 0, then the last frame each later latent frame encodes."""
+    return list(range(0, num_frames, temporal_compression))
+
+
+def disagreement_scale(clips: Sequence, max_clips: int = 256) -> float:
+    """1/std of D's spread over (the first `max_clips` of) a sequence of cached clips."""
+    spreads = torch.stack([clips[i].view_disagreement[:, 0] for i in range(min(len(clips), max_clips))])
+    return 1.0 / max(spreads.std().item(), 1e-6)
+
+
+@torch.no_grad()
+def policy_inputs(
+    gaussians: Gaussians, context: Views, target: Views, temporal_compression: int, spatial_compression: int
+) -> Float[Tensor, "batch latent_frames 2 latent_height latent_width"]:
+    """D on the latent grid: the views' disagreement at `policy_frames`, average-pooled by the VAE's spatial factor."""
+    frames = torch.tensor(policy_frames(target.image.shape[1], temporal_compression), device=target.image.device)
+    keys = Views(
+        target.image[:, frames], target.extrinsics[:, frames], target.intrinsics[:, frames], target.near[:, frames], target.far[:, frames]
+    )
+    disagreement = view_disagreement(gaussians, context.image.shape[1], context, keys, tuple(target.image.shape[-2:]))
+    return F.avg_pool2d(disagreement.flatten(0, 1), spatial_compression).unflatten(0, disagreement.shape[:2])
 
 
 class DDPNet(nn.Module):
@@ -112,7 +159,7 @@ class DDPNet(nn.Module):
         super().__init__()
         self.config = config
         width = config.hidden_channels
-        in_channels = config.latent_frames * config.latent_channels
+        in_channels = config.latent_frames * (config.latent_channels + DISAGREEMENT_CHANNELS * config.view_disagreement)
         self.features = nn.Sequential(
             nn.Conv2d(in_channels, width, 3, padding=1),
             nn.SiLU(),
@@ -129,7 +176,9 @@ class DDPNet(nn.Module):
         )
 
     def forward(
-        self, render_latents: Float[Tensor, "batch latent_frames channels latent_height latent_width"]
+        self,
+        render_latents: Float[Tensor, "batch latent_frames channels latent_height latent_width"],
+        disagreement: Float[Tensor, "batch latent_frames 2 latent_height latent_width"] | None = None,
     ) -> Float[Tensor, "batch K"]:
         batch, frames, channels, height, width = render_latents.shape
         if (frames, channels) != (self.config.latent_frames, self.config.latent_channels):
@@ -137,15 +186,27 @@ class DDPNet(nn.Module):
                 f"DDPNet expects {self.config.latent_frames} latent frames × {self.config.latent_channels} channels, "
                 f"got {frames} × {channels}; use a DDPNet trained for this video size"
             )
+        if self.config.view_disagreement:
+            expected = (batch, frames, DISAGREEMENT_CHANNELS, height, width)
+            if disagreement is None or tuple(disagreement.shape) != expected:
+                got = None if disagreement is None else tuple(disagreement.shape)
+                raise VideoSceneError(
+                    f"this DDPNet also reads the views' disagreement {list(expected)} (policy_inputs), got {got}"
+                )
+            scale = torch.tensor([self.config.disagreement_scale, 1.0], dtype=render_latents.dtype, device=render_latents.device)
+            render_latents = torch.cat([render_latents, disagreement.to(render_latents.dtype) * scale[:, None, None]], dim=2)
+            channels += DISAGREEMENT_CHANNELS
         folded = render_latents.reshape(batch, frames * channels, height, width).to(self.head.weight.dtype)
         return self.head(self.features(folded).mean(dim=(-2, -1)))
 
     @torch.no_grad()
     def choose_timestep(
-        self, render_latents: Float[Tensor, "batch latent_frames channels latent_height latent_width"]
+        self,
+        render_latents: Float[Tensor, "batch latent_frames channels latent_height latent_width"],
+        disagreement: Float[Tensor, "batch latent_frames 2 latent_height latent_width"] | None = None,
     ) -> Int[Tensor, " batch"]:
-        """The greedy inference policy t* = t_{argmax π_ψ(·|x₀ʳ)}."""
-        return self.candidates[self(render_latents).argmax(dim=-1)]
+        """The greedy inference policy t* = t_{argmax π_ψ(·|x₀ʳ, D)}."""
+        return self.candidates[self(render_latents, disagreement).argmax(dim=-1)]
 
     # -- files ------------------------------------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> None:
@@ -248,6 +309,7 @@ class BanditTrainer:
         generator: torch.Generator,
         average_gradients: Callable[[nn.Module], None] | None = None,
         groups: Int[Tensor, " batch"] | None = None,
+        disagreement: Float[Tensor, "batch latent_frames 2 latent_height latent_width"] | None = None,
     ) -> BanditStep:
         """Act on a batch of contexts, ask `reward_fn(timesteps)` for the rewards, update ψ once.
         `groups[i]` names the clip of row i (needed by the per-clip baseline: rows of one clip are pulls of it).
@@ -255,7 +317,7 @@ class BanditTrainer:
         if self.config.baseline == "per_clip" and groups is None:
             raise VideoSceneError("the per-clip baseline needs `groups`: which clip each row of the batch pulls")
         self.net.train()
-        logits = self.net(render_latents.detach())
+        logits = self.net(render_latents.detach(), None if disagreement is None else disagreement.detach())
         log_pi = logits.log_softmax(dim=-1)
         pi = log_pi.exp()
         num_actions = pi.shape[-1]

@@ -188,7 +188,9 @@ def oracle_analysis(
     table = error_table(student, cache, candidates, leap, seed, max_clips, space)
     choices = torch.stack(
         [
-            ddpnet(cache[i].render_latents[None].to(student.device)).argmax(dim=-1)[0].cpu()
+            ddpnet(
+                cache[i].render_latents[None].to(student.device), cache[i].view_disagreement[None].to(student.device)
+            ).argmax(dim=-1)[0].cpu()
             for i in range(table.shape[0])
         ]
     )

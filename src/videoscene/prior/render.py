@@ -1,11 +1,13 @@
-"""Rendering the prior's Gaussians at target cameras: the coarse video (pipeline step 1), and the
-nearest-context-view baseline it is measured against."""
+"""Rendering the prior's Gaussians at target cameras: the coarse video (pipeline step 1), how far it can be
+trusted (the context views' disagreement, DDPNet's second input), and the nearest-context-view baseline."""
 
 from __future__ import annotations
 
 import torch
+from jaxtyping import Float
 from torch import Tensor
 
+from videoscene.errors import VideoSceneError
 from videoscene.gaussians.rasterizer import render
 from videoscene.prior.encoder import GaussianEncoder
 from videoscene.types import Example, Gaussians, Views
@@ -17,6 +19,40 @@ def render_coarse(gaussians: Gaussians, context: Views, target: Views, image_sha
     near = 0.1 * float(context.near.min())
     far = 10.0 * float(context.far.max())
     return render(gaussians, target.extrinsics, target.intrinsics, image_shape, background=background, near=near, far=far).color
+
+
+def view_disagreement(
+    gaussians: Gaussians, num_views: int, context: Views, target: Views, image_shape: tuple[int, int], coverage_alpha: float = 0.5
+) -> Float[Tensor, "batch target 2 height width"]:
+    """Where the coarse render is unreliable, seen from the prior's own output: [spread, coverage] per pixel.
+
+    The prior predicts its Gaussians view by view (view-major along the Gaussian axis). Rendering each context
+    view's Gaussians alone at a target camera gives V guesses of the same pixel. Where the views put different
+    colours there (a wrong depth, or content only one view saw) the fused render is a blend of disagreeing
+    guesses. Channel 0 is the spread mean_v |c_v − c̄| (mean over RGB) at pixels every view covers, 0 elsewhere;
+    channel 1 is the fraction of views covering the pixel (alpha > `coverage_alpha`).
+    """
+    count = gaussians.means.shape[-2]
+    if num_views < 2 or count % num_views:
+        raise VideoSceneError(f"{count} Gaussians cannot be split into {num_views} context views (need ≥ 2 equal parts)")
+    near = 0.1 * float(context.near.min())
+    far = 10.0 * float(context.far.max())
+    per_view = [
+        render(
+            gaussians.select((slice(None), part)),  # [B, G, …]: split along G
+            target.extrinsics,
+            target.intrinsics,
+            image_shape,
+            background=torch.zeros(gaussians.means.shape[0], 3, dtype=gaussians.means.dtype, device=gaussians.means.device),
+            near=near,
+            far=far,
+        )
+        for part in torch.arange(count, device=gaussians.means.device).chunk(num_views)
+    ]
+    colours = torch.stack([output.color for output in per_view])  # [V, B, T, 3, H, W]
+    covered = torch.stack([output.alpha for output in per_view]) > coverage_alpha  # [V, B, T, H, W]
+    spread = (colours - colours.mean(0)).abs().mean(dim=(0, 3)) * covered.all(0)
+    return torch.stack([spread, covered.float().mean(0)], dim=2)
 
 
 def render_targets(model: GaussianEncoder, example: Example, background: Tensor) -> Tensor:
