@@ -105,8 +105,8 @@ def test_step_sweep_needs_a_teacher(weights, split_and_index, tmp_path):
 
 SPEED = {
     "seconds_median": {
-        "student": {"prior": 0.01, "render": 0.02, "vae_encode": 0.03, "denoise": 0.01, "vae_decode": 0.03, "total": 0.1},
-        "teacher@50": {"prior": 0.01, "render": 0.02, "vae_encode": 0.03, "denoise": 4.88, "vae_decode": 0.06, "total": 5.0},
+        "student": {"prior": 0.01, "render": 0.02, "vae_encode": 0.03, "policy": 0.002, "denoise": 0.01, "vae_decode": 0.03, "total": 0.1},
+        "teacher@50": {"prior": 0.01, "render": 0.02, "vae_encode": 0.03, "policy": 0.002, "denoise": 4.88, "vae_decode": 0.06, "total": 5.0},
     },
     "ratio_total": {"teacher@50/student": 50.0},
     "peak_rss_mib": 812.0,
@@ -153,8 +153,8 @@ def test_tables_1_3_and_6_from_an_eval_run_and_the_speed_json(weights, split_and
 
     table6 = table_rows(text, "Table 6 analogue (runtime)")
     assert table6 == [
-        ["`student`", "0.010", "0.020", "0.030", "0.010", "0.030", "0.100", "1.0×"],
-        ["`teacher@50`", "0.010", "0.020", "0.030", "4.880", "0.060", "5.000", "50.0×"],
+        ["`student`", "0.010", "0.020", "0.030", "0.002", "0.010", "0.030", "0.100", "1.0×"],
+        ["`teacher@50`", "0.010", "0.020", "0.030", "0.002", "4.880", "0.060", "5.000", "50.0×"],
     ]
     assert "17×64×96" in text and "2.98 s" in text
 
