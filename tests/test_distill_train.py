@@ -47,12 +47,17 @@ def random_cache(folder: Path, teacher: VideoBackbone, count: int, seed: int) ->
     return writer.finish(count)
 
 
-def small_config(steps: int, **train) -> DistillConfig:
+def small_config(steps: int, clips_per_step: int | None = None, **train) -> DistillConfig:
     return DistillConfig(
         teacher="unused",
         data=DataConfig(train_cache="unused"),
         policy=PolicyConfig(
-            candidates=(199, 399, 599), hidden_channels=8, train_steps=3, learning_rate=1e-3, pulls_per_clip=2
+            candidates=(199, 399, 599),
+            hidden_channels=8,
+            train_steps=3,
+            learning_rate=1e-3,
+            pulls_per_clip=2,
+            clips_per_step=clips_per_step,
         ),
         train=TrainConfig(
             steps=steps, learning_rate=1e-4, checkpoint_every=2, validate_every=2, validation_clips=2, **train
@@ -121,15 +126,16 @@ def test_three_steps_end_to_end_write_every_output(setup, tmp_path):
         assert torch.equal(a, b)
 
 
-def test_resume_continues_identically(setup, tmp_path):
+@pytest.mark.parametrize("clips_per_step", [None, 3])
+def test_resume_continues_identically(setup, tmp_path, clips_per_step):
     teacher, train_cache, val_cache, _ = setup
-    straight = DistillTrainer(small_config(4), teacher, train_cache, val_cache, tmp_path / "straight")
+    straight = DistillTrainer(small_config(4, clips_per_step), teacher, train_cache, val_cache, tmp_path / "straight")
     straight.train()
 
-    first = DistillTrainer(small_config(2), teacher, train_cache, val_cache, tmp_path / "resumed")
+    first = DistillTrainer(small_config(2, clips_per_step), teacher, train_cache, val_cache, tmp_path / "resumed")
     first.train()  # "crashes" after its step-2 checkpoint
     resumed = DistillTrainer(
-        small_config(4), teacher, train_cache, val_cache, tmp_path / "resumed", resume=True
+        small_config(4, clips_per_step), teacher, train_cache, val_cache, tmp_path / "resumed", resume=True
     )
     assert resumed.step == 2
     resumed.train()
@@ -144,7 +150,29 @@ def test_resume_continues_identically(setup, tmp_path):
     # Frozen weights come from the teacher on resume, so another teacher is refused.
     other = tiny_teacher()
     with pytest.raises(VideoSceneError, match="another teacher"):
-        DistillTrainer(small_config(6), other, train_cache, val_cache, tmp_path / "resumed", resume=True)
+        DistillTrainer(small_config(6, clips_per_step), other, train_cache, val_cache, tmp_path / "resumed", resume=True)
+
+
+def test_bandit_pulls_clips_of_its_own(setup, tmp_path):
+    """policy.clips_per_step: each bandit update pulls that many distinct training clips, pulls_per_clip times
+    each, whatever the student's batch size; without it the bandit pulls the student's batch."""
+    teacher, train_cache, _, _ = setup
+    cached = torch.stack([train_cache[i].render_latents for i in range(len(train_cache))])
+    for clips_per_step, expected_clips in ((4, 4), (None, 2)):  # train.batch_size = 2 (TrainConfig default)
+        trainer = DistillTrainer(small_config(2, clips_per_step), teacher, train_cache, None, tmp_path / f"run{clips_per_step}")
+        seen = []
+        step = trainer.bandit.step
+        trainer.bandit.step = lambda render_latents, *args, **kwargs: seen.append(
+            (render_latents, kwargs["groups"])
+        ) or step(render_latents, *args, **kwargs)
+        trainer.train()
+        assert len(seen) == 2
+        for render_latents, groups in seen:
+            assert render_latents.shape[0] == expected_clips * 2 and groups.tolist() == sorted(groups.tolist())
+            # Every pulled row is one cached clip; the pulls of one clip share it; the clips are distinct.
+            matches = [[torch.equal(row, clip) for clip in cached].index(True) for row in render_latents]
+            assert [matches[i] for i in range(0, len(matches), 2)] == [matches[i] for i in range(1, len(matches), 2)]
+            assert len(set(matches)) == expected_clips
 
 
 def test_attention_subset_trains_only_attention_and_ema_follows(setup, tmp_path):
@@ -237,6 +265,7 @@ def test_cli_runs_leap_and_no_leap(setup, tmp_path):
     [
         ({"leap": {"max_timestep": 2000}}, "max_timestep"),
         ({"policy": {"candidates": [200, 400]}}, "skip-20 grid"),
+        ({"policy": {"clips_per_step": 0}}, "clips_per_step"),
         ({"train": {"learning_rte": 1e-4}}, "unknown key"),
         ({"train": {"trainable": "mlp"}}, "trainable"),
         ({"leap": {"distance": "l1"}}, "distance"),

@@ -324,10 +324,16 @@ class DistillTrainer:
             "t_mean": draw.start_timesteps.float().mean().item(),
         }
 
-        # DDPNet: one bandit update against the current student, no gradient between them. Each clip is pulled
-        # `pulls_per_clip` times (independent actions and noise): more reward samples per student step.
+        # DDPNet: one bandit update against the current student, no gradient between them, on the student's
+        # batch or on `clips_per_step` clips of its own. Each clip is pulled `pulls_per_clip` times (independent
+        # actions and noise): more reward samples per student step.
         if self.bandit is not None and self.step < config.policy.train_steps:
-            clip_of_pull = torch.arange(len(indices)).repeat_interleave(config.policy.pulls_per_clip)
+            policy = config.policy
+            if policy.clips_per_step is not None:
+                count = min(policy.clips_per_step, len(self.train_cache))
+                bandit_indices = torch.randperm(len(self.train_cache), generator=generator)[:count].tolist()
+                batch = self.train_cache.latent_batch(bandit_indices).to(accelerator.device)
+            clip_of_pull = torch.arange(batch.latents.shape[0]).repeat_interleave(policy.pulls_per_clip)
             pulled = batch.index(clip_of_pull)
 
             def reward(timesteps: Tensor) -> Tensor:

@@ -67,6 +67,10 @@ class PolicyConfig:
     learning_rate: float = 1e-4
     # Bandit pulls per training clip and step (each an independent action and noise draw; 1 = one per clip).
     pulls_per_clip: int = 4
+    # Training clips each bandit update pulls, drawn apart from the student's batch; None = the student's batch.
+    # One reward is one gradient-free student step, so the bandit can see many more clips than the student's
+    # loss does: a few hundred updates on the student's 2 clips are too few to tell clips apart.
+    clips_per_step: int | None = None
     exploration: float = 0.05  # ε of the behaviour policy μ = (1−ε)π + ε/K
     entropy_weight: float = 0.01  # β
     baseline_momentum: float = 0.99  # running mean / variance of the reward
@@ -91,11 +95,13 @@ class PolicyConfig:
         if (
             self.hidden_channels < 1
             or self.pulls_per_clip < 1
+            or (self.clips_per_step is not None and self.clips_per_step < 1)
             or self.train_steps < 0
             or self.learning_rate <= 0
         ):
             raise VideoSceneError(
-                "policy.hidden_channels, policy.pulls_per_clip and policy.learning_rate must be positive, policy.train_steps ≥ 0"
+                "policy.hidden_channels, policy.pulls_per_clip, policy.clips_per_step and policy.learning_rate must be "
+                "positive, policy.train_steps ≥ 0"
             )
         if not 0 <= self.exploration < 1 or not 0 <= self.baseline_momentum < 1 or self.entropy_weight < 0:
             raise VideoSceneError(
