@@ -328,13 +328,13 @@ class DistillTrainer:
         # batch or on `clips_per_step` clips of its own. Each clip is pulled `pulls_per_clip` times (independent
         # actions and noise): more reward samples per student step.
         if self.bandit is not None and self.step < config.policy.train_steps:
-            policy = config.policy
+            policy, bandit_batch = config.policy, batch
             if policy.clips_per_step is not None:
                 count = min(policy.clips_per_step, len(self.train_cache))
                 bandit_indices = torch.randperm(len(self.train_cache), generator=generator)[:count].tolist()
-                batch = self.train_cache.latent_batch(bandit_indices).to(accelerator.device)
-            clip_of_pull = torch.arange(batch.latents.shape[0]).repeat_interleave(policy.pulls_per_clip)
-            pulled = batch.index(clip_of_pull)
+                bandit_batch = self.train_cache.latent_batch(bandit_indices).to(accelerator.device)
+            clip_of_pull = torch.arange(bandit_batch.latents.shape[0]).repeat_interleave(policy.pulls_per_clip)
+            pulled = bandit_batch.index(clip_of_pull)
 
             def reward(timesteps: Tensor) -> Tensor:
                 noise = torch.randn(pulled.latents.shape, generator=generator).to(accelerator.device)
