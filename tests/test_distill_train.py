@@ -161,10 +161,13 @@ def test_bandit_pulls_clips_of_its_own(setup, tmp_path):
     for clips_per_step, expected_clips in ((4, 4), (None, 2)):  # train.batch_size = 2 (TrainConfig default)
         trainer = DistillTrainer(small_config(2, clips_per_step), teacher, train_cache, None, tmp_path / f"run{clips_per_step}")
         seen = []
-        step = trainer.bandit.step
-        trainer.bandit.step = lambda render_latents, *args, **kwargs: seen.append(
-            (render_latents, kwargs["groups"])
-        ) or step(render_latents, *args, **kwargs)
+        bandit_step = trainer.bandit.step
+
+        def recording_step(render_latents, *args, **kwargs):
+            seen.append((render_latents, kwargs["groups"]))
+            return bandit_step(render_latents, *args, **kwargs)
+
+        trainer.bandit.step = recording_step
         trainer.train()
         assert len(seen) == 2
         for render_latents, groups in seen:
