@@ -7,7 +7,7 @@ import json
 import imageio.v3 as iio
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 from test_video_train_vae import micro_data, micro_vae_config, one_thread  # noqa: F401  (fixtures)
 
 from videoscene.cli import main as cli_main
@@ -36,7 +36,7 @@ def trained_vae(micro_data, tmp_path_factory):  # noqa: F811
 
 def micro_teacher_config(root, vae, tmp_path, **changes) -> TeacherTrainConfig:
     values = dict(
-        video=str(root / "micro_video.json"), vae=str(vae), train_data=[str(root / "train")],
+        video=str(root / "micro_video.json"), vae=vae and str(vae), train_data=[str(root / "train")],
         validation_data=[str(root / "test")], max_stride=1, clips_per_scene=2, cache_dir=str(tmp_path / "cache"),
         batch_size=2, steps=4, lr=2e-3, warmup_steps=1, checkpoint_every=2, validate_every=1000,
         validation_clips=1, validation_steps=2, log_every=1,
@@ -135,6 +135,49 @@ def test_validation_writes_an_mp4_and_scores_the_crossfade(micro_data, trained_v
     assert scores["crossfade_psnr"] == pytest.approx(100.0) and scores["teacher_psnr"] < 60
     video = iio.imread(tmp_path / "v.mp4")
     assert video.shape == (9, 16, 3 * 24, 3)
+
+
+def test_init_teacher_fine_tunes_the_given_model_in_either_folder_format(micro_data, trained_vae, tmp_path):  # noqa: F811
+    train_teacher(micro_teacher_config(micro_data, trained_vae, tmp_path, steps=2), tmp_path / "first")
+    first = VideoBackbone.from_pretrained(tmp_path / "first" / "teacher")
+    # The same weights as a diffusers CogVideoX I2V folder (as CogVideoX-5b-I2V ships) + a prompt embedding file.
+    diffusers_folder = tmp_path / "as_diffusers"
+    first.vae.save_pretrained(diffusers_folder / "vae")
+    # A diffusers folder loads with VAE tiling on, tiles sized sample_height/2 × sample_width/2: give the
+    # config CogVideoX's 480×720 so that the 16×24 micro clips are encoded whole, as the other folder does.
+    vae_config = json.loads((diffusers_folder / "vae" / "config.json").read_text())
+    (diffusers_folder / "vae" / "config.json").write_text(json.dumps({**vae_config, "sample_height": 480, "sample_width": 720}))
+    first.transformer.save_pretrained(diffusers_folder / "transformer")
+    save_file({"prompt_embeds": first.prompt_embedding(1).detach().contiguous()}, diffusers_folder / "prompt.safetensors")
+    for folder, prompt in ((tmp_path / "first" / "teacher", None), (diffusers_folder, diffusers_folder / "prompt.safetensors")):
+        config = micro_teacher_config(micro_data, None, tmp_path, init_teacher=str(folder),
+                                      init_prompt_embeds=prompt and str(prompt), lr=1e-9, steps=2)  # fmt: skip
+        start = build_teacher(config)
+        for name in ("vae", "transformer"):
+            reference = getattr(first, name).state_dict()
+            assert all(torch.equal(value, reference[key]) for key, value in getattr(start, name).state_dict().items())
+        assert not any(p.requires_grad for p in start.vae.parameters())
+    # Fine-tuning continues from those weights (at lr 1e-9 it barely moves); a new teacher starts elsewhere.
+    train_teacher(config, tmp_path / "tuned")
+    tuned = load_file(tmp_path / "tuned" / "teacher" / "transformer.safetensors")
+    reference = first.transformer.state_dict()
+    assert all(torch.allclose(tuned[key], reference[key], atol=1e-6) for key in tuned)
+    fresh = build_teacher(micro_teacher_config(micro_data, trained_vae, tmp_path)).transformer.state_dict()
+    assert any(not torch.allclose(fresh[key], reference[key], atol=1e-3) for key in fresh)
+
+
+def test_init_teacher_must_match_the_video_config(micro_data, trained_vae, tmp_path):  # noqa: F811
+    from test_video_train_vae import REPO_ROOT
+
+    with pytest.raises(VideoSceneError, match="not both"):
+        micro_teacher_config(micro_data, trained_vae, tmp_path, init_teacher=str(tmp_path))
+    with pytest.raises(VideoSceneError, match="not both"):
+        micro_teacher_config(micro_data, None, tmp_path)
+    with pytest.raises(VideoSceneError, match="set init_teacher too"):
+        micro_teacher_config(micro_data, trained_vae, tmp_path, init_prompt_embeds="p.safetensors")
+    bundled = REPO_ROOT / "src" / "videoscene" / "weights" / "tiny" / "teacher"
+    with pytest.raises(VideoSceneError, match="differs from the video config in its clip size and VAE and transformer"):
+        build_teacher(micro_teacher_config(micro_data, None, tmp_path, init_teacher=str(bundled)))
 
 
 def test_bad_inputs_are_one_line_errors(micro_data, trained_vae, tmp_path, capsys):  # noqa: F811

@@ -2,7 +2,10 @@
 
     videoscene train teacher --config configs/teacher_tiny_train.json --out runs/teacher_tiny [--resume]
 
-The VAE (trained by `videoscene train vae`) is frozen. Every training clip is encoded once into a latent cache
+The VAE (trained by `videoscene train vae`) is frozen and the transformer starts from random weights, or, with
+`init_teacher`, both come from a model folder that training fine-tunes: a VideoScene teacher (to train the
+tiny one further) or a diffusers CogVideoX I2V folder (the paper fine-tunes CogVideoX-5B-I2V into its
+first/last-frame teacher, with `trainable: "attention"`). Every training clip is encoded once into a latent cache
 (posterior mean and std, unscaled, plus its first and last frames as uint8); a step then draws, from a generator
 seeded by (seed, step):
 
@@ -31,7 +34,7 @@ import hashlib
 import json
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -80,7 +83,11 @@ class TeacherTrainConfig:
     """Everything a teacher training run depends on; stored as JSON beside its outputs."""
 
     video: str = "configs/video_tiny.json"  # video model config (preset name or JSON path)
-    vae: str = "runs/vae_tiny/vae"  # the trained VAE: a diffusers folder written by `videoscene train vae`
+    vae: str | None = None  # the trained VAE of a new teacher: a diffusers folder written by `videoscene train vae`
+    # A model folder to fine-tune instead (its VAE and transformer): a VideoScene teacher/ folder or a diffusers
+    # CogVideoX I2V folder (vae/, transformer/, scheduler/); its architecture must be `video`'s.
+    init_teacher: str | None = None
+    init_prompt_embeds: str | None = None  # prompt embedding file for a diffusers init_teacher (else its T5 encodes "")
     train_data: list[str] = field(default_factory=list)  # RealEstate10K-format split folders
     validation_data: list[str] = field(default_factory=list)  # held-out split folders
     min_stride: int = 1
@@ -122,6 +129,11 @@ class TeacherTrainConfig:
             raise VideoSceneError("teacher training config: need lr > 0, grad_clip > 0, warmup_steps >= 0, 0 <= min_lr_ratio <= 1")
         if not 0 <= self.condition_dropout < 1 or not 0 <= self.ema_decay < 1:
             raise VideoSceneError("teacher training config: condition_dropout and ema_decay must be in [0, 1)")
+        if (self.vae is None) == (self.init_teacher is None):
+            raise VideoSceneError("teacher training config: set vae (a trained VAE, for a new teacher) or init_teacher "
+                                  "(a model folder to fine-tune, which brings its own VAE), not both")  # fmt: skip
+        if self.init_prompt_embeds is not None and self.init_teacher is None:
+            raise VideoSceneError("teacher training config: init_prompt_embeds is the prompt of init_teacher; set init_teacher too")
         if self.trainable not in ("all", "attention"):
             raise VideoSceneError(f"teacher training config: trainable={self.trainable!r}; choose 'all' or 'attention'")
         ClipSamplerConfig(self.video_config.num_frames, self.min_stride, self.max_stride)  # validates strides
@@ -145,13 +157,33 @@ class TeacherTrainConfig:
 
 # -- the backbone with the trained VAE --------------------------------------------------------------------------------
 def build_teacher(config: TeacherTrainConfig) -> VideoBackbone:
-    """A randomly initialised transformer (seeded) around the frozen trained VAE."""
-    vae, video = load_trained_vae(config.vae, config.video_config)
-    torch.manual_seed(config.seed)
-    backbone = VideoBackbone.build(video)
-    backbone.vae.load_state_dict(vae.state_dict())
+    """A randomly initialised transformer (seeded) around the frozen trained VAE, or the `init_teacher` model
+    (its VAE frozen) to fine-tune."""
+    if config.init_teacher is not None:
+        backbone = VideoBackbone.from_pretrained(config.init_teacher, config.init_prompt_embeds)
+        check_same_architecture(backbone.config, config.video_config, config.init_teacher)
+    else:
+        vae, video = load_trained_vae(config.vae, config.video_config)
+        torch.manual_seed(config.seed)
+        backbone = VideoBackbone.build(video)
+        backbone.vae.load_state_dict(vae.state_dict())
     backbone.vae.requires_grad_(False).eval()
     return backbone
+
+
+def check_same_architecture(loaded: VideoModelConfig, declared: VideoModelConfig, folder: str) -> None:
+    """The fine-tuned model must be the one the config declares (clip size, VAE and transformer shapes);
+    memory-only switches and the VAE's latent scaling (measured per VAE) may differ."""
+    layout = dict(scaling_factor=0.0, latents_mean=None, latents_std=None, enable_slicing=False, enable_tiling=False)
+    pairs = {
+        "clip size": ((loaded.num_frames, loaded.height, loaded.width), (declared.num_frames, declared.height, declared.width)),
+        "VAE": (replace(loaded.vae, **layout), replace(declared.vae, **layout)),
+        "transformer": (replace(loaded.denoiser, gradient_checkpointing=False), replace(declared.denoiser, gradient_checkpointing=False)),
+    }
+    differing = [name for name, (a, b) in pairs.items() if a != b]
+    if differing:
+        raise VideoSceneError(f"init_teacher {folder} differs from the video config in its {' and '.join(differing)}; "
+                              "set `video` to the preset the folder was made with")  # fmt: skip
 
 
 # -- the latent cache -----------------------------------------------------------------------------------------------
@@ -305,7 +337,7 @@ def _train(config: TeacherTrainConfig, out: Path, resume: bool, stop_after: int 
     if not resume and (checkpoint or (out / TEACHER_FOLDER).exists()):
         raise VideoSceneError(f"{out} already holds a teacher training run; pass --resume to continue it or choose another --out")
 
-    # 2. Frozen VAE + new transformer; the trainable subset; optimiser, schedule, EMA.
+    # 2. Frozen VAE + new (or init_teacher's) transformer; the trainable subset; optimiser, schedule, EMA.
     accelerator = Accelerator(mixed_precision=config.mixed_precision, cpu=not torch.cuda.is_available())
     backbone = build_teacher(config).to(accelerator.device)
     if config.gradient_checkpointing:
@@ -318,8 +350,8 @@ def _train(config: TeacherTrainConfig, out: Path, resume: bool, stop_after: int 
     ema = [p.detach().clone() for p in trainable] if config.ema_decay > 0 else None
     optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(config.warmup_steps, config.steps, config.min_lr_ratio))
-    expected_state = {"video_config": backbone.config.to_dict(), "vae": module_fingerprint(backbone.vae),
-                      "trainable": config.trainable, "ema": config.ema_decay > 0, "seed": config.seed}  # fmt: skip
+    expected_state = {"video_config": backbone.config.to_dict(), "vae": module_fingerprint(backbone.vae), "trainable": config.trainable,
+                      "ema": config.ema_decay > 0, "seed": config.seed, "init_teacher": config.init_teacher}  # fmt: skip
     modules = {"transformer": backbone.transformer, "prompt_embedding": backbone.prompt_embedding}
     start = 0
     if resume and checkpoint:
@@ -431,10 +463,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_training_arguments(parser, "configs/teacher_tiny_train.json", "training split folders (override the config)",
                            "held-out split folders (override the config)")  # fmt: skip
     parser.add_argument("--vae", help="trained VAE folder (overrides the config)")
+    parser.add_argument("--init-teacher", help="model folder to fine-tune: a VideoScene teacher or a diffusers CogVideoX I2V folder")
     parser.add_argument("--cache-dir", help="latent cache root (overrides the config)")
 
 
 def run(args: argparse.Namespace) -> None:
-    changes = {key: value for key, value in (("vae", args.vae), ("train_data", args.data), ("validation_data", args.val_data),
-                                              ("cache_dir", args.cache_dir)) if value is not None}  # fmt: skip
+    changes = {key: value for key, value in (("vae", args.vae), ("init_teacher", args.init_teacher), ("train_data", args.data),
+                                              ("validation_data", args.val_data), ("cache_dir", args.cache_dir)) if value is not None}  # fmt: skip
+    if args.init_teacher is not None:
+        changes.setdefault("vae", None)  # the folder brings its VAE
     run_training(args, TeacherTrainConfig.load(args.config), changes, train_teacher)
