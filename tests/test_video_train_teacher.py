@@ -3,6 +3,7 @@ only attention, validation writes an mp4 and scores the cross-fade correctly, ba
 Uses the 9-frame 16×24 micro model and moving-pattern scenes of test_video_train_vae."""
 
 import json
+from dataclasses import replace
 
 import imageio.v3 as iio
 import pytest
@@ -15,8 +16,10 @@ from videoscene.distill.train import ATTENTION_PARAMETERS
 from videoscene.errors import VideoSceneError
 from videoscene.video.models import VideoBackbone
 from videoscene.video.schedule import NoiseSchedule
+from videoscene.video.config import VideoModelConfig, preset
 from videoscene.video.train_teacher import (
     TeacherTrainConfig,
+    check_same_architecture,
     build_latent_cache,
     build_teacher,
     draw_batch,
@@ -198,3 +201,18 @@ def test_repository_config_parses(monkeypatch):
     monkeypatch.chdir(REPO_ROOT)
     config = TeacherTrainConfig.load("configs/teacher_tiny_train.json")
     assert config.video_config.name == "tiny" and config.trainable == "all"
+    # The paper's warm-up (PAPER.md §4): CogvideoX-Interpolation, attention layers, 900 steps, lr 3e-5, batch 2.
+    warmup = TeacherTrainConfig.load("configs/teacher_paper_warmup.json")
+    assert warmup.video_config.name == "paper" and warmup.trainable == "attention" and warmup.vae is None
+    assert (warmup.steps, warmup.lr, warmup.batch_size) == (900, 3e-5, 2)
+
+
+def test_a_cogvideox_5b_i2v_folder_passes_the_paper_preset_check():
+    """What `VideoBackbone.from_pretrained` reads from a CogVideoX-5b-I2V folder's configs (here: the configs
+    diffusers builds from the paper preset) is the paper preset's architecture."""
+    paper = preset("paper")
+    loaded = VideoModelConfig.from_diffusers("CogVideoX-5b-I2V", paper.transformer_kwargs(), paper.vae_kwargs(), paper.schedule, "file")
+    check_same_architecture(loaded, paper, "CogVideoX-5b-I2V")
+    assert (loaded.num_frames, loaded.height, loaded.width, loaded.latent_channels) == (49, 480, 720, 16)
+    with pytest.raises(VideoSceneError, match="in its transformer"):
+        check_same_architecture(replace(loaded, denoiser=replace(loaded.denoiser, num_layers=30)), paper, "CogVideoX-2b")

@@ -188,6 +188,24 @@ class VideoModelConfig:
     def __post_init__(self) -> None:
         self.validate()
 
+    @classmethod
+    def from_diffusers(
+        cls, name: str, transformer: dict[str, Any], vae: dict[str, Any], schedule: "ScheduleConfig", text_kind: str
+    ) -> "VideoModelConfig":
+        """Our view of a diffusers CogVideoX I2V folder from its transformer and VAE configs; the operating
+        size is the transformer's sample size (49×480×720 for CogVideoX-5b-I2V), memory savers on."""
+        vae_config = VAEConfig.from_diffusers(vae, enable_slicing=True, enable_tiling=True)
+        return cls(
+            name=name,
+            num_frames=transformer["sample_frames"],
+            height=transformer["sample_height"] * vae_config.spatial_compression,
+            width=transformer["sample_width"] * vae_config.spatial_compression,
+            vae=vae_config,
+            denoiser=DenoiserConfig.from_diffusers(transformer),
+            text=TextConfig(kind=text_kind, num_tokens=transformer["max_text_seq_length"], dim=transformer["text_embed_dim"]),
+            schedule=schedule,
+        )
+
     # -- derived geometry -------------------------------------------------------------------------------------
     @property
     def latent_frames(self) -> int:

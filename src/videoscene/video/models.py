@@ -31,10 +31,8 @@ from videoscene.errors import VideoSceneError
 from videoscene.io_utils import staged_output_dir
 from videoscene.video.cpu_conv3d import use_onednn_conv3d
 from videoscene.video.config import (
-    DenoiserConfig,
     ScheduleConfig,
     TextConfig,
-    VAEConfig,
     VideoModelConfig,
 )
 
@@ -204,19 +202,8 @@ class VideoBackbone(nn.Module):
         )
         scheduler_file = path / "scheduler" / "scheduler_config.json"
         schedule = ScheduleConfig.from_diffusers(json.loads(scheduler_file.read_text())) if scheduler_file.is_file() else ScheduleConfig()
-        tconf = transformer.config
-        text = TextConfig(kind="file" if prompt_embeds_path else "t5", num_tokens=tconf.max_text_seq_length, dim=tconf.text_embed_dim)
-        vae_config = VAEConfig.from_diffusers(vae.config, enable_slicing=True, enable_tiling=True)
-        config = VideoModelConfig(
-            name=path.name,
-            num_frames=tconf.sample_frames,
-            height=tconf.sample_height * vae_config.spatial_compression,
-            width=tconf.sample_width * vae_config.spatial_compression,
-            vae=vae_config,
-            denoiser=DenoiserConfig.from_diffusers(tconf),
-            text=text,
-            schedule=schedule,
-        )
+        config = VideoModelConfig.from_diffusers(path.name, transformer.config, vae.config, schedule, "file" if prompt_embeds_path else "t5")
+        text = config.text
         if prompt_embeds_path:
             value = load_prompt_embedding_file(prompt_embeds_path)
         else:
