@@ -52,6 +52,11 @@ class VAEConfig:
     def spatial_compression(self) -> int:
         return 2 ** (len(self.block_out_channels) - 1)
 
+    def architecture(self) -> "VAEConfig":
+        """The shape-defining fields only: the latent scaling (measured per trained VAE) and the memory
+        switches cleared, so that two VAEs of one architecture compare equal."""
+        return replace(self, scaling_factor=0.0, latents_mean=None, latents_std=None, enable_slicing=False, enable_tiling=False)
+
     def diffusers_kwargs(self, height: int, width: int) -> dict[str, Any]:
         blocks = len(self.block_out_channels)
         return dict(
@@ -103,6 +108,10 @@ class DenoiserConfig:
     @property
     def inner_dim(self) -> int:
         return self.num_attention_heads * self.attention_head_dim
+
+    def architecture(self) -> "DenoiserConfig":
+        """The shape-defining fields only (gradient checkpointing saves memory and changes no weight)."""
+        return replace(self, gradient_checkpointing=False)
 
     @classmethod
     def from_diffusers(cls, config: dict[str, Any], **overrides) -> "DenoiserConfig":

@@ -34,7 +34,7 @@ import hashlib
 import json
 import logging
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -174,11 +174,10 @@ def build_teacher(config: TeacherTrainConfig) -> VideoBackbone:
 def check_same_architecture(loaded: VideoModelConfig, declared: VideoModelConfig, folder: str) -> None:
     """The fine-tuned model must be the one the config declares (clip size, VAE and transformer shapes);
     memory-only switches and the VAE's latent scaling (measured per VAE) may differ."""
-    layout = dict(scaling_factor=0.0, latents_mean=None, latents_std=None, enable_slicing=False, enable_tiling=False)
     pairs = {
         "clip size": ((loaded.num_frames, loaded.height, loaded.width), (declared.num_frames, declared.height, declared.width)),
-        "VAE": (replace(loaded.vae, **layout), replace(declared.vae, **layout)),
-        "transformer": (replace(loaded.denoiser, gradient_checkpointing=False), replace(declared.denoiser, gradient_checkpointing=False)),
+        "VAE": (loaded.vae.architecture(), declared.vae.architecture()),
+        "transformer": (loaded.denoiser.architecture(), declared.denoiser.architecture()),
     }
     differing = [name for name, (a, b) in pairs.items() if a != b]
     if differing:

@@ -322,8 +322,7 @@ def load_trained_vae(folder: str | Path, video: VideoModelConfig) -> tuple[Autoe
         )
     vae = AutoencoderKLCogVideoX.from_pretrained(folder, local_files_only=True)
     trained = VAEConfig.from_diffusers(vae.config)
-    layout = dict(scaling_factor=0.0, enable_slicing=False, enable_tiling=False, latents_mean=None, latents_std=None)
-    if replace(trained, **layout) != replace(video.vae, **layout):
+    if trained.architecture() != video.vae.architecture():
         raise VideoSceneError(f"the VAE in {folder} has another architecture than the video config's; train it with the same video config")
     statistics = {}
     if (folder / LATENT_STATISTICS_FILE).is_file():
