@@ -14,14 +14,14 @@ from test_video_train_vae import micro_data, micro_vae_config, one_thread  # noq
 from videoscene.cli import main as cli_main
 from videoscene.distill.train import ATTENTION_PARAMETERS
 from videoscene.errors import VideoSceneError
+from videoscene.video.config import VideoModelConfig, preset
 from videoscene.video.models import VideoBackbone
 from videoscene.video.schedule import NoiseSchedule
-from videoscene.video.config import VideoModelConfig, preset
 from videoscene.video.train_teacher import (
     TeacherTrainConfig,
-    check_same_architecture,
     build_latent_cache,
     build_teacher,
+    check_same_architecture,
     draw_batch,
     evaluate_interpolation,
     linear_crossfade,

@@ -199,7 +199,7 @@ class VideoModelConfig:
 
     @classmethod
     def from_diffusers(
-        cls, name: str, transformer: dict[str, Any], vae: dict[str, Any], schedule: "ScheduleConfig", text_kind: str
+        cls, name: str, transformer: dict[str, Any], vae: dict[str, Any], schedule: ScheduleConfig, text_kind: str
     ) -> "VideoModelConfig":
         """Our view of a diffusers CogVideoX I2V folder from its transformer and VAE configs; the operating
         size is the transformer's sample size (49×480×720 for CogVideoX-5b-I2V), memory savers on."""
