@@ -71,12 +71,21 @@ def test_generate_with_cameras_file_fixed_timestep_and_seed(pipeline, photos, tm
     first = app.generate(*photos[0], cameras_file=photos[1], frames="9", timestep="399", seed=3)
     assert first.report["timestep"] == 399 and first.report["timestep_source"] == "chosen"
     assert first.report["cameras"] == {"source": "file"}
-    import imageio.v3 as iio
-
-    first_frames = iio.imread(first.video, plugin="pyav")
+    first_frames = _saved_frames(first)
     again = app.generate(*photos[0], cameras_file=photos[1], frames=9, timestep=399, seed=3.0)
-    np.testing.assert_array_equal(iio.imread(again.video, plugin="pyav"), first_frames)
+    # The lossless PNG frames, not video.mp4: on a CI machine the two mp4s once differed in 22 % of values
+    # (max 31). Perturbing the frames by 1e-5 (float rounding) flips ~90 8-bit values and does the same
+    # through H.264, so rounding is allowed one level and the encoder is left out.
+    assert np.abs(_saved_frames(again) - first_frames).max() <= 1
     assert len(list((tmp_path / "runs").glob("run-*"))) == 1  # keep_runs=1 pruned the first run
+    other_seed = app.generate(*photos[0], cameras_file=photos[1], frames=9, timestep=399, seed=4)
+    assert np.abs(_saved_frames(other_seed) - first_frames).max() > 8
+
+
+def _saved_frames(result) -> np.ndarray:
+    """The run's frames/*.png (lossless) as one int array [F, H, W, 3]."""
+    paths = sorted((Path(result.video).parent / "frames").glob("*.png"))
+    return np.stack([np.asarray(Image.open(path)) for path in paths]).astype(int)
 
 
 def _bad_request(case: str, photos, tmp_path: Path) -> tuple[dict, AppConfig]:
