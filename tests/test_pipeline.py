@@ -10,6 +10,7 @@ from PIL import Image
 
 from videoscene.cli import main
 from videoscene.errors import VideoSceneError
+from videoscene.io_utils import OUTPUT_MARKER
 from videoscene.gaussians.ply import load_ply
 from videoscene.pipeline import VideoScenePipeline
 from videoscene.types import Cameras
@@ -110,7 +111,7 @@ def test_generate_cli_writes_every_output(weights_dir, tmp_path):
     paths, cams = write_inputs(tmp_path / "in", images, cameras)
     out = tmp_path / "out"
     assert main(["generate", "--images", *paths, "--cameras", cams, "--out", str(out), "--weights", str(weights_dir), "--seed", "1"]) == 0
-    assert {p.name for p in out.iterdir()} == {"video.mp4", "coarse.mp4", "frames", "gaussians.ply", "comparison.png", "report.json"}
+    assert {p.name for p in out.iterdir()} == {"video.mp4", "coarse.mp4", "frames", "gaussians.ply", "comparison.png", "report.json", OUTPUT_MARKER}
     assert len(list((out / "frames").iterdir())) == FRAMES
     report = json.loads((out / "report.json").read_text())
     assert report["timestep"] in (199, 399, 599) and report["num_frames"] == FRAMES and "torch" in report["versions"]
@@ -154,7 +155,7 @@ def test_generate_bad_inputs_exit_non_zero_without_output(weights_dir, tmp_path,
     elif case == "no_cameras_same_image":
         paths = [paths[0], paths[0]]
     elif case == "sizes":
-        Image.new("RGB", (10, 10)).save(paths[1])
+        Image.new("RGB", (40, 40)).save(paths[1])
     elif case == "unreadable":
         Path(paths[1]).write_bytes(b"not an image")
     elif case == "camera_shape":

@@ -7,8 +7,10 @@ import argparse
 import importlib
 import logging
 import sys
+import traceback
 
 from videoscene import __version__
+from videoscene.arguments import ArgumentParser
 from videoscene.errors import VideoSceneError
 
 # (group, command) -> (module, one-line help). A group of None means a top-level command.
@@ -34,7 +36,7 @@ GROUP_HELP = {
 
 
 def _build_parser(selected: tuple[str | None, str] | None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="videoscene", description="VideoScene: two photos in, a 3D-consistent video out.")
+    parser = ArgumentParser(prog="videoscene", description="VideoScene: two photos in, a 3D-consistent video out.")
     parser.add_argument("--version", action="version", version=f"videoscene {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     top = parser.add_subparsers(dest="group", metavar="COMMAND")
@@ -64,10 +66,20 @@ def _select(argv: list[str]) -> tuple[str | None, str] | None:
     return None
 
 
+def _error_line(message: str) -> None:
+    """One line on stderr, on a line of its own even while a progress bar is drawn."""
+    from tqdm import tqdm
+
+    tqdm.write(message, file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = _build_parser(_select(argv))
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as done:  # --help, --version, or a bad argument (already said in one line)
+        return int(done.code or 0)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if not hasattr(args, "_module"):
         parser.print_help()
@@ -75,13 +87,20 @@ def main(argv: list[str] | None = None) -> int:
     try:
         importlib.import_module(args._module).run(args)
     except VideoSceneError as error:
-        print(f"videoscene: error: {error}", file=sys.stderr)
+        if args.verbose:
+            traceback.print_exc()
+        _error_line(f"videoscene: error: {' '.join(str(error).split())}")
         return 2
     except KeyboardInterrupt:
-        print("videoscene: interrupted", file=sys.stderr)
+        _error_line("videoscene: interrupted")
         return 130
+    except Exception as error:  # a bug, not bad input: say so in one line; -v shows where
+        if args.verbose:
+            traceback.print_exc()
+        first = (str(error).splitlines() or [""])[0]
+        _error_line(f"videoscene: internal error: {type(error).__name__}: {first} (a bug: rerun with -v for the traceback and report it)")
+        return 1
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -23,32 +23,22 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
-from videoscene import __version__
+from videoscene import __version__, arguments
+from videoscene.arguments import resolve_device
 from videoscene.errors import VideoSceneError
 from videoscene.gaussians.ply import save_ply
 from videoscene.geometry.cameras import normalize_intrinsics, opengl_to_opencv
 from videoscene.geometry.relative_pose import RelativePoseConfig, RelativePoseEstimate, estimate_cameras, exif_focal
-from videoscene.io_utils import read_json_object, staged_output_dir, write_json_atomic
+from videoscene.image_io import read_rgb
+from videoscene.io_utils import check_output_dir, read_json_object, staged_output_dir, write_json_atomic
 from videoscene.types import Cameras
-
-MAX_IMAGE_PIXELS = 40_000_000
 
 
 def load_image(path: str | Path) -> torch.Tensor:
-    """An image file -> float [3, H, W] in [0, 1]."""
-    path = Path(path)
-    if not path.is_file():
-        raise VideoSceneError(f"image {path} does not exist")
-    try:
-        with Image.open(path) as image:
-            if image.width * image.height > MAX_IMAGE_PIXELS:
-                raise VideoSceneError(f"image {path} is {image.width}x{image.height}; images over 40 megapixels are refused")
-            array = np.asarray(image.convert("RGB"))
-    except (UnidentifiedImageError, OSError) as error:
-        raise VideoSceneError(f"image {path} cannot be read ({type(error).__name__}); give a PNG or JPEG file") from None
-    return torch.from_numpy(array.copy()).permute(2, 0, 1).float() / 255
+    """An image file -> float [3, H, W] in [0, 1] (transparency composited onto white, docs/generate.md)."""
+    return torch.from_numpy(read_rgb(path, background="white").copy()).permute(2, 0, 1).float() / 255
 
 
 def _camera_list(entries, what: str, convention: str, unit: str, image_size: tuple[int, int]) -> Cameras:
@@ -88,7 +78,19 @@ def load_cameras_file(path: str | Path, image_size: tuple[int, int]) -> tuple[Ca
     if len(cameras) != 2:
         raise VideoSceneError(f"cameras file {path} has {len(cameras)} cameras; give exactly one per image (2)")
     targets = _camera_list(raw["targets"], "targets", convention, unit, image_size) if "targets" in raw else None
-    return cameras, targets, raw.get("near"), raw.get("far")
+    near, far = (_depth(path, raw, key) for key in ("near", "far"))
+    if near is not None and far is not None and not near < far:
+        raise VideoSceneError(f"cameras file {path}: near ({near}) must be less than far ({far})")
+    return cameras, targets, near, far
+
+
+def _depth(path, raw: dict, key: str) -> float | None:
+    value = raw.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (value > 0 and math.isfinite(value)):
+        raise VideoSceneError(f"cameras file {path}: {key!r} must be a positive number of scene units, got {value!r}")
+    return float(value)
 
 
 def to_uint8(frames: torch.Tensor) -> np.ndarray:
@@ -150,14 +152,13 @@ def write_outputs(
 
 
 def generate(args: argparse.Namespace, image_paths: list[str], cameras_path: str | None) -> None:
-    from videoscene.pipeline import VideoScenePipeline, resolve_device
+    from videoscene.pipeline import VideoScenePipeline
 
-    # 1. Check inputs before loading anything heavy
+    # 1. Check the arguments, the output location and the inputs before loading anything heavy
     if len(image_paths) != 2:
         raise VideoSceneError(f"give exactly two images with --images A B (got {len(image_paths)})")
-    out = Path(args.out)
-    if out.exists() and not args.overwrite and (not out.is_dir() or any(out.iterdir())):
-        raise VideoSceneError(f"output folder {out} already exists; choose another --out or pass --overwrite")
+    out = check_output_dir(args.out, args.overwrite)
+    device = resolve_device(args.device)
     images = [load_image(path) for path in image_paths]
     if images[0].shape != images[1].shape:
         raise VideoSceneError(
@@ -174,8 +175,6 @@ def generate(args: argparse.Namespace, image_paths: list[str], cameras_path: str
         estimate = estimate_cameras_for_files(images, image_paths, fov, baseline)
         cameras, targets, near, far = estimate.cameras, None, estimate.near, estimate.far
         extra_report["estimated_cameras"] = estimate.summary()
-    timestep = args.timestep if args.timestep in ("auto", "none") else args.timestep
-    device = resolve_device(args.device)
 
     # 2. Load the weights and run the pipeline
     pipeline = VideoScenePipeline.from_pretrained(args.weights, device=device)
@@ -184,7 +183,7 @@ def generate(args: argparse.Namespace, image_paths: list[str], cameras_path: str
         cameras,
         target_cameras=targets,
         num_frames=args.frames,
-        timestep=None if timestep == "none" else timestep,
+        timestep=args.timestep,
         num_steps=args.steps,
         model=args.model,
         seed=args.seed,
@@ -213,14 +212,16 @@ def estimate_cameras_for_files(
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="output folder (must not exist, unless --overwrite)")
-    parser.add_argument("--frames", type=int, help="number of frames, 8k+1 (default: the model's, 17 for tiny)")
-    parser.add_argument("--timestep", default="auto", help="'auto' (DDPNet), an integer t in [1, 999], or 'none' (pure noise)")
-    parser.add_argument("--steps", type=int, default=1, help="denoising steps (1 for the student; 1/4/50 with --model teacher)")
+    parser.add_argument("--frames", type=arguments.frame_count, help="number of frames, 8k+1 (default: the model's, 17 for tiny)")
+    parser.add_argument(
+        "--timestep", type=arguments.timestep, default="auto", help="'auto' (DDPNet), an integer t in [1, 999], or 'none' (pure noise)"
+    )
+    parser.add_argument("--steps", type=arguments.positive_int, default=1, help="denoising steps (1 for the student; 1/4/50 with --model teacher)")
     parser.add_argument("--model", default="student", choices=["student", "student-noleap", "teacher"])
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--seed", type=arguments.seed, default=0)
+    parser.add_argument("--device", type=arguments.device, default="cpu", help="cpu, cuda, cuda:N or auto")
     parser.add_argument("--weights", help="weights folder (default: the bundled tiny weights)")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder that videoscene wrote")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

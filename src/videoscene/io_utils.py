@@ -1,35 +1,154 @@
-"""Writing outputs so that a crash or a bad input never leaves half-written files behind."""
+"""Reading inputs and writing outputs so that a crash or a bad input never leaves half-written files
+behind, and an output location never reaches anything this program did not write.
+
+Guarantees (docs/conventions.md §Outputs):
+- an output folder is built in a hidden staging folder beside it and renamed into place on success;
+- every output folder holds a marker file, `.videoscene-output`, and `--overwrite` replaces only a folder
+  that holds one; the working directory, its ancestors, the home directory and `/` are never outputs;
+- staging folders left by a killed run (marker with a process id that is gone) are removed by the next run.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
+import socket
 import tempfile
 from pathlib import Path
 from typing import Iterator
 
-from videoscene.errors import VideoSceneError
+from safetensors import SafetensorError, safe_open
+from torch import Tensor, nn
+
+from videoscene import __version__
+from videoscene.errors import InputError, LoadError, OutputError
+
+OUTPUT_MARKER = ".videoscene-output"
+# errno values that can only mean "the output cannot be written", whatever the block was doing
+_WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG}
+
+
+# -- output locations -------------------------------------------------------------------------------------------------
+def protected_folders() -> set[Path]:
+    """Folders that are never an output: the working directory and its ancestors, home and its ancestors."""
+    cwd, home = Path.cwd().resolve(), Path.home().resolve()
+    return {cwd, *cwd.parents, home, *home.parents, Path("/")}
+
+
+def check_output_location(out: str | os.PathLike) -> Path:
+    """Refuse an output path that is protected, a symbolic link, a file, or under a folder we cannot write.
+
+    Nothing is created: the check probes the nearest existing ancestor with a temporary folder it removes.
+    """
+    out = Path(out)
+    if out.is_symlink():
+        raise OutputError(f"output path {out} is a symbolic link; give a real folder path as --out")
+    resolved = out.resolve()
+    if resolved in protected_folders():
+        raise OutputError(
+            f"output path {out} is the working directory, one of its parents, the home folder or /; "
+            "give a new subfolder such as outputs/run"
+        )
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"output path {out} exists and is not a folder; choose another --out")
+    ancestor = resolved.parent
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise OutputError(f"cannot write {out}: {ancestor} is a file, not a folder; choose another --out")
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".videoscene-probe.", dir=ancestor))
+    except OSError as error:
+        raise OutputError(f"cannot write under {ancestor} ({error.strerror}); choose another --out") from None
+    return out
+
+
+def check_output_dir(out: str | os.PathLike, overwrite: bool = False) -> Path:
+    """`check_output_location`, and: a non-empty `out` needs `overwrite` and must be one of our outputs."""
+    out = check_output_location(out)
+    if out.is_dir() and any(out.iterdir()):
+        if not overwrite:
+            raise OutputError(f"output folder {out} already exists and is not empty; choose another --out or pass --overwrite")
+        if not (out / OUTPUT_MARKER).is_file():
+            raise OutputError(
+                f"output folder {out} was not written by videoscene (it has no {OUTPUT_MARKER}), so --overwrite leaves it alone; "
+                "delete it yourself or choose another --out"
+            )
+    return out
+
+
+def _write_marker(folder: Path) -> None:
+    (folder / OUTPUT_MARKER).write_text(
+        json.dumps({"written_by": f"videoscene {__version__}", "host": socket.gethostname(), "pid": os.getpid()}) + "\n"
+    )
+
+
+def _is_stale_stage(folder: Path) -> bool:
+    """A staging folder of ours whose writer (same host) is no longer running."""
+    try:
+        marker = json.loads((folder / OUTPUT_MARKER).read_text())
+        if marker.get("host") != socket.gethostname():
+            return False
+        os.kill(int(marker["pid"]), 0)
+    except ProcessLookupError:
+        return True
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return False
+    return False
+
+
+def remove_stale_stages(parent: Path) -> list[Path]:
+    """Remove `.*.partial` staging folders under `parent` left by killed runs of ours; returns them."""
+    removed = []
+    if parent.is_dir():
+        for folder in parent.glob(".*.partial"):
+            if not folder.is_dir() or folder.is_symlink():
+                continue
+            if not any(folder.iterdir()):  # killed between creating it and marking it
+                folder.rmdir()
+                removed.append(folder)
+            elif _is_stale_stage(folder):
+                shutil.rmtree(folder, ignore_errors=True)
+                removed.append(folder)
+    return removed
+
+
+@contextlib.contextmanager
+def write_boundary(what: str | os.PathLike) -> Iterator[None]:
+    """Turn the errors that can only mean "this cannot be written" (full disk, read-only) into one line."""
+    try:
+        yield
+    except OSError as error:
+        if error.errno not in _WRITE_ERRNOS:
+            raise
+        raise OutputError(f"could not write {what} ({error.strerror}); free space or choose another output location") from None
+
+
+def _umask() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
 
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `path`; it is renamed onto `path` only if the block succeeds."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp)
-    umask = os.umask(0)
-    os.umask(umask)
-    try:
-        yield tmp
-        if tmp.exists():
-            tmp.chmod(0o666 & ~umask)  # mkstemp creates 0600; give the usual file mode
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with write_boundary(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        tmp = Path(tmp)
+        try:
+            yield tmp
+            if tmp.exists():
+                tmp.chmod(0o666 & ~_umask())  # mkstemp creates 0600; give the usual file mode
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
 
 
 def write_json_atomic(path: str | os.PathLike, data) -> None:
@@ -41,34 +160,79 @@ def write_json_atomic(path: str | os.PathLike, data) -> None:
 def staged_output_dir(out: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
     """Build an output folder in a hidden staging folder and move it into place only on success.
 
-    An existing non-empty `out` is an error unless `overwrite`, in which case it is replaced at the end.
+    `out` is checked by `check_output_dir` first; an existing folder (one of ours) is replaced at the end,
+    and the previous one is removed only after the new one is in place.
     """
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise VideoSceneError(f"output path {out} exists and is not a folder; choose another --out")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise VideoSceneError(f"output folder {out} already exists and is not empty; choose another --out or pass --overwrite")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
-    try:
-        yield stage
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(stage, out)
-    finally:
-        if stage.exists():
-            shutil.rmtree(stage, ignore_errors=True)
+    out = check_output_dir(out, overwrite)
+    with write_boundary(out):
+        out.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_stages(out.parent)
+        stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+        old = None
+        try:
+            stage.chmod(0o777 & ~_umask())  # mkdtemp creates 0700; give the usual folder mode
+            _write_marker(stage)
+            yield stage
+            if out.exists():
+                old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", suffix=".partial", dir=out.parent))
+                os.replace(out, old / out.name)
+            os.replace(stage, out)
+        finally:
+            for leftover in (stage, old):
+                if leftover is not None and leftover.exists():
+                    shutil.rmtree(leftover, ignore_errors=True)
 
 
+# -- inputs -----------------------------------------------------------------------------------------------------------
 def read_json_object(path: str | os.PathLike, what: str, hint: str = "", holds: str = "a JSON object") -> dict:
     """A JSON object from `path`, or one clear line naming `what` is wrong (missing, not JSON, not `holds`)."""
     path = Path(path)
     if not path.is_file():
-        raise VideoSceneError(f"{what} {path} does not exist{hint}")
+        raise InputError(f"{what} {path} does not exist{hint}")
     try:
         data = json.loads(path.read_text())
     except json.JSONDecodeError as error:
-        raise VideoSceneError(f"{what} {path} is not valid JSON ({error.msg} at line {error.lineno})") from None
+        raise InputError(f"{what} {path} is not valid JSON ({error.msg} at line {error.lineno})") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise InputError(f"{what} {path} cannot be read ({error}); give a UTF-8 JSON file") from None
     if not isinstance(data, dict):
-        raise VideoSceneError(f"{what} {path} must hold {holds}")
+        raise InputError(f"{what} {path} must hold {holds}")
     return data
+
+
+def load_safetensors(path: str | os.PathLike, what: str, device: str = "cpu") -> dict[str, Tensor]:
+    """Every tensor of a .safetensors file, or one line naming the file when it is missing or corrupt."""
+    return read_safetensors(path, what, device)[0]
+
+
+def read_safetensors(path: str | os.PathLike, what: str, device: str = "cpu") -> tuple[dict[str, Tensor], dict[str, str]]:
+    """(tensors, metadata) of a .safetensors file; a missing, truncated or foreign file (e.g. a pickle renamed
+    .safetensors) is one line naming it. Nothing is ever unpickled."""
+    path = Path(path)
+    if not path.is_file():
+        raise LoadError(f"{what} {path} does not exist")
+    try:
+        with safe_open(str(path), framework="pt", device=str(device)) as handle:
+            return {key: handle.get_tensor(key) for key in handle.keys()}, handle.metadata() or {}
+    except (SafetensorError, OSError, ValueError, RuntimeError) as error:
+        reason = (str(error).splitlines() or [type(error).__name__])[0]
+        raise LoadError(f"{what} {path} is not a readable .safetensors file ({reason}); restore or re-create it") from None
+
+
+def load_state(module: nn.Module, state: dict[str, Tensor], path: str | os.PathLike, what: str, **options) -> None:
+    """`module.load_state_dict(state)`, with weights of another architecture as one line naming the file."""
+    try:
+        module.load_state_dict(state, **options)
+    except (RuntimeError, ValueError) as error:
+        detail = " ".join(str(error).split())[:160]
+        raise LoadError(f"{what} {path} does not fit this model's architecture ({detail}); give the weights made for it") from None
+
+
+def inside(root: str | os.PathLike, relative: str | os.PathLike, what: str) -> Path:
+    """`root / relative`, refused (one line) if it leaves `root`, e.g. by `../` or an absolute path."""
+    root = Path(root).resolve()
+    path = (root / relative).resolve()
+    if path != root and root not in path.parents:
+        raise InputError(f"{what} {str(relative)!r} points outside {root}; paths in a dataset must stay inside its folder")
+    return path
+

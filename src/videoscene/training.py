@@ -21,12 +21,11 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, TypeVar
 
 import torch
-from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import Tensor
 
-from videoscene.errors import VideoSceneError
-from videoscene.io_utils import atomic_path, read_json_object
+from videoscene.errors import LoadError, VideoSceneError
+from videoscene.io_utils import atomic_path, read_json_object, read_safetensors, remove_stale_stages
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +34,7 @@ CHECKPOINTS = "checkpoints"
 _CHECKPOINT_PATTERN = re.compile(r"^step_(\d{6,})$")
 
 ConfigT = TypeVar("ConfigT")
+ResultT = TypeVar("ResultT")
 
 
 # -- configs --------------------------------------------------------------------------------------------------------
@@ -91,16 +91,67 @@ def checkpoint_folders(out: Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
+def complete_checkpoints(out: Path) -> list[tuple[int, Path]]:
+    """(step, folder) of every complete checkpoint (one with its state.json), oldest first."""
+    return [(step, path) for step, path in checkpoint_folders(out) if (path / "state.json").is_file()]
+
+
 def latest_checkpoint(out: Path) -> tuple[int, Path] | None:
-    """(step, folder) of the newest complete checkpoint (one with its state.json), or None."""
-    found = [(step, path) for step, path in checkpoint_folders(out) if (path / "state.json").is_file()]
+    """(step, folder) of the newest complete checkpoint, or None."""
+    found = complete_checkpoints(out)
     return found[-1] if found else None
+
+
+def resume_latest(out: Path, load: Callable[[Path], ResultT]) -> tuple[ResultT, Path] | None:
+    """`load` the newest complete checkpoint; one that turns out corrupt (a `LoadError`) is renamed
+    `step_N.corrupt`, said in one warning line, and the one before it is tried. None: no usable checkpoint.
+
+    `load` must restore everything it touches from the folder it is given, so a failed attempt leaves
+    nothing behind that the next attempt does not overwrite.
+    """
+    remove_stale_stages(out / CHECKPOINTS)
+    for step, folder in reversed(complete_checkpoints(out)):
+        try:
+            return load(folder), folder
+        except LoadError as error:
+            aside = next(folder.with_name(f"{folder.name}.corrupt{n or ''}") for n in range(1000)
+                         if not folder.with_name(f"{folder.name}.corrupt{n or ''}").exists())  # fmt: skip
+            os.replace(folder, aside)
+            logger.warning("checkpoint %s is corrupt (%s); moved to %s, resuming from the one before it", folder.name, error, aside.name)
+    return None
+
+
+def trim_log(path: Path, step: int) -> None:
+    """Drop the records of steps after `step` from a JSONL log, so a resumed run does not repeat them."""
+    if not path.is_file():
+        return
+    kept = [line for line in path.read_text().splitlines() if line.strip() and _record_step(line) <= step]
+    with atomic_path(path) as tmp:
+        tmp.write_text("".join(line + "\n" for line in kept))
+
+
+def _record_step(line: str) -> float:
+    try:
+        return json.loads(line).get("step", 0)
+    except (json.JSONDecodeError, AttributeError):
+        return math.inf  # a line torn by the crash
 
 
 def remove_old_checkpoints(out: Path, keep: int) -> None:
     """Delete all but the newest `keep` checkpoints under OUT/checkpoints."""
     for _, old in checkpoint_folders(out)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def read_checkpoint_state(folder: Path, required: tuple[str, ...] = ("step", "scheduler")) -> dict[str, Any]:
+    """A checkpoint's state.json; a torn or incomplete one is a `LoadError` (so resuming falls back)."""
+    try:
+        state = json.loads((folder / "state.json").read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise LoadError(f"checkpoint {folder} has an unreadable state.json ({error})") from None
+    if not isinstance(state, dict) or any(key not in state for key in required):
+        raise LoadError(f"checkpoint {folder}: state.json lacks {[key for key in required if key not in (state or {})]}")
+    return state
 
 
 def save_optimizer(path: Path, optimizer: torch.optim.Optimizer) -> None:
@@ -119,16 +170,17 @@ def save_optimizer(path: Path, optimizer: torch.optim.Optimizer) -> None:
 
 
 def load_optimizer(path: Path, optimizer: torch.optim.Optimizer) -> None:
-    with safe_open(str(path), framework="pt") as handle:
-        metadata = handle.metadata() or {}
-        tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+    tensors, metadata = read_safetensors(path, "optimizer state")
     if not {"param_groups", "scalars"} <= metadata.keys():
-        raise VideoSceneError(f"optimizer state {path} is in an older format without its metadata; start a new run")
-    state: dict[int, dict] = {}
-    for flat, value in [*tensors.items(), *json.loads(metadata["scalars"]).items()]:
-        index, key = flat.split(".", 1)
-        state.setdefault(int(index), {})[key] = value
-    optimizer.load_state_dict({"state": state, "param_groups": json.loads(metadata["param_groups"])})
+        raise LoadError(f"optimizer state {path} lacks its metadata (an older format or a damaged file)")
+    try:
+        state: dict[int, dict] = {}
+        for flat, value in [*tensors.items(), *json.loads(metadata["scalars"]).items()]:
+            index, key = flat.split(".", 1)
+            state.setdefault(int(index), {})[key] = value
+        optimizer.load_state_dict({"state": state, "param_groups": json.loads(metadata["param_groups"])})
+    except (ValueError, KeyError, TypeError) as error:  # json.JSONDecodeError is a ValueError
+        raise LoadError(f"optimizer state {path} does not fit this optimizer ({error}); resume with the run's own config") from None
 
 
 # -- runs and their command line ------------------------------------------------------------------------------------

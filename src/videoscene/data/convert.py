@@ -17,7 +17,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
 
 from videoscene.data.re10k import Scene, encode_image, write_split
 from videoscene.errors import VideoSceneError
@@ -32,6 +31,7 @@ from videoscene.geometry.cameras import (
     resolve_image_path,
 )
 from videoscene.geometry.image_ops import fit_within, resize, undistort
+from videoscene.image_io import read_rgb
 from videoscene.io_utils import staged_output_dir
 
 logger = logging.getLogger(__name__)
@@ -223,29 +223,12 @@ def _read_colmap(folder: Path) -> tuple[CaptureCameras, list[Path]]:
     return cameras, image_paths
 
 
-def _load_rgb(path: Path, background: str) -> np.ndarray:
-    """uint8 [H, W, 3]; transparent pixels are composited on the background (rgb·α + bg·(1 − α))."""
-    try:
-        with Image.open(path) as image:
-            image.load()
-            has_alpha = image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info
-            array = np.array(image.convert("RGBA" if has_alpha else "RGB"))
-    except (UnidentifiedImageError, OSError):
-        raise VideoSceneError(f"image {path} cannot be read; is it a valid PNG/JPEG file?") from None
-    if not has_alpha:
-        return array
-    rgba = array.astype(np.float32) / 255
-    alpha = rgba[..., 3:]
-    composite = rgba[..., :3] * alpha + (1.0 if background == "white" else 0.0) * (1 - alpha)
-    return np.round(composite * 255).astype(np.uint8)
-
-
 def _prepare_frame(
     path: Path, cameras: CaptureCameras, index: int, config: ConvertConfig
 ) -> tuple[torch.Tensor, tuple[int, int], torch.Tensor]:
     """Load one frame and bring it to a pinhole image at the output size. Returns the encoded bytes, the
     stored size (H, W) and the stored image's normalised intrinsics."""
-    rgb = _load_rgb(path, config.background)
+    rgb = read_rgb(path, config.background, min_side=1)
     height, width = rgb.shape[:2]
     expected_height, expected_width = cameras.image_sizes[index].tolist()
     expected_aspect = expected_width / expected_height

@@ -25,7 +25,7 @@ from torch import Tensor
 
 from videoscene.errors import VideoSceneError
 from videoscene.geometry.cameras import cameras_from_re10k_vector, cameras_to_re10k_vector
-from videoscene.io_utils import atomic_path, write_json_atomic
+from videoscene.io_utils import atomic_path, inside, write_json_atomic
 
 INDEX_FILE = "index.json"
 _KEY_PATTERN = re.compile(r"^[A-Za-z0-9_.\-]+$")
@@ -202,6 +202,8 @@ def load_index(split_dir: str | Path) -> dict[str, str]:
         raise VideoSceneError(f"{path} is not valid JSON ({error.msg} at line {error.lineno})") from None
     if not isinstance(index, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in index.items()):
         raise VideoSceneError(f"{path} must map scene keys to chunk file names")
+    for chunk_name in set(index.values()):
+        inside(split_dir, chunk_name, f"{path}: chunk")
     return index
 
 

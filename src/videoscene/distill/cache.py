@@ -31,7 +31,6 @@ from typing import Sequence
 
 import torch
 from jaxtyping import Float, UInt8
-from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import Tensor, nn
 from tqdm import tqdm
@@ -39,9 +38,9 @@ from tqdm import tqdm
 from videoscene.data.dataset import ClipDataset, ClipSamplerConfig
 from videoscene.data.re10k import INDEX_FILE
 from videoscene.distill.leap import LatentBatch
-from videoscene.errors import VideoSceneError
+from videoscene.errors import LoadError, VideoSceneError
 from videoscene.geometry.image_ops import crop_to_aspect_and_resize
-from videoscene.io_utils import atomic_path, write_json_atomic
+from videoscene.io_utils import atomic_path, read_json_object, read_safetensors, write_json_atomic
 from videoscene.prior.encoder import GaussianEncoder
 from videoscene.policy.ddpnet import policy_inputs
 from videoscene.prior.render import render_coarse
@@ -108,9 +107,7 @@ def save_clip(path: str | os.PathLike, clip: CachedClip) -> None:
 
 
 def load_clip(path: str | os.PathLike) -> CachedClip:
-    with safe_open(str(path), framework="pt") as handle:
-        metadata = handle.metadata() or {}
-        tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+    tensors, metadata = read_safetensors(path, "cached clip")
     missing = [key for key in (*LATENT_KEYS, POLICY_KEY) if key not in tensors]
     if missing:
         raise VideoSceneError(f"cached clip {path} lacks {missing}; delete the cache folder to rebuild it")
@@ -170,13 +167,19 @@ class ClipCache(torch.utils.data.Dataset):
             raise VideoSceneError(
                 f"{self.folder} is not a finished distillation cache (no {MANIFEST_FILE}); build it first"
             )
-        manifest = json.loads(manifest_path.read_text())
+        manifest = read_json_object(manifest_path, "cache manifest")
         if manifest.get("format") != CACHE_FORMAT:
-            raise VideoSceneError(
-                f"cache {self.folder} has format {manifest.get('format')!r}, expected {CACHE_FORMAT!r}"
+            raise LoadError(
+                f"cache {self.folder} has format {manifest.get('format')!r}, expected {CACHE_FORMAT!r}; delete the folder to rebuild it"
             )
+        shape, count = manifest.get("latent_shape"), manifest.get("num_clips")
+        if (
+            not isinstance(count, int) or count < 1 or not isinstance(manifest.get("has_frames"), bool)
+            or not isinstance(shape, list) or not all(isinstance(n, int) and n > 0 for n in shape)
+        ):  # fmt: skip
+            raise LoadError(f"cache manifest {manifest_path} is malformed (num_clips, latent_shape, has_frames); delete the folder to rebuild it")
         self.manifest = manifest
-        self.latent_shape: tuple[int, ...] = tuple(manifest["latent_shape"])
+        self.latent_shape: tuple[int, ...] = tuple(shape)
         self.has_frames: bool = manifest["has_frames"]
 
     def __len__(self) -> int:

@@ -33,7 +33,7 @@ import imageio.v3 as iio
 import numpy as np
 import torch
 from accelerate import Accelerator
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import Tensor, nn
 from tqdm import tqdm
 
@@ -57,19 +57,21 @@ from videoscene.distill.leap import (
     one_step_generate,
     timestep_grid,
 )
-from videoscene.errors import VideoSceneError
-from videoscene.io_utils import atomic_path, staged_output_dir, write_json_atomic
+from videoscene.errors import LoadError, VideoSceneError
+from videoscene.io_utils import atomic_path, check_output_location, load_safetensors, staged_output_dir, write_json_atomic
 from videoscene.policy.ddpnet import WEIGHTS_FILE as DDPNET_FILE
 from videoscene.policy.ddpnet import BanditTrainer, DDPNet, DDPNetConfig, RewardStatistics, disagreement_scale
 from videoscene.prior.losses import psnr
 from videoscene.training import (
     CHECKPOINTS,
-    latest_checkpoint,
     load_optimizer,
+    read_checkpoint_state,
     remove_old_checkpoints,
+    resume_latest,
     save_optimizer,
     step_generator,
     torch_threads,
+    trim_log,
 )
 from videoscene.video.models import VideoBackbone
 from videoscene.video.schedule import NoiseSchedule
@@ -170,6 +172,7 @@ class DistillTrainer:
                     "rebuild the cache with this teacher"
                 )
         self.train_cache, self.val_cache = train_cache, val_cache
+        check_output_location(self.out_dir)
         if self.out_dir.exists() and any(self.out_dir.iterdir()) and not resume:
             raise VideoSceneError(
                 f"output folder {self.out_dir} is not empty; pass --resume to continue that run or choose another --out"
@@ -258,12 +261,18 @@ class DistillTrainer:
         return path
 
     def _load_latest_checkpoint(self) -> None:
-        latest = latest_checkpoint(self.out_dir)
-        if latest is None:
-            logger.info("no checkpoint in %s: starting from the teacher", self.out_dir)
-            return
-        step, path = latest
-        state = json.loads((path / "state.json").read_text())
+        resumed = resume_latest(self.out_dir, self._load_checkpoint)
+        if resumed is None:
+            logger.info("no usable checkpoint in %s: starting from the teacher", self.out_dir)
+        else:
+            self.step = resumed[0]
+            logger.info("resumed from %s (step %d)", resumed[1], self.step)
+        if self.accelerator.is_main_process:
+            for log in ("train_log.jsonl", "validation.jsonl"):
+                trim_log(self.out_dir / log, self.step)
+
+    def _load_checkpoint(self, path: Path) -> int:
+        state = read_checkpoint_state(path, ("step", "leap", "trainable", "teacher"))
         if (
             state["leap"] != asdict(self.config.leap)
             or state["trainable"] != self.config.train.trainable
@@ -277,19 +286,24 @@ class DistillTrainer:
                 f"checkpoint {path} was made from another teacher; resume with the teacher it was made from"
             )
         device = self.accelerator.device
+        stored = {name: load_safetensors(path / f"{name}.safetensors", "checkpoint weights") for name in ("student", "target")}
+        for name, tensors in stored.items():
+            if any(key not in tensors for key in self.trainable_names):
+                raise LoadError(f"checkpoint {path}: {name}.safetensors lacks trainable parameters of this student")
         with torch.no_grad():
             for module, name in ((self.student, "student"), (self.target, "target")):
-                stored = load_file(str(path / f"{name}.safetensors"))
                 parameters = dict(module.transformer.named_parameters())
                 for key in self.trainable_names:
-                    parameters[key].copy_(stored[key].to(device))
+                    parameters[key].copy_(stored[name][key].to(device))
         load_optimizer(path / "optimizer.safetensors", self.optimizer)
         if self.bandit is not None:
             self.bandit.net.load_state_dict(DDPNet.load(path / DDPNET_FILE, device).state_dict())
             load_optimizer(path / "ddpnet_optimizer.safetensors", self.bandit.optimizer)
-            self.bandit.statistics = RewardStatistics(**state["reward_statistics"])
-        self.step = step
-        logger.info("resumed from %s (step %d)", path, step)
+            try:
+                self.bandit.statistics = RewardStatistics(**state["reward_statistics"])
+            except (KeyError, TypeError):
+                raise LoadError(f"checkpoint {path}: state.json lacks DDPNet's reward statistics") from None
+        return int(state["step"])
 
     # -- one step ------------------------------------------------------------------------------------------------------
     def train_step(self) -> dict:
@@ -566,6 +580,7 @@ def run(args: argparse.Namespace) -> None:
             raise VideoSceneError(f"--steps must be ≥ 1, got {args.steps}")
         config = replace(config, train=replace(config.train, steps=args.steps))
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    check_output_location(args.out)
     with torch_threads(config.train.num_threads):
         teacher = VideoBackbone.from_pretrained(config.teacher, prompt_embeds_path=config.prompt_embeds).to(device)
         train_cache, val_cache = prepare_caches(config, teacher)

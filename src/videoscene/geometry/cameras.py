@@ -16,7 +16,8 @@ from torch import Tensor
 
 from videoscene.errors import VideoSceneError
 from videoscene.gaussians.math import matrix_to_quaternion, quaternion_to_matrix
-from videoscene.io_utils import atomic_path, read_json_object
+from videoscene.image_io import image_size
+from videoscene.io_utils import atomic_path, inside, read_json_object
 
 
 def check_rigid(
@@ -229,7 +230,7 @@ IMAGE_SUFFIXES = ("", ".png", ".jpg", ".jpeg", ".PNG", ".JPG", ".JPEG")
 
 def resolve_image_path(root: Path, file_path: str) -> Path:
     """A transforms.json `file_path` relative to `root`; NeRF-synthetic omits the '.png' extension."""
-    base = root / file_path
+    base = inside(root, file_path, "image path")
     for suffix in IMAGE_SUFFIXES:
         candidate = base.with_name(base.name + suffix)
         if candidate.is_file():
@@ -237,41 +238,49 @@ def resolve_image_path(root: Path, file_path: str) -> Path:
     raise VideoSceneError(f"image {file_path!r} listed in the camera file is missing under {root}")
 
 
-def _image_size(path: Path) -> tuple[int, int]:
-    """(height, width) from the image header without decoding the pixels."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as image:
-            width, height = image.size
-    except (UnidentifiedImageError, OSError):
-        raise VideoSceneError(f"image {path} cannot be read; is it a PNG/JPEG file?") from None
-    return height, width
-
-
 def _transforms_frame_lens(path: Path, values: dict) -> tuple[list[float], list[int], list[float]]:
     """One frame's ([fl_x, fl_y, cx, cy], [height, width], [k1, k2, p1, p2]) from its keys merged over the
     top-level ones."""
+    try:
+        return _frame_lens_values(path, values)
+    except (TypeError, ValueError):
+        raise VideoSceneError(
+            f"{path}: frame {values.get('file_path')!r} has a lens value that is not a number (w, h, fl_x, fl_y, cx, cy, "
+            "camera_angle_x/y, k1 k2 p1 p2)"
+        ) from None
+
+
+def _frame_lens_values(path: Path, values: dict) -> tuple[list[float], list[int], list[float]]:
     if values.get("w") is not None and values.get("h") is not None:
         width, height = int(values["w"]), int(values["h"])
     else:
-        height, width = _image_size(resolve_image_path(path.parent, str(values["file_path"])))
+        height, width = image_size(resolve_image_path(path.parent, str(values["file_path"])))
     if values.get("fl_x") is not None:
         fl_x = float(values["fl_x"])
     elif values.get("camera_angle_x") is not None:
-        fl_x = 0.5 * width / math.tan(0.5 * float(values["camera_angle_x"]))
+        fl_x = 0.5 * width / math.tan(0.5 * _field_of_view(path, values, "camera_angle_x"))
     else:
         raise VideoSceneError(f"{path}: frame {values['file_path']} has neither 'fl_x' nor 'camera_angle_x'")
     if values.get("fl_y") is not None:
         fl_y = float(values["fl_y"])
     elif values.get("camera_angle_y") is not None:
-        fl_y = 0.5 * height / math.tan(0.5 * float(values["camera_angle_y"]))
+        fl_y = 0.5 * height / math.tan(0.5 * _field_of_view(path, values, "camera_angle_y"))
     else:
         fl_y = fl_x  # square pixels
     cx, cy = float(values.get("cx", width / 2)), float(values.get("cy", height / 2))
     if any(float(values.get(key, 0.0)) != 0 for key in ("k3", "k4")):
         raise VideoSceneError(f"{path}: distortion terms k3/k4 are not supported; only k1 k2 p1 p2")
+    if not (fl_x > 0 and fl_y > 0 and math.isfinite(fl_x * fl_y * cx * cy)):
+        raise VideoSceneError(f"{path}: frame {values['file_path']} needs positive, finite focal lengths (fl_x={fl_x}, fl_y={fl_y})")
     return [fl_x, fl_y, cx, cy], [height, width], [float(values.get(key, 0.0)) for key in DISTORTION_NAMES]
+
+
+def _field_of_view(path: Path, values: dict, key: str) -> float:
+    """A field of view in radians, which must lie strictly between 0 and π for a pinhole camera."""
+    angle = float(values[key])
+    if not 0 < angle < math.pi:
+        raise VideoSceneError(f"{path}: {key} = {values[key]} is not a field of view in radians (0 < angle < π)")
+    return angle
 
 
 def read_transforms_json(path: str | Path) -> CaptureCameras:

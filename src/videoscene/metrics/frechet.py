@@ -15,7 +15,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from videoscene.errors import VideoSceneError
+from videoscene.errors import LoadError, VideoSceneError
 
 
 def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray) -> float:
@@ -51,7 +51,11 @@ class I3DFeatures:
         path = Path(detector_path)
         if not path.is_file():
             raise VideoSceneError(f"I3D detector {path} not found; pass the path of i3d_torchscript.pt (it is never downloaded)")
-        self.detector = torch.jit.load(str(path), map_location=device).eval()
+        # TorchScript runs the code stored in the file: give only a detector you trust (docs/conventions.md)
+        try:
+            self.detector = torch.jit.load(str(path), map_location=device).eval()
+        except Exception as error:  # torch.jit raises RuntimeError, ValueError, zip errors … for a foreign file
+            raise LoadError(f"I3D detector {path} is not a TorchScript file ({type(error).__name__}); pass i3d_torchscript.pt") from None
         self.device = torch.device(device)
 
     @torch.no_grad()

@@ -40,12 +40,11 @@ from typing import Callable, Literal, Sequence
 import torch
 import torch.nn.functional as F
 from jaxtyping import Float, Int
-from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import Tensor, nn
 
-from videoscene.errors import VideoSceneError
-from videoscene.io_utils import atomic_path
+from videoscene.errors import LoadError, VideoSceneError
+from videoscene.io_utils import atomic_path, load_state, read_safetensors
 from videoscene.prior.render import view_disagreement
 from videoscene.types import Gaussians, Views
 
@@ -231,16 +230,15 @@ class DDPNet(nn.Module):
             raise VideoSceneError(
                 f"DDPNet weights {path} not found; train them with `videoscene train distill`"
             )
-        with safe_open(str(path), framework="pt", device=str(device)) as handle:
-            metadata = handle.metadata() or {}
-            if metadata.get("format") != FORMAT:
-                raise VideoSceneError(
-                    f"{path} is not a DDPNet file (format {metadata.get('format')!r}, expected {FORMAT!r})"
-                )
-            state = {key: handle.get_tensor(key) for key in handle.keys()}
-        raw = json.loads(metadata["config"])
-        net = cls(DDPNetConfig(**{**raw, "candidates": tuple(raw["candidates"])}))
-        net.load_state_dict(state)
+        state, metadata = read_safetensors(path, "DDPNet weights", device=str(device))
+        if metadata.get("format") != FORMAT:
+            raise LoadError(f"{path} is not a DDPNet file (format {metadata.get('format')!r}, expected {FORMAT!r})")
+        try:
+            raw = json.loads(metadata["config"])
+            net = cls(DDPNetConfig(**{**raw, "candidates": tuple(raw["candidates"])}))
+        except (KeyError, TypeError, ValueError):
+            raise LoadError(f"DDPNet weights {path} carry no readable config in their metadata; re-export them") from None
+        load_state(net, state, path, "DDPNet weights")
         return net.to(device)
 
 

@@ -14,12 +14,12 @@ from typing import Sequence
 
 import torch
 from jaxtyping import Float
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import Tensor, nn
 
 from videoscene.errors import VideoSceneError
 from videoscene.geometry.cameras import check_rigid
-from videoscene.io_utils import atomic_path
+from videoscene.io_utils import atomic_path, load_safetensors
 from videoscene.prior.backbone import MultiViewBackbone
 from videoscene.prior.config import EncoderConfig
 from videoscene.prior.cost_volume import DepthPredictor
@@ -140,7 +140,7 @@ class GaussianEncoder(nn.Module):
         if not isinstance(config, EncoderConfig):
             config = EncoderConfig.load(config if config is not None else weights.parent / CONFIG_FILE)
         encoder = cls(config)
-        state = load_file(str(weights))
+        state = load_safetensors(weights, "prior weights")
         expected = {k: tuple(v.shape) for k, v in encoder.state_dict().items()}
         found = {k: tuple(v.shape) for k, v in state.items()}
         if found != expected:

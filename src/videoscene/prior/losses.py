@@ -17,10 +17,10 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 from jaxtyping import Float
-from safetensors.torch import load_file
 from torch import Tensor, nn
 
 from videoscene.errors import VideoSceneError
+from videoscene.io_utils import load_safetensors
 
 logger = logging.getLogger(__name__)
 
@@ -102,7 +102,7 @@ class LPIPS(nn.Module):
             if not path.is_file():
                 raise VideoSceneError(f"LPIPS weights file {path} does not exist; give the VGG16 and LPIPS-linear weight files")
             if path.suffix == ".safetensors":
-                state.update(load_file(str(path)))
+                state.update(load_safetensors(path, "LPIPS weights"))
             else:
                 try:
                     state.update(torch.load(path, map_location="cpu", weights_only=True))

@@ -28,7 +28,7 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 from jaxtyping import Int
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm.auto import tqdm
@@ -36,7 +36,14 @@ from tqdm.auto import tqdm
 from videoscene.data.dataset import ClipDataset, ClipSamplerConfig, collate_examples, example_from_scene
 from videoscene.errors import VideoSceneError
 from videoscene.geometry.image_ops import crop_to_aspect_and_resize
-from videoscene.io_utils import read_json_object, staged_output_dir, write_json_atomic
+from videoscene.io_utils import (
+    check_output_location,
+    load_safetensors,
+    load_state,
+    read_json_object,
+    staged_output_dir,
+    write_json_atomic,
+)
 from videoscene.prior.config import EncoderConfig, encoder_config
 from videoscene.prior.encoder import GaussianEncoder
 from videoscene.prior.losses import PhotometricLoss, PhotometricLossConfig, psnr, ssim
@@ -49,10 +56,13 @@ from videoscene.training import (
     config_from_dict,
     config_to_dict,
     load_optimizer,
+    read_checkpoint_state,
     remove_old_checkpoints,
+    resume_latest,
     run_training,
     save_optimizer,
     torch_threads,
+    trim_log,
     warmup_cosine,
 )
 from videoscene.types import Example, Views
@@ -268,14 +278,11 @@ def save_checkpoint(out: Path, step: int, model: GaussianEncoder, optimizer: tor
 
 def load_checkpoint(folder: Path, model: GaussianEncoder, optimizer: torch.optim.Optimizer, scheduler, config: PriorTrainConfig) -> int:
     """Restore model, optimiser and scheduler from a checkpoint folder; returns its step."""
-    try:
-        state = json.loads((folder / "state.json").read_text())
-        model_state = load_file(str(folder / "model.safetensors"))
-    except (OSError, json.JSONDecodeError) as error:
-        raise VideoSceneError(f"checkpoint {folder} is unreadable ({error}); delete it to resume from an older one") from None
+    state = read_checkpoint_state(folder, ("step", "scheduler", "encoder_config"))
+    model_state = load_safetensors(folder / "model.safetensors", "checkpoint weights")
     if EncoderConfig.from_dict(state["encoder_config"]) != config.encoder_config:
         raise VideoSceneError(f"checkpoint {folder} was trained with a different encoder config; resume with the same --config")
-    model.load_state_dict(model_state)
+    load_state(model, model_state, folder / "model.safetensors", "checkpoint weights")
     load_optimizer(folder / "optimizer.safetensors", optimizer)
     scheduler.load_state_dict(state["scheduler"])
     return int(state["step"])
@@ -300,6 +307,7 @@ def _train(config: PriorTrainConfig, out: Path, resume: bool, stop_after: int | 
     multiple = config.encoder_config.size_multiple
     if config.image_size[0] % multiple or config.image_size[1] % multiple:
         raise VideoSceneError(f"training config: image_size {list(config.image_size)} must be multiples of {multiple} for this encoder")
+    check_output_location(out)
     existing = checkpoint_folders(out)
     if not resume and (existing or (out / "prior.safetensors").exists()):
         raise VideoSceneError(f"{out} already holds a training run; pass --resume to continue it or choose another --out")
@@ -311,11 +319,15 @@ def _train(config: PriorTrainConfig, out: Path, resume: bool, stop_after: int | 
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(config.warmup_steps, config.steps, config.min_lr_ratio))
     start = 0
-    if resume and existing:
-        start = load_checkpoint(existing[-1][1], model, optimizer, scheduler, config)
-        logger.info("resuming from %s (step %d)", existing[-1][1], start)
-    elif resume:
-        logger.info("no checkpoint in %s; starting from step 0", out)
+    if resume:
+        resumed = resume_latest(out, lambda folder: load_checkpoint(folder, model, optimizer, scheduler, config))
+        if resumed is None:
+            logger.info("no usable checkpoint in %s; starting from step 0", out)
+        else:
+            start = resumed[0]
+            logger.info("resuming from %s (step %d)", resumed[1], start)
+        for log in ("train_log.jsonl", "validation.jsonl"):
+            trim_log(out / log, start)
     if start >= config.steps and (out / "prior.safetensors").exists():
         logger.info("training already finished at step %d", start)
         return {"step": start}
@@ -324,11 +336,8 @@ def _train(config: PriorTrainConfig, out: Path, resume: bool, stop_after: int | 
     device = accelerator.device
     loss_fn = PhotometricLoss(config.loss_config).to(device)
     background = torch.tensor(config.background, device=device).expand(config.batch_size, 3)
-    if accelerator.is_main_process:
-        out.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(out / "train_config.json", config.to_dict())
 
-    # 3. Data.
+    # 3. Data (checked before anything is written).
     end = config.steps if stop_after is None else min(config.steps, start + stop_after)
     clips = ClipDataset(config.train_data, config.clip_config, seed=config.seed)
     sampler = StepBatches(len(clips), config.batch_size, config.seed, start, end, accelerator.process_index, accelerator.num_processes)
@@ -339,6 +348,9 @@ def _train(config: PriorTrainConfig, out: Path, resume: bool, stop_after: int | 
         num_workers=config.num_workers,
     )
     held_out = validation_examples(config) if accelerator.is_main_process else []
+    if accelerator.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(out / "train_config.json", config.to_dict())
 
     # 4. Optimise.
     step, last_scores = start, {}

@@ -24,11 +24,11 @@ from accelerate import init_empty_weights
 from diffusers import AutoencoderKLCogVideoX, CogVideoXTransformer3DModel
 from diffusers.models.embeddings import get_3d_rotary_pos_embed
 from jaxtyping import Float, Int
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import Tensor, nn
 
 from videoscene.errors import VideoSceneError
-from videoscene.io_utils import staged_output_dir
+from videoscene.io_utils import load_safetensors, load_state, staged_output_dir
 from videoscene.video.cpu_conv3d import use_onednn_conv3d
 from videoscene.video.config import (
     ScheduleConfig,
@@ -72,7 +72,7 @@ def load_prompt_embedding_file(path: str | os.PathLike) -> Float[Tensor, "1 toke
     if not path.is_file():
         raise VideoSceneError(f"prompt embedding file {path} not found; pass the precomputed T5 embedding (e.g. prompt_embeds.pt)")
     if path.suffix == ".safetensors":
-        tensors = load_file(path)
+        tensors = load_safetensors(path, "prompt embedding")
     else:
         try:
             loaded = torch.load(path, map_location="cpu", weights_only=True)
@@ -191,7 +191,8 @@ class VideoBackbone(nn.Module):
             placeholder = torch.zeros(1, config.text.num_tokens, config.text.dim)
             model = cls.build(config, prompt_embeds=placeholder)
         for attribute, name in COMPONENT_FILES.items():
-            getattr(model, attribute).load_state_dict(load_file(path / name), strict=True, assign=True)
+            state = load_safetensors(path / name, f"{attribute} weights")
+            load_state(getattr(model, attribute), state, path / name, f"{attribute} weights", strict=True, assign=True)
         return model.to(torch_dtype)
 
     @classmethod

@@ -42,7 +42,7 @@ from accelerate import Accelerator
 from diffusers import AutoencoderKLCogVideoX
 from diffusers.utils.torch_utils import randn_tensor
 from jaxtyping import Float
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import Tensor
 from tqdm.auto import tqdm
 
@@ -50,8 +50,8 @@ from videoscene.data.dataset import ClipDataset, ClipSamplerConfig
 from videoscene.data.re10k import INDEX_FILE
 from videoscene.distill.cache import module_fingerprint
 from videoscene.distill.train import VelocityModel, batch_indices, trainable_parameter_names
-from videoscene.errors import VideoSceneError
-from videoscene.io_utils import atomic_path, write_json_atomic
+from videoscene.errors import LoadError, VideoSceneError
+from videoscene.io_utils import atomic_path, check_output_location, load_safetensors, write_json_atomic
 from videoscene.prior.losses import psnr, ssim
 from videoscene.video.conditioning import encode_condition_frames
 from videoscene.video.config import VideoModelConfig, preset
@@ -65,10 +65,12 @@ from videoscene.training import (
     append_jsonl,
     config_to_dict,
     latest_checkpoint,
+    resume_latest,
     load_config,
     run_training,
     step_generator,
     torch_threads,
+    trim_log,
     warmup_cosine,
 )
 
@@ -216,7 +218,7 @@ def build_latent_cache(config: TeacherTrainConfig, vae: AutoencoderKLCogVideoX, 
     folder = Path(config.cache_dir) / f"teacher-{hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]}"
     if (folder / CACHE_FILE).is_file():
         logger.info("reusing latent cache %s", folder)
-        tensors = load_file(str(folder / CACHE_FILE))
+        tensors = load_safetensors(folder / CACHE_FILE, "latent cache")
         return LatentCache(tensors["mean"], tensors["std"], tensors["ends"])
 
     sampler = ClipSamplerConfig(video.num_frames, config.min_stride, config.max_stride)
@@ -332,8 +334,8 @@ def _train(config: TeacherTrainConfig, out: Path, resume: bool, stop_after: int 
     # 1. Check inputs and the output folder.
     if not config.train_data:
         raise VideoSceneError("no training data: set train_data in the config or pass --data DIR")
-    checkpoint = latest_checkpoint(out)
-    if not resume and (checkpoint or (out / TEACHER_FOLDER).exists()):
+    check_output_location(out)
+    if not resume and (latest_checkpoint(out) or (out / TEACHER_FOLDER).exists()):
         raise VideoSceneError(f"{out} already holds a teacher training run; pass --resume to continue it or choose another --out")
 
     # 2. Frozen VAE + new (or init_teacher's) transformer; the trainable subset; optimiser, schedule, EMA.
@@ -352,27 +354,37 @@ def _train(config: TeacherTrainConfig, out: Path, resume: bool, stop_after: int 
     expected_state = {"video_config": backbone.config.to_dict(), "vae": module_fingerprint(backbone.vae), "trainable": config.trainable,
                       "ema": config.ema_decay > 0, "seed": config.seed, "init_teacher": config.init_teacher}  # fmt: skip
     modules = {"transformer": backbone.transformer, "prompt_embedding": backbone.prompt_embedding}
+
+    def load(folder: Path) -> int:
+        stored = load_safetensors(folder / "ema.safetensors", "checkpoint EMA weights") if ema is not None else None
+        step = load_checkpoint(folder, modules, optimizer, scheduler, expected_state)["step"]
+        for index, value in enumerate(ema or []):
+            if str(index) not in stored or stored[str(index)].shape != value.shape:
+                raise LoadError(f"checkpoint {folder}: ema.safetensors does not fit the trainable parameters")
+            value.copy_(stored[str(index)])
+        return step
+
     start = 0
-    if resume and checkpoint:
-        start = load_checkpoint(checkpoint[1], modules, optimizer, scheduler, expected_state)["step"]
-        if ema is not None:
-            stored = load_file(str(checkpoint[1] / "ema.safetensors"))
-            for index, value in enumerate(ema):
-                value.copy_(stored[str(index)])
-        logger.info("resuming from %s (step %d)", checkpoint[1], start)
+    if resume:
+        resumed = resume_latest(out, load)
+        if resumed is not None:
+            start = resumed[0]
+            logger.info("resuming from %s (step %d)", resumed[1], start)
+        for log in ("train_log.jsonl", "validation.jsonl"):
+            trim_log(out / log, start)
     if start >= config.steps and (out / TEACHER_FOLDER).is_dir():
         logger.info("training already finished at step %d", start)
         return json.loads((out / "run.json").read_text())
     model, optimizer = accelerator.prepare(VelocityModel(backbone), optimizer)
-    if accelerator.is_main_process:
-        out.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(out / "train_config.json", config_to_dict(config))
 
-    # 3. Data: cached training latents; a few full-size held-out clips.
+    # 3. Data: cached training latents; a few full-size held-out clips (checked before the run is written).
     cache = build_latent_cache(config, backbone.vae)
     schedule = NoiseSchedule(backbone.config.schedule)
     strides = config.validation_strides
     validation = held_out_clips(config.validation_data, backbone.config, strides, config.validation_clips, config.seed)
+    if accelerator.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(out / "train_config.json", config_to_dict(config))
     logger.info("teacher training: %d cached clips, %d validation clips, batch %d, %d trainable parameters (%s)",
                 len(cache), len(validation), config.batch_size, sum(p.numel() for p in trainable), config.trainable)  # fmt: skip
 

@@ -53,7 +53,7 @@ from videoscene.data.dataset import ClipDataset, ClipSamplerConfig
 from videoscene.data.re10k import INDEX_FILE, load_index, read_chunk
 from videoscene.errors import VideoSceneError
 from videoscene.geometry.image_ops import crop_to_aspect_and_resize
-from videoscene.io_utils import read_json_object, staged_output_dir, write_json_atomic
+from videoscene.io_utils import check_output_location, read_json_object, staged_output_dir, write_json_atomic
 from videoscene.prior.losses import psnr, ssim
 from videoscene.video.config import VAEConfig, VideoModelConfig, preset
 from videoscene.training import (
@@ -61,10 +61,12 @@ from videoscene.training import (
     append_jsonl,
     config_to_dict,
     latest_checkpoint,
+    resume_latest,
     load_config,
     run_training,
     step_generator,
     torch_threads,
+    trim_log,
     warmup_cosine,
 )
 from videoscene.video.training_utils import load_checkpoint, save_checkpoint
@@ -369,8 +371,8 @@ def _train(config: VAETrainConfig, out: Path, resume: bool, stop_after: int | No
     if not config.train_data:
         raise VideoSceneError("no training data: set train_data in the config or pass --data DIR")
     video = config.video_config
-    checkpoint = latest_checkpoint(out)
-    if not resume and (checkpoint or (out / VAE_FOLDER).exists()):
+    check_output_location(out)
+    if not resume and (latest_checkpoint(out) or (out / VAE_FOLDER).exists()):
         raise VideoSceneError(f"{out} already holds a VAE training run; pass --resume to continue it or choose another --out")
 
     # 2. Model, optimiser, schedule (identical initial weights for a seed).
@@ -384,22 +386,27 @@ def _train(config: VAETrainConfig, out: Path, resume: bool, stop_after: int | No
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(config.warmup_steps, config.steps, config.min_lr_ratio))
     expected_state = {"vae_config": video.vae_kwargs(), "seed": config.seed, "init_vae": config.init_vae, "trainable": config.trainable}
     start = 0
-    if resume and checkpoint:
-        start = load_checkpoint(checkpoint[1], {"vae": vae}, optimizer, scheduler, expected_state)["step"]
-        logger.info("resuming from %s (step %d)", checkpoint[1], start)
+    if resume:
+        resumed = resume_latest(out, lambda folder: load_checkpoint(folder, {"vae": vae}, optimizer, scheduler, expected_state))
+        if resumed is not None:
+            start = resumed[0]["step"]
+            logger.info("resuming from %s (step %d)", resumed[1], start)
+        for log in ("train_log.jsonl", "validation.jsonl"):
+            trim_log(out / log, start)
     if start >= config.steps and (out / VAE_FOLDER).is_dir():
         logger.info("training already finished at step %d", start)
         return json.loads((out / "run.json").read_text())
     model, optimizer = accelerator.prepare(Reconstruction(vae, train_encoder=config.trainable == "all"), optimizer)
     device = accelerator.device
-    if accelerator.is_main_process:
-        out.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(out / "train_config.json", config_to_dict(config))
 
-    # 3. Data: training frames in memory; a few held-out clips for the periodic validation.
+    # 3. Data: training frames in memory; a few held-out clips for the periodic validation (checked before
+    # anything is written).
     bank = FrameBank(config.train_data, (video.height, video.width), config.max_train_scenes)
     strides = (config.min_stride, config.max_stride)
     validation = held_out_clips(config.validation_data, video, strides, config.validation_clips, config.seed)
+    if accelerator.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(out / "train_config.json", config_to_dict(config))
     logger.info("VAE training: %d scenes in memory, %d validation clips, batch %d × %d frames × %s",
                 len(bank), len(validation), config.batch_size, config.num_frames, config.crop_size or "full frame")  # fmt: skip
 

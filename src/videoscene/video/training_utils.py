@@ -20,14 +20,15 @@ from typing import Any
 import imageio.v3 as iio
 import torch
 from jaxtyping import Float
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import Tensor, nn
 
 from videoscene.errors import VideoSceneError
-from videoscene.io_utils import atomic_path, staged_output_dir, write_json_atomic
+from videoscene.io_utils import atomic_path, load_safetensors, load_state, staged_output_dir, write_json_atomic
 from videoscene.training import (
     CHECKPOINTS,
     load_optimizer,
+    read_checkpoint_state,
     remove_old_checkpoints,
     save_optimizer,
 )
@@ -66,16 +67,13 @@ def load_checkpoint(
 ) -> dict[str, Any]:
     """Restore modules, optimizer and scheduler; `expected` entries must equal the stored ones (same experiment).
     Returns state.json (its "step" is where training continues)."""
-    try:
-        state = json.loads((folder / "state.json").read_text())
-        module_states = {name: load_file(str(folder / f"{name}.safetensors")) for name in modules}
-    except (OSError, json.JSONDecodeError) as error:
-        raise VideoSceneError(f"checkpoint {folder} is unreadable ({error}); delete it to resume from an older one") from None
+    state = read_checkpoint_state(folder)
+    module_states = {name: load_safetensors(folder / f"{name}.safetensors", "checkpoint weights") for name in modules}
     for key, value in expected.items():
         if state.get(key) != json.loads(json.dumps(value)):  # compare as stored (tuples read back as lists)
             raise VideoSceneError(f"checkpoint {folder} was made with a different {key}; resume with the run's own config")
     for name, module in modules.items():
-        module.load_state_dict(module_states[name])
+        load_state(module, module_states[name], folder / f"{name}.safetensors", "checkpoint weights")
     load_optimizer(folder / "optimizer.safetensors", optimizer)
     scheduler.load_state_dict(state["scheduler"])
     return state

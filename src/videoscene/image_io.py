@@ -1,0 +1,95 @@
+"""Reading a photo the same way everywhere (`generate`, the app, `data convert`): one size policy, bit
+depths scaled to 8 bits, transparency composited onto a stated background, and one line for any file
+that is not a readable image (including decompression bombs, refused from the header before decoding)."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from videoscene.errors import InputError
+
+logger = logging.getLogger(__name__)
+
+MAX_IMAGE_PIXELS = 40_000_000  # e.g. 7700 × 5200; larger photos are refused before they are decoded
+MIN_IMAGE_SIDE = 32  # the prior's backbone downsamples 4×, the cost volume needs a few pixels more
+BACKGROUNDS = {"white": 1.0, "black": 0.0}
+
+
+def image_size(path: str | Path) -> tuple[int, int]:
+    """(height, width) from the header, without decoding the pixels."""
+    with _opened(path) as image:
+        return image.height, image.width
+
+
+def read_rgb(
+    path: str | Path, background: str = "white", max_pixels: int = MAX_IMAGE_PIXELS, min_side: int = MIN_IMAGE_SIDE
+) -> np.ndarray:
+    """An image file -> uint8 [H, W, 3].
+
+    16-bit and 32-bit greyscale (PIL modes I;16, I) are scaled to 8 bits rather than clipped; pixels with
+    transparency are composited as rgb·α + bg·(1 − α) onto `background` (white: NeRF-synthetic's convention),
+    and a log line says so.
+    """
+    path = Path(path)
+    with _opened(path) as image:
+        width, height = image.size
+        if width * height > max_pixels:
+            raise InputError(f"image {path} is {width}x{height} ({width * height / 1e6:.0f} megapixels); the limit is "
+                             f"{max_pixels / 1e6:.0f} megapixels, so shrink it first")
+        if min(width, height) < min_side:
+            raise InputError(f"image {path} is {width}x{height}; images need at least {min_side} pixels a side")
+        try:
+            image.load()
+            array = _to_rgb_or_rgba(image)
+        except (OSError, ValueError, SyntaxError) as error:
+            raise InputError(f"image {path} cannot be decoded ({type(error).__name__}: {error}); give a PNG or JPEG file") from None
+    if array.shape[-1] == 3:
+        return array
+    if background not in BACKGROUNDS:
+        raise InputError(f"unknown background {background!r}; use {' or '.join(BACKGROUNDS)}")
+    rgba = array.astype(np.float32) / 255
+    alpha = rgba[..., 3:]
+    if (alpha < 1).any():
+        logger.info("image %s has transparent pixels: composited onto %s", path.name, background)
+    composite = rgba[..., :3] * alpha + BACKGROUNDS[background] * (1 - alpha)
+    return np.round(composite * 255).astype(np.uint8)
+
+
+class _opened:
+    """`Image.open` with every way it fails (not an image, truncated, a decompression bomb) as one line."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    def __enter__(self) -> Image.Image:
+        if not self.path.is_file():
+            raise InputError(f"image {self.path} does not exist")
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                self.image = Image.open(self.path)
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+            raise InputError(f"image {self.path} declares an enormous size (a decompression bomb?); refused") from None
+        except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as error:
+            raise InputError(f"image {self.path} cannot be read ({type(error).__name__}); give a PNG or JPEG file") from None
+        return self.image
+
+    def __exit__(self, *exc) -> None:
+        self.image.close()
+
+
+def _to_rgb_or_rgba(image: Image.Image) -> np.ndarray:
+    if image.mode.startswith("I;16") or image.mode == "I":
+        grey = np.asarray(image, dtype=np.float64)
+        scale = 255 / 65535 if image.mode.startswith("I;16") or grey.max(initial=0) <= 65535 else 255 / 2**32
+        return np.repeat(np.clip(np.round(grey * scale), 0, 255).astype(np.uint8)[..., None], 3, axis=-1)
+    if image.mode == "F":
+        grey = np.clip(np.asarray(image, dtype=np.float64), 0, 1)
+        return np.repeat(np.round(grey * 255).astype(np.uint8)[..., None], 3, axis=-1)
+    has_alpha = image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info
+    return np.array(image.convert("RGBA" if has_alpha else "RGB"))
