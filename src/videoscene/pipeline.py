@@ -16,7 +16,6 @@ A weights folder holds:
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import os
 import time
@@ -30,9 +29,11 @@ from jaxtyping import Float
 from torch import Tensor
 
 from videoscene.arguments import resolve_device
+from videoscene.config_json import check_json_types
 from videoscene.distill.leap import DistilledStudent, load_distilled
 from videoscene.errors import VideoSceneError
 from videoscene.geometry.cameras import check_rigid
+from videoscene.io_utils import read_json_object
 from videoscene.geometry.image_ops import crop_to_aspect_and_resize
 from videoscene.geometry.trajectory import interpolate_cameras
 from videoscene.policy.ddpnet import policy_inputs
@@ -62,11 +63,12 @@ class PipelineConfig:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "PipelineConfig":
+        raw = read_json_object(path, "pipeline config")
+        check_json_types(cls, raw, f"pipeline config {path}")
         try:
-            raw = json.loads(Path(path).read_text())
             return cls(**{**raw, "background": tuple(raw.get("background", cls.background))})
-        except (OSError, json.JSONDecodeError, TypeError) as error:
-            raise VideoSceneError(f"pipeline config {path} is unreadable or has unknown fields ({error})") from None
+        except TypeError as error:
+            raise VideoSceneError(f"pipeline config {path} has unknown fields ({error})") from None
 
 
 @dataclass

@@ -24,6 +24,7 @@ import torch
 from safetensors.torch import save_file
 from torch import Tensor
 
+from videoscene.config_json import check_json_types
 from videoscene.errors import LoadError, VideoSceneError
 from videoscene.io_utils import atomic_path, read_json_object, read_safetensors, remove_stale_stages
 
@@ -46,6 +47,7 @@ def config_from_dict(cls: type[ConfigT], data: dict[str, Any], source: str) -> C
     unknown = sorted(set(data) - known)
     if unknown:
         raise VideoSceneError(f"{source} has unknown keys {unknown}; known keys: {sorted(known)}")
+    check_json_types(cls, data, source)
     try:
         return cls(**data)
     except TypeError as error:

@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Literal
 
+from videoscene.config_json import check_json_types
 from videoscene.errors import VideoSceneError
 from videoscene.io_utils import read_json_object, write_json_atomic
 from videoscene.policy.ddpnet import PolicyConfig
@@ -205,6 +206,7 @@ def _section(cls, values: dict[str, Any], where: str):
     unknown = sorted(set(values) - set(known))
     if unknown:
         raise VideoSceneError(f"{where}: unknown key(s) {unknown}; known keys are {sorted(known)}")
+    check_json_types(cls, values, where)
     converted = {key: tuple(value) if isinstance(value, list) else value for key, value in values.items()}
     try:
         return cls(**converted)

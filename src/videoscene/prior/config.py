@@ -10,6 +10,7 @@ import math
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
+from videoscene.config_json import check_json_types
 from videoscene.errors import VideoSceneError
 from videoscene.io_utils import read_json_object, write_json_atomic
 
@@ -122,6 +123,7 @@ class EncoderConfig:
         unknown = set(data) - known
         if unknown:
             raise VideoSceneError(f"encoder config has unknown keys {sorted(unknown)}; known keys: {sorted(known)}")
+        check_json_types(cls, data, "encoder config")
         # JSON has no tuples; convert lists back so configs compare equal after a round trip.
         values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
         return cls(**values)

@@ -22,6 +22,7 @@ import random
 import time
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -99,7 +100,7 @@ class PriorTrainConfig:
     seed: int = 0
     num_workers: int = 0
     num_threads: int | None = None  # torch CPU threads (None: torch's default)
-    mixed_precision: str = "no"  # accelerate: no, fp16, bf16
+    mixed_precision: Literal["no", "fp16", "bf16"] = "no"  # accelerate
     log_every: int = 10
     validate_every: int = 250
     validation_scenes: int = 8

@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Literal
 
+from videoscene.config_json import check_json_types
 from videoscene.errors import VideoSceneError
 from videoscene.io_utils import write_json_atomic
 
@@ -324,6 +325,7 @@ class VideoModelConfig:
             for key, value in data.items():
                 if key in sections:
                     section = dict(value)
+                    check_json_types(sections[key], section, f"video config: {key}")
                     if key == "vae":
                         for name in ("block_out_channels", "latents_mean", "latents_std"):
                             if section.get(name) is not None:

@@ -36,6 +36,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import torch
 from accelerate import Accelerator
@@ -110,7 +111,7 @@ class TeacherTrainConfig:
     ema_decay: float = 0.0  # 0: no EMA; else θ_ema ← μ·θ_ema + (1−μ)·θ after every step, exported instead of θ
     seed: int = 0
     num_threads: int | None = None
-    mixed_precision: str = "no"
+    mixed_precision: Literal["no", "fp16", "bf16"] = "no"
     log_every: int = 10
     validate_every: int = 250
     validation_clips: int = 4  # held-out clips of the periodic validation (the final one uses all)

@@ -103,7 +103,7 @@ class VAETrainConfig:
     kl_weight: float = 1e-6
     seed: int = 0
     num_threads: int | None = None  # torch CPU threads (None: torch's default)
-    mixed_precision: str = "no"
+    mixed_precision: Literal["no", "fp16", "bf16"] = "no"
     log_every: int = 10
     validate_every: int = 250
     validation_clips: int = 6  # clips for the periodic validation (the final one uses every held-out scene)
