@@ -16,18 +16,20 @@ import itertools
 import logging
 import math
 import os
+import re
 import shutil
 import tempfile
 import threading
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from PIL import Image, UnidentifiedImageError
 
 from videoscene.errors import VideoSceneError
-from videoscene.generate import estimate_cameras_for_files, load_cameras_file, load_image, write_outputs
+from videoscene.generate import estimate_cameras_for_files, load_cameras_file, write_outputs
+from videoscene.image_io import MIN_IMAGE_SIDE, read_rgb
 
 try:
     import gradio as gr
@@ -44,7 +46,7 @@ Progress = Callable[..., object]
 class AppConfig:
     max_upload_bytes: int = 20 * 1024**2  # per file; Gradio refuses larger uploads before they reach the handler
     max_image_pixels: int = 24_000_000  # e.g. 6000 × 4000; decoded photos above this are refused
-    min_image_side: int = 32
+    min_image_side: int = MIN_IMAGE_SIDE  # the same floor as `videoscene generate`
     max_cameras_bytes: int = 1024**2
     keep_runs: int = 16  # finished runs kept on disk (their files are what the page links to)
     output_root: Path | None = None  # where runs are written (default: a fresh temporary folder)
@@ -65,8 +67,12 @@ class VideoSceneApp:
     def __init__(self, pipeline, config: AppConfig = AppConfig()):
         self.pipeline = pipeline
         self.config = config
-        self.output_root = Path(config.output_root or tempfile.mkdtemp(prefix="videoscene-app-"))
-        self.output_root.mkdir(parents=True, exist_ok=True)
+        if config.output_root is None:  # ours alone: removed with the app (at the latest when the process exits)
+            self.output_root = Path(tempfile.mkdtemp(prefix="videoscene-app-"))
+            self._cleanup = weakref.finalize(self, shutil.rmtree, self.output_root, ignore_errors=True)
+        else:
+            self.output_root = Path(config.output_root)
+            self.output_root.mkdir(parents=True, exist_ok=True)
         self._run_numbers = itertools.count(1)
         self._lock = threading.Lock()  # one generation at a time: the CPU (or GPU) is the bottleneck anyway
 
@@ -88,7 +94,10 @@ class VideoSceneApp:
             return self._generate(image_a, image_b, cameras_file, frames, timestep, seed, fov, progress)
         except VideoSceneError as error:
             logger.info("refused a request: %s", error)
-            raise _user_error(str(error)) from None
+            raise _user_error(self._without_server_paths(str(error))) from None
+        except Exception as error:  # a bug: the page gets one line, the server log the traceback
+            logger.exception("request failed")
+            raise _user_error(f"generation failed with an internal error ({type(error).__name__}); the server log has the details") from None
 
     def _generate(self, image_a, image_b, cameras_file, frames, timestep, seed, fov, progress: Progress) -> AppResult:
         # 1. Check the uploads and the settings
@@ -96,9 +105,7 @@ class VideoSceneApp:
         if not image_a or not image_b:
             raise VideoSceneError("upload two photos of the same scene (first and last view)")
         paths = [str(image_a), str(image_b)]
-        for index, path in enumerate(paths):
-            self._check_image_file(path, ("first", "second")[index])
-        images = [load_image(path) for path in paths]
+        images = [self._load_photo(path, which) for path, which in zip(paths, ("first", "second"))]
         if images[0].shape != images[1].shape:
             raise VideoSceneError(
                 f"the two photos differ in size ({images[0].shape[2]}x{images[0].shape[1]} vs "
@@ -159,22 +166,21 @@ class VideoSceneApp:
         if size > limit:
             raise VideoSceneError(f"the {what} is {size / 1024**2:.1f} MB; the limit is {limit / 1024**2:.0f} MB")
 
-    def _check_image_file(self, path: str, which: str) -> None:
+    def _load_photo(self, path: str, which: str) -> torch.Tensor:
         if not os.path.isfile(path):
             raise VideoSceneError(f"the {which} photo did not arrive; upload it again")
         self._check_size(path, f"{which} photo", self.config.max_upload_bytes)
         try:
-            with Image.open(path) as image:  # reads the header only: no decoding of oversized images
-                width, height = image.size
-        except (UnidentifiedImageError, OSError):
-            raise VideoSceneError(f"the {which} upload is not an image that can be read; upload a PNG or JPEG photo") from None
-        if width * height > self.config.max_image_pixels:
-            raise VideoSceneError(
-                f"the {which} photo is {width}x{height} ({width * height / 1e6:.0f} megapixels); the limit is "
-                f"{self.config.max_image_pixels / 1e6:.0f} megapixels, so shrink it first"
-            )
-        if min(width, height) < self.config.min_image_side:
-            raise VideoSceneError(f"the {which} photo is {width}x{height}; photos need at least {self.config.min_image_side} pixels a side")
+            pixels = read_rgb(path, "white", self.config.max_image_pixels, self.config.min_image_side)
+        except VideoSceneError as error:  # name the upload, not the server's temporary file
+            raise VideoSceneError(str(error).replace(f"image {path}", f"the {which} photo")) from None
+        return torch.from_numpy(pixels.copy()).permute(2, 0, 1).float() / 255
+
+    def _without_server_paths(self, message: str) -> str:
+        """Messages name uploads and runs by file name only, never by the server's folders."""
+        for root in {str(self.output_root), tempfile.gettempdir(), os.environ.get("GRADIO_TEMP_DIR", "")} - {""}:
+            message = re.sub(re.escape(root) + r"[^\s;,'\"]*/([^\s;,'\"/]+)", r"\1", message)
+        return message
 
     def _timestep_source(self, start: int | str) -> str:
         if start != "auto":
@@ -196,7 +202,8 @@ class VideoSceneApp:
             result = self.generate(image_a, image_b, cameras_file, frames, timestep, seed, fov, progress=progress)
             return result.coarse_video, result.video, result.summary, result.downloads
 
-        with gr.Blocks(title="VideoScene", analytics_enabled=False) as blocks:
+        # Gradio keeps every upload in its cache: delete files older than an hour, checked hourly.
+        with gr.Blocks(title="VideoScene", analytics_enabled=False, delete_cache=(3600, 3600)) as blocks:
             gr.Markdown(
                 "# VideoScene\nTwo photos of a static scene in; a 3D-consistent video between them out, in one denoising "
                 "step. Without a cameras file the cameras are estimated from the photos (docs/app.md)."

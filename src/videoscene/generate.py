@@ -31,7 +31,7 @@ from videoscene.errors import VideoSceneError
 from videoscene.gaussians.ply import save_ply
 from videoscene.geometry.cameras import normalize_intrinsics, opengl_to_opencv
 from videoscene.geometry.relative_pose import RelativePoseConfig, RelativePoseEstimate, estimate_cameras, exif_focal
-from videoscene.image_io import read_rgb
+from videoscene.image_io import read_rgb, write_mp4
 from videoscene.io_utils import check_output_dir, read_json_object, staged_output_dir, write_json_atomic
 from videoscene.types import Cameras
 
@@ -98,12 +98,6 @@ def to_uint8(frames: torch.Tensor) -> np.ndarray:
     return (frames.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
 
 
-def write_video(path: Path, frames: torch.Tensor, fps: int = 8) -> None:
-    import imageio.v3 as iio
-
-    iio.imwrite(path, to_uint8(frames), plugin="pyav", codec="libx264", fps=fps, out_pixel_format="yuv420p")
-
-
 def comparison_image(images: torch.Tensor, coarse: torch.Tensor, frames: torch.Tensor, columns: int = 5) -> np.ndarray:
     """Rows: input views (first, last) | coarse render | generated, at evenly spaced frames."""
     picks = torch.linspace(0, frames.shape[0] - 1, columns).round().long()
@@ -119,8 +113,8 @@ def write_outputs(
     out: Path, images: torch.Tensor, output, pipeline, args_record: dict, overwrite: bool = False, extra_report: dict | None = None
 ) -> None:
     with staged_output_dir(out, overwrite=overwrite) as stage:
-        write_video(stage / "video.mp4", output.frames)
-        write_video(stage / "coarse.mp4", output.coarse_frames)
+        write_mp4(stage / "video.mp4", output.frames)
+        write_mp4(stage / "coarse.mp4", output.coarse_frames)
         (stage / "frames").mkdir()
         for index, frame in enumerate(to_uint8(output.frames)):
             Image.fromarray(frame).save(stage / "frames" / f"{index:03d}.png")

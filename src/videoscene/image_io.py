@@ -4,14 +4,18 @@ that is not a readable image (including decompression bombs, refused from the he
 
 from __future__ import annotations
 
+import io
 import logging
 import warnings
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image, UnidentifiedImageError
+from torch import Tensor
 
 from videoscene.errors import InputError
+from videoscene.io_utils import atomic_path
 
 logger = logging.getLogger(__name__)
 
@@ -76,7 +80,7 @@ class _opened:
         except (Image.DecompressionBombError, Image.DecompressionBombWarning):
             raise InputError(f"image {self.path} declares an enormous size (a decompression bomb?); refused") from None
         except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as error:
-            raise InputError(f"image {self.path} cannot be read ({type(error).__name__}); give a PNG or JPEG file") from None
+            raise InputError(f"image {self.path} is not an image that can be read ({type(error).__name__}); give a PNG or JPEG file") from None
         return self.image
 
     def __exit__(self, *exc) -> None:
@@ -93,3 +97,36 @@ def _to_rgb_or_rgba(image: Image.Image) -> np.ndarray:
         return np.repeat(np.round(grey * 255).astype(np.uint8)[..., None], 3, axis=-1)
     has_alpha = image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info
     return np.array(image.convert("RGBA" if has_alpha else "RGB"))
+
+
+def encode_mp4(pixels: np.ndarray, fps: int = 8) -> bytes:
+    """uint8 frames [F, H, W, 3] -> H.264 mp4 bytes (yuv420p, odd sides padded by one edge pixel).
+
+    One encoder thread: x264's threaded encoders may decide differently from run to run, and the same
+    frames should give the same file (docs/conventions.md §Randomness).
+    """
+    import av
+
+    if pixels.ndim != 4 or pixels.shape[-1] != 3 or pixels.dtype != np.uint8:
+        raise ValueError(f"frames must be uint8 [F, H, W, 3], got {pixels.dtype} {pixels.shape}")
+    height, width = pixels.shape[1:3]
+    pixels = np.pad(pixels, ((0, 0), (0, height % 2), (0, width % 2), (0, 0)), mode="edge")
+    buffer = io.BytesIO()
+    with av.open(buffer, mode="w", format="mp4") as container:
+        stream = container.add_stream("libx264", rate=fps, options={"threads": "1"})
+        stream.width, stream.height, stream.pix_fmt = pixels.shape[2], pixels.shape[1], "yuv420p"
+        stream.codec_context.thread_count = 1
+        for frame in pixels:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")))
+        container.mux(stream.encode())
+    return buffer.getvalue()
+
+
+def write_mp4(path: str | Path, frames: Tensor, fps: int = 8) -> None:
+    """Frames [F, 3, H, W] in [0, 1] -> an H.264 mp4 at `path`, written atomically."""
+    if frames.ndim != 4 or frames.shape[1] != 3:
+        raise ValueError(f"a video must be [frames, 3, height, width], got {tuple(frames.shape)}")
+    pixels = (frames.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    encoded = encode_mp4(pixels, fps)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(encoded)

@@ -29,7 +29,6 @@ import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
-import imageio.v3 as iio
 import numpy as np
 import torch
 from accelerate import Accelerator
@@ -58,7 +57,8 @@ from videoscene.distill.leap import (
     timestep_grid,
 )
 from videoscene.errors import LoadError, VideoSceneError
-from videoscene.io_utils import atomic_path, check_output_location, load_safetensors, staged_output_dir, write_json_atomic
+from videoscene.image_io import write_mp4
+from videoscene.io_utils import check_output_location, load_safetensors, staged_output_dir, write_json_atomic
 from videoscene.policy.ddpnet import WEIGHTS_FILE as DDPNET_FILE
 from videoscene.policy.ddpnet import BanditTrainer, DDPNet, DDPNetConfig, RewardStatistics, disagreement_scale
 from videoscene.prior.losses import psnr
@@ -463,10 +463,7 @@ class DistillTrainer:
 
     def _write_video(self, frames: Tensor) -> None:
         path = self.out_dir / "validation" / f"step_{self.step:06d}.mp4"
-        pixels = (frames.permute(0, 2, 3, 1).clamp(0, 1) * 255).round().to(torch.uint8).numpy()
-        encoded = iio.imwrite("<bytes>", pixels, extension=".mp4", fps=8)
-        with atomic_path(path) as tmp:
-            tmp.write_bytes(encoded)
+        write_mp4(path, frames)
 
     # -- the whole run ---------------------------------------------------------------------------------------------------
     def train(self) -> dict:

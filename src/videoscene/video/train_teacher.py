@@ -52,6 +52,7 @@ from videoscene.data.re10k import INDEX_FILE
 from videoscene.distill.cache import module_fingerprint
 from videoscene.distill.train import VelocityModel, batch_indices, trainable_parameter_names
 from videoscene.errors import LoadError, VideoSceneError
+from videoscene.image_io import write_mp4
 from videoscene.io_utils import atomic_path, check_output_location, load_safetensors, write_json_atomic
 from videoscene.prior.losses import psnr, ssim
 from videoscene.video.conditioning import encode_condition_frames
@@ -60,7 +61,7 @@ from videoscene.video.models import VideoBackbone
 from videoscene.video.sampling import SamplingConfig, sample_video
 from videoscene.video.schedule import NoiseSchedule
 from videoscene.video.train_vae import fit_frames, held_out_clips, load_trained_vae, to_vae_layout
-from videoscene.video.training_utils import load_checkpoint, save_checkpoint, write_mp4
+from videoscene.video.training_utils import load_checkpoint, save_checkpoint
 from videoscene.training import (
     add_training_arguments,
     append_jsonl,

@@ -1,4 +1,4 @@
-"""What the VAE and teacher trainers share: checkpoints of named modules, and videos.
+"""What the VAE and teacher trainers share: checkpoints of named modules.
 
 Configs, the schedule, step randomness, checkpoint listing, optimizer state and logs come from
 `videoscene.training`, which every trainer shares.
@@ -13,18 +13,15 @@ from `step_generator(tag, seed, step)`, so a resumed run continues exactly as th
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
-import imageio.v3 as iio
 import torch
-from jaxtyping import Float
 from safetensors.torch import save_file
 from torch import Tensor, nn
 
 from videoscene.errors import VideoSceneError
-from videoscene.io_utils import atomic_path, load_safetensors, load_state, staged_output_dir, write_json_atomic
+from videoscene.io_utils import load_safetensors, load_state, staged_output_dir, write_json_atomic
 from videoscene.training import (
     CHECKPOINTS,
     load_optimizer,
@@ -77,14 +74,3 @@ def load_checkpoint(
     load_optimizer(folder / "optimizer.safetensors", optimizer)
     scheduler.load_state_dict(state["scheduler"])
     return state
-
-
-# -- videos ------------------------------------------------------------------------------------------------
-def write_mp4(path: str | os.PathLike, frames: Float[Tensor, "frames 3 height width"], fps: int = 8) -> None:
-    """Frames in [0, 1] → an H.264 mp4 (imageio's PyAV plugin: no resizing to 16-pixel blocks), written atomically."""
-    if frames.ndim != 4 or frames.shape[1] != 3:
-        raise VideoSceneError(f"a video must be [frames, 3, height, width], got {tuple(frames.shape)}")
-    pixels = (frames.detach().permute(0, 2, 3, 1).clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
-    encoded = iio.imwrite("<bytes>", pixels, extension=".mp4", plugin="pyav", codec="libx264", fps=fps)
-    with atomic_path(path) as tmp:
-        Path(tmp).write_bytes(encoded)
