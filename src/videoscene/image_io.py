@@ -80,7 +80,7 @@ class _opened:
         except (Image.DecompressionBombError, Image.DecompressionBombWarning):
             raise InputError(f"image {self.path} declares an enormous size (a decompression bomb?); refused") from None
         except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as error:
-            raise InputError(f"image {self.path} is not an image that can be read ({type(error).__name__}); give a PNG or JPEG file") from None
+            raise InputError(f"image {self.path} cannot be read, it is not an image file ({type(error).__name__}); give a PNG or JPEG file") from None
         return self.image
 
     def __exit__(self, *exc) -> None:
