@@ -122,6 +122,24 @@ def test_resume_after_interruption_equals_an_uninterrupted_run(plane_data, tmp_p
     assert state["step"] == 4 and state["scheduler"]["last_epoch"] == 4
 
 
+def test_a_corrupt_newest_checkpoint_falls_back_to_the_one_before(plane_data, tmp_path, caplog):
+    config = small_config(plane_data, checkpoint_every=1, keep_checkpoints=2)
+    train_prior(config, tmp_path / "straight")
+    train_prior(config, tmp_path / "run", stop_after=3)  # keeps the checkpoints of steps 2 and 3
+    newest = tmp_path / "run" / "checkpoints" / "step_0000003"
+    (newest / "model.safetensors").write_bytes(b"torn by a crash")
+    with caplog.at_level("WARNING"):
+        assert train_prior(config, tmp_path / "run", resume=True)["step"] == 4
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "step_0000003" in warnings[0] and "the one before it" in warnings[0]
+    assert (tmp_path / "run" / "checkpoints" / "step_0000003.corrupt").is_dir()
+    straight = load_file(str(tmp_path / "straight" / "prior.safetensors"))
+    resumed = load_file(str(tmp_path / "run" / "prior.safetensors"))
+    assert all(torch.equal(straight[key], resumed[key]) for key in straight)
+    log = [json.loads(line)["step"] for line in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()]
+    assert log == [1, 2, 3, 4]  # step 3 was replayed from the step-2 checkpoint but is logged once
+
+
 @pytest.mark.slow
 def test_sigkill_mid_training_then_resume_matches_an_uninterrupted_run(plane_data, tmp_path):
     """A real crash: SIGKILL the CLI once its first checkpoint exists, then --resume."""

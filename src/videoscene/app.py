@@ -278,7 +278,10 @@ def _parse_timestep(timestep) -> int | str:
 def _parse_seed(seed) -> int:
     if seed in (None, ""):
         return 0
-    value = float(seed)
+    try:
+        value = float(seed)
+    except (TypeError, ValueError):
+        raise VideoSceneError(f"seed must be a whole number from 0, got {seed!r}") from None
     if not math.isfinite(value) or value != int(value) or not 0 <= value < 2**63:
         raise VideoSceneError(f"seed must be a whole number from 0, got {seed!r}")
     return int(value)

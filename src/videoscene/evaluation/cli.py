@@ -17,14 +17,14 @@ import logging
 import re
 from pathlib import Path
 
-import torch
-
+from videoscene import arguments
+from videoscene.arguments import resolve_device
 from videoscene.data.evaluation_index import make_evaluation_index, read_evaluation_index, write_evaluation_index
 from videoscene.errors import VideoSceneError
 from videoscene.evaluation.methods import FAMILIES, MethodResources, build_method, build_with_pipeline, parse_methods, valid_names
 from videoscene.evaluation.report import markdown_table, write_report
 from videoscene.evaluation.runner import EvalConfig, evaluate
-from videoscene.io_utils import staged_output_dir
+from videoscene.io_utils import check_output_dir, staged_output_dir
 from videoscene.metrics.frechet import I3DFeatures
 from videoscene.metrics.lpips import load_lpips
 
@@ -44,7 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--methods", required=True, help=f"comma-separated methods: {valid_names()}")
     parser.add_argument("--out", required=True, type=Path, help="output folder for metrics.json, metrics.md and the plots")
     parser.add_argument("--weights", type=Path, default=None, help="weights folder (the prior for coarse; the video models for the rest)")
-    parser.add_argument("--seed", type=int, default=0, help="run seed (each scene's seed derives from it and the scene key)")
+    parser.add_argument("--seed", type=arguments.seed, default=0, help="run seed (each scene's seed derives from it and the scene key)")
     parser.add_argument("--make-index", type=int, default=None, metavar="GAP",
                         help="first write --index (must not exist): per scene a context pair GAP frames apart, the frames between as targets")
     parser.add_argument("--target-stride", type=int, default=1, help="with --make-index: every Nth frame between the pair is a target")
@@ -60,7 +60,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="LPIPS weights: torchvision VGG16 + LPIPS linear layers (.safetensors/.pth); LPIPS is skipped without them")
     parser.add_argument("--fvd-detector", type=Path, default=None, metavar="FILE",
                         help="StyleGAN-V's I3D TorchScript file (i3d_torchscript.pt, never downloaded); without it FVD is null")
-    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 … (auto: cuda when available)")
+    parser.add_argument("--device", type=arguments.device, default="auto", help="cpu, cuda, cuda:1 … (auto: cuda when available)")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
 
 
@@ -91,7 +91,8 @@ def run(args: argparse.Namespace) -> None:
         raise VideoSceneError(f"{args.index} already exists; drop --make-index to evaluate it, or choose another --index")
     if args.make_index is None and not args.index.is_file():
         raise VideoSceneError(f"evaluation index {args.index} does not exist; pass --make-index GAP to create it")
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else "cpu" if args.device == "auto" else args.device)
+    device = resolve_device(args.device)
+    check_output_dir(args.out, args.overwrite)
 
     with staged_output_dir(args.out, overwrite=args.overwrite) as stage:
         # 2. Build every method (missing weights fail here, before any scene is read) and LPIPS.
@@ -103,8 +104,6 @@ def run(args: argparse.Namespace) -> None:
         # 3. The evaluation index.
         if args.make_index is not None:
             index = make_evaluation_index(args.data, args.make_index, args.target_stride, args.seed)
-            write_evaluation_index(args.index, index)
-            logger.info("wrote evaluation index %s (%d scenes)", args.index, sum(e is not None for e in index.values()))
         else:
             index = read_evaluation_index(args.index)
         write_evaluation_index(stage / "index.json", index)
@@ -115,5 +114,8 @@ def run(args: argparse.Namespace) -> None:
                  "weights": None if args.weights is None else str(args.weights),
                  "fvd_detector": None if args.fvd_detector is None else str(args.fvd_detector)}  # fmt: skip
         document = write_report(result, stage, extra, device)
+    if args.make_index is not None:  # only once the evaluation succeeded, so that rerunning the command works
+        write_evaluation_index(args.index, index)
+        logger.info("wrote evaluation index %s (%d scenes)", args.index, sum(e is not None for e in index.values()))
     print(markdown_table(document["methods"], document["reference"]), end="")
     logger.info("evaluation written to %s", args.out)

@@ -34,6 +34,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm.auto import tqdm
 
+from videoscene import arguments
 from videoscene.data.dataset import ClipDataset, ClipSamplerConfig, collate_examples, example_from_scene
 from videoscene.errors import VideoSceneError
 from videoscene.geometry.image_ops import crop_to_aspect_and_resize
@@ -425,7 +426,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "training data: split folders, or dataset roots whose test/ split becomes validation data",
         "held-out split folders for validation PSNR (overrides the config)",
     )
-    parser.add_argument("--seed", type=int, help="override the seed")
+    parser.add_argument("--seed", type=arguments.seed, help="override the seed")
 
 
 def run(args: argparse.Namespace) -> None:
