@@ -177,3 +177,34 @@ def test_generate_bad_inputs_exit_non_zero_without_output(weights_dir, tmp_path,
     assert message in error and len(error.splitlines()) == 1
     assert not (tmp_path / "out").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]
+
+
+@pytest.mark.parametrize("frames", [9, 17, 25, 49])
+def test_every_offered_frame_count_runs_with_ddpnet(frames):
+    """The app's Frames choices and `--help`'s examples, with the default timestep: DDPNet (trained on 17
+    frames) reads the render resampled along its latent frames."""
+    from videoscene.app import FRAME_CHOICES
+    from videoscene.demo import DEMO_ASSETS
+    from videoscene.generate import load_cameras_file, load_image
+    from videoscene.pipeline import BUNDLED_WEIGHTS
+
+    assert frames in FRAME_CHOICES
+    pipeline = VideoScenePipeline.from_pretrained(BUNDLED_WEIGHTS)
+    images = torch.stack([load_image(DEMO_ASSETS / "view_0.png"), load_image(DEMO_ASSETS / "view_1.png")])
+    cameras, _, near, far = load_cameras_file(DEMO_ASSETS / "cams.json", tuple(images.shape[-2:]))
+    output = pipeline(images, cameras, num_frames=frames, timestep="auto", near=near, far=far)
+    assert output.frames.shape[0] == frames and output.timestep in pipeline.distilled.ddpnet.config.candidates
+
+
+def test_ddpnet_resampling_keeps_the_trained_length_unchanged_and_the_ends_exact():
+    from videoscene.policy.ddpnet import DDPNet, DDPNetConfig
+
+    net = DDPNet(DDPNetConfig(latent_frames=5, latent_channels=2, candidates=(100, 500)))
+    same = torch.randn(1, 5, 2, 4, 6)
+    assert net._to_trained_length(same) is same
+    longer = torch.randn(1, 13, 2, 4, 6)
+    resampled = net._to_trained_length(longer)
+    assert resampled.shape == (1, 5, 2, 4, 6)
+    torch.testing.assert_close(resampled[:, 0], longer[:, 0])
+    torch.testing.assert_close(resampled[:, -1], longer[:, -1])
+    torch.testing.assert_close(resampled[:, 2], longer[:, 6])  # the middle frame lands on the middle frame

@@ -42,11 +42,11 @@ def frame_count(text: str) -> int:
     return value
 
 
-def timestep(text: str) -> int | str | None:
+def timestep(text: str) -> int | str:
     """'auto' (DDPNet's choice), 'none' (start from pure noise) or t in [1, 999]."""
     word = text.strip().lower()
     if word in ("auto", "none"):
-        return None if word == "none" else "auto"
+        return word
     last = NUM_TRAIN_TIMESTEPS - 1
     if not word.isdigit() or not 1 <= int(word) <= last:
         raise argparse.ArgumentTypeError(f"the timestep is 'auto', 'none' or a whole number from 1 to {last}, got {text!r}")

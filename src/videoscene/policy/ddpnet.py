@@ -210,8 +210,24 @@ class DDPNet(nn.Module):
         render_latents: Float[Tensor, "batch latent_frames channels latent_height latent_width"],
         disagreement: Float[Tensor, "batch latent_frames 2 latent_height latent_width"] | None = None,
     ) -> Int[Tensor, " batch"]:
-        """The greedy inference policy t* = t_{argmax π_ψ(·|x₀ʳ, D)}."""
+        """The greedy inference policy t* = t_{argmax π_ψ(·|x₀ʳ, D)}.
+
+        A video of another length than DDPNet was trained on (e.g. 9 or 49 frames for a 17-frame DDPNet) is
+        resampled linearly along its latent frames to the trained count, first and last frames kept exactly:
+        the policy judges the render's degradation, which a resampling in time keeps.
+        """
+        render_latents = self._to_trained_length(render_latents)
+        disagreement = None if disagreement is None else self._to_trained_length(disagreement)
         return self.candidates[self(render_latents, disagreement).argmax(dim=-1)]
+
+    def _to_trained_length(self, x: Float[Tensor, "batch frames channels height width"]) -> Tensor:
+        batch, frames, channels, height, width = x.shape
+        if frames == self.config.latent_frames:
+            return x
+        series = x.permute(0, 2, 3, 4, 1).reshape(batch, channels * height * width, frames).float()
+        mode = "linear" if frames > 1 else "nearest"
+        resampled = F.interpolate(series, size=self.config.latent_frames, mode=mode, **({"align_corners": True} if frames > 1 else {}))
+        return resampled.reshape(batch, channels, height, width, -1).permute(0, 4, 1, 2, 3).to(x.dtype)
 
     # -- files ------------------------------------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> None:
