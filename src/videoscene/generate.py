@@ -195,6 +195,8 @@ def generate(args: argparse.Namespace, image_paths: list[str], cameras_path: str
     estimated = extra_report.get("estimated_cameras")
     cameras_note = f"; cameras estimated from {estimated['num_inliers']} inlier matches" if estimated else ""
     print(f"wrote {out} ({output.method}, t={output.timestep}; {timings}{cameras_note})")
+    print(f"  open first: {out / 'comparison.png'} (inputs, coarse render, generated)")
+    print(f"  also: video.mp4, coarse.mp4, frames/ ({output.frames.shape[0]} PNGs), gaussians.ply, report.json")
 
 
 def estimate_cameras_for_files(
