@@ -27,6 +27,8 @@ from pathlib import Path
 
 import torch
 
+from videoscene import arguments
+from videoscene.arguments import resolve_device
 from videoscene.errors import VideoSceneError
 from videoscene.generate import estimate_cameras_for_files, load_cameras_file, write_outputs
 from videoscene.image_io import MIN_IMAGE_SIDE, read_rgb
@@ -322,7 +324,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     parser.add_argument("--port", type=int, help="port (default: Gradio's, 7860 or the next free one)")
     parser.add_argument("--weights", help="weights folder (default: the bundled tiny weights)")
-    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--device", type=arguments.device, default="cpu", help="cpu, cuda, cuda:N or auto")
     parser.add_argument("--max-upload-mb", type=float, default=AppConfig.max_upload_bytes / 1024**2, help="largest photo accepted")
 
 
@@ -333,7 +335,7 @@ def run(args: argparse.Namespace) -> None:
         raise VideoSceneError(f"--port must be between 1 and 65535, got {args.port}")
     if not args.max_upload_mb > 0:
         raise VideoSceneError(f"--max-upload-mb must be positive, got {args.max_upload_mb}")
-    from videoscene.pipeline import VideoScenePipeline, resolve_device
+    from videoscene.pipeline import VideoScenePipeline
 
     logging.getLogger("httpx").setLevel(logging.WARNING)  # Gradio's own health checks, one line each otherwise
     pipeline = VideoScenePipeline.from_pretrained(args.weights, device=resolve_device(args.device))

@@ -24,6 +24,7 @@ import torch
 from safetensors.torch import save_file
 from torch import Tensor
 
+from videoscene import arguments
 from videoscene.config_json import check_json_types
 from videoscene.errors import LoadError, VideoSceneError
 from videoscene.io_utils import atomic_path, read_json_object, read_safetensors, remove_stale_stages
@@ -212,8 +213,8 @@ def add_training_arguments(parser: argparse.ArgumentParser, example_config: str,
     parser.add_argument("--val-data", nargs="+", help=val_data_help)
     parser.add_argument("--out", type=Path, help="output folder (default: outputs/<config name>)")
     parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
-    parser.add_argument("--steps", type=int, help="override the number of training steps")
-    parser.add_argument("--stop-after", type=int, help="stop (after checkpointing) once this many steps ran in this call")
+    parser.add_argument("--steps", type=arguments.positive_int, help="override the number of training steps")
+    parser.add_argument("--stop-after", type=arguments.positive_int, help="stop (after checkpointing) once this many steps ran in this call")
 
 
 def run_training(args: argparse.Namespace, config: Any, changes: dict[str, Any], train: Callable[..., dict]) -> None:
