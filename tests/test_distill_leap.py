@@ -198,3 +198,20 @@ def test_ema_update_maths():
     ema_update(target, online, 0.0)  # μ = 0 copies θ
     for t, o in zip(target, online):
         torch.testing.assert_close(t.detach(), o.detach())
+
+
+def test_student_generate_passes_the_views_disagreement_to_its_ddpnet(networks):
+    """A DDPNet trained with the views' disagreement D needs it when the student picks t itself."""
+    from videoscene.distill.leap import DistilledStudent
+    from videoscene.errors import VideoSceneError
+    from videoscene.policy.ddpnet import DDPNet, DDPNetConfig
+
+    teacher, _, _, _, batch = networks
+    config = teacher.config
+    ddpnet = DDPNet(DDPNetConfig(config.latent_frames, config.latent_channels, (199, 599), hidden_channels=8, view_disagreement=True))
+    student = DistilledStudent(teacher, ddpnet.eval(), LeapConfig())
+    disagreement = torch.rand(3, config.latent_frames, 2, config.latent_height, config.latent_width)
+    out = student.generate(batch.render_latents, batch.condition_latents, None, disagreement=disagreement)
+    assert out.shape == batch.render_latents.shape
+    with pytest.raises(VideoSceneError, match="disagreement"):
+        student.generate(batch.render_latents, batch.condition_latents, None)

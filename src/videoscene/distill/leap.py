@@ -311,12 +311,14 @@ class DistilledStudent:
         condition_latents: Latents,
         timesteps: Int[Tensor, " batch"] | int | None = None,
         generator: torch.Generator | None = None,
+        disagreement: Tensor | None = None,
     ) -> Latents:
-        """One student step from x₀ʳ noised to t (None: DDPNet's t); without the leap, from pure noise."""
+        """One student step from x₀ʳ noised to t (None: DDPNet's t, reading the views' disagreement D when it
+        was trained with it); without the leap, from pure noise."""
         if self.leap.no_leap:
             timesteps = self.schedule.num_train_timesteps - 1  # the ablation always starts from pure noise
         elif timesteps is None:
-            timesteps = self.choose_timestep(render_latents)
+            timesteps = self.choose_timestep(render_latents, disagreement)
         noise = torch.randn(render_latents.shape, generator=generator, dtype=torch.float32).to(
             render_latents.device
         )
