@@ -7,7 +7,7 @@ import torch
 from scipy.spatial.transform import Rotation
 
 from videoscene.errors import VideoSceneError
-from videoscene.gaussians.math import matrix_to_quaternion
+from videoscene.geometry.rotations import matrix_to_quaternion
 from videoscene.geometry.cameras import (
     CaptureCameras,
     cameras_from_re10k_vector,

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from videoscene.errors import VideoSceneError
-from videoscene.gaussians.math import quaternion_to_matrix, sh_basis
+from videoscene.gaussians.math import sh_basis
+from videoscene.geometry.rotations import quaternion_to_matrix
 from videoscene.gaussians.rasterizer import render
 from videoscene.prior.config import TINY, EncoderConfig
 from videoscene.prior.cost_volume import inverse_depth_candidates, pixel_rays, plane_sweep_correlation

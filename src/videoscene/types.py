@@ -12,6 +12,9 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from videoscene.errors import VideoSceneError
+from videoscene.geometry.rotations import quaternion_to_matrix
+
 
 def _map_tensors(obj, fn):
     """Apply `fn` to every tensor field of a dataclass (None fields stay None)."""
@@ -91,8 +94,6 @@ class Gaussians(_TensorContainer):
 
     def covariances(self) -> Float[Tensor, "*batch gaussian 3 3"]:
         """Σ = R S Sᵀ Rᵀ."""
-        from videoscene.gaussians.math import quaternion_to_matrix
-
         rotation = quaternion_to_matrix(self.rotations)
         scaled = rotation * self.scales.unsqueeze(-2)
         return scaled @ scaled.transpose(-1, -2)
@@ -110,7 +111,5 @@ class RenderOutput(_TensorContainer):
 
 def check_finite(name: str, tensor: Tensor) -> None:
     """Raise a one-line error when a tensor holds NaN or inf."""
-    from videoscene.errors import VideoSceneError
-
     if not torch.isfinite(tensor).all():
         raise VideoSceneError(f"{name} contains NaN or inf values; check the input file that provided it")

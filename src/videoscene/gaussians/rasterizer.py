@@ -48,7 +48,8 @@ from torch import Tensor
 from torch.func import jacrev, vmap
 
 from videoscene.errors import VideoSceneError
-from videoscene.gaussians.math import MAX_SH_DEGREE, eval_sh, quaternion_to_matrix, sh_degree_of
+from videoscene.gaussians.math import MAX_SH_DEGREE, eval_sh, sh_degree_of
+from videoscene.geometry.rotations import quaternion_to_matrix
 from videoscene.geometry.cameras import check_rigid
 from videoscene.types import Gaussians, RenderOutput, check_finite
 

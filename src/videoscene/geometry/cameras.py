@@ -15,7 +15,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from videoscene.errors import VideoSceneError
-from videoscene.gaussians.math import matrix_to_quaternion, quaternion_to_matrix
+from videoscene.geometry.rotations import matrix_to_quaternion, quaternion_to_matrix
 from videoscene.image_io import image_size
 from videoscene.io_utils import atomic_path, inside, read_json_object
 

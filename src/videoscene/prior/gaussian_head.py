@@ -23,7 +23,8 @@ import torch.nn.functional as F
 from jaxtyping import Float
 from torch import Tensor, nn
 
-from videoscene.gaussians.math import matrix_to_quaternion, sh_basis
+from videoscene.gaussians.math import sh_basis
+from videoscene.geometry.rotations import matrix_to_quaternion
 from videoscene.prior.config import EncoderConfig
 from videoscene.prior.cost_volume import DepthPrediction, pixel_rays
 from videoscene.types import Gaussians
