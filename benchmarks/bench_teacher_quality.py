@@ -26,8 +26,8 @@ import torch
 from videoscene.data.dataset import ClipDataset, ClipSamplerConfig
 from videoscene.distill.cache import encode_clip, frames_to_float
 from videoscene.io_utils import write_json_atomic
+from videoscene.metrics.image import psnr, ssim
 from videoscene.prior.encoder import GaussianEncoder
-from videoscene.prior.losses import psnr, ssim
 from videoscene.video.models import VideoBackbone
 from videoscene.video.sampling import SamplingConfig, sample_video
 from videoscene.video.train_teacher import evaluate_interpolation

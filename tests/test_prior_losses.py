@@ -7,7 +7,9 @@ from safetensors.torch import save_file
 from skimage.metrics import structural_similarity
 
 from videoscene.errors import VideoSceneError
-from videoscene.prior.losses import LPIPS, PhotometricLoss, PhotometricLossConfig, psnr, ssim
+from videoscene.metrics.image import psnr, ssim
+from videoscene.metrics.lpips import LPIPS
+from videoscene.prior.losses import PhotometricLoss, PhotometricLossConfig
 
 
 def skimage_ssim(x: torch.Tensor, y: torch.Tensor) -> float:

@@ -59,9 +59,9 @@ from videoscene.distill.leap import (
 from videoscene.errors import LoadError, VideoSceneError
 from videoscene.image_io import write_mp4
 from videoscene.io_utils import check_output_location, load_safetensors, staged_output_dir, write_json_atomic
+from videoscene.metrics.image import psnr
 from videoscene.policy.ddpnet import WEIGHTS_FILE as DDPNET_FILE
 from videoscene.policy.ddpnet import BanditTrainer, DDPNet, DDPNetConfig, RewardStatistics, disagreement_scale
-from videoscene.prior.losses import psnr
 from videoscene.training import (
     CHECKPOINTS,
     load_optimizer,

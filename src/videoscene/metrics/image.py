@@ -1,7 +1,7 @@
 """Image quality against ground truth: PSNR and SSIM, for images in [0, 1] shaped [..., 3, H, W].
 
-The implementations are the ones the prior trains with (`videoscene.prior.losses`), so a validation score
-during training and an evaluation score here are the same number:
+The prior trains with these same functions (`videoscene.prior.losses`), so a validation score during
+training and an evaluation score here are the same number:
 
 - PSNR = −10 log10(MSE) in dB with data range 1; the generated image is clamped to [0, 1] first (as a saved
   frame would be) and the MSE is floored at 1e-10, so identical images score 100 dB, not inf (means over
@@ -12,6 +12,47 @@ during training and an evaluation score here are the same number:
   default `use_sample_covariance=True`, which scales the variances by 121/120 and moves SSIM by < 0.005.
 """
 
-from videoscene.prior.losses import psnr, ssim
+from __future__ import annotations
 
-__all__ = ["psnr", "ssim"]
+import torch
+import torch.nn.functional as F
+from jaxtyping import Float
+from torch import Tensor
+
+from videoscene.errors import VideoSceneError
+
+SSIM_WINDOW = 11
+SSIM_SIGMA = 1.5
+SSIM_C1 = 0.01**2
+SSIM_C2 = 0.03**2
+
+
+def _gaussian_window(dtype, device) -> Tensor:
+    offsets = torch.arange(SSIM_WINDOW, dtype=dtype, device=device) - SSIM_WINDOW // 2
+    window = torch.exp(-(offsets**2) / (2 * SSIM_SIGMA**2))
+    return window / window.sum()
+
+
+def ssim(x: Float[Tensor, "*batch c h w"], y: Float[Tensor, "*batch c h w"]) -> Float[Tensor, "*batch"]:
+    """Mean SSIM per image (over channels and valid pixels) for images in [0, 1]; differentiable."""
+    if x.shape != y.shape or x.ndim < 3:
+        raise VideoSceneError(f"ssim needs two images of one shape [..., C, H, W], got {list(x.shape)} and {list(y.shape)}")
+    if min(x.shape[-2:]) < SSIM_WINDOW:
+        raise VideoSceneError(f"ssim needs images of at least {SSIM_WINDOW}x{SSIM_WINDOW} pixels, got {list(x.shape[-2:])}")
+    batch_shape, (c, h, w) = x.shape[:-3], x.shape[-3:]
+    window = _gaussian_window(x.dtype, x.device)
+    stacked = torch.cat([x, y, x * x, y * y, x * y], dim=-3).reshape(-1, 1, h, w)
+    # Separable Gaussian blur with no padding: the 'valid' region.
+    blurred = F.conv2d(F.conv2d(stacked, window.view(1, 1, 1, -1)), window.view(1, 1, -1, 1))
+    mu_x, mu_y, xx, yy, xy = blurred.reshape(-1, 5, c, *blurred.shape[-2:]).unbind(1)
+    sigma_x, sigma_y, sigma_xy = xx - mu_x**2, yy - mu_y**2, xy - mu_x * mu_y
+    ssim_map = ((2 * mu_x * mu_y + SSIM_C1) * (2 * sigma_xy + SSIM_C2)) / (
+        (mu_x**2 + mu_y**2 + SSIM_C1) * (sigma_x + sigma_y + SSIM_C2)
+    )
+    return ssim_map.mean(dim=(-3, -2, -1)).reshape(batch_shape)
+
+
+def psnr(x: Float[Tensor, "*batch c h w"], y: Float[Tensor, "*batch c h w"]) -> Float[Tensor, "*batch"]:
+    """PSNR in dB for images in [0, 1] (x is clamped to [0, 1] first, as a saved image would be)."""
+    mse = (x.clamp(0, 1) - y).square().mean(dim=(-3, -2, -1))
+    return -10 * torch.log10(mse.clamp_min(1e-10))

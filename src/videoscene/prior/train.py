@@ -46,9 +46,10 @@ from videoscene.io_utils import (
     staged_output_dir,
     write_json_atomic,
 )
+from videoscene.metrics.image import psnr, ssim
 from videoscene.prior.config import EncoderConfig, encoder_config
 from videoscene.prior.encoder import GaussianEncoder
-from videoscene.prior.losses import PhotometricLoss, PhotometricLossConfig, psnr, ssim
+from videoscene.prior.losses import PhotometricLoss, PhotometricLossConfig
 from videoscene.prior.render import nearest_context_images, render_targets
 from videoscene.training import (
     CHECKPOINTS,

@@ -54,7 +54,7 @@ from videoscene.distill.train import VelocityModel, batch_indices, trainable_par
 from videoscene.errors import LoadError, VideoSceneError
 from videoscene.image_io import write_mp4
 from videoscene.io_utils import atomic_path, check_output_location, load_safetensors, write_json_atomic
-from videoscene.prior.losses import psnr, ssim
+from videoscene.metrics.image import psnr, ssim
 from videoscene.video.conditioning import encode_condition_frames
 from videoscene.video.config import VideoModelConfig, preset
 from videoscene.video.models import VideoBackbone

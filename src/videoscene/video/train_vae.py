@@ -54,7 +54,7 @@ from videoscene.data.re10k import INDEX_FILE, load_index, read_chunk
 from videoscene.errors import VideoSceneError
 from videoscene.geometry.image_ops import crop_to_aspect_and_resize
 from videoscene.io_utils import check_output_location, read_json_object, staged_output_dir, write_json_atomic
-from videoscene.prior.losses import psnr, ssim
+from videoscene.metrics.image import psnr, ssim
 from videoscene.video.config import VAEConfig, VideoModelConfig, preset
 from videoscene.training import (
     add_training_arguments,
