@@ -10,13 +10,8 @@ from scipy.spatial.transform import Rotation
 from videoscene.cli import main
 from videoscene.data.re10k import decode_image
 from videoscene.geometry.cameras import cameras_from_re10k_vector, denormalize_intrinsics, opengl_to_opencv
-from videoscene.metrics.consistency import (
-    Matches,
-    draw_matches,
-    pair_consistency,
-    sift_matches,
-    video_consistency,
-)
+from videoscene.geometry.matching import Matches, sift_matches
+from videoscene.metrics.consistency import draw_matches, pair_consistency, video_consistency
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -170,7 +165,8 @@ def test_ransac_survives_small_match_sets_that_abort_opencv_magsac():
     import torch
 
     from videoscene.data.synthetic import SynthConfig, render_scene
-    from videoscene.metrics.consistency import ransac_inliers, sift_matches
+    from videoscene.geometry.matching import sift_matches
+    from videoscene.metrics.consistency import ransac_inliers
 
     frames = render_scene(0, 0, 17, 96, 128, SynthConfig(supersample=1))[0]
     frames = torch.as_tensor(frames).permute(0, 3, 1, 2).float() / 255

@@ -27,7 +27,8 @@ from PIL import Image
 
 from videoscene.evaluation.runner import REFERENCE, EvaluationResult, SceneResult, Showcase, consistency_config
 from videoscene.io_utils import write_json_atomic
-from videoscene.metrics.consistency import Matches, draw_matches, ransac_inliers, sift_matches
+from videoscene.geometry.matching import Matches, sift_matches
+from videoscene.metrics.consistency import draw_matches, ransac_inliers
 
 logger = logging.getLogger(__name__)
 
@@ -201,7 +202,7 @@ def matching_figure(frames: torch.Tensor, pair: tuple[int, int], seed: int) -> n
     """The paper's Fig. 5 for one pair of frames: SIFT matches, green RANSAC inliers, red outliers."""
     image_a, image_b = frames[pair[0]], frames[pair[1]]
     config = consistency_config(seed)
-    matches = sift_matches(image_a, image_b, config)
+    matches = sift_matches(image_a, image_b, config.matching)
     inliers = ransac_inliers(matches, config)
     scale = max(1, math.ceil(_FIGURE_MIN_HEIGHT / image_a.shape[-2]))
     big = F.interpolate(torch.stack([image_a, image_b]), scale_factor=scale, mode="nearest")

@@ -1,7 +1,7 @@
 """Two cameras from two photos: the unposed-input path (issue 7).
 
 Classical two-view geometry with OpenCV: SIFT keypoints matched with Lowe's ratio test
-(`metrics.consistency.sift_matches`), an essential matrix fitted by RANSAC on calibrated rays
+(`geometry.matching.sift_matches`), an essential matrix fitted by RANSAC on calibrated rays
 (`cv2.findEssentialMat`), the rotation and translation direction chosen by cheirality (`cv2.recoverPose`),
 and the inliers triangulated for the scene's depth range.
 
@@ -33,7 +33,7 @@ from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
 from videoscene.errors import VideoSceneError
-from videoscene.metrics.consistency import ConsistencyConfig, Matches, sift_matches
+from videoscene.geometry.matching import MatchConfig, Matches, sift_matches
 from videoscene.types import Cameras
 
 logger = logging.getLogger(__name__)
@@ -175,7 +175,7 @@ def estimate_cameras(
     # 2. Match SIFT features at a fixed resolution (normalised intrinsics hold at any size)
     scale = config.matching_side / max(height, width)
     match_size = (max(1, round(height * scale)), max(1, round(width * scale)))
-    sift_config = ConsistencyConfig(ratio=config.ratio, max_features=config.max_features)
+    sift_config = MatchConfig(ratio=config.ratio, max_features=config.max_features)
     matches = sift_matches(*(_resize_for_matching(image, match_size) for image in images), sift_config)
     if len(matches) < config.min_matches:
         raise VideoSceneError(

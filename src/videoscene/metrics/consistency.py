@@ -1,9 +1,9 @@
 """3D consistency of frames against the cameras they should show (DESIGN.md §6, the paper's Fig. 5).
 
-SIFT keypoints are matched between two frames (Lowe's ratio test). Each match is scored against the
-fundamental matrix of the *given* cameras: its Sampson distance in pixels (median, and the share within
-1 px). Independently, RANSAC fits a fundamental matrix to the matches alone and counts inliers, as the
-paper's matching figure does (green inliers, red outliers); `draw_matches` draws that figure.
+SIFT keypoints are matched between two frames (Lowe's ratio test; `geometry.matching`). Each match is
+scored against the fundamental matrix of the *given* cameras: its Sampson distance in pixels (median, and
+the share within 1 px). Independently, RANSAC fits a fundamental matrix to the matches alone and counts
+inliers, as the paper's matching figure does (green inliers, red outliers); `draw_matches` draws that figure.
 """
 
 from __future__ import annotations
@@ -19,11 +19,10 @@ from torch import Tensor
 
 from videoscene.errors import VideoSceneError
 from videoscene.geometry.epipolar import fundamental_matrix, sampson_distance
+from videoscene.geometry.matching import OPENCV_TO_PIXEL, MatchConfig, Matches, sift_matches, to_rgb_uint8
 
 logger = logging.getLogger(__name__)
 
-# OpenCV puts the first pixel's centre at (0, 0); our pixel coordinates put the image corner there.
-_OPENCV_TO_PIXEL = 0.5
 _MIN_MATCHES_FOR_RANSAC = 8
 
 
@@ -37,14 +36,9 @@ class ConsistencyConfig:
     ransac_method: int = cv2.USAC_MAGSAC  # or cv2.FM_RANSAC
     seed: int = 0  # OpenCV's RNG drives RANSAC's sampling
 
-
-@dataclass
-class Matches:
-    points_a: Float[np.ndarray, "match 2"]  # pixel coordinates, image corner at (0, 0)
-    points_b: Float[np.ndarray, "match 2"]
-
-    def __len__(self) -> int:
-        return len(self.points_a)
+    @property
+    def matching(self) -> MatchConfig:
+        return MatchConfig(ratio=self.ratio, max_features=self.max_features)
 
 
 @dataclass
@@ -71,42 +65,6 @@ class VideoConsistency:
     ransac_inliers: int
     ransac_inlier_ratio: float
     pairs: list[PairConsistency] = field(repr=False, default_factory=list)
-
-
-def _to_rgb_uint8(image: Float[Tensor, "3 height width"]) -> np.ndarray:
-    if image.ndim != 3 or image.shape[0] != 3:
-        raise VideoSceneError(f"expected an image [3, H, W] in [0, 1], got shape {list(image.shape)}")
-    return (image.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
-
-
-def _to_gray_uint8(image: Float[Tensor, "3 height width"]) -> np.ndarray:
-    return cv2.cvtColor(_to_rgb_uint8(image), cv2.COLOR_RGB2GRAY)
-
-
-def sift_matches(
-    image_a: Float[Tensor, "3 height width"],
-    image_b: Float[Tensor, "3 height width"],
-    config: ConsistencyConfig | None = None,
-) -> Matches:
-    """SIFT keypoints matched by nearest neighbour with Lowe's ratio test, in our pixel coordinates."""
-    config = config or ConsistencyConfig()
-    sift = cv2.SIFT_create(nfeatures=config.max_features)
-    keypoints_a, descriptors_a = sift.detectAndCompute(_to_gray_uint8(image_a), None)
-    keypoints_b, descriptors_b = sift.detectAndCompute(_to_gray_uint8(image_b), None)
-    empty = np.zeros((0, 2))
-    if descriptors_a is None or descriptors_b is None or len(keypoints_a) < 2 or len(keypoints_b) < 2:
-        return Matches(empty, empty.copy())
-    pairs = cv2.BFMatcher(cv2.NORM_L2).knnMatch(descriptors_a, descriptors_b, k=2)
-    good = [
-        best
-        for best, second in (p for p in pairs if len(p) == 2)
-        if best.distance < config.ratio * second.distance
-    ]
-    if not good:
-        return Matches(empty, empty.copy())
-    points_a = np.array([keypoints_a[m.queryIdx].pt for m in good], dtype=np.float64) + _OPENCV_TO_PIXEL
-    points_b = np.array([keypoints_b[m.trainIdx].pt for m in good], dtype=np.float64) + _OPENCV_TO_PIXEL
-    return Matches(points_a, points_b)
 
 
 def ransac_inliers(matches: Matches, config: ConsistencyConfig | None = None) -> np.ndarray:
@@ -170,7 +128,7 @@ def pair_consistency(
         raise VideoSceneError(
             f"frames must share one size, got {list(image_a.shape)} and {list(image_b.shape)}"
         )
-    matches = sift_matches(image_a, image_b, config)
+    matches = sift_matches(image_a, image_b, config.matching)
     return score_matches(
         matches, extrinsics_a, intrinsics_a, extrinsics_b, intrinsics_b, tuple(image_a.shape[-2:]), config
     )
@@ -234,7 +192,7 @@ def draw_matches(
         )
     if len(inlier_mask) != len(matches):
         raise VideoSceneError(f"{len(inlier_mask)} inlier flags for {len(matches)} matches")
-    canvas = np.ascontiguousarray(np.concatenate([_to_rgb_uint8(image_a), _to_rgb_uint8(image_b)], axis=1))
+    canvas = np.ascontiguousarray(np.concatenate([to_rgb_uint8(image_a), to_rgb_uint8(image_b)], axis=1))
     offset = np.array([image_a.shape[-1], 0.0])
     # Draw outliers first so inliers stay visible on top.
     for is_inlier in (False, True):
@@ -242,8 +200,8 @@ def draw_matches(
         for point_a, point_b in zip(
             matches.points_a[inlier_mask == is_inlier], matches.points_b[inlier_mask == is_inlier]
         ):
-            start = tuple(int(v) for v in np.round(point_a - _OPENCV_TO_PIXEL))
-            end = tuple(int(v) for v in np.round(point_b - _OPENCV_TO_PIXEL + offset))
+            start = tuple(int(v) for v in np.round(point_a - OPENCV_TO_PIXEL))
+            end = tuple(int(v) for v in np.round(point_b - OPENCV_TO_PIXEL + offset))
             cv2.line(canvas, start, end, color, line_width, cv2.LINE_AA)
             cv2.circle(canvas, start, 2, color, -1, cv2.LINE_AA)
             cv2.circle(canvas, end, 2, color, -1, cv2.LINE_AA)
