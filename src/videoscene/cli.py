@@ -22,7 +22,7 @@ COMMANDS: dict[tuple[str | None, str], tuple[str, str]] = {
     ("train", "vae"): ("videoscene.video.train_vae", "train the tiny CogVideoX VAE from scratch on RealEstate10K-format chunks"),
     ("train", "teacher"): ("videoscene.video.train_teacher", "train the first/last-frame video diffusion teacher (v-prediction) on cached VAE latents"),
     ("train", "distill"): ("videoscene.distill.train", "3D-aware leap flow distillation of the one-step student, with DDPNet"),
-    ("policy", "oracle"): ("videoscene.policy.oracle", "DDPNet's timestep choice vs the per-clip oracle and the best fixed t (regret in dB)"),
+    ("policy", "oracle"): ("videoscene.evaluation.oracle", "DDPNet's timestep choice vs the per-clip oracle and the best fixed t (regret in dB)"),
     (None, "generate"): ("videoscene.generate", "two images (+ cameras) -> video.mp4, coarse.mp4, frames/, gaussians.ply, report.json"),
     (None, "demo"): ("videoscene.demo", "run `generate` on a bundled example with the bundled tiny weights"),
     (None, "app"): ("videoscene.app", "web app (Gradio, 127.0.0.1 by default): two photos in, coarse and generated videos out"),

@@ -12,7 +12,7 @@ from videoscene.distill.cache import CachedClip, CacheWriter, ClipCache
 from videoscene.distill.config import DataConfig, DistillConfig, LeapConfig
 from videoscene.errors import VideoSceneError
 from videoscene.policy.ddpnet import DDPNet, DDPNetConfig
-from videoscene.policy.oracle import error_table, oracle_analysis, regret_analysis
+from videoscene.evaluation.oracle import error_table, oracle_analysis, regret_analysis
 from videoscene.video.config import PRESETS
 from videoscene.video.models import VideoBackbone
 
