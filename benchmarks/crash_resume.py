@@ -32,6 +32,7 @@ import time
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
 
 from videoscene.distill.cache import CachedClip, CacheWriter
 from videoscene.distill.config import DataConfig, DistillConfig, TrainConfig
@@ -44,7 +45,7 @@ from videoscene.video.train_vae import VAETrainConfig, train_vae
 
 RESULTS = Path(__file__).resolve().parent / "results" / "crash_resume.json"
 TRAINERS = ("prior", "vae", "teacher", "distill")
-STEPS = {"prior": 8, "vae": 8, "teacher": 8, "distill": 8}
+STEPS = {"prior": 16, "vae": 32, "teacher": 32, "distill": 24}
 TIMING_KEYS = {"seconds_per_step", "seconds", "step_seconds"}  # log fields that legitimately differ between runs
 logger = logging.getLogger("crash_resume")
 
@@ -143,6 +144,18 @@ def weight_hashes(trainer: str, out: Path) -> dict[str, str]:
             for f in files if f.is_file() and f.name != OUTPUT_MARKER}  # fmt: skip
 
 
+def explain(path_a: Path, path_b: Path) -> str:
+    """Why two weight files differ: their tensors, or only their header (safetensors metadata, e.g. its order)."""
+    if path_a.suffix != ".safetensors" or not (path_a.is_file() and path_b.is_file()):
+        return "missing" if not (path_a.is_file() and path_b.is_file()) else "bytes differ"
+    a, b = safe_open(str(path_a), "pt"), safe_open(str(path_b), "pt")
+    names_a, names_b = set(a.keys()), set(b.keys())
+    differ = sorted((names_a ^ names_b) | {k for k in names_a & names_b if not torch.equal(a.get_tensor(k), b.get_tensor(k))})
+    if differ:
+        return "tensors differ: " + ", ".join(differ)
+    return "tensors equal; header differs" + (" (same metadata, other key order)" if a.metadata() == b.metadata() else " (metadata)")
+
+
 def log_records(out: Path) -> list[dict]:
     path = out / "train_log.jsonl"
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
@@ -219,7 +232,7 @@ def crash_and_resume(trainer, arguments, out, logs, kills, rng, straight_s, star
         kind = "checkpoint" if k % 2 else "random"
         expected = startup_s + per_step * (STEPS[trainer] - newest_step(out))
         process = launch(arguments(out) + (["--resume"] if k else []), logs / f"crashed_{k}.log")
-        record = one_kill(process, kind, rng.uniform(0.2, 1.0) * expected, out)
+        record = one_kill(process, kind, rng.uniform(0.5 * startup_s, expected), out)
         history.append(record)
         logger.info("%s kill %d: %s", trainer, k + 1, record)
         if record["returncode"] not in (0, -signal.SIGKILL):
@@ -246,11 +259,14 @@ def measure(trainer: str, work: Path, kills: int, seed: int) -> dict:
 
     # 4. Compare.
     a, b = weight_hashes(trainer, straight), weight_hashes(trainer, crashed)
+    differing = {k: explain(straight / k, crashed / k) for k in sorted(a.keys() | b.keys()) if a.get(k) != b.get(k)}
     steps = [r["step"] for r in log_records(crashed)]
     stale = sorted(str(p.relative_to(crashed)) for p in crashed.rglob(".*.partial"))
     return {
         "trainer": trainer, "steps": STEPS[trainer], "straight_sha256": a, "crashed_sha256": b,
-        "identical": bool(a) and a == b, "differing_files": sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k)),
+        "identical": bool(a) and a == b,
+        "same_tensors": bool(a) and all(why.startswith("tensors equal") for why in differing.values()),
+        "differing_files": differing,
         "kills_delivered": sum(r["delivered"] for r in history), "kills": history, "final_run": final,
         "stale_partials": stale, "stale_tmp_files": sorted(str(p.relative_to(crashed)) for p in crashed.rglob(".*.tmp")),
         "logged_steps": steps, "duplicate_steps": sorted({s for s in steps if steps.count(s) > 1}),
@@ -279,9 +295,9 @@ def main() -> None:
     rows = [measure(trainer, work.resolve(), args.kills, args.seed) for trainer in trainers]
     results = {"machine": {"platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__},
                "arguments": {**vars(args), "work": str(work)}, "trainers": rows}  # fmt: skip
-    print(f"\n{'trainer':8} {'steps':>5} {'kills':>5} {'identical':>9} {'stale':>5} {'dup steps':>9} {'1st diff':>8} {'straight s':>10} {'crashed s':>9}")
+    print(f"\n{'trainer':8} {'steps':>5} {'kills':>5} {'identical':>9} {'tensors':>7} {'stale':>5} {'dup steps':>9} {'1st diff':>8} {'straight s':>10} {'crashed s':>9}")
     for r in rows:
-        print(f"{r['trainer']:8} {r['steps']:>5} {r['kills_delivered']:>5} {r['identical']!s:>9} {len(r['stale_partials']):>5} "
+        print(f"{r['trainer']:8} {r['steps']:>5} {r['kills_delivered']:>5} {r['identical']!s:>9} {r['same_tensors']!s:>7} {len(r['stale_partials']):>5} "
               f"{len(r['duplicate_steps']):>9} {r['first_log_difference_step'] or '-'!s:>8} {r['seconds']['straight']:>10.1f} {r['seconds']['crashed_total']:>9.1f}")  # fmt: skip
     for r in rows:
         problems = []

@@ -98,15 +98,40 @@ def to_uint8(frames: torch.Tensor) -> np.ndarray:
     return (frames.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
 
 
-def comparison_image(images: torch.Tensor, coarse: torch.Tensor, frames: torch.Tensor, columns: int = 5) -> np.ndarray:
-    """Rows: input views (first, last) | coarse render | generated, at evenly spaced frames."""
-    picks = torch.linspace(0, frames.shape[0] - 1, columns).round().long()
+def plot_comparison(path: Path, images: torch.Tensor, output, columns: int = 5) -> None:
+    """comparison.png: labelled rows (the two input views · the coarse render · the generated video, with its
+    method and t) at evenly spaced, numbered frames; small videos are upscaled with nearest neighbours."""
+    from matplotlib.figure import Figure
+
+    frames, coarse = output.frames, output.coarse_frames
+    picks = torch.linspace(0, frames.shape[0] - 1, columns).round().long().tolist()
     height, width = frames.shape[-2:]
     inputs = torch.nn.functional.interpolate(images, size=(height, width), mode="area")
-    blank = torch.ones(columns - 2, 3, height, width)
-    rows = [torch.cat([inputs[:1], blank, inputs[1:]]), coarse[picks], frames[picks]]
-    grid = torch.cat([torch.cat(list(row), dim=-1) for row in rows], dim=-2)
-    return to_uint8(grid[None])[0]
+    start = "pure noise" if output.timestep is None else f"t = {output.timestep}"
+    rows = {
+        "inputs": {0: inputs[0], columns - 1: inputs[1]},
+        "coarse render": {c: coarse[k] for c, k in enumerate(picks)},
+        f"generated\n{output.method}, {start}": {c: frames[k] for c, k in enumerate(picks)},
+    }
+    panel = 1.7  # inches per panel width: 5 columns at 100 dpi are 850 pixels wide
+    figure = Figure(figsize=(panel * columns + 0.5, panel * height / width * len(rows) + 0.5), layout="constrained")
+    grid = figure.subplots(len(rows), columns, squeeze=False)
+    for r, (label, panels) in enumerate(rows.items()):
+        for c in range(columns):
+            axes = grid[r][c]
+            axes.set_xticks([])
+            axes.set_yticks([])
+            if c in panels:
+                axes.imshow(to_uint8(panels[c][None].float())[0], interpolation="nearest")
+            else:
+                axes.set_frame_on(False)
+            if r == 0 and c in panels:
+                axes.set_title("first view" if c == 0 else "last view", fontsize=8)
+            if r == 1:
+                axes.set_title(f"frame {picks[c]}", fontsize=8)
+            if c == 0:
+                axes.set_ylabel(label, fontsize=8)
+    figure.savefig(path, dpi=100)
 
 
 def write_outputs(
@@ -119,7 +144,7 @@ def write_outputs(
         for index, frame in enumerate(to_uint8(output.frames)):
             Image.fromarray(frame).save(stage / "frames" / f"{index:03d}.png")
         save_ply(stage / "gaussians.ply", output.gaussians)
-        Image.fromarray(comparison_image(images, output.coarse_frames, output.frames)).save(stage / "comparison.png")
+        plot_comparison(stage / "comparison.png", images, output)
         write_json_atomic(
             stage / "report.json",
             {
