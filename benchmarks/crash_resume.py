@@ -45,7 +45,7 @@ from videoscene.video.train_vae import VAETrainConfig, train_vae
 
 RESULTS = Path(__file__).resolve().parent / "results" / "crash_resume.json"
 TRAINERS = ("prior", "vae", "teacher", "distill")
-STEPS = {"prior": 16, "vae": 32, "teacher": 32, "distill": 24}
+STEPS = {"prior": 48, "vae": 160, "teacher": 160, "distill": 192}
 TIMING_KEYS = {"seconds_per_step", "seconds", "step_seconds"}  # log fields that legitimately differ between runs
 logger = logging.getLogger("crash_resume")
 
@@ -81,17 +81,17 @@ def setup(trainer: str, root: Path, work: Path):
     train, test = synth(work / "data", "train", 3, 0), synth(work / "data_test", "test", 1, 1)
     video = work / "micro_video.json"
     VideoModelConfig.from_dict(MICRO_VIDEO).save_json(video)
-    common = {"num_threads": 1, "log_every": 1, "checkpoint_every": 1, "keep_checkpoints": 2, "seed": 3}
+    common = {"num_threads": 1, "log_every": 1, "checkpoint_every": 2, "keep_checkpoints": 2, "seed": 3}
     if trainer == "prior":
         config = write_config(root / "prior.json", {
             "encoder": "tiny", "train_data": [str(train)], "validation_data": [str(test)], "image_size": [32, 48],
             "num_frames": 9, "max_stride": 1, "near": 1.0, "far": 20.0, "targets_per_step": 2, "batch_size": 2,
-            "steps": STEPS["prior"], "lr": 2e-3, "warmup_steps": 1, "validate_every": 4, "validation_scenes": 1, **common})  # fmt: skip
+            "steps": STEPS["prior"], "lr": 2e-3, "warmup_steps": 1, "validate_every": 8, "validation_scenes": 1, **common})  # fmt: skip
     elif trainer == "vae":
         config = write_config(root / "vae.json", {
             "video": str(video), "train_data": [str(train)], "validation_data": [str(test)], "num_frames": 9,
             "crop_size": [8, 16], "max_stride": 1, "batch_size": 2, "steps": STEPS["vae"], "lr": 3e-3, "warmup_steps": 1,
-            "validate_every": 4, "validation_clips": 1, "scale_clips": 2, **common})  # fmt: skip
+            "validate_every": 32, "validation_clips": 1, "scale_clips": 2, **common})  # fmt: skip
     elif trainer == "teacher":
         vae_run = root / "vae_for_teacher"  # the teacher needs a trained VAE: two steps are enough
         if not (vae_run / "vae").is_dir():
@@ -100,7 +100,7 @@ def setup(trainer: str, root: Path, work: Path):
         config = write_config(root / "teacher.json", {
             "video": str(video), "vae": str(vae_run / "vae"), "train_data": [str(train)], "validation_data": [str(test)],
             "max_stride": 1, "clips_per_scene": 2, "batch_size": 2, "steps": STEPS["teacher"], "lr": 2e-3,
-            "warmup_steps": 1, "validate_every": 4, "validation_clips": 1, "validation_steps": 2, "ema_decay": 0.9, **common})  # fmt: skip
+            "warmup_steps": 1, "validate_every": 32, "validation_clips": 1, "validation_steps": 2, "ema_decay": 0.9, **common})  # fmt: skip
         # Each run builds its own latent cache inside its output, so a kill can land in that too.
         return lambda out: ["teacher", "--config", str(config), "--out", str(out), "--cache-dir", str(out / "cache")]
     else:
@@ -127,8 +127,8 @@ def setup_distill(root: Path, video: Path) -> Path:
         caches[name] = str(writer.finish(count).folder)
     config = DistillConfig(
         teacher=str(root / "teacher"), data=DataConfig(**caches),
-        policy=PolicyConfig(candidates=(199, 399, 599), hidden_channels=8, train_steps=4, learning_rate=1e-3, pulls_per_clip=2),
-        train=TrainConfig(steps=STEPS["distill"], learning_rate=1e-4, checkpoint_every=1, validate_every=4,
+        policy=PolicyConfig(candidates=(199, 399, 599), hidden_channels=8, train_steps=48, learning_rate=1e-3, pulls_per_clip=2),
+        train=TrainConfig(steps=STEPS["distill"], learning_rate=1e-4, checkpoint_every=2, validate_every=32,
                           validation_clips=1, num_threads=1, seed=3),
     )  # fmt: skip
     return write_config(root / "distill.json", config.to_dict())
@@ -232,7 +232,7 @@ def crash_and_resume(trainer, arguments, out, logs, kills, rng, straight_s, star
         kind = "checkpoint" if k % 2 else "random"
         expected = startup_s + per_step * (STEPS[trainer] - newest_step(out))
         process = launch(arguments(out) + (["--resume"] if k else []), logs / f"crashed_{k}.log")
-        record = one_kill(process, kind, rng.uniform(0.5 * startup_s, expected), out)
+        record = one_kill(process, kind, rng.uniform(0.8 * startup_s, expected), out)
         history.append(record)
         logger.info("%s kill %d: %s", trainer, k + 1, record)
         if record["returncode"] not in (0, -signal.SIGKILL):

@@ -32,6 +32,7 @@ from videoscene.arguments import resolve_device
 from videoscene.errors import VideoSceneError
 from videoscene.generate import estimate_cameras_for_files, load_cameras_file, write_outputs
 from videoscene.image_io import MIN_IMAGE_SIDE, read_rgb
+from videoscene.video.config import NUM_TRAIN_TIMESTEPS
 
 try:
     import gradio as gr
@@ -270,11 +271,13 @@ def _parse_frames(frames) -> int | None:
 
 def _parse_timestep(timestep) -> int | str:
     text = str("auto" if timestep in (None, "") else timestep).strip().lower()
-    if text == "auto":
-        return "auto"
-    if not text.isdigit() or not 1 <= int(text) <= 999:
-        raise VideoSceneError(f"timestep must be 'auto' or a whole number from 1 to 999, got {timestep!r}")
-    return int(text)
+    try:
+        start = arguments.timestep(text)
+    except argparse.ArgumentTypeError:
+        start = "none"
+    if start == "none":  # the app runs the leap student, which starts from the render
+        raise VideoSceneError(f"timestep must be 'auto' or a whole number from 1 to {NUM_TRAIN_TIMESTEPS - 1}, got {timestep!r}")
+    return start
 
 
 def _parse_seed(seed) -> int:

@@ -9,9 +9,9 @@ import re
 import torch
 
 from videoscene.errors import InputError
+from videoscene.video.config import NUM_TRAIN_TIMESTEPS
 
 MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed and numpy's SeedSequence both take it
-NUM_TRAIN_TIMESTEPS = 1000  # CogVideoX's schedule (video/schedule.py): t in [0, 999]
 _DEVICE = re.compile(r"(cpu|cuda|cuda:\d+|mps|auto)")
 
 
@@ -49,7 +49,7 @@ def timestep(text: str) -> int | str:
         return word
     last = NUM_TRAIN_TIMESTEPS - 1
     if not word.isdigit() or not 1 <= int(word) <= last:
-        raise argparse.ArgumentTypeError(f"the timestep is 'auto', 'none' or a whole number from 1 to {last}, got {text!r}")
+        raise argparse.ArgumentTypeError(f"the timestep must be 'auto', 'none' or a whole number from 1 to {last}, got {text!r}")
     return int(word)
 
 

@@ -201,7 +201,7 @@ class VideoScenePipeline:
 
         # 7. Choose where the denoising starts (DDPNet reads x₀ʳ and, if trained so, the views' disagreement)
         with _timed(timings, "policy"):
-            start = self._start_timestep(model, timestep, render_latents, gaussians, context, target)
+            start = self._start_timestep(backbone, model, timestep, render_latents, gaussians, context, target)
 
         # 8. Denoise: one student step from the leap, or the multi-step teacher
         with _timed(timings, "denoise"):
@@ -284,9 +284,9 @@ class VideoScenePipeline:
         return Cameras(extrinsics, intrinsics)
 
     def _start_timestep(
-        self, model: str, timestep, render_latents: Tensor, gaussians: Gaussians, context: Views, target: Views
+        self, backbone: VideoBackbone, model: str, timestep, render_latents: Tensor, gaussians: Gaussians, context: Views, target: Views
     ) -> int | None:
-        last = 999
+        last = backbone.config.schedule.num_train_timesteps - 1
         if model == "student-noleap":
             return None  # the ablation is distilled from, and sampled from, pure noise
         if timestep is None:

@@ -15,9 +15,9 @@ from videoscene.config_json import check_json_types
 from videoscene.errors import VideoSceneError
 from videoscene.io_utils import read_json_object, write_json_atomic
 from videoscene.policy.ddpnet import PolicyConfig
+from videoscene.video.config import NUM_TRAIN_TIMESTEPS
 
 CONFIG_FORMAT = "videoscene.distill/1"
-NUM_TRAIN_TIMESTEPS = 1000  # T of the CogVideoX schedule (video/config.py ScheduleConfig)
 
 
 @dataclass(frozen=True)

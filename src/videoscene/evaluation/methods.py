@@ -37,10 +37,10 @@ from torch import Tensor
 
 from videoscene.errors import VideoSceneError
 from videoscene.types import Cameras, Views
+from videoscene.video.config import NUM_TRAIN_TIMESTEPS
 
 logger = logging.getLogger(__name__)
 
-NUM_TRAIN_TIMESTEPS = 1000  # the DDPM schedule's length (DESIGN.md §4): fixed timesteps are 0 … 999
 
 
 @dataclass(frozen=True)

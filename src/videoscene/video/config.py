@@ -23,6 +23,8 @@ from videoscene.config_json import check_json_types
 from videoscene.errors import VideoSceneError
 from videoscene.io_utils import write_json_atomic
 
+NUM_TRAIN_TIMESTEPS = 1000  # T of CogVideoX's DDPM schedule: timesteps 0 … T−1
+
 CONFIG_FORMAT = "videoscene.video/1"
 
 
@@ -150,7 +152,7 @@ class TextConfig:
 class ScheduleConfig:
     """`diffusers.CogVideoXDDIMScheduler` as configured for CogVideoX-5B (UPSTREAM.md §1.2, §3c)."""
 
-    num_train_timesteps: int = 1000
+    num_train_timesteps: int = NUM_TRAIN_TIMESTEPS
     beta_start: float = 0.00085
     beta_end: float = 0.012
     beta_schedule: str = "scaled_linear"
