@@ -48,9 +48,11 @@ def test_staging_folders_of_dead_runs_are_removed_and_nothing_else(tmp_path):
     stage(".out.alive.partial", 1)  # pid 1 is always running
     stage(".out.unmarked.partial", None)  # not provably ours
     (tmp_path / ".out.empty.partial").mkdir()  # killed before it was marked
+    (tmp_path / ".out.marking.partial").mkdir()
+    (tmp_path / ".out.marking.partial" / OUTPUT_MARKER).write_text("")  # killed while marking it
     stage("user.partial", dead_pid)  # not hidden: not a staging folder name
     removed = remove_stale_stages(tmp_path)
-    assert sorted(p.name for p in removed) == [".out.dead.partial", ".out.empty.partial"]
+    assert sorted(p.name for p in removed) == [".out.dead.partial", ".out.empty.partial", ".out.marking.partial"]
     assert sorted(p.name for p in tmp_path.iterdir()) == [".out.alive.partial", ".out.unmarked.partial", "user.partial"]
 
 
@@ -111,3 +113,14 @@ def test_trim_log_drops_replayed_and_torn_records(tmp_path):
     log.write_text("".join(json.dumps({"step": s, "loss": 1.0 / s}) + "\n" for s in range(1, 7)) + '{"step": 7, "lo')
     trim_log(log, 4)
     assert [json.loads(line)["step"] for line in log.read_text().splitlines()] == [1, 2, 3, 4]
+
+
+def test_safetensors_files_are_the_same_bytes_whatever_the_metadata_order(tmp_path):
+    from videoscene.io_utils import load_safetensors, save_safetensors
+
+    tensors = {"b": torch.arange(6.0).reshape(2, 3), "a": torch.ones(4, dtype=torch.int64)}
+    save_safetensors(tmp_path / "x.safetensors", tensors, {"format": "f", "config": "{}", "zeta": "z"})
+    save_safetensors(tmp_path / "y.safetensors", dict(reversed(tensors.items())), {"zeta": "z", "config": "{}", "format": "f"})
+    assert (tmp_path / "x.safetensors").read_bytes() == (tmp_path / "y.safetensors").read_bytes()
+    loaded = load_safetensors(tmp_path / "x.safetensors", "test file")
+    assert all(torch.equal(loaded[key], value) for key, value in tensors.items())

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Iterator
 
 from safetensors import SafetensorError, safe_open
+from safetensors.torch import save as safetensors_bytes
 from torch import Tensor, nn
 
 from videoscene import __version__
@@ -86,16 +87,24 @@ def _write_marker(folder: Path) -> None:
     )
 
 
-def _is_stale_stage(folder: Path) -> bool:
-    """A staging folder of ours whose writer (same host) is no longer running."""
+def _marker(folder: Path) -> dict | None:
     try:
         marker = json.loads((folder / OUTPUT_MARKER).read_text())
-        if marker.get("host") != socket.gethostname():
-            return False
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    return marker if isinstance(marker, dict) else None
+
+
+def _is_stale_stage(folder: Path) -> bool:
+    """A staging folder of ours whose writer (same host) is no longer running."""
+    marker = _marker(folder)
+    if marker is None or marker.get("host") != socket.gethostname():
+        return False
+    try:
         os.kill(int(marker["pid"]), 0)
     except ProcessLookupError:
         return True
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+    except (OSError, ValueError, KeyError, TypeError):
         return False
     return False
 
@@ -107,8 +116,12 @@ def remove_stale_stages(parent: Path) -> list[Path]:
         for folder in parent.glob(".*.partial"):
             if not folder.is_dir() or folder.is_symlink():
                 continue
-            if not any(folder.iterdir()):  # killed between creating it and marking it
+            names = {entry.name for entry in folder.iterdir()}
+            if not names:  # killed between creating it and marking it
                 folder.rmdir()
+                removed.append(folder)
+            elif names == {OUTPUT_MARKER} and _marker(folder) is None:  # killed while marking it: nothing else inside
+                shutil.rmtree(folder, ignore_errors=True)
                 removed.append(folder)
             elif _is_stale_stage(folder):
                 shutil.rmtree(folder, ignore_errors=True)
@@ -198,6 +211,22 @@ def read_json_object(path: str | os.PathLike, what: str, hint: str = "", holds: 
     if not isinstance(data, dict):
         raise InputError(f"{what} {path} must hold {holds}")
     return data
+
+
+def save_safetensors(path: str | os.PathLike, tensors: dict[str, Tensor], metadata: dict[str, str] | None = None) -> None:
+    """Write a .safetensors file atomically, byte-for-byte the same for the same tensors and metadata.
+
+    safetensors orders the header's metadata keys differently from process to process; the header is
+    re-serialised with sorted keys and the same length (spaces pad it, as the format allows), so every
+    tensor offset stays where it was.
+    """
+    raw = safetensors_bytes({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, metadata=metadata)
+    length = int.from_bytes(raw[:8], "little")
+    header = json.dumps(json.loads(raw[8 : 8 + length]), sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    if len(header) <= length:
+        raw = raw[:8] + header + b" " * (length - len(header)) + raw[8 + length :]
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(raw)
 
 
 def load_safetensors(path: str | os.PathLike, what: str, device: str = "cpu") -> dict[str, Tensor]:

@@ -21,13 +21,12 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, TypeVar
 
 import torch
-from safetensors.torch import save_file
 from torch import Tensor
 
 from videoscene import arguments
 from videoscene.config_json import check_json_types
 from videoscene.errors import LoadError, VideoSceneError
-from videoscene.io_utils import atomic_path, read_json_object, read_safetensors, remove_stale_stages
+from videoscene.io_utils import atomic_path, read_json_object, read_safetensors, remove_stale_stages, save_safetensors
 
 logger = logging.getLogger(__name__)
 
@@ -168,8 +167,7 @@ def save_optimizer(path: Path, optimizer: torch.optim.Optimizer) -> None:
             else:
                 scalars[f"{index}.{key}"] = value
     metadata = {"param_groups": json.dumps(state["param_groups"]), "scalars": json.dumps(scalars)}
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=metadata)
+    save_safetensors(path, tensors, metadata)
 
 
 def load_optimizer(path: Path, optimizer: torch.optim.Optimizer) -> None:

@@ -31,7 +31,6 @@ from typing import Sequence
 
 import torch
 from jaxtyping import Float, UInt8
-from safetensors.torch import save_file
 from torch import Tensor, nn
 from tqdm import tqdm
 
@@ -40,7 +39,7 @@ from videoscene.data.re10k import INDEX_FILE
 from videoscene.distill.leap import LatentBatch
 from videoscene.errors import LoadError, VideoSceneError
 from videoscene.geometry.image_ops import crop_to_aspect_and_resize
-from videoscene.io_utils import atomic_path, read_json_object, read_safetensors, write_json_atomic
+from videoscene.io_utils import read_json_object, read_safetensors, save_safetensors, write_json_atomic
 from videoscene.prior.encoder import GaussianEncoder
 from videoscene.policy.ddpnet import policy_inputs
 from videoscene.prior.render import render_coarse
@@ -102,8 +101,7 @@ def save_clip(path: str | os.PathLike, clip: CachedClip) -> None:
                 memory_format=torch.contiguous_format
             )  # own memory: safetensors needs it
     metadata = {"scene": clip.scene, "frame_indices": json.dumps(list(clip.frame_indices))}
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=metadata)
+    save_safetensors(path, tensors, metadata)
 
 
 def load_clip(path: str | os.PathLike) -> CachedClip:

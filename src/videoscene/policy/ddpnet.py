@@ -40,11 +40,10 @@ from typing import Callable, Literal, Sequence
 import torch
 import torch.nn.functional as F
 from jaxtyping import Float, Int
-from safetensors.torch import save_file
 from torch import Tensor, nn
 
 from videoscene.errors import LoadError, VideoSceneError
-from videoscene.io_utils import atomic_path, load_state, read_safetensors
+from videoscene.io_utils import load_state, read_safetensors, save_safetensors
 from videoscene.prior.render import view_disagreement
 from videoscene.types import Gaussians, Views
 
@@ -234,8 +233,7 @@ class DDPNet(nn.Module):
         """One safetensors file; the architecture goes in its metadata, so the file alone rebuilds the net."""
         state = {key: value.detach().contiguous().cpu() for key, value in self.state_dict().items()}
         metadata = {"format": FORMAT, "config": json.dumps(asdict(self.config))}
-        with atomic_path(path) as tmp:
-            save_file(state, str(tmp), metadata=metadata)
+        save_safetensors(path, state, metadata)
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: torch.device | str = "cpu") -> "DDPNet":
