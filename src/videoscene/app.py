@@ -30,6 +30,7 @@ import torch
 from videoscene import arguments
 from videoscene.arguments import resolve_device
 from videoscene.errors import VideoSceneError
+from videoscene.demo import DEMO_ASSETS
 from videoscene.generate import estimate_cameras_for_files, load_cameras_file, write_outputs
 from videoscene.image_io import MIN_IMAGE_SIDE, read_rgb
 from videoscene.video.config import NUM_TRAIN_TIMESTEPS
@@ -228,6 +229,11 @@ class VideoSceneApp:
                     with gr.Accordion("Estimated cameras", open=False):
                         fov = gr.Number(value=None, label="Horizontal field of view in degrees (empty: EXIF, else 60)", elem_id="fov")
                     run = gr.Button("Generate", variant="primary", elem_id="generate")
+                    gr.Examples(  # the demo's held-out synthetic room, shipped in the package
+                        examples=[[str(DEMO_ASSETS / "view_0.png"), str(DEMO_ASSETS / "view_1.png"), str(DEMO_ASSETS / "cams.json")]],
+                        inputs=[image_a, image_b, cameras_file],
+                        label="Example: a held-out synthetic room (the bundled weights' domain)",
+                    )
                 with gr.Column(scale=3):
                     with gr.Row():
                         coarse_video = gr.Video(label="Coarse render (3D Gaussians)", elem_id="coarse-video", loop=True, autoplay=True)
