@@ -31,8 +31,8 @@ from videoscene import arguments
 from videoscene.arguments import resolve_device
 from videoscene.errors import VideoSceneError
 from videoscene.demo import DEMO_ASSETS
-from videoscene.generate import estimate_cameras_for_files, load_cameras_file, write_outputs
-from videoscene.image_io import MIN_IMAGE_SIDE, read_rgb
+from videoscene.generate import estimate_cameras_for_files, load_cameras_file, load_image, write_outputs
+from videoscene.image_io import MIN_IMAGE_SIDE
 from videoscene.video.config import NUM_TRAIN_TIMESTEPS
 
 try:
@@ -175,10 +175,9 @@ class VideoSceneApp:
             raise VideoSceneError(f"the {which} photo did not arrive; upload it again")
         self._check_size(path, f"{which} photo", self.config.max_upload_bytes)
         try:
-            pixels = read_rgb(path, "white", self.config.max_image_pixels, self.config.min_image_side)
+            return load_image(path, self.config.max_image_pixels, self.config.min_image_side)
         except VideoSceneError as error:  # name the upload, not the server's temporary file
             raise VideoSceneError(str(error).replace(f"image {path}", f"the {which} photo")) from None
-        return torch.from_numpy(pixels.copy()).permute(2, 0, 1).float() / 255
 
     def _without_server_paths(self, message: str) -> str:
         """Messages name uploads and runs by file name only, never by the server's folders."""
@@ -280,8 +279,8 @@ def _parse_timestep(timestep) -> int | str:
     try:
         start = arguments.timestep(text)
     except argparse.ArgumentTypeError:
-        start = "none"
-    if start == "none":  # the app runs the leap student, which starts from the render
+        start = None
+    if start in (None, "none"):  # unparsable, or pure noise: the app runs the leap student, which starts from the render
         raise VideoSceneError(f"timestep must be 'auto' or a whole number from 1 to {NUM_TRAIN_TIMESTEPS - 1}, got {timestep!r}")
     return start
 

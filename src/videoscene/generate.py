@@ -31,14 +31,14 @@ from videoscene.errors import VideoSceneError
 from videoscene.gaussians.ply import save_ply
 from videoscene.geometry.cameras import normalize_intrinsics, opengl_to_opencv
 from videoscene.geometry.relative_pose import RelativePoseConfig, RelativePoseEstimate, estimate_cameras, exif_focal
-from videoscene.image_io import read_rgb, write_mp4
+from videoscene.image_io import MAX_IMAGE_PIXELS, MIN_IMAGE_SIDE, read_rgb, write_mp4
 from videoscene.io_utils import check_output_dir, read_json_object, staged_output_dir, write_json_atomic
 from videoscene.types import Cameras
 
 
-def load_image(path: str | Path) -> torch.Tensor:
+def load_image(path: str | Path, max_pixels: int = MAX_IMAGE_PIXELS, min_side: int = MIN_IMAGE_SIDE) -> torch.Tensor:
     """An image file -> float [3, H, W] in [0, 1] (transparency composited onto white, docs/generate.md)."""
-    return torch.from_numpy(read_rgb(path, background="white").copy()).permute(2, 0, 1).float() / 255
+    return torch.from_numpy(read_rgb(path, "white", max_pixels, min_side).copy()).permute(2, 0, 1).float() / 255
 
 
 def _camera_list(entries, what: str, convention: str, unit: str, image_size: tuple[int, int]) -> Cameras:

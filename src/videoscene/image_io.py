@@ -4,10 +4,12 @@ that is not a readable image (including decompression bombs, refused from the he
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import warnings
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -64,27 +66,24 @@ def read_rgb(
     return np.round(composite * 255).astype(np.uint8)
 
 
-class _opened:
+@contextlib.contextmanager
+def _opened(path: str | Path) -> Iterator[Image.Image]:
     """`Image.open` with every way it fails (not an image, truncated, a decompression bomb) as one line."""
-
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
-
-    def __enter__(self) -> Image.Image:
-        if not self.path.is_file():
-            raise InputError(f"image {self.path} does not exist")
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("error", Image.DecompressionBombWarning)
-                self.image = Image.open(self.path)
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-            raise InputError(f"image {self.path} declares an enormous size (a decompression bomb?); refused") from None
-        except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as error:
-            raise InputError(f"image {self.path} cannot be read, it is not an image file ({type(error).__name__}); give a PNG or JPEG file") from None
-        return self.image
-
-    def __exit__(self, *exc) -> None:
-        self.image.close()
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"image {path} does not exist")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(path)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise InputError(f"image {path} declares an enormous size (a decompression bomb?); refused") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as error:
+        raise InputError(f"image {path} cannot be read, it is not an image file ({type(error).__name__}); give a PNG or JPEG file") from None
+    try:
+        yield image
+    finally:
+        image.close()
 
 
 def _to_rgb_or_rgba(image: Image.Image) -> np.ndarray:

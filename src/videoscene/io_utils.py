@@ -1,7 +1,7 @@
 """Reading inputs and writing outputs so that a crash or a bad input never leaves half-written files
 behind, and an output location never reaches anything this program did not write.
 
-Guarantees (docs/conventions.md §Outputs):
+Guarantees (docs/conventions.md §"Inputs, outputs and crashes"):
 - an output folder is built in a hidden staging folder beside it and renamed into place on success;
 - every output folder holds a marker file, `.videoscene-output`, and `--overwrite` replaces only a folder
   that holds one; the working directory, its ancestors, the home directory and `/` are never outputs;

@@ -116,8 +116,9 @@ def resume_latest(out: Path, load: Callable[[Path], ResultT]) -> tuple[ResultT, 
         try:
             return load(folder), folder
         except LoadError as error:
-            aside = next(folder.with_name(f"{folder.name}.corrupt{n or ''}") for n in range(1000)
-                         if not folder.with_name(f"{folder.name}.corrupt{n or ''}").exists())  # fmt: skip
+            aside, number = folder.with_name(f"{folder.name}.corrupt"), 1
+            while aside.exists():  # an earlier crash left one already
+                aside, number = folder.with_name(f"{folder.name}.corrupt{number}"), number + 1
             os.replace(folder, aside)
             logger.warning("checkpoint %s is corrupt (%s); moved to %s, resuming from the one before it", folder.name, error, aside.name)
     return None
