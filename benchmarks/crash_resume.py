@@ -38,7 +38,7 @@ from videoscene.distill.cache import CachedClip, CacheWriter
 from videoscene.distill.config import DataConfig, DistillConfig, TrainConfig
 from videoscene.io_utils import OUTPUT_MARKER, write_json_atomic
 from videoscene.policy.ddpnet import PolicyConfig
-from videoscene.training import CHECKPOINTS, complete_checkpoints
+from videoscene.training.checkpoints import CHECKPOINTS, complete_checkpoints
 from videoscene.video.config import VideoModelConfig
 from videoscene.video.models import VideoBackbone
 from videoscene.video.train_vae import VAETrainConfig, train_vae

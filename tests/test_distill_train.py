@@ -11,11 +11,12 @@ from videoscene.cli import main
 from videoscene.distill.cache import CachedClip, CacheWriter, ClipCache
 from videoscene.distill.config import DataConfig, DistillConfig, TrainConfig
 from videoscene.distill.leap import load_distilled
-from videoscene.distill.train import DistillTrainer, batch_indices, trainable_parameter_names
+from videoscene.distill.train import DistillTrainer
+from videoscene.training.randomness import batch_indices
 from videoscene.errors import VideoSceneError
 from videoscene.policy.ddpnet import DDPNet, PolicyConfig
 from videoscene.video.config import PRESETS
-from videoscene.video.models import VideoBackbone
+from videoscene.video.models import VideoBackbone, trainable_parameter_names
 
 
 def tiny_teacher() -> VideoBackbone:
@@ -91,7 +92,7 @@ def test_three_steps_end_to_end_write_every_output(setup, tmp_path):
     teacher, train_cache, val_cache, _ = setup
     out = tmp_path / "run"
     summary = DistillTrainer(small_config(3), teacher, train_cache, val_cache, out).train()
-    assert summary["steps"] == 3 and summary["validation"]["step"] == 3
+    assert summary["step"] == 3 and summary["validation"]["step"] == 3
     student = VideoBackbone.from_pretrained(out / "student")
     assert student.config == teacher.config
     assert DDPNet.load(out / "ddpnet.safetensors").config.candidates == (199, 399, 599)
@@ -105,8 +106,8 @@ def test_three_steps_end_to_end_write_every_output(setup, tmp_path):
     assert [v["step"] for v in validation] == [2, 3] and {"psnr", "coarse_psnr", "latent_mse", "t"} <= set(
         validation[-1]
     )
-    assert (out / "validation" / "step_000003.mp4").stat().st_size > 0
-    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step_000002", "step_000003"]
+    assert (out / "validation" / "step_0000003.mp4").stat().st_size > 0
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step_0000002", "step_0000003"]
     # The exported run as the pipeline opens it: DDPNet's t, then one student step.
     distilled = load_distilled(out)
     clip = val_cache.latent_batch([0, 1])
@@ -139,6 +140,8 @@ def test_resume_continues_identically(setup, tmp_path, clips_per_step):
     )
     assert resumed.step == 2
     resumed.train()
+    log = [json.loads(line)["step"] for line in (tmp_path / "resumed" / "train_log.jsonl").read_text().splitlines()]
+    assert log == [1, 2, 3, 4]
 
     for a, b in zip(straight.student.transformer.parameters(), resumed.student.transformer.parameters()):
         assert torch.equal(a, b)
@@ -149,7 +152,7 @@ def test_resume_continues_identically(setup, tmp_path, clips_per_step):
     assert straight.bandit.statistics == resumed.bandit.statistics
     # Frozen weights come from the teacher on resume, so another teacher is refused.
     other = tiny_teacher()
-    with pytest.raises(VideoSceneError, match="another teacher"):
+    with pytest.raises(VideoSceneError, match="different teacher"):
         DistillTrainer(small_config(6, clips_per_step), other, train_cache, val_cache, tmp_path / "resumed", resume=True)
 
 
@@ -249,7 +252,7 @@ def test_cli_runs_leap_and_no_leap(setup, tmp_path):
         == 0
     )
     run = json.loads((tmp_path / "noleap" / "run.json").read_text())
-    assert run["no_leap"] is True and run["steps"] == 1
+    assert run["no_leap"] is True and run["step"] == 1
     assert not (tmp_path / "noleap" / "ddpnet.safetensors").exists()  # no t to choose without the leap
     distilled = load_distilled(tmp_path / "noleap")
     assert distilled.leap.no_leap and distilled.ddpnet is None

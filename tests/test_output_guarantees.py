@@ -19,7 +19,7 @@ from videoscene.errors import OutputError
 from videoscene.geometry.image_ops import resize
 from videoscene.image_io import encode_mp4, read_rgb
 from videoscene.io_utils import OUTPUT_MARKER, remove_stale_stages, staged_output_dir
-from videoscene.training import trim_log
+from videoscene.training.checkpoints import trim_log
 
 
 def test_overwrite_replaces_an_output_of_ours(tmp_path, monkeypatch):

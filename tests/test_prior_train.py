@@ -16,18 +16,11 @@ from safetensors.torch import load_file
 from videoscene.cli import main as cli_main
 from videoscene.data.re10k import scene_from_frames, write_split
 from videoscene.errors import VideoSceneError
-from videoscene.prior import train as train_module
 from videoscene.prior.config import TINY
 from videoscene.prior.encoder import GaussianEncoder
-from videoscene.prior.train import (
-    PriorTrainConfig,
-    StepBatches,
-    checkpoint_folders,
-    evaluate,
-    save_checkpoint,
-    train_prior,
-    validation_examples,
-)
+from videoscene.prior.train import PriorTrainConfig, StepBatches, evaluate, train_prior, validation_examples
+from videoscene.training import checkpoints as checkpoints_module
+from videoscene.training.checkpoints import checkpoint_folders, save_checkpoint
 
 HEIGHT, WIDTH, FRAMES = 32, 48, 9
 
@@ -95,7 +88,7 @@ def test_a_few_steps_reduce_the_loss(plane_data, tmp_path):
     assert after["psnr"] > before["psnr"] + 1.0, (before, after)
     log = [json.loads(line) for line in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == list(range(1, 13))
-    first, last = sum(r["total"] for r in log[:3]), sum(r["total"] for r in log[-3:])
+    first, last = sum(r["loss"] for r in log[:3]), sum(r["loss"] for r in log[-3:])
     assert last < first
 
 
@@ -171,19 +164,17 @@ def test_resume_refuses_a_different_encoder(plane_data, tmp_path):
         train_prior(other, tmp_path / "run", resume=True)
 
 
-def test_failed_checkpoint_write_leaves_no_partial_folder(plane_data, tmp_path, monkeypatch):
-    config = small_config(plane_data)
+def test_failed_checkpoint_write_leaves_no_partial_folder(tmp_path, monkeypatch):
     model = GaussianEncoder(TINY)
     optimizer = torch.optim.AdamW(model.parameters())
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
-    save_checkpoint(tmp_path, 1, model, optimizer, scheduler, config)
+    save_checkpoint(tmp_path, 1, {"model": model.state_dict()}, {"optimizer": optimizer}, {}, keep=2)
 
-    def broken_save(tensors, path):
+    def broken_save(path, tensors, metadata=None):
         raise OSError("disk full")
 
-    monkeypatch.setattr(train_module, "save_file", broken_save)
+    monkeypatch.setattr(checkpoints_module, "save_safetensors", broken_save)
     with pytest.raises(OSError):
-        save_checkpoint(tmp_path, 2, model, optimizer, scheduler, config)
+        save_checkpoint(tmp_path, 2, {"model": model.state_dict()}, {"optimizer": optimizer}, {}, keep=2)
     assert [step for step, _ in checkpoint_folders(tmp_path)] == [1]
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["step_0000001"]
 

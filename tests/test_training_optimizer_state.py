@@ -5,7 +5,7 @@ import torch
 from safetensors.torch import save_file
 
 from videoscene.errors import VideoSceneError
-from videoscene.training import load_optimizer, save_optimizer
+from videoscene.training.checkpoints import load_optimizer, save_optimizer
 
 
 def stepped_adam() -> tuple[torch.nn.Linear, torch.optim.AdamW]:

@@ -12,7 +12,7 @@ from safetensors.torch import load_file, save_file
 from test_video_train_vae import micro_data, micro_vae_config, one_thread  # noqa: F401  (fixtures)
 
 from videoscene.cli import main as cli_main
-from videoscene.distill.train import ATTENTION_PARAMETERS
+from videoscene.video.models import ATTENTION_PARAMETERS
 from videoscene.errors import VideoSceneError
 from videoscene.video.config import VideoModelConfig, preset
 from videoscene.video.models import VideoBackbone

@@ -22,7 +22,7 @@ from videoscene.video.train_vae import (
     train_vae,
     vae_loss,
 )
-from videoscene.training import checkpoint_folders
+from videoscene.training.checkpoints import checkpoint_folders
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 HEIGHT, WIDTH, SCENE_FRAMES = 16, 24, 12

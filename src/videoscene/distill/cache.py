@@ -31,7 +31,7 @@ from typing import Sequence
 
 import torch
 from jaxtyping import Float, UInt8
-from torch import Tensor, nn
+from torch import Tensor
 from tqdm import tqdm
 
 from videoscene.data.dataset import ClipDataset, ClipSamplerConfig
@@ -40,6 +40,7 @@ from videoscene.distill.leap import LatentBatch
 from videoscene.errors import LoadError, VideoSceneError
 from videoscene.geometry.image_ops import crop_to_aspect_and_resize
 from videoscene.io_utils import read_json_object, read_safetensors, save_safetensors, write_json_atomic
+from videoscene.training.checkpoints import module_fingerprint
 from videoscene.prior.encoder import GaussianEncoder
 from videoscene.policy.ddpnet import policy_inputs
 from videoscene.prior.render import render_coarse
@@ -194,15 +195,6 @@ class ClipCache(torch.utils.data.Dataset):
 
 
 # -- building a cache from data, prior and VAE --------------------------------------------------------------------------
-def module_fingerprint(module: nn.Module) -> str:
-    """sha256 over a module's state (names, dtypes, shapes, values): what a cache was made with."""
-    digest = hashlib.sha256()
-    for name, value in sorted(module.state_dict().items()):
-        digest.update(f"{name}:{value.dtype}:{tuple(value.shape)}".encode())
-        digest.update(value.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
-
-
 def _split_fingerprint(split_dir: Path) -> str:
     index = split_dir / INDEX_FILE
     if not index.is_file():

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -366,3 +367,32 @@ class VideoBackbone(nn.Module):
             return_dict=False,
         )[0]
         return v.float()
+
+
+# -- what the video trainers (teacher, distillation) train --------------------------------------------------------------
+# [PN]: "only attention layers": the self-attention projections of every CogVideoX block.
+ATTENTION_PARAMETERS = re.compile(r"^transformer_blocks\.\d+\.attn1\.(to_q|to_k|to_v|to_out\.0)\.")
+
+
+def trainable_parameter_names(transformer: nn.Module, subset: str) -> list[str]:
+    """Names of the transformer parameters a run trains: "all", or "attention" (the paper's fine-tuning subset)."""
+    names = [name for name, _ in transformer.named_parameters()]
+    if subset == "all":
+        return names
+    if subset == "attention":
+        selected = [name for name in names if ATTENTION_PARAMETERS.match(name)]
+        if not selected:
+            raise VideoSceneError("no attn1 to_q/to_k/to_v/to_out parameters found in the transformer; use trainable 'all'")
+        return selected
+    raise VideoSceneError(f"unknown trainable subset {subset!r}; choose 'attention' or 'all'")
+
+
+class VelocityModel(nn.Module):
+    """forward = `VideoBackbone.predict_v`: the module accelerate prepares, so that DDP's hooks see the calls."""
+
+    def __init__(self, backbone: VideoBackbone):
+        super().__init__()
+        self.backbone = backbone
+
+    def forward(self, noisy: Tensor, condition: Tensor, timesteps: Tensor) -> Tensor:
+        return self.backbone.predict_v(noisy, condition, timesteps)

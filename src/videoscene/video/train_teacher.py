@@ -30,51 +30,38 @@ Output folder:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import logging
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Iterator, Literal
 
 import torch
-from accelerate import Accelerator
 from diffusers import AutoencoderKLCogVideoX
 from diffusers.utils.torch_utils import randn_tensor
 from jaxtyping import Float
-from safetensors.torch import save_file
 from torch import Tensor
 from tqdm.auto import tqdm
 
 from videoscene.data.dataset import ClipDataset, ClipSamplerConfig
 from videoscene.data.re10k import INDEX_FILE
-from videoscene.distill.cache import module_fingerprint
-from videoscene.distill.train import VelocityModel, batch_indices, trainable_parameter_names
 from videoscene.errors import LoadError, VideoSceneError
 from videoscene.image_io import write_mp4
-from videoscene.io_utils import atomic_path, check_output_location, load_safetensors, write_json_atomic
+from videoscene.io_utils import load_safetensors, load_state, save_safetensors
 from videoscene.metrics.image import psnr, ssim
+from videoscene.training.checkpoints import module_fingerprint
+from videoscene.training.cli import add_training_arguments, run_training
+from videoscene.training.config import RunConfig, load_config, positive
+from videoscene.training.loop import LoopSettings, Optimisation, Trainer, torch_threads
+from videoscene.training.randomness import batch_indices
 from videoscene.video.conditioning import encode_condition_frames
 from videoscene.video.config import VideoModelConfig, preset
-from videoscene.video.models import VideoBackbone
+from videoscene.video.models import VelocityModel, VideoBackbone, trainable_parameter_names
 from videoscene.video.sampling import SamplingConfig, sample_video
 from videoscene.video.schedule import NoiseSchedule
 from videoscene.video.train_vae import fit_frames, held_out_clips, load_trained_vae, to_vae_layout
-from videoscene.video.training_utils import load_checkpoint, save_checkpoint
-from videoscene.training import (
-    add_training_arguments,
-    append_jsonl,
-    config_to_dict,
-    latest_checkpoint,
-    resume_latest,
-    load_config,
-    run_training,
-    step_generator,
-    torch_threads,
-    trim_log,
-    warmup_cosine,
-)
 
 logger = logging.getLogger(__name__)
 
@@ -83,7 +70,7 @@ CACHE_FILE = "latents.safetensors"
 
 
 @dataclass
-class TeacherTrainConfig:
+class TeacherTrainConfig(RunConfig):
     """Everything a teacher training run depends on; stored as JSON beside its outputs."""
 
     video: str = "configs/video_tiny.json"  # video model config (preset name or JSON path)
@@ -99,38 +86,23 @@ class TeacherTrainConfig:
     clips_per_scene: int = 2  # cached clips per training scene (each its own stride and start)
     max_train_clips: int | None = None
     cache_dir: str = "cache/teacher"  # root; a cache is a sub-folder named by the hash of what made it
-    trainable: str = "all"  # "all" (transformer + learned prompt) or "attention" (the paper's fine-tuning subset)
+    trainable: Literal["all", "attention"] = "all"  # "all" (transformer + learned prompt) or the paper's attention subset
     gradient_checkpointing: bool = False
     condition_dropout: float = 0.0  # share of samples trained without the image condition (for CFG)
-    batch_size: int = 8
-    steps: int = 1000
     lr: float = 5e-4
     weight_decay: float = 0.01
     warmup_steps: int = 50
-    min_lr_ratio: float = 0.1
-    grad_clip: float = 1.0
     ema_decay: float = 0.0  # 0: no EMA; else θ_ema ← μ·θ_ema + (1−μ)·θ after every step, exported instead of θ
-    seed: int = 0
-    num_threads: int | None = None
-    mixed_precision: Literal["no", "fp16", "bf16"] = "no"
-    log_every: int = 10
-    validate_every: int = 250
     validation_clips: int = 4  # held-out clips of the periodic validation (the final one uses all)
     # Stride of the held-out clips; None: drawn from min..max_stride like training. The widest gap (the
     # largest stride a scene allows) is the paper's setting: context views far apart, most motion between.
     validation_stride: int | None = None
     validation_steps: int = 50  # DDIM steps of the validation samples
-    checkpoint_every: int = 100
-    keep_checkpoints: int = 2
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         self.train_data, self.validation_data = list(self.train_data), list(self.validation_data)
-        for name in ("batch_size", "steps", "log_every", "validate_every", "checkpoint_every", "keep_checkpoints",
-                     "validation_clips", "validation_steps", "clips_per_scene"):  # fmt: skip
-            if getattr(self, name) < 1:
-                raise VideoSceneError(f"teacher training config: {name} must be >= 1, got {getattr(self, name)}")
-        if self.lr <= 0 or self.grad_clip <= 0 or self.warmup_steps < 0 or not 0 <= self.min_lr_ratio <= 1:
-            raise VideoSceneError("teacher training config: need lr > 0, grad_clip > 0, warmup_steps >= 0, 0 <= min_lr_ratio <= 1")
+        positive(self, "validation_clips", "validation_steps", "clips_per_scene")
         if not 0 <= self.condition_dropout < 1 or not 0 <= self.ema_decay < 1:
             raise VideoSceneError("teacher training config: condition_dropout and ema_decay must be in [0, 1)")
         if (self.vae is None) == (self.init_teacher is None):
@@ -244,8 +216,7 @@ def build_latent_cache(config: TeacherTrainConfig, vae: AutoencoderKLCogVideoX, 
         ends.append((clips[:, [0, -1]] * 255).round().to(torch.uint8))
     cache = LatentCache(torch.cat(means), torch.cat(stds), torch.cat(ends))
     folder.mkdir(parents=True, exist_ok=True)
-    with atomic_path(folder / CACHE_FILE) as tmp:
-        save_file({"mean": cache.mean, "std": cache.std, "ends": cache.ends}, str(tmp), metadata={"spec": json.dumps(spec)})
+    save_safetensors(folder / CACHE_FILE, {"mean": cache.mean, "std": cache.std, "ends": cache.ends}, {"spec": json.dumps(spec)})
     logger.info("latent cache %s: %d clips", folder, len(cache))
     return cache
 
@@ -326,149 +297,122 @@ def evaluate_interpolation(
 
 
 # -- training -------------------------------------------------------------------------------------------------------
+class TeacherTrainer(Trainer):
+    """The teacher's model (the velocity v̂ of the transformer around the frozen VAE), loss (v-MSE), batches
+    (cached latents, fresh noise) and EMA, and its export (the teacher folder, scored on every held-out clip)."""
+
+    name, export_name = "teacher", TEACHER_FOLDER
+
+    def __init__(self, config: TeacherTrainConfig, out: str | Path, resume: bool = False):
+        super().__init__(config, LoopSettings.of(config), out, resume)
+
+    @property
+    def checkpoint_files(self) -> tuple[str, ...]:
+        return ("transformer", "prompt_embedding", *(("ema",) if self.ema is not None else ()))
+
+    def check_inputs(self) -> None:
+        if not self.config.train_data:
+            raise VideoSceneError("no training data: set train_data in the config or pass --data DIR")
+
+    def build(self) -> Optimisation:
+        # Frozen VAE + new (or init_teacher's) transformer; the trainable subset; EMA.
+        config = self.config
+        backbone = self.backbone = build_teacher(config).to(self.accelerator.device)
+        if config.gradient_checkpointing:
+            backbone.transformer.enable_gradient_checkpointing()
+        trainable_names = set(trainable_parameter_names(backbone.transformer, config.trainable))
+        for name, parameter in backbone.transformer.named_parameters():
+            parameter.requires_grad_(name in trainable_names)
+        backbone.prompt_embedding.requires_grad_(config.trainable == "all")
+        trainable = [p for p in [*backbone.transformer.parameters(), *backbone.prompt_embedding.parameters()] if p.requires_grad]
+        self.ema = [p.detach().clone() for p in trainable] if config.ema_decay > 0 else None
+        optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, config.lr_factor())
+        return Optimisation(VelocityModel(backbone), optimizer, trainable, scheduler)
+
+    def identity(self) -> dict[str, Any]:
+        config = self.config
+        return {"video_config": self.backbone.config.to_dict(), "vae": module_fingerprint(self.backbone.vae), "trainable": config.trainable,
+                "ema": config.ema_decay > 0, "seed": config.seed, "init_teacher": config.init_teacher}  # fmt: skip
+
+    def load_data(self) -> None:
+        # Cached training latents; a few full-size held-out clips.
+        config, backbone = self.config, self.backbone
+        self.cache = build_latent_cache(config, backbone.vae)
+        self.schedule = NoiseSchedule(backbone.config.schedule)
+        self.validation_clips = held_out_clips(config.validation_data, backbone.config, config.validation_strides,
+                                               config.validation_clips, config.seed)  # fmt: skip
+        logger.info("teacher training: %d cached clips, %d validation clips, batch %d, %d trainable parameters (%s)", len(self.cache),
+                    len(self.validation_clips), config.batch_size, sum(p.numel() for p in self.trainable), config.trainable)  # fmt: skip
+
+    def loss(self, generator: torch.Generator) -> tuple[Tensor, dict[str, Any]]:
+        config, accelerator = self.config, self.accelerator
+        indices = batch_indices(len(self.cache), config.batch_size, accelerator.num_processes, accelerator.process_index, self.step, config.seed)
+        batch = draw_batch(self.backbone, self.schedule, self.cache, indices, generator, config.condition_dropout)
+        v = self.model(batch.noisy, batch.condition, batch.timesteps)
+        return (v.float() - batch.v_target).square().mean(), {}  # ≡ (1/(1−ᾱ_t))·‖x̂₀ − x₀‖² (module docstring)
+
+    def after_step(self, generator: torch.Generator) -> dict[str, Any]:
+        if self.ema is not None:
+            torch._foreach_lerp_(self.ema, [p.detach() for p in self.trainable], 1 - self.config.ema_decay)
+        return {}
+
+    def validate(self, final: bool) -> dict[str, Any] | None:
+        """The exported weights (EMA when kept) on a few held-out clips, or on all of them at the last step."""
+        config = self.config
+        clips = self.validation_clips
+        if final:
+            clips = held_out_clips(config.validation_data, self.backbone.config, config.validation_strides, None, config.seed)
+        if not clips:
+            return None
+        video = self.out / "validation" / ("final.mp4" if final else f"step_{self.step:07d}.mp4")
+        with self.exported_weights():
+            scores = evaluate_interpolation(self.backbone, clips, config.validation_steps, config.seed, video_path=video)
+        logger.info("step %d: teacher %.2f dB vs cross-fade %.2f dB (in-between frames, %d clips)",
+                    self.step, scores["teacher_psnr"], scores["crossfade_psnr"], len(clips))  # fmt: skip
+        return scores
+
+    def checkpoint_tensors(self) -> dict[str, dict[str, Tensor]]:
+        tensors = {"transformer": self.backbone.transformer.state_dict(), "prompt_embedding": self.backbone.prompt_embedding.state_dict()}
+        if self.ema is not None:
+            tensors["ema"] = {str(i): value for i, value in enumerate(self.ema)}
+        return tensors
+
+    def restore(self, tensors: dict[str, dict[str, Tensor]], state: dict[str, Any], folder: Path) -> None:
+        for name in ("transformer", "prompt_embedding"):
+            load_state(getattr(self.backbone, name), tensors[name], folder / f"{name}.safetensors", "checkpoint weights")
+        for index, value in enumerate(self.ema or []):
+            stored = tensors["ema"].get(str(index))
+            if stored is None or stored.shape != value.shape:
+                raise LoadError(f"checkpoint {folder}: ema.safetensors does not fit the trainable parameters")
+            value.copy_(stored)
+
+    def export(self, summary: dict[str, Any], validation: dict[str, Any] | None) -> dict[str, Any]:
+        with self.exported_weights():
+            self.backbone.save_pretrained(self.out / TEACHER_FOLDER, overwrite=True)
+        logger.info("wrote %s", self.out / TEACHER_FOLDER)
+        return {**summary, **({"held_out": validation} if validation else {})}
+
+    @contextlib.contextmanager
+    def exported_weights(self) -> Iterator[None]:
+        """Within the block the trainable parameters hold the EMA weights (when kept); restored afterwards."""
+        if self.ema is None:
+            yield
+            return
+        saved = [p.detach().clone() for p in self.trainable]
+        with torch.no_grad():
+            torch._foreach_copy_([p.data for p in self.trainable], self.ema)
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                torch._foreach_copy_([p.data for p in self.trainable], saved)
+
+
 def train_teacher(config: TeacherTrainConfig, out: str | Path, resume: bool = False, stop_after: int | None = None) -> dict:
     """Train (or resume) the teacher; returns the run summary. `stop_after` ends this call after that many steps."""
     with torch_threads(config.num_threads):
-        return _train(config, Path(out), resume, stop_after)
-
-
-def _train(config: TeacherTrainConfig, out: Path, resume: bool, stop_after: int | None) -> dict:
-    # 1. Check inputs and the output folder.
-    if not config.train_data:
-        raise VideoSceneError("no training data: set train_data in the config or pass --data DIR")
-    check_output_location(out)
-    if not resume and (latest_checkpoint(out) or (out / TEACHER_FOLDER).exists()):
-        raise VideoSceneError(f"{out} already holds a teacher training run; pass --resume to continue it or choose another --out")
-
-    # 2. Frozen VAE + new (or init_teacher's) transformer; the trainable subset; optimiser, schedule, EMA.
-    accelerator = Accelerator(mixed_precision=config.mixed_precision, cpu=not torch.cuda.is_available())
-    backbone = build_teacher(config).to(accelerator.device)
-    if config.gradient_checkpointing:
-        backbone.transformer.enable_gradient_checkpointing()
-    trainable_names = set(trainable_parameter_names(backbone.transformer, config.trainable))
-    for name, parameter in backbone.transformer.named_parameters():
-        parameter.requires_grad_(name in trainable_names)
-    backbone.prompt_embedding.requires_grad_(config.trainable == "all")
-    trainable = [p for p in [*backbone.transformer.parameters(), *backbone.prompt_embedding.parameters()] if p.requires_grad]
-    ema = [p.detach().clone() for p in trainable] if config.ema_decay > 0 else None
-    optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(config.warmup_steps, config.steps, config.min_lr_ratio))
-    expected_state = {"video_config": backbone.config.to_dict(), "vae": module_fingerprint(backbone.vae), "trainable": config.trainable,
-                      "ema": config.ema_decay > 0, "seed": config.seed, "init_teacher": config.init_teacher}  # fmt: skip
-    modules = {"transformer": backbone.transformer, "prompt_embedding": backbone.prompt_embedding}
-
-    def load(folder: Path) -> int:
-        stored = load_safetensors(folder / "ema.safetensors", "checkpoint EMA weights") if ema is not None else None
-        step = load_checkpoint(folder, modules, optimizer, scheduler, expected_state)["step"]
-        for index, value in enumerate(ema or []):
-            if str(index) not in stored or stored[str(index)].shape != value.shape:
-                raise LoadError(f"checkpoint {folder}: ema.safetensors does not fit the trainable parameters")
-            value.copy_(stored[str(index)])
-        return step
-
-    start = 0
-    if resume:
-        resumed = resume_latest(out, load)
-        if resumed is not None:
-            start = resumed[0]
-            logger.info("resuming from %s (step %d)", resumed[1], start)
-        for log in ("train_log.jsonl", "validation.jsonl"):
-            trim_log(out / log, start)
-    if start >= config.steps and (out / TEACHER_FOLDER).is_dir():
-        logger.info("training already finished at step %d", start)
-        return json.loads((out / "run.json").read_text())
-    model, optimizer = accelerator.prepare(VelocityModel(backbone), optimizer)
-
-    # 3. Data: cached training latents; a few full-size held-out clips (checked before the run is written).
-    cache = build_latent_cache(config, backbone.vae)
-    schedule = NoiseSchedule(backbone.config.schedule)
-    strides = config.validation_strides
-    validation = held_out_clips(config.validation_data, backbone.config, strides, config.validation_clips, config.seed)
-    if accelerator.is_main_process:
-        out.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(out / "train_config.json", config_to_dict(config))
-    logger.info("teacher training: %d cached clips, %d validation clips, batch %d, %d trainable parameters (%s)",
-                len(cache), len(validation), config.batch_size, sum(p.numel() for p in trainable), config.trainable)  # fmt: skip
-
-    # 4. Optimise.
-    end = config.steps if stop_after is None else min(config.steps, start + stop_after)
-    step, step_seconds = start, 0.0
-    progress = tqdm(total=config.steps, initial=start, desc="train teacher", disable=not accelerator.is_local_main_process)
-    while step < end:
-        tic = time.perf_counter()
-        generator = step_generator(f"teacher:{accelerator.process_index}", config.seed, step)
-        indices = batch_indices(len(cache), config.batch_size, accelerator.num_processes, accelerator.process_index, step, config.seed)
-        batch = draw_batch(backbone, schedule, cache, indices, generator, config.condition_dropout)
-        model.train()
-        with accelerator.autocast():
-            v = model(batch.noisy, batch.condition, batch.timesteps)
-            loss = (v.float() - batch.v_target).square().mean()  # ≡ (1/(1−ᾱ_t))·‖x̂₀ − x₀‖² (module docstring)
-        accelerator.backward(loss)
-        grad_norm = accelerator.clip_grad_norm_(trainable, config.grad_clip)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        if ema is not None:
-            torch._foreach_lerp_(ema, [p.detach() for p in trainable], 1 - config.ema_decay)
-        step += 1
-        step_seconds += time.perf_counter() - tic
-        progress.update(1)
-
-        if step % config.log_every == 0 or step == end:
-            record = {"step": step, "loss": round(accelerator.reduce(loss.detach(), "mean").item(), 6), "lr": scheduler.get_last_lr()[0],
-                      "grad_norm": round(float(grad_norm), 4), "seconds_per_step": round(step_seconds / (step - start), 4)}  # fmt: skip
-            progress.set_postfix(loss=f"{record['loss']:.4f}")
-            if accelerator.is_main_process:
-                append_jsonl(out / "train_log.jsonl", record)
-        if validation and step % config.validate_every == 0 and accelerator.is_main_process:
-            with _exported_weights(trainable, ema):
-                scores = evaluate_interpolation(backbone, validation, config.validation_steps, config.seed,
-                                                video_path=out / "validation" / f"step_{step:07d}.mp4")  # fmt: skip
-            logger.info("step %d: teacher %.2f dB vs cross-fade %.2f dB (in-between frames, %d clips)",
-                        step, scores["teacher_psnr"], scores["crossfade_psnr"], len(validation))  # fmt: skip
-            append_jsonl(out / "validation.jsonl", {"step": step, **scores})
-        if step % config.checkpoint_every == 0 or step == end:
-            accelerator.wait_for_everyone()
-            if accelerator.is_main_process:
-                extra = {"ema": {str(i): value for i, value in enumerate(ema)}} if ema is not None else None
-                state = {**expected_state, "train_config": config_to_dict(config)}
-                save_checkpoint(out, step, modules, optimizer, scheduler, state, config.keep_checkpoints, extra)
-    progress.close()
-    if step < config.steps:
-        return {"step": step, "seconds_per_step": step_seconds / max(1, step - start)}
-
-    # 5. Export the teacher (EMA weights when kept) and score it on every held-out clip.
-    summary: dict = {"step": step, "seconds_per_step": round(step_seconds / max(1, step - start), 4)}
-    if accelerator.is_main_process:
-        with _exported_weights(trainable, ema):
-            backbone.save_pretrained(out / TEACHER_FOLDER, overwrite=True)
-            clips = held_out_clips(config.validation_data, backbone.config, strides, None, config.seed)
-            if clips:
-                summary["held_out"] = evaluate_interpolation(backbone, clips, config.validation_steps, config.seed,
-                                                             video_path=out / "validation" / "final.mp4")  # fmt: skip
-                logger.info("held-out: teacher %.2f dB vs cross-fade %.2f dB over %d clips",
-                            summary["held_out"]["teacher_psnr"], summary["held_out"]["crossfade_psnr"], len(clips))  # fmt: skip
-        write_json_atomic(out / "run.json", summary)
-        logger.info("wrote %s", out / TEACHER_FOLDER)
-    return summary
-
-
-class _exported_weights:
-    """Within the block the trainable parameters hold the EMA weights (when kept); restored afterwards."""
-
-    def __init__(self, trainable: list[torch.nn.Parameter], ema: list[Tensor] | None):
-        self.trainable, self.ema = trainable, ema
-
-    def __enter__(self) -> None:
-        if self.ema is not None:
-            self.saved = [p.detach().clone() for p in self.trainable]
-            with torch.no_grad():
-                torch._foreach_copy_([p.data for p in self.trainable], self.ema)
-
-    def __exit__(self, *exc) -> None:
-        if self.ema is not None:
-            with torch.no_grad():
-                torch._foreach_copy_([p.data for p in self.trainable], self.saved)
+        return TeacherTrainer(config, out, resume).train(stop_after)
 
 
 # -- CLI ------------------------------------------------------------------------------------------------------------

@@ -34,16 +34,13 @@ Output folder:
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import math
-import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
-from accelerate import Accelerator
 from diffusers import AutoencoderKLCogVideoX
 from jaxtyping import Float, UInt8
 from torch import Tensor, nn
@@ -53,23 +50,13 @@ from videoscene.data.dataset import ClipDataset, ClipSamplerConfig
 from videoscene.data.re10k import INDEX_FILE, load_index, read_chunk
 from videoscene.errors import VideoSceneError
 from videoscene.geometry.image_ops import crop_to_aspect_and_resize
-from videoscene.io_utils import check_output_location, read_json_object, staged_output_dir, write_json_atomic
+from videoscene.io_utils import load_state, read_json_object, staged_output_dir, write_json_atomic
 from videoscene.metrics.image import psnr, ssim
+from videoscene.training.cli import add_training_arguments, run_training
+from videoscene.training.config import RunConfig, load_config, positive
+from videoscene.training.loop import LoopSettings, Optimisation, Trainer, torch_threads
+from videoscene.training.randomness import step_generator
 from videoscene.video.config import VAEConfig, VideoModelConfig, preset
-from videoscene.training import (
-    add_training_arguments,
-    append_jsonl,
-    config_to_dict,
-    latest_checkpoint,
-    resume_latest,
-    load_config,
-    run_training,
-    step_generator,
-    torch_threads,
-    trim_log,
-    warmup_cosine,
-)
-from videoscene.video.training_utils import load_checkpoint, save_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -78,7 +65,7 @@ LATENT_STATISTICS_FILE = "latent_statistics.json"  # per-channel mean and std, i
 
 
 @dataclass
-class VAETrainConfig:
+class VAETrainConfig(RunConfig):
     """Everything a VAE training run depends on; stored as JSON beside its outputs."""
 
     video: str = "configs/video_tiny.json"  # video model config (preset name or JSON path): VAE widths and frame size
@@ -90,30 +77,19 @@ class VAETrainConfig:
     min_stride: int = 1
     max_stride: int = 3
     flip: bool = True  # random horizontal flip and time reversal
-    batch_size: int = 8
     steps: int = 3000
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    warmup_steps: int = 100
     min_lr_ratio: float = 0.05
-    grad_clip: float = 1.0
     l1_weight: float = 1.0
     mse_weight: float = 1.0
     ssim_weight: float = 0.0
     kl_weight: float = 1e-6
-    seed: int = 0
-    num_threads: int | None = None  # torch CPU threads (None: torch's default)
-    mixed_precision: Literal["no", "fp16", "bf16"] = "no"
-    log_every: int = 10
-    validate_every: int = 250
     validation_clips: int = 6  # clips for the periodic validation (the final one uses every held-out scene)
     scale_clips: int = 32  # full-size training clips whose latent std sets the scaling factor
-    checkpoint_every: int = 100
-    keep_checkpoints: int = 2
     init_vae: str | None = None  # a trained VAE folder (a `vae/` output) to start from instead of random weights
     trainable: Literal["all", "decoder"] = "all"  # "decoder": freeze the encoder (needs init_vae)
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.trainable not in ("all", "decoder"):
             raise VideoSceneError(f"VAE training config: trainable must be 'all' or 'decoder', got {self.trainable!r}")
         if self.trainable == "decoder" and not self.init_vae:
@@ -121,12 +97,7 @@ class VAETrainConfig:
         if self.crop_size is not None:
             self.crop_size = tuple(self.crop_size)
         self.train_data, self.validation_data = list(self.train_data), list(self.validation_data)
-        for name in ("batch_size", "steps", "log_every", "validate_every", "checkpoint_every", "keep_checkpoints",
-                     "validation_clips", "scale_clips"):  # fmt: skip
-            if getattr(self, name) < 1:
-                raise VideoSceneError(f"VAE training config: {name} must be >= 1, got {getattr(self, name)}")
-        if self.lr <= 0 or self.grad_clip <= 0 or self.warmup_steps < 0 or not 0 <= self.min_lr_ratio <= 1:
-            raise VideoSceneError("VAE training config: need lr > 0, grad_clip > 0, warmup_steps >= 0, 0 <= min_lr_ratio <= 1")
+        positive(self, "validation_clips", "scale_clips")
         if min(self.l1_weight, self.mse_weight, self.ssim_weight, self.kl_weight) < 0:
             raise VideoSceneError("VAE training config: loss weights must be >= 0")
         ClipSamplerConfig(self.num_frames, self.min_stride, self.max_stride)  # validates frames and strides
@@ -359,123 +330,91 @@ def initial_vae(config: VAETrainConfig, video: VideoModelConfig) -> AutoencoderK
     return vae
 
 
+class VAETrainer(Trainer):
+    """The VAE's model (the round trip x → x̂), loss (L of the module docstring), batches (random clips of the
+    in-memory frames) and export (the latent scale and statistics, the diffusers folder)."""
+
+    name, export_name, checkpoint_files = "vae", VAE_FOLDER, ("vae",)
+
+    def __init__(self, config: VAETrainConfig, out: str | Path, resume: bool = False):
+        self.video = config.video_config
+        super().__init__(config, LoopSettings.of(config), out, resume)
+
+    def check_inputs(self) -> None:
+        if not self.config.train_data:
+            raise VideoSceneError("no training data: set train_data in the config or pass --data DIR")
+
+    def build(self) -> Optimisation:
+        config = self.config
+        self.vae = initial_vae(config, self.video)
+        # Decoder fine-tuning keeps the initial VAE's latent statistics: read them before training, not after.
+        self.kept_statistics = read_latent_statistics(Path(config.init_vae)) if config.trainable == "decoder" else None
+        trainable = [parameter for parameter in self.vae.parameters() if parameter.requires_grad]
+        optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, config.lr_factor())
+        return Optimisation(Reconstruction(self.vae, train_encoder=config.trainable == "all"), optimizer, trainable, scheduler)
+
+    def identity(self) -> dict[str, Any]:
+        config = self.config
+        return {"vae_config": self.video.vae_kwargs(), "seed": config.seed, "init_vae": config.init_vae, "trainable": config.trainable}
+
+    def load_data(self) -> None:
+        # Training frames in memory; a few held-out clips for the periodic validation.
+        config, video = self.config, self.video
+        self.bank = FrameBank(config.train_data, (video.height, video.width), config.max_train_scenes)
+        self.strides = (config.min_stride, config.max_stride)
+        self.validation_clips = held_out_clips(config.validation_data, video, self.strides, config.validation_clips, config.seed)
+        logger.info("VAE training: %d scenes in memory, %d validation clips, batch %d × %d frames × %s", len(self.bank),
+                    len(self.validation_clips), config.batch_size, config.num_frames, config.crop_size or "full frame")  # fmt: skip
+
+    def loss(self, generator: torch.Generator) -> tuple[Tensor, dict[str, Any]]:
+        config = self.config
+        clips = self.bank.draw(generator, config.batch_size, config.num_frames, self.strides, config.crop_size, config.flip)
+        pixels = to_vae_layout(clips).to(self.accelerator.device)
+        reconstruction, mean, logvar = self.model(pixels, generator=generator)
+        terms = vae_loss(config, reconstruction.float(), pixels, mean.float(), logvar.float())
+        record = {key: value.detach() for key, value in terms.items() if key != "total"}
+        # PSNR of the training crops in [0, 1] units (the mse term is in [−1, 1] units: 4× larger).
+        record["train_psnr"] = -10 * math.log10(max(record["mse"].item() / 4, 1e-10))
+        return terms["total"], record
+
+    def validate(self, final: bool) -> dict[str, Any] | None:
+        config = self.config
+        clips = held_out_clips(config.validation_data, self.video, self.strides, None, config.seed) if final else self.validation_clips
+        if not clips:
+            return None
+        scores = evaluate_reconstruction(self.vae, clips)
+        logger.info("step %d: held-out reconstruction PSNR %.2f dB, SSIM %.3f (%d clips)", self.step, scores["psnr"], scores["ssim"], len(clips))
+        return scores
+
+    def checkpoint_tensors(self) -> dict[str, dict[str, Tensor]]:
+        return {"vae": self.vae.state_dict()}
+
+    def restore(self, tensors: dict[str, dict[str, Tensor]], state: dict[str, Any], folder: Path) -> None:
+        load_state(self.vae, tensors["vae"], folder / "vae.safetensors", "checkpoint weights")
+
+    def export(self, summary: dict[str, Any], validation: dict[str, Any] | None) -> dict[str, Any]:
+        """The latent scale (measured, or kept when only the decoder trained), the VAE folder."""
+        vae = self.vae
+        if self.kept_statistics is not None:  # the latents did not change: keep the scale and statistics as they were
+            scaling_factor = vae.config.scaling_factor
+            statistics = {**self.kept_statistics, "latent_std": 1.0 / scaling_factor}
+        else:
+            statistics = measure_latent_statistics(vae, self.bank, self.config)
+            scaling_factor = 1.0 / statistics["latent_std"]
+        vae.register_to_config(scaling_factor=scaling_factor)
+        with staged_output_dir(self.out / VAE_FOLDER, overwrite=True) as stage:
+            vae.save_pretrained(stage, safe_serialization=True)
+            write_latent_statistics(stage, statistics)
+        logger.info("wrote %s (scaling factor %.4f)", self.out / VAE_FOLDER, scaling_factor)
+        return {**summary, **statistics, "scaling_factor": scaling_factor, **({"held_out": validation} if validation else {})}
+
+
 def train_vae(config: VAETrainConfig, out: str | Path, resume: bool = False, stop_after: int | None = None) -> dict:
     """Train (or resume) the VAE; returns the run summary. `stop_after` ends this call after that many steps
     (checkpointing first), e.g. to train in time slices."""
     with torch_threads(config.num_threads):
-        return _train(config, Path(out), resume, stop_after)
-
-
-def _train(config: VAETrainConfig, out: Path, resume: bool, stop_after: int | None) -> dict:
-    # 1. Check inputs and the output folder.
-    if not config.train_data:
-        raise VideoSceneError("no training data: set train_data in the config or pass --data DIR")
-    video = config.video_config
-    check_output_location(out)
-    if not resume and (latest_checkpoint(out) or (out / VAE_FOLDER).exists()):
-        raise VideoSceneError(f"{out} already holds a VAE training run; pass --resume to continue it or choose another --out")
-
-    # 2. Model, optimiser, schedule (identical initial weights for a seed).
-    accelerator = Accelerator(mixed_precision=config.mixed_precision, cpu=not torch.cuda.is_available())
-    torch.manual_seed(config.seed)
-    vae = initial_vae(config, video)
-    # Decoder fine-tuning keeps the initial VAE's latent statistics: read them before training, not after.
-    kept_statistics = read_latent_statistics(Path(config.init_vae)) if config.trainable == "decoder" else None
-    trainable = [parameter for parameter in vae.parameters() if parameter.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(config.warmup_steps, config.steps, config.min_lr_ratio))
-    expected_state = {"vae_config": video.vae_kwargs(), "seed": config.seed, "init_vae": config.init_vae, "trainable": config.trainable}
-    start = 0
-    if resume:
-        resumed = resume_latest(out, lambda folder: load_checkpoint(folder, {"vae": vae}, optimizer, scheduler, expected_state))
-        if resumed is not None:
-            start = resumed[0]["step"]
-            logger.info("resuming from %s (step %d)", resumed[1], start)
-        for log in ("train_log.jsonl", "validation.jsonl"):
-            trim_log(out / log, start)
-    if start >= config.steps and (out / VAE_FOLDER).is_dir():
-        logger.info("training already finished at step %d", start)
-        return json.loads((out / "run.json").read_text())
-    model, optimizer = accelerator.prepare(Reconstruction(vae, train_encoder=config.trainable == "all"), optimizer)
-    device = accelerator.device
-
-    # 3. Data: training frames in memory; a few held-out clips for the periodic validation (checked before
-    # anything is written).
-    bank = FrameBank(config.train_data, (video.height, video.width), config.max_train_scenes)
-    strides = (config.min_stride, config.max_stride)
-    validation = held_out_clips(config.validation_data, video, strides, config.validation_clips, config.seed)
-    if accelerator.is_main_process:
-        out.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(out / "train_config.json", config_to_dict(config))
-    logger.info("VAE training: %d scenes in memory, %d validation clips, batch %d × %d frames × %s",
-                len(bank), len(validation), config.batch_size, config.num_frames, config.crop_size or "full frame")  # fmt: skip
-
-    # 4. Optimise.
-    end = config.steps if stop_after is None else min(config.steps, start + stop_after)
-    step, step_seconds = start, 0.0
-    progress = tqdm(total=config.steps, initial=start, desc="train vae", disable=not accelerator.is_local_main_process)
-    model.train()
-    while step < end:
-        tic = time.perf_counter()
-        generator = step_generator("vae", config.seed, step)
-        clips = bank.draw(generator, config.batch_size, config.num_frames, strides, config.crop_size, config.flip)
-        pixels = to_vae_layout(clips).to(device)
-        with accelerator.autocast():
-            reconstruction, mean, logvar = model(pixels, generator=generator)
-            terms = vae_loss(config, reconstruction.float(), pixels, mean.float(), logvar.float())
-        accelerator.backward(terms["total"])
-        grad_norm = accelerator.clip_grad_norm_(trainable, config.grad_clip)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        step += 1
-        step_seconds += time.perf_counter() - tic
-        progress.update(1)
-
-        if step % config.log_every == 0 or step == end:
-            record = {key: round(value.item(), 6) for key, value in terms.items()}
-            # PSNR of the training crops in [0, 1] units (the mse term is in [−1, 1] units: 4× larger).
-            train_psnr = -10 * math.log10(max(record["mse"] / 4, 1e-10))
-            record.update(step=step, lr=scheduler.get_last_lr()[0], grad_norm=round(float(grad_norm), 4),
-                          train_psnr=round(train_psnr, 3), seconds_per_step=round(step_seconds / (step - start), 4))  # fmt: skip
-            progress.set_postfix(loss=f"{record['total']:.4f}", psnr=f"{train_psnr:.2f}")
-            if accelerator.is_main_process:
-                append_jsonl(out / "train_log.jsonl", record)
-        if validation and step % config.validate_every == 0 and accelerator.is_main_process:
-            scores = evaluate_reconstruction(accelerator.unwrap_model(model).vae, validation)
-            logger.info("step %d: held-out reconstruction PSNR %.2f dB, SSIM %.3f (%d clips)", step, scores["psnr"], scores["ssim"], len(validation))
-            append_jsonl(out / "validation.jsonl", {"step": step, **scores})
-        if step % config.checkpoint_every == 0 or step == end:
-            accelerator.wait_for_everyone()
-            if accelerator.is_main_process:
-                state = {**expected_state, "train_config": config_to_dict(config)}
-                save_checkpoint(out, step, {"vae": accelerator.unwrap_model(model).vae}, optimizer, scheduler, state, config.keep_checkpoints)
-    progress.close()
-    if step < config.steps:
-        return {"step": step, "seconds_per_step": step_seconds / max(1, step - start)}
-
-    # 5. Latent scale, final held-out PSNR on every held-out scene, export.
-    summary: dict = {"step": step, "seconds_per_step": round(step_seconds / max(1, step - start), 4)}
-    if accelerator.is_main_process:
-        vae = accelerator.unwrap_model(model).vae
-        if kept_statistics is not None:  # the latents did not change: keep the scale and statistics as they were
-            scaling_factor = vae.config.scaling_factor
-            statistics = {**kept_statistics, "latent_std": 1.0 / scaling_factor}
-        else:
-            statistics = measure_latent_statistics(vae, bank, config)
-            scaling_factor = 1.0 / statistics["latent_std"]
-        vae.register_to_config(scaling_factor=scaling_factor)
-        summary.update(statistics, scaling_factor=scaling_factor)
-        clips = held_out_clips(config.validation_data, video, strides, None, config.seed)
-        if clips:
-            summary["held_out"] = evaluate_reconstruction(vae, clips)
-            logger.info("held-out reconstruction PSNR %.2f dB over %d clips", summary["held_out"]["psnr"], len(clips))
-        with staged_output_dir(out / VAE_FOLDER, overwrite=True) as stage:
-            vae.save_pretrained(stage, safe_serialization=True)
-            write_latent_statistics(stage, statistics)
-        write_json_atomic(out / "run.json", summary)
-        logger.info("wrote %s (scaling factor %.4f)", out / VAE_FOLDER, scaling_factor)
-    return summary
+        return VAETrainer(config, out, resume).train(stop_after)
 
 
 # -- CLI ------------------------------------------------------------------------------------------------------------
