@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from accelerate import PartialState
 from torch import Tensor, nn
 
 from videoscene.data.dataset import ClipSamplerConfig
@@ -346,6 +347,7 @@ def run(args: argparse.Namespace) -> None:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     with torch_threads(config.train.num_threads):
         teacher = VideoBackbone.from_pretrained(config.teacher, prompt_embeds_path=config.prompt_embeds).to(device)
-        train_cache, val_cache = prepare_caches(config, teacher)
+        with PartialState(cpu=not torch.cuda.is_available()).main_process_first():  # the others reuse its caches
+            train_cache, val_cache = prepare_caches(config, teacher)
         summary = DistillTrainer(config, teacher, train_cache, val_cache, out, resume=args.resume).train(args.stop_after)
     logger.info("distillation finished: %s", json.dumps(summary.get("validation")))

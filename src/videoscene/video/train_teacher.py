@@ -338,7 +338,8 @@ class TeacherTrainer(Trainer):
     def load_data(self) -> None:
         # Cached training latents; a few full-size held-out clips.
         config, backbone = self.config, self.backbone
-        self.cache = build_latent_cache(config, backbone.vae)
+        with self.accelerator.main_process_first():  # the other processes then reuse the cache it wrote
+            self.cache = build_latent_cache(config, backbone.vae)
         self.schedule = NoiseSchedule(backbone.config.schedule)
         self.validation_clips = held_out_clips(config.validation_data, backbone.config, config.validation_strides,
                                                config.validation_clips, config.seed)  # fmt: skip
