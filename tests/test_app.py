@@ -5,12 +5,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 gr = pytest.importorskip("gradio")
 
-from weights_factory import DDPNET_TIMESTEPS, FRAMES, HEIGHT, WIDTH, make_tiny_weights
+from weights_factory import DDPNET_TIMESTEPS, FRAMES, HEIGHT, WIDTH
 
 from videoscene.app import AppConfig, VideoSceneApp
 from videoscene.cli import main
@@ -18,18 +17,12 @@ from videoscene.data.synthetic import render_scene
 from videoscene.gaussians.ply import load_ply
 from videoscene.pipeline import VideoScenePipeline
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def pipeline(tmp_path_factory):
-    return VideoScenePipeline.from_pretrained(make_tiny_weights(tmp_path_factory.mktemp("weights")))
+def pipeline(tiny_weights):
+    return VideoScenePipeline.from_pretrained(tiny_weights)
 
 
 @pytest.fixture(scope="module")

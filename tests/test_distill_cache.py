@@ -1,10 +1,10 @@
 """The distillation cache: files, determinism, reuse and resume, built with a real (random) prior and VAE."""
 
 import json
-from dataclasses import replace
 
 import pytest
 import torch
+from weights_factory import tiny_video_config
 
 from videoscene.data.dataset import ClipSamplerConfig
 from videoscene.data.re10k import scene_from_frames, write_split
@@ -13,26 +13,16 @@ from videoscene.distill.cache import CachedClip, CacheWriter, ClipCache, build_c
 from videoscene.errors import VideoSceneError
 from videoscene.prior.config import PRESETS as PRIOR_PRESETS
 from videoscene.prior.encoder import GaussianEncoder
-from videoscene.video.config import PRESETS
 from videoscene.video.models import VideoBackbone
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
 def components(tmp_path_factory):
     """Two random scenes of 12 frames at 48×72 (resized to the model's 32×48), a camera moving sideways."""
     torch.manual_seed(0)
-    base = PRESETS["tiny"]
-    video_config = replace(
-        base, name="test", num_frames=9, height=32, width=48, denoiser=replace(base.denoiser, num_layers=1)
-    )
+    video_config = tiny_video_config()
     backbone = VideoBackbone.build(video_config).eval()
     prior = GaussianEncoder(PRIOR_PRESETS["tiny"]).eval()
     split = tmp_path_factory.mktemp("data") / "train"

@@ -1,9 +1,8 @@
 """The leap flow distillation loss (Eq. 6) and its pieces, on a randomly initialised 1-layer CogVideoX."""
 
-from dataclasses import replace
-
 import pytest
 import torch
+from weights_factory import tiny_video_config
 
 from videoscene.distill.config import LeapConfig
 from videoscene.distill.leap import (
@@ -19,27 +18,15 @@ from videoscene.distill.leap import (
     timestep_grid,
 )
 from videoscene.distill.train import copy_backbone
-from videoscene.video.config import PRESETS
 from videoscene.video.models import VideoBackbone
 from videoscene.video.schedule import NoiseSchedule
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """A tiny model runs fastest on one thread (and the test machine's cores are shared)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_teacher() -> VideoBackbone:
     """9 frames at 32×48 → latents [3, 8, 8, 12]; one transformer block."""
-    base = PRESETS["tiny"]
-    config = replace(
-        base, name="test", num_frames=9, height=32, width=48, denoiser=replace(base.denoiser, num_layers=1)
-    )
-    return VideoBackbone.build(config).eval().requires_grad_(False)
+    return VideoBackbone.build(tiny_video_config()).eval().requires_grad_(False)
 
 
 @pytest.fixture(scope="module")

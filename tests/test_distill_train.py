@@ -66,13 +66,7 @@ def small_config(steps: int, clips_per_step: int | None = None, **train) -> Dist
     )
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """A tiny model runs fastest on one thread (and the test machine's cores are shared)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -2,28 +2,20 @@
 
 import json
 import math
-from dataclasses import replace
 
 import pytest
 import torch
+from weights_factory import tiny_video_config
 
 from videoscene.cli import main
 from videoscene.distill.cache import CachedClip, CacheWriter, ClipCache
 from videoscene.distill.config import DataConfig, DistillConfig, LeapConfig
 from videoscene.errors import VideoSceneError
-from videoscene.policy.ddpnet import DDPNet, DDPNetConfig
 from videoscene.evaluation.oracle import error_table, oracle_analysis, regret_analysis
-from videoscene.video.config import PRESETS
+from videoscene.policy.ddpnet import DDPNet, DDPNetConfig
 from videoscene.video.models import VideoBackbone
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """A tiny model runs fastest on one thread (and the test machine's cores are shared)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_regret_maths_on_a_hand_made_table():
@@ -56,10 +48,7 @@ def test_regret_maths_on_a_hand_made_table():
 def run_folder(tmp_path_factory):
     """A tiny random student saved as a distillation run, a random DDPNet, and a 3-clip cache."""
     torch.manual_seed(0)
-    base = PRESETS["tiny"]
-    config = replace(
-        base, name="test", num_frames=9, height=32, width=48, denoiser=replace(base.denoiser, num_layers=1)
-    )
+    config = tiny_video_config()
     student = VideoBackbone.build(config).eval()
     root = tmp_path_factory.mktemp("oracle")
     student.save_pretrained(root / "run" / "student")

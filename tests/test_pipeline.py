@@ -15,21 +15,11 @@ from videoscene.gaussians.ply import load_ply
 from videoscene.pipeline import VideoScenePipeline
 from videoscene.types import Cameras
 
-from weights_factory import FRAMES, HEIGHT, WIDTH, make_tiny_weights
+from weights_factory import FRAMES, HEIGHT, WIDTH
 
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def weights_dir(tmp_path_factory) -> Path:
-    return make_tiny_weights(tmp_path_factory.mktemp("weights"))
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def two_views():
@@ -41,8 +31,8 @@ def two_views():
     return images, cameras
 
 
-def test_pipeline_one_step_outputs_and_determinism(weights_dir):
-    pipe = VideoScenePipeline.from_pretrained(weights_dir)
+def test_pipeline_one_step_outputs_and_determinism(tiny_weights):
+    pipe = VideoScenePipeline.from_pretrained(tiny_weights)
     images, cameras = two_views()
     output = pipe(images, cameras, seed=3)
     assert output.frames.shape == (FRAMES, 3, HEIGHT, WIDTH) and output.coarse_frames.shape == output.frames.shape
@@ -59,8 +49,8 @@ def test_pipeline_one_step_outputs_and_determinism(weights_dir):
     assert fixed.timestep == 549
 
 
-def test_pipeline_teacher_paths(weights_dir):
-    pipe = VideoScenePipeline.from_pretrained(weights_dir)
+def test_pipeline_teacher_paths(tiny_weights):
+    pipe = VideoScenePipeline.from_pretrained(tiny_weights)
     images, cameras = two_views()
     from_noise = pipe(images, cameras, model="teacher", timestep=None, num_steps=2, seed=0)
     assert from_noise.timestep is None and from_noise.method == "teacher@2"
@@ -70,8 +60,8 @@ def test_pipeline_teacher_paths(weights_dir):
         pipe(images, cameras, num_steps=4)
 
 
-def test_pipeline_bad_inputs(weights_dir):
-    pipe = VideoScenePipeline.from_pretrained(weights_dir)
+def test_pipeline_bad_inputs(tiny_weights):
+    pipe = VideoScenePipeline.from_pretrained(tiny_weights)
     images, cameras = two_views()
     with pytest.raises(VideoSceneError, match="exactly two"):
         pipe(images[:1], cameras)
@@ -106,11 +96,11 @@ def write_inputs(folder: Path, images, cameras, **extra):
     return paths, str(folder / "cams.json")
 
 
-def test_generate_cli_writes_every_output(weights_dir, tmp_path):
+def test_generate_cli_writes_every_output(tiny_weights, tmp_path):
     images, cameras = two_views()
     paths, cams = write_inputs(tmp_path / "in", images, cameras)
     out = tmp_path / "out"
-    assert main(["generate", "--images", *paths, "--cameras", cams, "--out", str(out), "--weights", str(weights_dir), "--seed", "1"]) == 0
+    assert main(["generate", "--images", *paths, "--cameras", cams, "--out", str(out), "--weights", str(tiny_weights), "--seed", "1"]) == 0
     assert {p.name for p in out.iterdir()} == {"video.mp4", "coarse.mp4", "frames", "gaussians.ply", "comparison.png", "report.json", OUTPUT_MARKER}
     assert len(list((out / "frames").iterdir())) == FRAMES
     report = json.loads((out / "report.json").read_text())
@@ -121,13 +111,13 @@ def test_generate_cli_writes_every_output(weights_dir, tmp_path):
     assert len(load_ply(out / "gaussians.ply")) == 2 * HEIGHT * WIDTH
 
 
-def test_generate_cli_accepts_opengl_cameras_in_pixels(weights_dir, tmp_path):
+def test_generate_cli_accepts_opengl_cameras_in_pixels(tiny_weights, tmp_path):
     images, cameras = two_views()
     flip = torch.diag(torch.tensor([1.0, -1.0, -1.0, 1.0]))
     pixel_k = cameras.intrinsics * torch.tensor([72.0, 48.0, 1.0])[:, None]
     paths, cams = write_inputs(tmp_path / "in", images, Cameras(cameras.extrinsics @ flip, pixel_k), convention="opengl", intrinsics_unit="pixels")
     out = tmp_path / "out"
-    assert main(["generate", "--images", *paths, "--cameras", cams, "--out", str(out), "--weights", str(weights_dir), "--timestep", "399"]) == 0
+    assert main(["generate", "--images", *paths, "--cameras", cams, "--out", str(out), "--weights", str(tiny_weights), "--timestep", "399"]) == 0
     extrinsics = torch.tensor(json.loads((out / "report.json").read_text())["cameras"]["extrinsics"])
     torch.testing.assert_close(extrinsics[0], cameras.extrinsics[0], atol=1e-5, rtol=0)
 
@@ -145,10 +135,10 @@ def test_generate_cli_accepts_opengl_cameras_in_pixels(weights_dir, tmp_path):
         ("cuda", "CUDA"),
     ],
 )
-def test_generate_bad_inputs_exit_non_zero_without_output(weights_dir, tmp_path, capsys, case, message):
+def test_generate_bad_inputs_exit_non_zero_without_output(tiny_weights, tmp_path, capsys, case, message):
     images, cameras = two_views()
     paths, cams = write_inputs(tmp_path / "in", images, cameras)
-    weights = str(weights_dir)
+    weights = str(tiny_weights)
     extra: list[str] = []
     if case == "one_image":
         paths = paths[:1]

@@ -31,15 +31,6 @@ def degraded_contexts(generator: torch.Generator, count: int) -> tuple[torch.Ten
     return content + degradation, best
 
 
-@pytest.fixture
-def one_thread():
-    """Tiny convolutions run fastest on one thread (and the test machine's cores are shared)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.parametrize("baseline", ["running_mean", "per_clip"])
 def test_bandit_learns_context_dependent_best_arm(one_thread, baseline):
     torch.manual_seed(0)

@@ -100,10 +100,8 @@ def test_ddpnet_reading_the_disagreement_checks_it_and_keeps_it_in_its_file(tmp_
     torch.testing.assert_close(loaded(latents, disagreement), net(latents, disagreement))
 
 
-def test_bandit_learns_the_arm_from_the_disagreement_alone():
+def test_bandit_learns_the_arm_from_the_disagreement_alone(one_thread):
     """The render latents carry no signal; how much the views disagree decides the best arm."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
     torch.manual_seed(0)
     generator = torch.Generator().manual_seed(0)
 
@@ -130,5 +128,4 @@ def test_bandit_learns_the_arm_from_the_disagreement_alone():
     latents, disagreement, best = contexts(300, torch.Generator().manual_seed(9))
     net.eval()
     accuracy = (torch.searchsorted(net.candidates, net.choose_timestep(latents, disagreement)) == best).float().mean()
-    torch.set_num_threads(threads)
     assert accuracy > 0.8, accuracy

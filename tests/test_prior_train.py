@@ -49,13 +49,7 @@ def plane_scene(key: str, depth: float, phase: float):
     return scene_from_frames(key, torch.stack(frames), extrinsics, intrinsics.repeat(FRAMES, 1, 1))
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These tests are dominated by small ops, for which one thread beats two on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

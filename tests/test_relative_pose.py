@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from weights_factory import FRAMES, make_tiny_weights
+from weights_factory import FRAMES
 
 from videoscene.cli import main
 from videoscene.data.synthetic import render_scene
@@ -37,12 +37,7 @@ LEGO_PAIRS = [(i, i + 3 + (i // 20) % 3) for i in range(0, 200, 20)]
 SYNTHETIC_SEEDS = (0, 2, 3, 5, 6)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def pose_errors(estimate: RelativePoseEstimate, true_extrinsics: torch.Tensor) -> tuple[float, float]:
@@ -204,11 +199,6 @@ def test_focal_precedence_fov_then_exif_then_default():
 
 
 # --------------------------------------------------------------------------------- generate without --cameras
-@pytest.fixture(scope="module")
-def weights_dir(tmp_path_factory) -> Path:
-    return make_tiny_weights(tmp_path_factory.mktemp("weights"))
-
-
 def save_pair(folder: Path, images: torch.Tensor) -> list[str]:
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -218,10 +208,10 @@ def save_pair(folder: Path, images: torch.Tensor) -> list[str]:
     return paths
 
 
-def test_generate_without_cameras_estimates_them(weights_dir, tmp_path, capsys):
+def test_generate_without_cameras_estimates_them(tiny_weights, tmp_path, capsys):
     paths = save_pair(tmp_path / "in", synthetic_pair(5)[0])
     out = tmp_path / "out"
-    arguments = ["generate", "--images", *paths, "--out", str(out), "--weights", str(weights_dir), "--fov", "70", "--baseline", "0.5"]
+    arguments = ["generate", "--images", *paths, "--out", str(out), "--weights", str(tiny_weights), "--fov", "70", "--baseline", "0.5"]
     assert main(arguments) == 0
     assert "inlier matches" in capsys.readouterr().out
     report = json.loads((out / "report.json").read_text())
@@ -238,12 +228,12 @@ def test_generate_without_cameras_estimates_them(weights_dir, tmp_path, capsys):
     "extra, message",
     [(["--fov", "0"], "field of view"), (["--baseline", "-1"], "--baseline"), (["--cameras", "CAMS", "--fov", "50"], "apply only")],
 )
-def test_generate_estimation_flags_are_validated(weights_dir, tmp_path, capsys, extra, message):
+def test_generate_estimation_flags_are_validated(tiny_weights, tmp_path, capsys, extra, message):
     paths = save_pair(tmp_path / "in", synthetic_pair(5)[0])
     cams = tmp_path / "cams.json"
     cams.write_text(json.dumps({"cameras": [{"extrinsics": np.eye(4).tolist(), "intrinsics": np.eye(3).tolist()}] * 2}))
     extra = [str(cams) if word == "CAMS" else word for word in extra]
-    assert main(["generate", "--images", *paths, "--out", str(tmp_path / "out"), "--weights", str(weights_dir), *extra]) == 2
+    assert main(["generate", "--images", *paths, "--out", str(tmp_path / "out"), "--weights", str(tiny_weights), *extra]) == 2
     error = capsys.readouterr().err.strip()
     assert message in error and len(error.splitlines()) == 1
     assert not (tmp_path / "out").exists()
@@ -251,11 +241,11 @@ def test_generate_estimation_flags_are_validated(weights_dir, tmp_path, capsys, 
 
 @pytest.mark.shared_data
 @pytest.mark.parametrize("scene", UNPOSED_PAIRS)
-def test_generate_on_real_unposed_pairs(shared_data, weights_dir, tmp_path, scene):
+def test_generate_on_real_unposed_pairs(shared_data, tiny_weights, tmp_path, scene):
     folder = shared_data / "unposed_pairs"
     paths = [str(folder / f"{scene}_{index}.png") for index in (1, 2)]
     out = tmp_path / scene
-    assert main(["generate", "--images", *paths, "--out", str(out), "--weights", str(weights_dir)]) == 0
+    assert main(["generate", "--images", *paths, "--out", str(out), "--weights", str(tiny_weights)]) == 0
     report = json.loads((out / "report.json").read_text())
     estimated = report["estimated_cameras"]
     logger.info("%s: %s", scene, estimated)

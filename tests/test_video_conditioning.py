@@ -12,16 +12,8 @@ from videoscene.video.conditioning import (
     place_condition_latents,
     sample_noise_augmentation_sigma,
 )
-from videoscene.video.config import PRESETS, ConditioningConfig
+from videoscene.video.config import ConditioningConfig
 from videoscene.video.models import VideoBackbone
-
-SMALL = PRESETS["tiny"].with_size(num_frames=9, height=32, width=48)
-
-
-@pytest.fixture(scope="module")
-def backbone() -> VideoBackbone:
-    torch.manual_seed(0)
-    return VideoBackbone.build(SMALL).eval()
 
 
 def test_noise_augmentation_sigma_is_log_normal_around_e_minus_3():
@@ -53,15 +45,15 @@ def test_layout_first_and_last_latent_frames_with_zeros_between():
         place_condition_latents(first, last, 1)
 
 
-def test_each_frame_is_encoded_alone_and_placed_at_the_ends(backbone):
+def test_each_frame_is_encoded_alone_and_placed_at_the_ends(video_backbone):
     first, last = torch.rand(1, 3, 32, 48), torch.rand(1, 3, 32, 48)
     with torch.no_grad():
-        condition = encode_condition_frames(backbone, first, last, 3, noise_augmentation=False)
-        alone_first = backbone.encode_video(first[:, None], sample_posterior=False)
-        alone_last = backbone.encode_video(last[:, None], sample_posterior=False)
+        condition = encode_condition_frames(video_backbone, first, last, 3, noise_augmentation=False)
+        alone_first = video_backbone.encode_video(first[:, None], sample_posterior=False)
+        alone_last = video_backbone.encode_video(last[:, None], sample_posterior=False)
         # Deterministic encoding (posterior mean) to compare against encoding each frame by itself.
         mean_condition = encode_condition_frames(
-            _with_posterior_mean(backbone), first, last, 3, noise_augmentation=False
+            _with_posterior_mean(video_backbone), first, last, 3, noise_augmentation=False
         )
     assert condition.shape == (1, 3, 8, 8, 12)
     assert condition[:, 1].abs().sum() == 0
@@ -69,16 +61,16 @@ def test_each_frame_is_encoded_alone_and_placed_at_the_ends(backbone):
     torch.testing.assert_close(mean_condition[:, 2], alone_last[:, 0], atol=1e-5, rtol=1e-5)
 
 
-def test_conditioning_is_seeded_and_noise_changes_it(backbone):
+def test_conditioning_is_seeded_and_noise_changes_it(video_backbone):
     first, last = torch.rand(1, 3, 32, 48), torch.rand(1, 3, 32, 48)
     with torch.no_grad():
-        a = encode_condition_frames(backbone, first, last, 3, generator=torch.Generator().manual_seed(1))
-        b = encode_condition_frames(backbone, first, last, 3, generator=torch.Generator().manual_seed(1))
-        c = encode_condition_frames(backbone, first, last, 3, generator=torch.Generator().manual_seed(2))
+        a = encode_condition_frames(video_backbone, first, last, 3, generator=torch.Generator().manual_seed(1))
+        b = encode_condition_frames(video_backbone, first, last, 3, generator=torch.Generator().manual_seed(1))
+        c = encode_condition_frames(video_backbone, first, last, 3, generator=torch.Generator().manual_seed(2))
     torch.testing.assert_close(a, b)
     assert not torch.equal(a, c)
     with pytest.raises(VideoSceneError, match="first and last"):
-        encode_condition_frames(backbone, first, last[..., :24], 3)
+        encode_condition_frames(video_backbone, first, last[..., :24], 3)
 
 
 def _with_posterior_mean(backbone: VideoBackbone) -> VideoBackbone:

@@ -7,14 +7,13 @@ import torch
 from diffusers import AutoencoderKLCogVideoX
 from torch import nn
 from torch.profiler import profile
+from weights_factory import SMALL_VIDEO
 
-from videoscene.video.config import PRESETS
 from videoscene.video.cpu_conv3d import use_onednn_conv3d
 from videoscene.video.models import VideoBackbone
 
 pytestmark = pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="this PyTorch build has no oneDNN")
 
-SMALL = PRESETS["tiny"].with_size(num_frames=9, height=32, width=48)
 
 
 def twin_pair(layer: nn.Module) -> tuple[nn.Module, nn.Module]:
@@ -75,7 +74,7 @@ def test_single_clip_takes_the_onednn_kernel_instead_of_slow_conv3d():
 
 def test_cogvideox_vae_encode_decode_match_pytorch_forward_and_backward():
     torch.manual_seed(0)
-    reference, fast = twin_pair(AutoencoderKLCogVideoX(**SMALL.vae_kwargs()))
+    reference, fast = twin_pair(AutoencoderKLCogVideoX(**SMALL_VIDEO.vae_kwargs()))
     video = torch.rand(1, 3, 9, 32, 48) * 2 - 1
 
     def round_trip(vae, pixels):
@@ -94,7 +93,7 @@ def test_cogvideox_vae_encode_decode_match_pytorch_forward_and_backward():
 
 def test_video_backbone_routes_its_vae_through_onednn():
     torch.manual_seed(0)
-    model = VideoBackbone.build(SMALL)
+    model = VideoBackbone.build(SMALL_VIDEO)
     convolutions = [m for m in model.vae.modules() if isinstance(m, nn.Conv3d)]
     assert convolutions and all("_conv_forward" in vars(m) for m in convolutions)
 

@@ -1,22 +1,13 @@
 """VideoBackbone: real diffusers CogVideoX components at toy size, plus the paper architecture on the meta device."""
 
-import json
-
 import pytest
 import torch
+from weights_factory import SMALL_VIDEO
 
 from videoscene.errors import VideoSceneError
-from videoscene.video.config import PRESETS, VideoModelConfig, preset
+from videoscene.video.config import PRESETS, preset
 from videoscene.video.models import VideoBackbone, load_prompt_embedding_file, rope_crop_region
 from videoscene.video.schedule import NoiseSchedule
-
-SMALL = PRESETS["tiny"].with_size(num_frames=9, height=32, width=48)
-
-
-@pytest.fixture(scope="module")
-def backbone() -> VideoBackbone:
-    torch.manual_seed(0)
-    return VideoBackbone.build(SMALL).eval()
 
 
 @pytest.mark.parametrize("frames", [9, 17])
@@ -32,42 +23,42 @@ def test_encode_decode_shapes_round_trip_the_frame_count(frames):
     assert decoded.min() >= 0 and decoded.max() <= 1
 
 
-def test_encode_rejects_frame_counts_that_do_not_decode_back(backbone):
+def test_encode_rejects_frame_counts_that_do_not_decode_back(video_backbone):
     with torch.no_grad():
-        assert backbone.encode_video(torch.rand(2, 1, 3, 32, 48)).shape == (2, 1, 8, 8, 12)
+        assert video_backbone.encode_video(torch.rand(2, 1, 3, 32, 48)).shape == (2, 1, 8, 8, 12)
         with pytest.raises(VideoSceneError, match="8k\\+1"):
-            backbone.encode_video(torch.rand(1, 13, 3, 32, 48))
+            video_backbone.encode_video(torch.rand(1, 13, 3, 32, 48))
         with pytest.raises(VideoSceneError, match="divisible"):
-            backbone.encode_video(torch.rand(1, 9, 3, 30, 48))
+            video_backbone.encode_video(torch.rand(1, 9, 3, 30, 48))
 
 
-def test_posterior_sampling_is_seeded(backbone):
+def test_posterior_sampling_is_seeded(video_backbone):
     video = torch.rand(1, 9, 3, 32, 48)
     with torch.no_grad():
-        a = backbone.encode_video(video, generator=torch.Generator().manual_seed(3))
-        b = backbone.encode_video(video, generator=torch.Generator().manual_seed(3))
-        c = backbone.encode_video(video, generator=torch.Generator().manual_seed(4))
-        mean = backbone.encode_video(video, sample_posterior=False)
+        a = video_backbone.encode_video(video, generator=torch.Generator().manual_seed(3))
+        b = video_backbone.encode_video(video, generator=torch.Generator().manual_seed(3))
+        c = video_backbone.encode_video(video, generator=torch.Generator().manual_seed(4))
+        mean = video_backbone.encode_video(video, sample_posterior=False)
     torch.testing.assert_close(a, b)
     assert not torch.equal(a, c) and not torch.equal(a, mean)
 
 
-def test_predict_v_shape_and_dependence_on_the_condition(backbone):
+def test_predict_v_shape_and_dependence_on_the_condition(video_backbone):
     noisy = torch.randn(2, 3, 8, 8, 12)
     condition = torch.randn(2, 3, 8, 8, 12)
     with torch.no_grad():
-        v = backbone.predict_v(noisy, condition, torch.tensor([100, 900]))
-        v_other = backbone.predict_v(noisy, torch.zeros_like(condition), torch.tensor([100, 900]))
-        v_scalar_t = backbone.predict_v(noisy[:1], condition[:1], 100)
+        v = video_backbone.predict_v(noisy, condition, torch.tensor([100, 900]))
+        v_other = video_backbone.predict_v(noisy, torch.zeros_like(condition), torch.tensor([100, 900]))
+        v_scalar_t = video_backbone.predict_v(noisy[:1], condition[:1], 100)
     assert v.shape == noisy.shape and v.dtype == torch.float32
     assert not torch.allclose(v, v_other)
     torch.testing.assert_close(v_scalar_t, v[:1], atol=1e-5, rtol=1e-5)
     with pytest.raises(VideoSceneError, match="differ"):
-        backbone.predict_v(noisy, condition[:, :2], 100)
+        video_backbone.predict_v(noisy, condition[:, :2], 100)
 
 
-def test_rotary_embedding_covers_every_video_token(backbone):
-    cos, sin = backbone.rotary_embedding(3, 8, 12)
+def test_rotary_embedding_covers_every_video_token(video_backbone):
+    cos, sin = video_backbone.rotary_embedding(3, 8, 12)
     assert cos.shape == sin.shape == (3 * 4 * 6, 32)
     # Grid equal to the base grid → crop is the whole grid; a wider grid fills the base width, centred.
     assert rope_crop_region(30, 45, 30, 45) == ((0, 0), (30, 45))
@@ -76,7 +67,7 @@ def test_rotary_embedding_covers_every_video_token(backbone):
 
 def test_bf16_forward_is_close_to_fp32():
     torch.manual_seed(0)
-    model = VideoBackbone.build(SMALL).eval()
+    model = VideoBackbone.build(SMALL_VIDEO).eval()
     noisy, condition = torch.randn(1, 3, 8, 8, 12), torch.randn(1, 3, 8, 8, 12)
     with torch.no_grad():
         reference = model.predict_v(noisy, condition, 500)
@@ -87,43 +78,43 @@ def test_bf16_forward_is_close_to_fp32():
     assert (half - reference).abs().max() < 0.1 * reference.abs().max()
 
 
-def test_save_load_round_trip_gives_identical_outputs(backbone, tmp_path):
-    backbone.set_scaling_factor(0.8)
+def test_save_load_round_trip_gives_identical_outputs(video_backbone, tmp_path):
+    video_backbone.set_scaling_factor(0.8)
     try:
-        backbone.save_pretrained(tmp_path / "ckpt")
+        video_backbone.save_pretrained(tmp_path / "ckpt")
     finally:
-        backbone.set_scaling_factor(SMALL.vae.scaling_factor)
+        video_backbone.set_scaling_factor(SMALL_VIDEO.vae.scaling_factor)
     loaded = VideoBackbone.from_pretrained(tmp_path / "ckpt").eval()
     assert loaded.config.vae.scaling_factor == 0.8 and loaded.vae.config.scaling_factor == 0.8
     assert isinstance(loaded.prompt_embedding.value, torch.nn.Parameter)
     video = torch.rand(1, 9, 3, 32, 48)
     with torch.no_grad():
         latents = loaded.encode_video(video, sample_posterior=False)
-        torch.testing.assert_close(latents, backbone.encode_video(video, sample_posterior=False) * 0.8)
+        torch.testing.assert_close(latents, video_backbone.encode_video(video, sample_posterior=False) * 0.8)
         noisy = torch.randn_like(latents)
-        torch.testing.assert_close(loaded.predict_v(noisy, latents, 300), backbone.predict_v(noisy, latents, 300), rtol=0, atol=0)
+        torch.testing.assert_close(loaded.predict_v(noisy, latents, 300), video_backbone.predict_v(noisy, latents, 300), rtol=0, atol=0)
     # Same VAE weights, different latent scale: latents scaled by 0.8 decode to the same video.
     with torch.no_grad():
         z = torch.randn(1, 3, 8, 8, 12)
-        torch.testing.assert_close(loaded.decode_latents(z * 0.8), backbone.decode_latents(z))
+        torch.testing.assert_close(loaded.decode_latents(z * 0.8), video_backbone.decode_latents(z))
     with pytest.raises(VideoSceneError, match="not empty"):
-        backbone.save_pretrained(tmp_path / "ckpt")
+        video_backbone.save_pretrained(tmp_path / "ckpt")
 
 
-def test_loads_a_diffusers_folder_with_a_prompt_embedding_file(backbone, tmp_path):
+def test_loads_a_diffusers_folder_with_a_prompt_embedding_file(video_backbone, tmp_path):
     folder = tmp_path / "CogVideoX-tiny-I2V"
-    backbone.vae.save_pretrained(folder / "vae")
-    backbone.transformer.save_pretrained(folder / "transformer")
+    video_backbone.vae.save_pretrained(folder / "vae")
+    video_backbone.transformer.save_pretrained(folder / "transformer")
     NoiseSchedule().make_solver().save_pretrained(folder / "scheduler")
     prompt = torch.randn(1, 8, 32)
     torch.save(prompt, tmp_path / "prompt_embeds.pt")
     loaded = VideoBackbone.from_pretrained(folder, prompt_embeds_path=tmp_path / "prompt_embeds.pt").eval()
     assert loaded.config.num_frames == 9 and (loaded.config.height, loaded.config.width) == (32, 48)
-    assert loaded.config.schedule == SMALL.schedule
+    assert loaded.config.schedule == SMALL_VIDEO.schedule
     assert loaded.vae.use_tiling and loaded.vae.use_slicing
     noisy, condition = torch.randn(1, 3, 8, 8, 12), torch.randn(1, 3, 8, 8, 12)
     with torch.no_grad():
-        expected = backbone.predict_v(noisy, condition, 700, prompt_embeds=prompt)
+        expected = video_backbone.predict_v(noisy, condition, 700, prompt_embeds=prompt)
         torch.testing.assert_close(loaded.predict_v(noisy, condition, 700), expected)
     with pytest.raises(VideoSceneError, match="text_encoder"):
         VideoBackbone.from_pretrained(folder)
@@ -168,19 +159,3 @@ def test_paper_preset_on_the_meta_device_has_the_cogvideox_5b_i2v_layout():
     with pytest.raises(VideoSceneError, match="learned positions"):
         model.predict_v(torch.zeros(1, 13, 16, 30, 46, device="meta"), torch.zeros(1, 13, 16, 30, 46, device="meta"), 1)
 
-
-def test_config_json_round_trip_and_validation(tmp_path):
-    for config in PRESETS.values():
-        config.save_json(tmp_path / f"{config.name}.json")
-        assert VideoModelConfig.load_json(tmp_path / f"{config.name}.json") == config
-    data = json.loads((tmp_path / "tiny.json").read_text())
-    data["num_frames"] = 13
-    (tmp_path / "bad.json").write_text(json.dumps(data))
-    with pytest.raises(VideoSceneError, match="8k\\+1"):
-        VideoModelConfig.load_json(tmp_path / "bad.json")
-    with pytest.raises(VideoSceneError, match="head_dim|attention_head_dim"):
-        PRESETS["tiny"].__class__(name="x", num_frames=9, height=32, width=48,
-                                  denoiser=PRESETS["tiny"].denoiser.__class__(attention_head_dim=24))
-    kwargs = PRESETS["paper"].transformer_kwargs()
-    assert (kwargs["in_channels"], kwargs["out_channels"], kwargs["num_layers"], kwargs["num_attention_heads"]) == (32, 16, 42, 48)
-    assert (kwargs["sample_frames"], kwargs["sample_height"], kwargs["sample_width"]) == (49, 60, 90)

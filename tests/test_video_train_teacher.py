@@ -9,7 +9,7 @@ import imageio.v3 as iio
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
-from test_video_train_vae import micro_data, micro_vae_config, one_thread  # noqa: F401  (fixtures)
+from test_video_train_vae import micro_data, micro_vae_config  # noqa: F401  (fixtures)
 
 from videoscene.cli import main as cli_main
 from videoscene.video.models import ATTENTION_PARAMETERS
@@ -28,6 +28,8 @@ from videoscene.video.train_teacher import (
     train_teacher,
 )
 from videoscene.video.train_vae import held_out_clips, train_vae
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -53,12 +53,7 @@ def moving_pattern_scene(key: str, phase: float):
     return scene_from_frames(key, torch.stack(frames).clamp(0, 1), torch.eye(4).repeat(SCENE_FRAMES, 1, 1), intrinsics)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

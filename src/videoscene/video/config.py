@@ -250,9 +250,9 @@ class VideoModelConfig:
                 f"{vae.temporal_compression_ratio.bit_length()} VAE blocks, got {len(vae.block_out_channels)}"
             )
         multiple = vae.spatial_compression * den.patch_size
-        if self.height % multiple or self.width % multiple:
+        if min(self.height, self.width) < 1 or self.height % multiple or self.width % multiple:
             raise VideoSceneError(
-                f"video config {self.name!r}: {self.height}x{self.width} must be divisible by {multiple} "
+                f"video config {self.name!r}: {self.height}x{self.width} must be positive and divisible by {multiple} "
                 f"(VAE ×{vae.spatial_compression} times patch {den.patch_size})"
             )
         if den.use_rotary_positional_embeddings and den.attention_head_dim % 16:
@@ -313,8 +313,11 @@ class VideoModelConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "VideoModelConfig":
+        if not isinstance(data, dict):
+            raise VideoSceneError(f"video config must be a JSON object, got {type(data).__name__}; compare with configs/video_tiny.json")
         data = dict(data)
         data.pop("format", None)
+        check_json_types(cls, data, "video config")  # the top-level fields; a section must be an object
         sections = {
             "vae": VAEConfig,
             "denoiser": DenoiserConfig,
@@ -350,6 +353,8 @@ class VideoModelConfig:
             data = json.loads(path.read_text())
         except json.JSONDecodeError as error:
             raise VideoSceneError(f"video config {path} is not valid JSON ({error})") from None
+        except (OSError, UnicodeDecodeError) as error:
+            raise VideoSceneError(f"video config {path} cannot be read ({error}); give a UTF-8 JSON file") from None
         return cls.from_dict(data)
 
 
