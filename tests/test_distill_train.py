@@ -15,17 +15,13 @@ from videoscene.distill.train import DistillTrainer
 from videoscene.training.randomness import batch_indices
 from videoscene.errors import VideoSceneError
 from videoscene.policy.ddpnet import DDPNet, PolicyConfig
-from videoscene.video.config import PRESETS
 from videoscene.video.models import VideoBackbone, trainable_parameter_names
+from weights_factory import tiny_video_config
 
 
 def tiny_teacher() -> VideoBackbone:
     """9 frames at 32×48 → latents [3, 8, 8, 12]; one transformer block."""
-    base = PRESETS["tiny"]
-    config = replace(
-        base, name="test", num_frames=9, height=32, width=48, denoiser=replace(base.denoiser, num_layers=1)
-    )
-    return VideoBackbone.build(config)
+    return VideoBackbone.build(tiny_video_config())
 
 
 def random_cache(folder: Path, teacher: VideoBackbone, count: int, seed: int) -> ClipCache:
