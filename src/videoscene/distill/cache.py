@@ -255,9 +255,9 @@ def encode_clip(
     context_batch, target_batch = batched(context), batched(target)
     background_color = torch.tensor([background], dtype=torch.float32, device=device)
     gaussians = prior(context_batch).gaussians
-    coarse = render_coarse(gaussians, context_batch, target_batch, size, background_color).clamp(0, 1)
+    coarse = render_coarse(gaussians, context_batch, target_batch.cameras, size, background_color).clamp(0, 1)
     disagreement = policy_inputs(
-        gaussians, context_batch, target_batch, config.vae.temporal_compression_ratio, config.vae.spatial_compression
+        gaussians, context_batch, target_batch.cameras, size, config.vae.temporal_compression_ratio, config.vae.spatial_compression
     )
 
     # 3. VAE latents of the render and of the ground truth; condition latents from the first and last frames.

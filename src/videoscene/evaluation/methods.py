@@ -138,13 +138,9 @@ def build_coarse(spec: MethodSpec, resources: MethodResources) -> GenerateFn:
         context = request.context.to(resources.device)
         batched = Views(context.image[None], context.extrinsics[None], context.intrinsics[None], context.near[None], context.far[None])
         path = request.path.to(resources.device)
-        target = Views(
-            torch.zeros(1, len(path), 3, *request.image_shape, device=resources.device),
-            path.extrinsics[None], path.intrinsics[None], context.near[None, :1].expand(1, len(path)),
-            context.far[None, :1].expand(1, len(path)),
-        )  # fmt: skip
+        cameras = Cameras(path.extrinsics[None], path.intrinsics[None])
         color = render_coarse(
-            prior(batched).gaussians, batched, target, request.image_shape, torch.tensor([background], device=resources.device)
+            prior(batched).gaussians, batched, cameras, request.image_shape, torch.tensor([background], device=resources.device)
         )
         return color[0].clamp(0, 1)
 
