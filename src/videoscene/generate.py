@@ -179,7 +179,7 @@ def generate(args: argparse.Namespace, image_paths: list[str], cameras_path: str
     out = check_output_dir(args.out, args.overwrite)
     device = resolve_device(args.device)
     # The student starts from the render at DDPNet's t; the teacher, unless told otherwise, from pure noise.
-    start = args.timestep or ("none" if args.model == "teacher" else "auto")
+    start = args.timestep if args.timestep is not None else ("none" if args.model == "teacher" else "auto")
     start = None if start == "none" else start
     images = [load_image(path) for path in image_paths]
     if images[0].shape != images[1].shape:
@@ -239,7 +239,8 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--frames", type=arguments.frame_count, help="number of frames, 8k+1 (default: the model's, 17 for tiny)")
     parser.add_argument(
         "--timestep", type=arguments.timestep,
-        help="'auto' (DDPNet), an integer t in [1, 999], or 'none' (pure noise); default: auto for the student, none for the teacher"
+        help="'auto' (DDPNet), an integer t from 1 to T-1 of the model's schedule (999 for CogVideoX), or 'none' (pure noise); "
+        "default: auto for the student, none for the teacher"
     )
     parser.add_argument("--steps", type=arguments.positive_int, default=1, help="denoising steps (1 for the student; 1/4/50 with --model teacher)")
     parser.add_argument("--model", default="student", choices=["student", "student-noleap", "teacher"])

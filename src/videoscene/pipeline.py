@@ -30,7 +30,7 @@ from torch import Tensor
 
 from videoscene.arguments import resolve_device
 from videoscene.config_json import check_json_types
-from videoscene.distill.leap import DistilledStudent, load_distilled
+from videoscene.distill.student import DistilledStudent, load_distilled, start_timestep
 from videoscene.errors import VideoSceneError
 from videoscene.geometry.cameras import check_rigid
 from videoscene.geometry.image_ops import crop_to_aspect_and_resize, crop_to_aspect_and_resize_intrinsics
@@ -196,12 +196,13 @@ class VideoScenePipeline:
         # 7. Choose where the denoising starts (DDPNet reads x₀ʳ and, if trained so, the views' disagreement)
         with _timed(timings, "policy"):
             start = self._start_timestep(backbone, model, timestep, render_latents, gaussians, context, path_cameras)
+        start_t = None if start is None else int(start[0])
 
         # 8. Denoise: one student step from the leap, or the multi-step teacher
         with _timed(timings, "denoise"):
             if model == "teacher":
-                sampling = SamplingConfig(num_steps=num_steps, start_timestep=start)
-                start_latents = render_latents if start is not None else None
+                sampling = SamplingConfig(num_steps=num_steps, start_timestep=start_t)
+                start_latents = None if start is None else render_latents
                 latents = sample_latents(backbone, condition, sampling, generator=generator, start_latents=start_latents)
             else:
                 latents = self._student(model).generate(render_latents, condition, start, generator=generator)
@@ -211,13 +212,13 @@ class VideoScenePipeline:
             frames = backbone.decode_latents(latents)
         timings["total"] = sum(timings.values())
 
-        method = model if model != "teacher" else f"teacher{'-leap' if start is not None else ''}@{num_steps}"
+        method = model if model != "teacher" else f"teacher{'' if start is None else '-leap'}@{num_steps}"
         return VideoSceneOutput(
             frames=frames[0].float().cpu(),
             coarse_frames=coarse[0].float().cpu(),
             gaussians=gaussians.select(0).to("cpu"),
             cameras=Cameras(path.extrinsics.cpu(), path.intrinsics.cpu()),
-            timestep=start,
+            timestep=start_t,
             method=method,
             timings=timings,
         )
@@ -281,33 +282,35 @@ class VideoScenePipeline:
         return Cameras(extrinsics, intrinsics)
 
     def _start_timestep(
-        self, backbone: VideoBackbone, model: str, timestep, render_latents: Tensor, gaussians: Gaussians, context: Views, path_cameras: Cameras
-    ) -> int | None:
-        last = backbone.config.schedule.num_train_timesteps - 1
-        if model == "student-noleap":
-            return None  # the ablation is distilled from, and sampled from, pure noise
+        self,
+        backbone: VideoBackbone,
+        model: str,
+        timestep: int | Literal["auto"] | None,
+        render_latents: Tensor,
+        gaussians: Gaussians,
+        context: Views,
+        path_cameras: Cameras,
+    ) -> Tensor | None:
+        """`start_timestep` for this call ([1]), or None to start from pure noise: the plain teacher, and the
+        no-leap student (its own `start_timestep` gives T−1). "auto" is the leap student's DDPNet (for the
+        teacher too), else the weights' fallback t."""
+        if model != "teacher" and self._student(model).leap.no_leap:
+            return None
         if timestep is None:
-            if model == "student":
+            if model != "teacher":
                 raise VideoSceneError("the leap student starts from the render: give timestep='auto' or an int t")
             return None
-        if timestep == "auto":
-            if self.distilled is not None and self.distilled.ddpnet is not None:
-                disagreement = None
-                if self.distilled.ddpnet.config.view_disagreement:
-                    video = self.distilled.student.config
-                    disagreement = policy_inputs(
-                        gaussians, context, path_cameras, (self.config.height, self.config.width),
-                        video.vae.temporal_compression_ratio, video.vae.spatial_compression,
-                    )  # fmt: skip
-                return int(self.distilled.choose_timestep(render_latents.float(), disagreement)[0])
-            return self.config.fallback_timestep
-        if isinstance(timestep, str):
-            if not timestep.isdigit():
-                raise VideoSceneError(f"timestep must be 'auto' or an integer in [1, {last}], got {timestep!r}")
-            timestep = int(timestep)
-        if not 1 <= int(timestep) <= last:
-            raise VideoSceneError(f"timestep must be in [1, {last}], got {timestep}")
-        return int(timestep)
+        policy = self.distilled.ddpnet if timestep == "auto" and self.distilled is not None else None
+        disagreement = None
+        if policy is not None and policy.config.view_disagreement:
+            vae = self.distilled.student.config.vae
+            disagreement = policy_inputs(
+                gaussians, context, path_cameras, (self.config.height, self.config.width),
+                vae.temporal_compression_ratio, vae.spatial_compression,
+            )  # fmt: skip
+        fixed = self.config.fallback_timestep if timestep == "auto" else timestep
+        num_train_timesteps = backbone.config.schedule.num_train_timesteps
+        return start_timestep(policy, fixed, False, num_train_timesteps, render_latents.float(), disagreement)
 
     def describe(self) -> dict:
         return {

@@ -448,17 +448,15 @@ class DistillTrainer:
 
     def policy_timestep(self, render_latents: Tensor, disagreement: Tensor | None = None) -> Tensor:
         """DDPNet's greedy t when it exists, else the configured fixed validation t (T−1 without the leap)."""
-        if self.config.leap.no_leap:
-            return torch.full(
-                (render_latents.shape[0],),
-                self.schedule.num_train_timesteps - 1,
-                device=render_latents.device,
-            )
-        if self.bandit is not None:
-            self.bandit.net.eval()
-            return self.bandit.net.choose_timestep(render_latents, disagreement)
-        return torch.full(
-            (render_latents.shape[0],), self.config.train.validation_timestep, device=render_latents.device
+        from videoscene.distill.student import start_timestep
+
+        return start_timestep(
+            None if self.bandit is None else self.bandit.net.eval(),
+            self.config.train.validation_timestep,
+            self.config.leap.no_leap,
+            self.schedule.num_train_timesteps,
+            render_latents,
+            disagreement,
         )
 
     def _write_video(self, frames: Tensor) -> None:
