@@ -15,7 +15,6 @@ A weights folder holds:
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import time
@@ -361,36 +360,3 @@ def _timed(timings: dict[str, float], name: str) -> Iterator[None]:
     if torch.cuda.is_available():
         torch.cuda.synchronize()
     timings[name] = timings.get(name, 0.0) + time.perf_counter() - start
-
-
-# --------------------------------------------------------------------------------------------- evaluation hook
-@functools.lru_cache(maxsize=2)
-def _cached_pipeline(weights: Path, device: torch.device) -> VideoScenePipeline:
-    return VideoScenePipeline.from_pretrained(weights, device=device)
-
-
-def build_evaluation_method(spec, resources):
-    """`videoscene eval`'s generative methods (videoscene.evaluation.methods): teacher@N, teacher-leap@N,
-    student, student@tT, student-noleap, each a function of a GenerationRequest -> frames [F, 3, H, W]."""
-    pipeline = _cached_pipeline(Path(resources.weights), torch.device(resources.device))
-    settings = {
-        "teacher": dict(model="teacher", timestep=None, num_steps=spec.num_steps),
-        "teacher-leap": dict(model="teacher", timestep="auto", num_steps=spec.num_steps),
-        "student": dict(model="student", timestep=spec.timestep if spec.timestep is not None else "auto", num_steps=1),
-        "student-noleap": dict(model="student-noleap", timestep=None, num_steps=1),
-    }[spec.family]
-
-    def generate(request) -> Tensor:
-        context = request.context
-        output = pipeline(
-            context.image,
-            context.cameras,
-            target_cameras=request.path,
-            seed=request.seed,
-            near=float(context.near.min()),
-            far=float(context.far.max()),
-            **settings,
-        )
-        return output.frames
-
-    return generate
