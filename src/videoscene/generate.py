@@ -21,7 +21,6 @@ import platform
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 from PIL import Image
 
@@ -31,7 +30,7 @@ from videoscene.errors import VideoSceneError
 from videoscene.gaussians.ply import save_ply
 from videoscene.geometry.cameras import normalize_intrinsics, opengl_to_opencv
 from videoscene.geometry.relative_pose import RelativePoseConfig, RelativePoseEstimate, estimate_cameras, exif_focal
-from videoscene.image_io import MAX_IMAGE_PIXELS, MIN_IMAGE_SIDE, read_rgb, write_mp4
+from videoscene.image_io import MAX_IMAGE_PIXELS, MIN_IMAGE_SIDE, read_rgb, to_uint8, write_mp4
 from videoscene.io_utils import check_output_dir, read_json_object, staged_output_dir, write_json_atomic
 from videoscene.types import Cameras
 
@@ -93,11 +92,6 @@ def _depth(path, raw: dict, key: str) -> float | None:
     return float(value)
 
 
-def to_uint8(frames: torch.Tensor) -> np.ndarray:
-    """[F, 3, H, W] in [0, 1] -> [F, H, W, 3] uint8."""
-    return (frames.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
-
-
 def plot_comparison(path: Path, images: torch.Tensor, output, columns: int = 5) -> None:
     """comparison.png: labelled rows (the two input views · the coarse render · the generated video, with its
     method and t) at evenly spaced, numbered frames; small videos are upscaled with nearest neighbours."""
@@ -122,7 +116,7 @@ def plot_comparison(path: Path, images: torch.Tensor, output, columns: int = 5) 
             axes.set_xticks([])
             axes.set_yticks([])
             if c in panels:
-                axes.imshow(to_uint8(panels[c][None].float())[0], interpolation="nearest")
+                axes.imshow(to_uint8(panels[c]).permute(1, 2, 0).numpy(), interpolation="nearest")
             else:
                 axes.set_frame_on(False)
             if r == 0 and c in panels:
@@ -141,7 +135,7 @@ def write_outputs(
         write_mp4(stage / "video.mp4", output.frames)
         write_mp4(stage / "coarse.mp4", output.coarse_frames)
         (stage / "frames").mkdir()
-        for index, frame in enumerate(to_uint8(output.frames)):
+        for index, frame in enumerate(to_uint8(output.frames).permute(0, 2, 3, 1).numpy()):
             Image.fromarray(frame).save(stage / "frames" / f"{index:03d}.png")
         save_ply(stage / "gaussians.ply", output.gaussians)
         plot_comparison(stage / "comparison.png", images, output)

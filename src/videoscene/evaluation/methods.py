@@ -24,7 +24,6 @@ process and device). `register_family` adds or replaces a family (e.g. a baselin
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import re
 from dataclasses import dataclass
@@ -36,6 +35,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from videoscene.errors import VideoSceneError
+from videoscene.io_utils import read_json_object
 from videoscene.types import Cameras, Views
 from videoscene.video.config import NUM_TRAIN_TIMESTEPS
 
@@ -131,7 +131,7 @@ def build_coarse(spec: MethodSpec, resources: MethodResources) -> GenerateFn:
     background = [0.0, 0.0, 0.0]
     train_config = folder / "train_config.json"
     if train_config.is_file():
-        background = json.loads(train_config.read_text()).get("background", background)
+        background = read_json_object(train_config, "prior training config").get("background", background)
     logger.info("coarse: prior from %s (%d parameters)", folder, prior.parameter_count())
 
     def generate(request: GenerationRequest) -> Tensor:
