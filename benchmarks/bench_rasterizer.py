@@ -29,6 +29,7 @@ import torch
 
 from videoscene.gaussians.ply import gaussians_from_points
 from videoscene.gaussians.rasterizer import TorchRasterizerConfig, render
+from videoscene.image_io import to_uint8
 from videoscene.io_utils import atomic_path, write_json_atomic
 from videoscene.types import Gaussians
 
@@ -132,7 +133,7 @@ def render_garden(out_png: Path) -> dict:
     with torch.no_grad():
         output = render(gaussians, extrinsics[None, None], intrinsics[None, None], (height, width), backend="torch")
     seconds = time.perf_counter() - start
-    image = (output.color[0, 0].permute(1, 2, 0).clamp(0, 1) * 255).round().byte().numpy()
+    image = to_uint8(output.color[0, 0]).permute(1, 2, 0).numpy()
     with atomic_path(out_png) as tmp:
         iio.imwrite(tmp, image, extension=".png")
     logger.info("wrote %s", out_png)

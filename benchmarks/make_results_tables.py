@@ -19,11 +19,11 @@ Prints the tables to stdout (paste them into docs/results.md with the commands t
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 from videoscene.errors import VideoSceneError
+from videoscene.io_utils import read_json_object
 
 SPEED_JSON = Path(__file__).parent / "results" / "pipeline_speed.json"
 REFERENCE = "ground-truth"  # the reference row of metrics.json (videoscene.evaluation.runner.REFERENCE)
@@ -130,10 +130,7 @@ def table6(speed: dict) -> str:
 
 
 def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as error:
-        raise VideoSceneError(f"cannot read {path} ({error}); pass a metrics.json written by `videoscene eval`") from None
+    return read_json_object(path, "results file", "; pass a metrics.json written by `videoscene eval`")
 
 
 def render(metrics_files: list[Path], speed_file: Path | None, steps: list[int]) -> str:

@@ -17,6 +17,7 @@ from videoscene.distill.leap import (
     teacher_step,
     timestep_grid,
 )
+from videoscene.distill.student import start_timestep
 from videoscene.distill.train import copy_backbone
 from videoscene.video.models import VideoBackbone
 from videoscene.video.schedule import NoiseSchedule
@@ -164,6 +165,7 @@ def test_one_step_generation_leap_versus_pure_noise(networks):
     )
     assert (a - b).abs().max() > 1e-3  # the leap result depends on the render
     no_leap = LeapConfig(no_leap=True)
+    t = start_timestep(None, None, True, schedule.num_train_timesteps, batch.render_latents)
     c = one_step_generate(
         teacher.predict_v, schedule, batch.render_latents, batch.condition_latents, t, noise, no_leap
     )
@@ -185,20 +187,3 @@ def test_ema_update_maths():
     ema_update(target, online, 0.0)  # μ = 0 copies θ
     for t, o in zip(target, online):
         torch.testing.assert_close(t.detach(), o.detach())
-
-
-def test_student_generate_passes_the_views_disagreement_to_its_ddpnet(networks):
-    """A DDPNet trained with the views' disagreement D needs it when the student picks t itself."""
-    from videoscene.distill.leap import DistilledStudent
-    from videoscene.errors import VideoSceneError
-    from videoscene.policy.ddpnet import DDPNet, DDPNetConfig
-
-    teacher, _, _, _, batch = networks
-    config = teacher.config
-    ddpnet = DDPNet(DDPNetConfig(config.latent_frames, config.latent_channels, (199, 599), hidden_channels=8, view_disagreement=True))
-    student = DistilledStudent(teacher, ddpnet.eval(), LeapConfig())
-    disagreement = torch.rand(3, config.latent_frames, 2, config.latent_height, config.latent_width)
-    out = student.generate(batch.render_latents, batch.condition_latents, None, disagreement=disagreement)
-    assert out.shape == batch.render_latents.shape
-    with pytest.raises(VideoSceneError, match="disagreement"):
-        student.generate(batch.render_latents, batch.condition_latents, None)

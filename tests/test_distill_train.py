@@ -10,7 +10,7 @@ import torch
 from videoscene.cli import main
 from videoscene.distill.cache import CachedClip, CacheWriter, ClipCache
 from videoscene.distill.config import DataConfig, DistillConfig, TrainConfig
-from videoscene.distill.leap import load_distilled
+from videoscene.distill.student import load_distilled
 from videoscene.distill.train import DistillTrainer
 from videoscene.training.randomness import batch_indices
 from videoscene.errors import VideoSceneError
@@ -101,7 +101,7 @@ def test_three_steps_end_to_end_write_every_output(setup, tmp_path):
     # The exported run as the pipeline opens it: DDPNet's t, then one student step.
     distilled = load_distilled(out)
     clip = val_cache.latent_batch([0, 1])
-    chosen = distilled.choose_timestep(clip.render_latents)
+    chosen = distilled.start_timestep(clip.render_latents)
     assert set(chosen.tolist()) <= {199, 399, 599}
     generated = distilled.generate(
         clip.render_latents, clip.condition_latents, generator=torch.Generator().manual_seed(0)
@@ -246,9 +246,8 @@ def test_cli_runs_leap_and_no_leap(setup, tmp_path):
     assert not (tmp_path / "noleap" / "ddpnet.safetensors").exists()  # no t to choose without the leap
     distilled = load_distilled(tmp_path / "noleap")
     assert distilled.leap.no_leap and distilled.ddpnet is None
-    with pytest.raises(VideoSceneError, match="no DDPNet"):
-        distilled.choose_timestep(val_cache.latent_batch([0]).render_latents)
     clip = val_cache.latent_batch([0])
+    assert distilled.start_timestep(clip.render_latents, 199).tolist() == [999]  # pure noise, whatever t is asked for
     a = distilled.generate(clip.render_latents, clip.condition_latents, 199, torch.Generator().manual_seed(0))
     b = distilled.generate(
         clip.render_latents + 1, clip.condition_latents, 599, torch.Generator().manual_seed(0)

@@ -10,6 +10,7 @@ from videoscene.geometry.image_ops import (
     center_crop,
     crop,
     crop_to_aspect_and_resize,
+    crop_to_aspect_and_resize_intrinsics,
     fit_within,
     resize,
     undistort,
@@ -80,6 +81,13 @@ def test_crop_to_aspect_output_size_and_bad_windows():
     with pytest.raises(VideoSceneError, match="3, H, W"):
         resize(torch.rand(HEIGHT, WIDTH), INTRINSICS, (10, 10))
     assert fit_within(400, 300, 100) == (100, 75) and fit_within(40, 30, 100) == (40, 30)
+
+
+@pytest.mark.parametrize("size", [(16, 24), (32, 32), (30, 90), (120, 60)])
+def test_crop_to_aspect_intrinsics_without_the_images(size):
+    """The intrinsics alone, for cameras given at the input's size, are those that come with the images."""
+    _, with_images = crop_to_aspect_and_resize(torch.rand(2, 3, HEIGHT, WIDTH), INTRINSICS.expand(2, 3, 3), size)
+    torch.testing.assert_close(crop_to_aspect_and_resize_intrinsics(INTRINSICS.expand(2, 3, 3), (HEIGHT, WIDTH), size), with_images, rtol=0, atol=0)
 
 
 def test_undistort_moves_the_dot_to_its_pinhole_position():

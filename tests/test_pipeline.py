@@ -79,6 +79,39 @@ def test_pipeline_bad_inputs(tiny_weights):
         pipe(images, cameras, model="student-noleap")
 
 
+@pytest.mark.parametrize("with_targets", [False, True])
+def test_pipeline_checks_the_cameras_rigidity_once_at_input(tiny_weights, monkeypatch, with_targets):
+    """The two cameras (and the target cameras) are checked in step 1; the camera path and the prior trust it."""
+    import videoscene.geometry.trajectory
+    import videoscene.pipeline
+    import videoscene.prior.encoder
+
+    checked = []
+
+    def recording(module):
+        original = module.check_rigid
+
+        def check_rigid(extrinsics, *args, **kwargs):
+            checked.append((module.__name__, tuple(extrinsics.shape)))
+            return original(extrinsics, *args, **kwargs)
+
+        return check_rigid
+
+    for module in (videoscene.pipeline, videoscene.geometry.trajectory, videoscene.prior.encoder):
+        monkeypatch.setattr(module, "check_rigid", recording(module))
+    pipe = VideoScenePipeline.from_pretrained(tiny_weights)
+    images, cameras = two_views()
+    targets = None
+    if with_targets:
+        from videoscene.data.synthetic import render_scene
+
+        _, extrinsics, intrinsics, _ = render_scene(5, 0, 9, 48, 72)
+        targets = Cameras(torch.as_tensor(extrinsics).float(), torch.as_tensor(intrinsics).float())
+    pipe(images, cameras, target_cameras=targets, timestep=399)
+    expected = [("videoscene.pipeline", (2, 4, 4))] + ([("videoscene.pipeline", (9, 4, 4))] if with_targets else [])
+    assert checked == expected
+
+
 def test_missing_weights_folder_is_one_line(tmp_path):
     with pytest.raises(VideoSceneError, match="not a VideoScene weights folder"):
         VideoScenePipeline.from_pretrained(tmp_path)

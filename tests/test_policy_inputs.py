@@ -52,10 +52,10 @@ def concat(*parts: Gaussians) -> Gaussians:
 
 def test_identical_views_agree_and_different_colours_disagree():
     context, target = camera_views(2), camera_views(3)
-    same = view_disagreement(concat(wall(0.3), wall(0.3)), 2, context, target, (HEIGHT, WIDTH))
+    same = view_disagreement(concat(wall(0.3), wall(0.3)), 2, context, target.cameras, (HEIGHT, WIDTH))
     assert same.shape == (1, 3, 2, HEIGHT, WIDTH)
     assert same[:, :, 0].abs().max() < 1e-6 and (same[:, :, 1] == 1).all()  # the wall covers every pixel
-    different = view_disagreement(concat(wall(0.3), wall(0.7)), 2, context, target, (HEIGHT, WIDTH))
+    different = view_disagreement(concat(wall(0.3), wall(0.7)), 2, context, target.cameras, (HEIGHT, WIDTH))
     close = ((different[:, :, 0] - 0.2).abs() < 0.02).float().mean()
     assert close > 0.95, close  # (|0.3 − 0.7|)/2 except at a few pixels where the random walls are thin
 
@@ -67,7 +67,7 @@ def test_matches_two_separate_renders():
     right = Gaussians(right.means.clone(), right.scales, right.rotations, right.harmonics, right.opacities)
     right.means[..., 0] += 2.5  # only part of the image is covered by the right view's wall
     right = concat(right, wall(0.9, count=100, seed=3))  # equal counts per view (300 each)
-    output = view_disagreement(concat(left, right), 2, context, target, (HEIGHT, WIDTH))
+    output = view_disagreement(concat(left, right), 2, context, target.cameras, (HEIGHT, WIDTH))
     black = torch.zeros(1, 3)
     a = render(left, target.extrinsics, target.intrinsics, (HEIGHT, WIDTH), black, near=0.1, far=100)
     b = render(right, target.extrinsics, target.intrinsics, (HEIGHT, WIDTH), black, near=0.1, far=100)
@@ -80,10 +80,10 @@ def test_matches_two_separate_renders():
 def test_policy_inputs_on_the_latent_grid():
     assert policy_frames(17, 4) == [0, 4, 8, 12, 16] and policy_frames(49, 4)[-1] == 48
     gaussians = concat(wall(0.3), wall(0.7))
-    inputs = policy_inputs(gaussians, camera_views(2), camera_views(9), temporal_compression=4, spatial_compression=4)
+    inputs = policy_inputs(gaussians, camera_views(2), camera_views(9).cameras, (HEIGHT, WIDTH), temporal_compression=4, spatial_compression=4)
     assert inputs.shape == (1, 3, 2, HEIGHT // 4, WIDTH // 4)
     with pytest.raises(VideoSceneError, match="cannot be split"):
-        view_disagreement(concat(wall(0.3), wall(0.7, count=11)), 2, camera_views(2), camera_views(3), (HEIGHT, WIDTH))
+        view_disagreement(concat(wall(0.3), wall(0.7, count=11)), 2, camera_views(2), camera_views(3).cameras, (HEIGHT, WIDTH))
 
 
 def test_ddpnet_reading_the_disagreement_checks_it_and_keeps_it_in_its_file(tmp_path):

@@ -33,7 +33,6 @@ from videoscene.errors import VideoSceneError
 from videoscene.demo import DEMO_ASSETS
 from videoscene.generate import estimate_cameras_for_files, load_cameras_file, load_image, write_outputs
 from videoscene.image_io import MIN_IMAGE_SIDE
-from videoscene.video.config import NUM_TRAIN_TIMESTEPS
 
 try:
     import gradio as gr
@@ -281,7 +280,7 @@ def _parse_timestep(timestep) -> int | str:
     except argparse.ArgumentTypeError:
         start = None
     if start in (None, "none"):  # unparsable, or pure noise: the app runs the leap student, which starts from the render
-        raise VideoSceneError(f"timestep must be 'auto' or a whole number from 1 to {NUM_TRAIN_TIMESTEPS - 1}, got {timestep!r}")
+        raise VideoSceneError(f"timestep must be 'auto' or a whole number t, got {timestep!r}")
     return start
 
 

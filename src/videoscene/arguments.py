@@ -1,5 +1,6 @@
 """Command-line argument types shared by every subcommand: each parses and range-checks its value once,
-so a bad value is one argparse line before anything is loaded."""
+so a bad value is one argparse line before anything is loaded (a timestep's range belongs to the model's
+schedule, so only its form is checked here)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ import re
 import torch
 
 from videoscene.errors import InputError
-from videoscene.video.config import NUM_TRAIN_TIMESTEPS
 
 MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed and numpy's SeedSequence both take it
 _DEVICE = re.compile(r"(cpu|cuda|cuda:\d+|mps|auto)")
@@ -43,13 +43,13 @@ def frame_count(text: str) -> int:
 
 
 def timestep(text: str) -> int | str:
-    """'auto' (DDPNet's choice), 'none' (start from pure noise) or t in [1, 999]."""
+    """'auto' (DDPNet's choice), 'none' (start from pure noise) or a whole number t >= 1. Its upper bound,
+    T−1, is the loaded model's schedule's, checked where t is used (`distill.student.start_timestep`)."""
     word = text.strip().lower()
     if word in ("auto", "none"):
         return word
-    last = NUM_TRAIN_TIMESTEPS - 1
-    if not word.isdigit() or not 1 <= int(word) <= last:
-        raise argparse.ArgumentTypeError(f"the timestep must be 'auto', 'none' or a whole number from 1 to {last}, got {text!r}")
+    if not re.fullmatch(r"[0-9]+", word) or int(word) < 1:
+        raise argparse.ArgumentTypeError(f"the timestep must be 'auto', 'none' or a whole number t >= 1, got {text!r}")
     return int(word)
 
 

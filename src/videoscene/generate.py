@@ -21,7 +21,6 @@ import platform
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 from PIL import Image
 
@@ -31,7 +30,7 @@ from videoscene.errors import VideoSceneError
 from videoscene.gaussians.ply import save_ply
 from videoscene.geometry.cameras import normalize_intrinsics, opengl_to_opencv
 from videoscene.geometry.relative_pose import RelativePoseConfig, RelativePoseEstimate, estimate_cameras, exif_focal
-from videoscene.image_io import MAX_IMAGE_PIXELS, MIN_IMAGE_SIDE, read_rgb, write_mp4
+from videoscene.image_io import MAX_IMAGE_PIXELS, MIN_IMAGE_SIDE, read_rgb, to_uint8, write_mp4
 from videoscene.io_utils import check_output_dir, read_json_object, staged_output_dir, write_json_atomic
 from videoscene.types import Cameras
 
@@ -93,11 +92,6 @@ def _depth(path, raw: dict, key: str) -> float | None:
     return float(value)
 
 
-def to_uint8(frames: torch.Tensor) -> np.ndarray:
-    """[F, 3, H, W] in [0, 1] -> [F, H, W, 3] uint8."""
-    return (frames.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
-
-
 def plot_comparison(path: Path, images: torch.Tensor, output, columns: int = 5) -> None:
     """comparison.png: labelled rows (the two input views · the coarse render · the generated video, with its
     method and t) at evenly spaced, numbered frames; small videos are upscaled with nearest neighbours."""
@@ -122,7 +116,7 @@ def plot_comparison(path: Path, images: torch.Tensor, output, columns: int = 5) 
             axes.set_xticks([])
             axes.set_yticks([])
             if c in panels:
-                axes.imshow(to_uint8(panels[c][None].float())[0], interpolation="nearest")
+                axes.imshow(to_uint8(panels[c]).permute(1, 2, 0).numpy(), interpolation="nearest")
             else:
                 axes.set_frame_on(False)
             if r == 0 and c in panels:
@@ -141,7 +135,7 @@ def write_outputs(
         write_mp4(stage / "video.mp4", output.frames)
         write_mp4(stage / "coarse.mp4", output.coarse_frames)
         (stage / "frames").mkdir()
-        for index, frame in enumerate(to_uint8(output.frames)):
+        for index, frame in enumerate(to_uint8(output.frames).permute(0, 2, 3, 1).numpy()):
             Image.fromarray(frame).save(stage / "frames" / f"{index:03d}.png")
         save_ply(stage / "gaussians.ply", output.gaussians)
         plot_comparison(stage / "comparison.png", images, output)
@@ -179,7 +173,7 @@ def generate(args: argparse.Namespace, image_paths: list[str], cameras_path: str
     out = check_output_dir(args.out, args.overwrite)
     device = resolve_device(args.device)
     # The student starts from the render at DDPNet's t; the teacher, unless told otherwise, from pure noise.
-    start = args.timestep or ("none" if args.model == "teacher" else "auto")
+    start = args.timestep if args.timestep is not None else ("none" if args.model == "teacher" else "auto")
     start = None if start == "none" else start
     images = [load_image(path) for path in image_paths]
     if images[0].shape != images[1].shape:
@@ -239,7 +233,8 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--frames", type=arguments.frame_count, help="number of frames, 8k+1 (default: the model's, 17 for tiny)")
     parser.add_argument(
         "--timestep", type=arguments.timestep,
-        help="'auto' (DDPNet), an integer t in [1, 999], or 'none' (pure noise); default: auto for the student, none for the teacher"
+        help="'auto' (DDPNet), an integer t from 1 to T-1 of the model's schedule (999 for CogVideoX), or 'none' (pure noise); "
+        "default: auto for the student, none for the teacher"
     )
     parser.add_argument("--steps", type=arguments.positive_int, default=1, help="denoising steps (1 for the student; 1/4/50 with --model teacher)")
     parser.add_argument("--model", default="student", choices=["student", "student-noleap", "teacher"])

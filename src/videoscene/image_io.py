@@ -13,6 +13,7 @@ from typing import Iterator
 
 import numpy as np
 import torch
+from jaxtyping import Float, UInt8
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
@@ -63,7 +64,17 @@ def read_rgb(
     if (alpha < 1).any():
         logger.info("image %s has transparent pixels: composited onto %s", path.name, background)
     composite = rgba[..., :3] * alpha + BACKGROUNDS[background] * (1 - alpha)
-    return np.round(composite * 255).astype(np.uint8)
+    return to_uint8(torch.from_numpy(composite)).numpy()
+
+
+def to_uint8(images: Float[Tensor, "*shape"]) -> UInt8[Tensor, "*shape"]:
+    """Floats in [0, 1] -> uint8 of the same shape and device: clamped, times 255, rounded to the nearest
+    (ties to even). Every float-to-8-bit conversion goes through here, so the same image gives the same bytes
+    in a PNG, an mp4, a cache or OpenCV. Half precision is widened to float32 first; float64 is kept."""
+    images = images.detach()
+    if images.dtype != torch.float64:
+        images = images.float()
+    return (images.clamp(0, 1) * 255).round().to(torch.uint8)
 
 
 @contextlib.contextmanager
@@ -92,8 +103,8 @@ def _to_rgb_or_rgba(image: Image.Image) -> np.ndarray:
         scale = 255 / 65535 if image.mode.startswith("I;16") or grey.max(initial=0) <= 65535 else 255 / 2**32
         return np.repeat(np.clip(np.round(grey * scale), 0, 255).astype(np.uint8)[..., None], 3, axis=-1)
     if image.mode == "F":
-        grey = np.clip(np.asarray(image, dtype=np.float64), 0, 1)
-        return np.repeat(np.round(grey * 255).astype(np.uint8)[..., None], 3, axis=-1)
+        grey = to_uint8(torch.from_numpy(np.asarray(image, dtype=np.float64))).numpy()
+        return np.repeat(grey[..., None], 3, axis=-1)
     has_alpha = image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info
     return np.array(image.convert("RGBA" if has_alpha else "RGB"))
 
@@ -125,7 +136,7 @@ def write_mp4(path: str | Path, frames: Tensor, fps: int = 8) -> None:
     """Frames [F, 3, H, W] in [0, 1] -> an H.264 mp4 at `path`, written atomically."""
     if frames.ndim != 4 or frames.shape[1] != 3:
         raise ValueError(f"a video must be [frames, 3, height, width], got {tuple(frames.shape)}")
-    pixels = (frames.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    pixels = to_uint8(frames).permute(0, 2, 3, 1).cpu().numpy()
     encoded = encode_mp4(pixels, fps)
     with atomic_path(path) as tmp:
         tmp.write_bytes(encoded)

@@ -15,7 +15,6 @@ A weights folder holds:
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import time
@@ -30,12 +29,12 @@ from torch import Tensor
 
 from videoscene.arguments import resolve_device
 from videoscene.config_json import check_json_types
-from videoscene.distill.leap import DistilledStudent, load_distilled
+from videoscene.distill.student import DistilledStudent, load_distilled, start_timestep
 from videoscene.errors import VideoSceneError
 from videoscene.geometry.cameras import check_rigid
-from videoscene.io_utils import read_json_object
-from videoscene.geometry.image_ops import crop_to_aspect_and_resize
+from videoscene.geometry.image_ops import crop_to_aspect_and_resize, crop_to_aspect_and_resize_intrinsics
 from videoscene.geometry.trajectory import interpolate_cameras
+from videoscene.io_utils import read_json_object
 from videoscene.policy.ddpnet import policy_inputs
 from videoscene.prior.encoder import GaussianEncoder
 from videoscene.prior.render import render_coarse
@@ -155,7 +154,7 @@ class VideoScenePipeline:
 
         # 1. Check inputs
         backbone = self._backbone(model, num_steps)
-        self._check_inputs(images, cameras)
+        self._check_inputs(images, cameras, target_cameras)
         near = self.config.near if near is None else near
         far = self.config.far if far is None else far
         if not 0 < near < far:
@@ -172,24 +171,18 @@ class VideoScenePipeline:
         ).to(self.device)
 
         # 3. The camera path the video follows
-        path = self._camera_path(cameras, context_intrinsics, target_cameras, num_frames, images.shape[-2:])
+        path = self._camera_path(cameras, context_intrinsics, target_cameras, num_frames, tuple(images.shape[-2:]))
         check_memory(len(path), height, width, self.device)
-        target = Views(
-            image=torch.zeros(1, len(path), 3, height, width),
-            extrinsics=path.extrinsics[None],
-            intrinsics=path.intrinsics[None],
-            near=torch.full((1, len(path)), near),
-            far=torch.full((1, len(path)), far),
-        ).to(self.device)
+        path_cameras = Cameras(path.extrinsics[None], path.intrinsics[None]).to(self.device)
 
-        # 4. Coarse 3D: feed-forward Gaussians from the two views
+        # 4. Coarse 3D: feed-forward Gaussians from the two views (their cameras were checked in step 1)
         with _timed(timings, "prior"):
-            gaussians = self.prior(context).gaussians
+            gaussians = self.prior(context, assume_rigid=True).gaussians
 
         # 5. Coarse video: render the Gaussians along the path
         with _timed(timings, "render"):
             background = torch.tensor([self.config.background], device=self.device)
-            coarse = render_coarse(gaussians, context, target, (height, width), background).clamp(0, 1)
+            coarse = render_coarse(gaussians, context, path_cameras, (height, width), background).clamp(0, 1)
 
         # 6. Encode the render (x₀ʳ) and the two views (condition latents [first, 0, …, 0, last])
         with _timed(timings, "vae_encode"):
@@ -201,13 +194,14 @@ class VideoScenePipeline:
 
         # 7. Choose where the denoising starts (DDPNet reads x₀ʳ and, if trained so, the views' disagreement)
         with _timed(timings, "policy"):
-            start = self._start_timestep(backbone, model, timestep, render_latents, gaussians, context, target)
+            start = self._start_timestep(backbone, model, timestep, render_latents, gaussians, context, path_cameras)
+        start_t = None if start is None else int(start[0])
 
         # 8. Denoise: one student step from the leap, or the multi-step teacher
         with _timed(timings, "denoise"):
             if model == "teacher":
-                sampling = SamplingConfig(num_steps=num_steps, start_timestep=start)
-                start_latents = render_latents if start is not None else None
+                sampling = SamplingConfig(num_steps=num_steps, start_timestep=start_t)
+                start_latents = None if start is None else render_latents
                 latents = sample_latents(backbone, condition, sampling, generator=generator, start_latents=start_latents)
             else:
                 latents = self._student(model).generate(render_latents, condition, start, generator=generator)
@@ -217,13 +211,13 @@ class VideoScenePipeline:
             frames = backbone.decode_latents(latents)
         timings["total"] = sum(timings.values())
 
-        method = model if model != "teacher" else f"teacher{'-leap' if start is not None else ''}@{num_steps}"
+        method = model if model != "teacher" else f"teacher{'' if start is None else '-leap'}@{num_steps}"
         return VideoSceneOutput(
             frames=frames[0].float().cpu(),
             coarse_frames=coarse[0].float().cpu(),
             gaussians=gaussians.select(0).to("cpu"),
             cameras=Cameras(path.extrinsics.cpu(), path.intrinsics.cpu()),
-            timestep=start,
+            timestep=start_t,
             method=method,
             timings=timings,
         )
@@ -247,7 +241,7 @@ class VideoScenePipeline:
             raise VideoSceneError(f"the distilled student takes exactly one step (got {num_steps}); use the teacher for more")
         return self._student(model).student
 
-    def _check_inputs(self, images: Tensor, cameras: Cameras) -> None:
+    def _check_inputs(self, images: Tensor, cameras: Cameras, target_cameras: Cameras | None) -> None:
         if images.ndim != 4 or images.shape[0] != 2 or images.shape[1] != 3:
             raise VideoSceneError(f"need exactly two RGB images as a [2, 3, H, W] tensor, got shape {list(images.shape)}")
         check_finite("images", images)
@@ -258,58 +252,64 @@ class VideoScenePipeline:
                 f"need two cameras: extrinsics [2, 4, 4] and intrinsics [2, 3, 3], got {list(cameras.extrinsics.shape)} "
                 f"and {list(cameras.intrinsics.shape)}"
             )
+        # The one rigidity check of this call: the prior and the camera path trust it.
         check_rigid(cameras.extrinsics, "camera extrinsics")
         check_finite("camera intrinsics", cameras.intrinsics)
         if torch.dist(cameras.extrinsics[0, :3, 3], cameras.extrinsics[1, :3, 3]) < 1e-6:
             raise VideoSceneError("the two cameras are at the same position; two views with some baseline are needed")
-
-    def _camera_path(
-        self, cameras: Cameras, context_intrinsics: Tensor, target_cameras: Cameras | None, num_frames: int | None, input_shape
-    ) -> Cameras:
         if target_cameras is not None:
             count = len(target_cameras)
             if count < 9 or (count - 1) % 8:
                 raise VideoSceneError(f"target cameras must number 8k+1 (9, 17, 25, 49) so the VAE round-trips, got {count}")
             check_rigid(target_cameras.extrinsics, "target camera extrinsics")
+
+    def _camera_path(
+        self, cameras: Cameras, context_intrinsics: Tensor, target_cameras: Cameras | None, num_frames: int | None, input_shape: tuple[int, int]
+    ) -> Cameras:
+        size = (self.config.height, self.config.width)
+        if target_cameras is not None:
             # Target intrinsics are given for the input image size; apply the same crop and resize as the views.
-            dummy = torch.zeros(count, 3, *input_shape)
-            _, intrinsics = crop_to_aspect_and_resize(dummy, target_cameras.intrinsics.float(), (self.config.height, self.config.width))
+            intrinsics = crop_to_aspect_and_resize_intrinsics(target_cameras.intrinsics.float(), input_shape, size)
             return Cameras(target_cameras.extrinsics.float(), intrinsics)
         count = self.config.num_frames if num_frames is None else num_frames
         if count < 9 or (count - 1) % 8:
             raise VideoSceneError(f"--frames must be 8k+1 (9, 17, 25, 49) so the VAE round-trips, got {count}")
         extrinsics, intrinsics = interpolate_cameras(
-            cameras.extrinsics[0].float(), cameras.extrinsics[1].float(), context_intrinsics[0], context_intrinsics[1], count
-        )
+            cameras.extrinsics[0].float(), cameras.extrinsics[1].float(), context_intrinsics[0], context_intrinsics[1], count,
+            assume_rigid=True,
+        )  # fmt: skip
         return Cameras(extrinsics, intrinsics)
 
     def _start_timestep(
-        self, backbone: VideoBackbone, model: str, timestep, render_latents: Tensor, gaussians: Gaussians, context: Views, target: Views
-    ) -> int | None:
-        last = backbone.config.schedule.num_train_timesteps - 1
-        if model == "student-noleap":
-            return None  # the ablation is distilled from, and sampled from, pure noise
+        self,
+        backbone: VideoBackbone,
+        model: str,
+        timestep: int | Literal["auto"] | None,
+        render_latents: Tensor,
+        gaussians: Gaussians,
+        context: Views,
+        path_cameras: Cameras,
+    ) -> Tensor | None:
+        """`start_timestep` for this call ([1]), or None to start from pure noise: the plain teacher, and the
+        no-leap student (its own `start_timestep` gives T−1). "auto" is the leap student's DDPNet (for the
+        teacher too), else the weights' fallback t."""
+        if model != "teacher" and self._student(model).leap.no_leap:
+            return None
         if timestep is None:
-            if model == "student":
+            if model != "teacher":
                 raise VideoSceneError("the leap student starts from the render: give timestep='auto' or an int t")
             return None
-        if timestep == "auto":
-            if self.distilled is not None and self.distilled.ddpnet is not None:
-                disagreement = None
-                if self.distilled.ddpnet.config.view_disagreement:
-                    video = self.distilled.student.config
-                    disagreement = policy_inputs(
-                        gaussians, context, target, video.vae.temporal_compression_ratio, video.vae.spatial_compression
-                    )
-                return int(self.distilled.choose_timestep(render_latents.float(), disagreement)[0])
-            return self.config.fallback_timestep
-        if isinstance(timestep, str):
-            if not timestep.isdigit():
-                raise VideoSceneError(f"timestep must be 'auto' or an integer in [1, {last}], got {timestep!r}")
-            timestep = int(timestep)
-        if not 1 <= int(timestep) <= last:
-            raise VideoSceneError(f"timestep must be in [1, {last}], got {timestep}")
-        return int(timestep)
+        policy = self.distilled.ddpnet if timestep == "auto" and self.distilled is not None else None
+        disagreement = None
+        if policy is not None and policy.config.view_disagreement:
+            vae = self.distilled.student.config.vae
+            disagreement = policy_inputs(
+                gaussians, context, path_cameras, (self.config.height, self.config.width),
+                vae.temporal_compression_ratio, vae.spatial_compression,
+            )  # fmt: skip
+        fixed = self.config.fallback_timestep if timestep == "auto" else timestep
+        num_train_timesteps = backbone.config.schedule.num_train_timesteps
+        return start_timestep(policy, fixed, False, num_train_timesteps, render_latents.float(), disagreement)
 
     def describe(self) -> dict:
         return {
@@ -360,36 +360,3 @@ def _timed(timings: dict[str, float], name: str) -> Iterator[None]:
     if torch.cuda.is_available():
         torch.cuda.synchronize()
     timings[name] = timings.get(name, 0.0) + time.perf_counter() - start
-
-
-# --------------------------------------------------------------------------------------------- evaluation hook
-@functools.lru_cache(maxsize=2)
-def _cached_pipeline(weights: Path, device: torch.device) -> VideoScenePipeline:
-    return VideoScenePipeline.from_pretrained(weights, device=device)
-
-
-def build_evaluation_method(spec, resources):
-    """`videoscene eval`'s generative methods (videoscene.evaluation.methods): teacher@N, teacher-leap@N,
-    student, student@tT, student-noleap, each a function of a GenerationRequest -> frames [F, 3, H, W]."""
-    pipeline = _cached_pipeline(Path(resources.weights), torch.device(resources.device))
-    settings = {
-        "teacher": dict(model="teacher", timestep=None, num_steps=spec.num_steps),
-        "teacher-leap": dict(model="teacher", timestep="auto", num_steps=spec.num_steps),
-        "student": dict(model="student", timestep=spec.timestep if spec.timestep is not None else "auto", num_steps=1),
-        "student-noleap": dict(model="student-noleap", timestep=None, num_steps=1),
-    }[spec.family]
-
-    def generate(request) -> Tensor:
-        context = request.context
-        output = pipeline(
-            context.image,
-            context.cameras,
-            target_cameras=request.path,
-            seed=request.seed,
-            near=float(context.near.min()),
-            far=float(context.far.max()),
-            **settings,
-        )
-        return output.frames
-
-    return generate

@@ -9,7 +9,6 @@ JPEG/PNG bytes). Chunks are only ever read with `torch.load(..., weights_only=Tr
 from __future__ import annotations
 
 import io
-import json
 import pickle
 import re
 import zipfile
@@ -25,7 +24,8 @@ from torch import Tensor
 
 from videoscene.errors import VideoSceneError
 from videoscene.geometry.cameras import cameras_from_re10k_vector, cameras_to_re10k_vector
-from videoscene.io_utils import atomic_path, inside, write_json_atomic
+from videoscene.image_io import to_uint8
+from videoscene.io_utils import atomic_path, inside, read_json_object, write_json_atomic
 
 INDEX_FILE = "index.json"
 _KEY_PATTERN = re.compile(r"^[A-Za-z0-9_.\-]+$")
@@ -74,7 +74,7 @@ def encode_image(image, fmt: str = "png", quality: int = 95) -> Tensor:
     if isinstance(image, Tensor):
         if image.ndim != 3 or image.shape[0] != 3:
             raise VideoSceneError(f"expected an image tensor [3, H, W], got {list(image.shape)}")
-        image = (image.detach().clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+        image = to_uint8(image).permute(1, 2, 0).cpu().numpy()
     image = np.ascontiguousarray(image)
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
         raise VideoSceneError(f"expected a uint8 image [H, W, 3], got {image.dtype} {list(image.shape)}")
@@ -196,12 +196,10 @@ def load_index(split_dir: str | Path) -> dict[str, str]:
     path = split_dir / INDEX_FILE
     if not path.is_file():
         raise VideoSceneError(f"{split_dir} has no {INDEX_FILE}; point at a split folder (e.g. DATA/train) of RealEstate10K chunks")
-    try:
-        index = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise VideoSceneError(f"{path} is not valid JSON ({error.msg} at line {error.lineno})") from None
-    if not isinstance(index, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in index.items()):
-        raise VideoSceneError(f"{path} must map scene keys to chunk file names")
+    holds = "an object mapping scene keys to chunk file names"
+    index = read_json_object(path, "scene index", holds=holds)
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in index.items()):
+        raise VideoSceneError(f"scene index {path} must hold {holds}")
     for chunk_name in set(index.values()):
         inside(split_dir, chunk_name, f"{path}: chunk")
     return index

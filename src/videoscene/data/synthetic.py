@@ -38,11 +38,13 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 
 import numpy as np
+import torch
 from jaxtyping import Float, Int, UInt8
 from scipy.interpolate import CubicSpline
 
 from videoscene.data import textures as tex
 from videoscene.errors import VideoSceneError
+from videoscene.image_io import to_uint8
 
 logger = logging.getLogger(__name__)
 
@@ -477,7 +479,7 @@ def render_view(
             sub_x, sub_y = np.broadcast_arrays(sub_x, sub_y)
             sub_colour = trace(pixel_rays(intrinsics, height, width, sub_x.ravel(), sub_y.ravel()), supersample)[0]
             colour[edges] = sub_colour.reshape(edges.size, supersample * supersample, 3).mean(axis=1)
-    image = np.clip(np.rint(colour.reshape(height, width, 3) * 255.0), 0, 255).astype(np.uint8)
+    image = to_uint8(torch.from_numpy(colour.reshape(height, width, 3))).numpy()
     return image, depth.astype(np.float32)
 
 

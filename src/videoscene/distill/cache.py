@@ -39,6 +39,7 @@ from videoscene.data.re10k import INDEX_FILE
 from videoscene.distill.leap import LatentBatch
 from videoscene.errors import LoadError, VideoSceneError
 from videoscene.geometry.image_ops import crop_to_aspect_and_resize
+from videoscene.image_io import to_uint8
 from videoscene.io_utils import read_json_object, read_safetensors, save_safetensors, write_json_atomic
 from videoscene.training.checkpoints import module_fingerprint
 from videoscene.prior.encoder import GaussianEncoder
@@ -67,10 +68,6 @@ class CachedClip:
     target_frames: UInt8[Tensor, "frames 3 height width"] | None = None
     scene: str = ""
     frame_indices: tuple[int, ...] = ()
-
-
-def frames_to_uint8(video: Float[Tensor, "frames 3 height width"]) -> UInt8[Tensor, "frames 3 height width"]:
-    return (video.clamp(0, 1) * 255).round().to(torch.uint8).cpu()
 
 
 def frames_to_float(video: UInt8[Tensor, "frames 3 height width"]) -> Float[Tensor, "frames 3 height width"]:
@@ -247,9 +244,9 @@ def encode_clip(
     context_batch, target_batch = batched(context), batched(target)
     background_color = torch.tensor([background], dtype=torch.float32, device=device)
     gaussians = prior(context_batch).gaussians
-    coarse = render_coarse(gaussians, context_batch, target_batch, size, background_color).clamp(0, 1)
+    coarse = render_coarse(gaussians, context_batch, target_batch.cameras, size, background_color).clamp(0, 1)
     disagreement = policy_inputs(
-        gaussians, context_batch, target_batch, config.vae.temporal_compression_ratio, config.vae.spatial_compression
+        gaussians, context_batch, target_batch.cameras, size, config.vae.temporal_compression_ratio, config.vae.spatial_compression
     )
 
     # 3. VAE latents of the render and of the ground truth; condition latents from the first and last frames.
@@ -266,8 +263,8 @@ def encode_clip(
         latents=latents[0].cpu(),
         condition_latents=condition[0].cpu(),
         view_disagreement=disagreement[0].cpu(),
-        render_frames=frames_to_uint8(coarse[0]) if store_frames else None,
-        target_frames=frames_to_uint8(target.image) if store_frames else None,
+        render_frames=to_uint8(coarse[0]).cpu() if store_frames else None,
+        target_frames=to_uint8(target.image).cpu() if store_frames else None,
         scene=example.scene,
         frame_indices=tuple(int(i) for i in target.index.tolist()) if target.index is not None else (),
     )

@@ -132,8 +132,9 @@ class TrainConfig:
             )
         if self.num_threads is not None and self.num_threads < 1:
             raise VideoSceneError(f"train.num_threads must be ≥ 1 or null, got {self.num_threads}")
-        if not 0 <= self.validation_timestep < NUM_TRAIN_TIMESTEPS:
-            raise VideoSceneError(f"train.validation_timestep must be in 0..{NUM_TRAIN_TIMESTEPS - 1}")
+        # At load, before the schedule is: the same range distill.student.start_timestep holds every fixed t to.
+        if not 1 <= self.validation_timestep < NUM_TRAIN_TIMESTEPS:
+            raise VideoSceneError(f"train.validation_timestep must be in 1..{NUM_TRAIN_TIMESTEPS - 1}")
 
 
 @dataclass(frozen=True)

@@ -19,19 +19,15 @@ per-sample reference twin see identical inputs.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable, Iterable
 
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor, nn
 
-from videoscene.distill.config import DistillConfig, LeapConfig
+from videoscene.distill.config import LeapConfig
 from videoscene.errors import VideoSceneError
-from videoscene.policy.ddpnet import WEIGHTS_FILE as DDPNET_FILE
-from videoscene.policy.ddpnet import DDPNet
 from videoscene.video.models import VideoBackbone
 from videoscene.video.schedule import NoiseSchedule
 
@@ -253,11 +249,10 @@ def one_step_generate(
 ) -> Latents:
     """The student's one-step result f_θ(x_tʳ, t) from the render latent noised to t (the paper's inference).
 
-    Without the leap (the ablation) the student starts from pure noise at t = T−1, whatever `timesteps` says.
+    `timesteps` is where the step starts, as `distill.student.start_timestep` decides it (T−1 without the
+    leap); the ablation never sees the render, only noise.
     """
     batch = render_latents.shape[0]
-    if config.no_leap:
-        timesteps = schedule.num_train_timesteps - 1
     timesteps = torch.as_tensor(timesteps, device=render_latents.device).long().reshape(-1).expand(batch)
     source = torch.zeros_like(render_latents) if config.no_leap else render_latents
     x_t = schedule.add_noise(source, noise, timesteps)
@@ -276,75 +271,3 @@ def ema_update(target: Iterable[nn.Parameter], online: Iterable[nn.Parameter], d
     for target_parameter, online_parameter in zip(target, online, strict=True):
         target_parameter.lerp_(online_parameter.to(target_parameter.dtype), 1 - decay)
 
-
-# -- a distilled run, for inference -----------------------------------------------------------------------------
-STUDENT_FOLDER = "student"  # VideoBackbone.save_pretrained of the student, inside a run folder
-CONFIG_FILE = "distill_config.json"
-
-
-@dataclass
-class DistilledStudent:
-    """What `videoscene train distill` exports: the one-step student, DDPNet (absent without the leap) and the
-    loss settings the student was trained with (its c_skip/c_out and whether it starts from the render)."""
-
-    student: VideoBackbone
-    ddpnet: DDPNet | None
-    leap: LeapConfig
-
-    @property
-    def schedule(self) -> NoiseSchedule:
-        return NoiseSchedule(self.student.config.schedule)
-
-    @torch.no_grad()
-    def choose_timestep(self, render_latents: Latents, disagreement: Tensor | None = None) -> Int[Tensor, " batch"]:
-        """DDPNet's greedy t* for each render latent x₀ʳ (and the views' disagreement D, if it reads it)."""
-        if self.ddpnet is None:
-            raise VideoSceneError(
-                "this student has no DDPNet (distilled without the leap, or policy.train_steps = 0); pass a fixed timestep"
-            )
-        return self.ddpnet.choose_timestep(render_latents, disagreement)
-
-    @torch.no_grad()
-    def generate(
-        self,
-        render_latents: Latents,
-        condition_latents: Latents,
-        timesteps: Int[Tensor, " batch"] | int | None = None,
-        generator: torch.Generator | None = None,
-        disagreement: Tensor | None = None,
-    ) -> Latents:
-        """One student step from x₀ʳ noised to t (None: DDPNet's t, reading the views' disagreement D when it
-        was trained with it); without the leap, from pure noise."""
-        if self.leap.no_leap:
-            timesteps = self.schedule.num_train_timesteps - 1  # the ablation always starts from pure noise
-        elif timesteps is None:
-            timesteps = self.choose_timestep(render_latents, disagreement)
-        noise = torch.randn(render_latents.shape, generator=generator, dtype=torch.float32).to(
-            render_latents.device
-        )
-        return one_step_generate(
-            self.student.predict_v,
-            self.schedule,
-            render_latents,
-            condition_latents,
-            timesteps,
-            noise,
-            self.leap,
-        )
-
-
-def load_distilled(
-    folder: str | os.PathLike, device: torch.device | str = "cpu", torch_dtype: torch.dtype = torch.float32
-) -> DistilledStudent:
-    """Open a `videoscene train distill` output folder (student/, distill_config.json, ddpnet.safetensors)."""
-    folder = Path(folder)
-    if not (folder / STUDENT_FOLDER).is_dir() or not (folder / CONFIG_FILE).is_file():
-        raise VideoSceneError(
-            f"{folder} is not a distilled student (needs {STUDENT_FOLDER}/ and {CONFIG_FILE}); run `videoscene train distill`"
-        )
-    leap = DistillConfig.load_json(folder / CONFIG_FILE).leap
-    student = (
-        VideoBackbone.from_pretrained(folder / STUDENT_FOLDER, torch_dtype=torch_dtype).to(device).eval()
-    )
-    ddpnet = DDPNet.load(folder / DDPNET_FILE, device).eval() if (folder / DDPNET_FILE).is_file() else None
-    return DistilledStudent(student, ddpnet, leap)

@@ -37,8 +37,6 @@ from videoscene.data.dataset import ClipSamplerConfig
 from videoscene.distill.cache import ClipCache, build_cache, clip_generator, frames_to_float
 from videoscene.distill.config import DistillConfig
 from videoscene.distill.leap import (
-    CONFIG_FILE,
-    STUDENT_FOLDER,
     LatentBatch,
     draw_leap,
     ema_update,
@@ -47,9 +45,10 @@ from videoscene.distill.leap import (
     one_step_generate,
     timestep_grid,
 )
+from videoscene.distill.student import CONFIG_FILE, STUDENT_FOLDER, start_timestep
 from videoscene.errors import LoadError, VideoSceneError
 from videoscene.image_io import write_mp4
-from videoscene.io_utils import load_state
+from videoscene.io_utils import load_state, read_json_object
 from videoscene.metrics.image import psnr
 from videoscene.policy.ddpnet import WEIGHTS_FILE as DDPNET_FILE
 from videoscene.policy.ddpnet import BanditTrainer, DDPNet, DDPNetConfig, RewardStatistics, disagreement_scale
@@ -225,17 +224,13 @@ class DistillTrainer(Trainer):
 
     def policy_timestep(self, render_latents: Tensor, disagreement: Tensor | None = None) -> Tensor:
         """DDPNet's greedy t when it exists, else the configured fixed validation t (T−1 without the leap)."""
-        if self.config.leap.no_leap:
-            return torch.full(
-                (render_latents.shape[0],),
-                self.schedule.num_train_timesteps - 1,
-                device=render_latents.device,
-            )
-        if self.bandit is not None:
-            self.bandit.net.eval()
-            return self.bandit.net.choose_timestep(render_latents, disagreement)
-        return torch.full(
-            (render_latents.shape[0],), self.config.train.validation_timestep, device=render_latents.device
+        return start_timestep(
+            None if self.bandit is None else self.bandit.net.eval(),
+            self.config.train.validation_timestep,
+            self.config.leap.no_leap,
+            self.schedule.num_train_timesteps,
+            render_latents,
+            disagreement,
         )
 
     # -- checkpoints and export ------------------------------------------------------------------------------------------
@@ -298,7 +293,7 @@ def prepare_caches(config: DistillConfig, teacher: VideoBackbone) -> tuple[ClipC
         # Render on the background the prior was trained with (its train_config.json), as the pipeline does.
         prior_train_config = Path(config.prior) / "train_config.json"
         if prior_train_config.is_file():
-            background = tuple(json.loads(prior_train_config.read_text()).get("background", background))
+            background = tuple(read_json_object(prior_train_config, "the prior's training config").get("background", background))
     sampler = ClipSamplerConfig(data.num_frames, data.min_stride, data.max_stride, data.near, data.far)
 
     def open_or_build(folder, dirs, name, clips_per_scene, max_clips):

@@ -17,14 +17,13 @@ Names (issue 6), parsed by `parse_method`:
 | `student@tT` | student | one step at the fixed t = T, e.g. `student@t549` |
 | `student-noleap` | student-noleap | the ablation student distilled from pure noise |
 
-The generative families are built by the pipeline module: `videoscene.pipeline.build_evaluation_method(
-spec: MethodSpec, resources: MethodResources) -> GenerateFn`. `register_family` adds or replaces a family
-(e.g. a baseline of your own).
+The generative families run `VideoScenePipeline` (`build_with_pipeline`; a weights folder is loaded once per
+process and device). `register_family` adds or replaces a family (e.g. a baseline of your own).
 """
 
 from __future__ import annotations
 
-import json
+import functools
 import logging
 import re
 from dataclasses import dataclass
@@ -36,6 +35,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from videoscene.errors import VideoSceneError
+from videoscene.io_utils import read_json_object
 from videoscene.types import Cameras, Views
 from videoscene.video.config import NUM_TRAIN_TIMESTEPS
 
@@ -131,20 +131,16 @@ def build_coarse(spec: MethodSpec, resources: MethodResources) -> GenerateFn:
     background = [0.0, 0.0, 0.0]
     train_config = folder / "train_config.json"
     if train_config.is_file():
-        background = json.loads(train_config.read_text()).get("background", background)
+        background = read_json_object(train_config, "prior training config").get("background", background)
     logger.info("coarse: prior from %s (%d parameters)", folder, prior.parameter_count())
 
     def generate(request: GenerationRequest) -> Tensor:
         context = request.context.to(resources.device)
         batched = Views(context.image[None], context.extrinsics[None], context.intrinsics[None], context.near[None], context.far[None])
         path = request.path.to(resources.device)
-        target = Views(
-            torch.zeros(1, len(path), 3, *request.image_shape, device=resources.device),
-            path.extrinsics[None], path.intrinsics[None], context.near[None, :1].expand(1, len(path)),
-            context.far[None, :1].expand(1, len(path)),
-        )  # fmt: skip
+        cameras = Cameras(path.extrinsics[None], path.intrinsics[None])
         color = render_coarse(
-            prior(batched).gaussians, batched, target, request.image_shape, torch.tensor([background], device=resources.device)
+            prior(batched).gaussians, batched, cameras, request.image_shape, torch.tensor([background], device=resources.device)
         )
         return color[0].clamp(0, 1)
 
@@ -152,14 +148,42 @@ def build_coarse(spec: MethodSpec, resources: MethodResources) -> GenerateFn:
 
 
 def build_with_pipeline(spec: MethodSpec, resources: MethodResources) -> GenerateFn:
-    """Generative methods come from the pipeline (videoscene.pipeline.build_evaluation_method)."""
+    """teacher@N, teacher-leap@N, student, student@tT and student-noleap: `VideoScenePipeline` on the request's
+    context views and path, with the family's model, start and step count."""
     if resources.weights is None:
         raise VideoSceneError(f"method {spec.name} needs trained weights: pass --weights DIR (a VideoScene weights folder)")
     if not resources.weights.is_dir():
         raise VideoSceneError(f"weights folder {resources.weights} does not exist; pass the folder of the trained VideoScene models")
-    from videoscene.pipeline import build_evaluation_method
+    pipeline = _cached_pipeline(Path(resources.weights), torch.device(resources.device))
+    settings = {
+        "teacher": dict(model="teacher", timestep=None, num_steps=spec.num_steps),
+        "teacher-leap": dict(model="teacher", timestep="auto", num_steps=spec.num_steps),
+        "student": dict(model="student", timestep=spec.timestep if spec.timestep is not None else "auto", num_steps=1),
+        "student-noleap": dict(model="student-noleap", timestep=None, num_steps=1),
+    }[spec.family]
 
-    return build_evaluation_method(spec, resources)
+    def generate(request: GenerationRequest) -> Tensor:
+        context = request.context
+        output = pipeline(
+            context.image,
+            context.cameras,
+            target_cameras=request.path,
+            seed=request.seed,
+            near=float(context.near.min()),
+            far=float(context.far.max()),
+            **settings,
+        )
+        return output.frames
+
+    return generate
+
+
+@functools.lru_cache(maxsize=2)
+def _cached_pipeline(weights: Path, device: torch.device):
+    """One pipeline per weights folder and device, shared by the methods that use it (teacher@4, student, …)."""
+    from videoscene.pipeline import VideoScenePipeline  # the video model's libraries load only when asked for
+
+    return VideoScenePipeline.from_pretrained(weights, device=device)
 
 
 FAMILIES: dict[str, MethodFamily] = {

@@ -25,7 +25,8 @@ from torch import Tensor
 
 from videoscene.distill.cache import ClipCache, clip_generator, frames_to_float
 from videoscene.distill.config import LeapConfig
-from videoscene.distill.leap import Denoiser, latent_mse, load_distilled, one_step_generate
+from videoscene.distill.leap import Denoiser, latent_mse, one_step_generate
+from videoscene.distill.student import load_distilled
 from videoscene.errors import VideoSceneError
 from videoscene.io_utils import write_json_atomic
 from videoscene.policy.ddpnet import WEIGHTS_FILE, DDPNet

@@ -28,6 +28,7 @@ from PIL import Image
 from videoscene.evaluation.runner import REFERENCE, EvaluationResult, SceneResult, Showcase, consistency_config
 from videoscene.io_utils import write_json_atomic
 from videoscene.geometry.matching import Matches, sift_matches
+from videoscene.image_io import to_uint8
 from videoscene.metrics.consistency import draw_matches, ransac_inliers
 
 logger = logging.getLogger(__name__)
@@ -170,10 +171,6 @@ def plot_quality_vs_seconds(summary: dict[str, dict], path: Path) -> None:
     figure.savefig(path, dpi=100)
 
 
-def _to_uint8(image: torch.Tensor) -> np.ndarray:
-    return (image.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
-
-
 def plot_frames(showcase: Showcase, path: Path) -> None:
     """Rows: ground truth, then each method; columns: up to six held-out targets spread over the clip."""
     held_out = [position for position, held in enumerate(showcase.plan.held_out) if held]
@@ -188,7 +185,7 @@ def plot_frames(showcase: Showcase, path: Path) -> None:
     for r, (label, frames) in enumerate(rows.items()):
         for c, position in enumerate(chosen):
             axes = grid[r][c]
-            axes.imshow(_to_uint8(frames[position]))
+            axes.imshow(to_uint8(frames[position]).permute(1, 2, 0).numpy())
             axes.set_xticks([])
             axes.set_yticks([])
             if r == 0:

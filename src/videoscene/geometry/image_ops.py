@@ -70,12 +70,19 @@ def crop(
             f"crop window top={top} left={left} size={size} does not fit in a {height}x{width} image"
         )
     cropped = images[..., top : top + out_height, left : left + out_width]
+    return cropped, _cropped_intrinsics(intrinsics, (height, width), top, left, size)
+
+
+def _cropped_intrinsics(
+    intrinsics: Float[Tensor, "*batch 3 3"], image_shape: tuple[int, int], top: int, left: int, size: tuple[int, int]
+) -> Float[Tensor, "*batch 3 3"]:
+    (height, width), (out_height, out_width) = image_shape, size
     adjusted = intrinsics.clone()
     adjusted[..., 0, 0] = intrinsics[..., 0, 0] * width / out_width
     adjusted[..., 1, 1] = intrinsics[..., 1, 1] * height / out_height
     adjusted[..., 0, 2] = (intrinsics[..., 0, 2] * width - left) / out_width
     adjusted[..., 1, 2] = (intrinsics[..., 1, 2] * height - top) / out_height
-    return cropped, adjusted
+    return adjusted
 
 
 def center_crop(
@@ -84,8 +91,13 @@ def center_crop(
     size: tuple[int, int],
 ) -> tuple[Float[Tensor, "*batch 3 out_height out_width"], Float[Tensor, "*batch 3 3"]]:
     """Crop the central window of `size` = (height, width)."""
-    height, width = _check_images(images)
-    return crop(images, intrinsics, (height - size[0]) // 2, (width - size[1]) // 2, size)
+    top, left = _centred(_check_images(images), size)
+    return crop(images, intrinsics, top, left, size)
+
+
+def _centred(image_shape: tuple[int, int], size: tuple[int, int]) -> tuple[int, int]:
+    """(top, left) of the central window of `size`."""
+    return (image_shape[0] - size[0]) // 2, (image_shape[1] - size[1]) // 2
 
 
 def crop_to_aspect_and_resize(
@@ -95,15 +107,27 @@ def crop_to_aspect_and_resize(
 ) -> tuple[Float[Tensor, "*batch 3 out_height out_width"], Float[Tensor, "*batch 3 3"]]:
     """Bring images of any size to `size` = (height, width): centre-crop the largest window with the target
     aspect ratio (an integer-pixel crop, so the intrinsics stay exact), then resize."""
-    height, width = _check_images(images)
-    target_height, target_width = size
+    images, intrinsics = center_crop(images, intrinsics, _aspect_window(_check_images(images), size))
+    return resize(images, intrinsics, size)
+
+
+def crop_to_aspect_and_resize_intrinsics(
+    intrinsics: Float[Tensor, "*batch 3 3"], image_shape: tuple[int, int], size: tuple[int, int]
+) -> Float[Tensor, "*batch 3 3"]:
+    """The intrinsics `crop_to_aspect_and_resize` gives for images of `image_shape` = (height, width), without
+    the images (e.g. for extra cameras given at the input's size). A resize keeps normalised intrinsics."""
+    window = _aspect_window(image_shape, size)
+    return _cropped_intrinsics(intrinsics, image_shape, *_centred(image_shape, window), window)
+
+
+def _aspect_window(image_shape: tuple[int, int], size: tuple[int, int]) -> tuple[int, int]:
+    """The largest (height, width) window with the aspect ratio of `size` that fits, in whole pixels."""
+    (height, width), (target_height, target_width) = image_shape, size
     if target_height < 1 or target_width < 1:
         raise VideoSceneError(f"target size must be positive, got {size}")
-    # Largest window with aspect target_width/target_height that fits; round to whole pixels.
     crop_width = min(width, round(height * target_width / target_height))
     crop_height = min(height, round(crop_width * target_height / target_width))
-    images, intrinsics = center_crop(images, intrinsics, (crop_height, crop_width))
-    return resize(images, intrinsics, size)
+    return crop_height, crop_width
 
 
 def fit_within(height: int, width: int, max_size: int) -> tuple[int, int]:

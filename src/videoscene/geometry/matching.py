@@ -7,11 +7,11 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
-import torch
 from jaxtyping import Float
 from torch import Tensor
 
 from videoscene.errors import VideoSceneError
+from videoscene.image_io import to_uint8
 
 # OpenCV puts the first pixel's centre at (0, 0); our pixel coordinates put the image corner there.
 OPENCV_TO_PIXEL = 0.5
@@ -35,7 +35,7 @@ class Matches:
 def to_rgb_uint8(image: Float[Tensor, "3 height width"]) -> np.ndarray:
     if image.ndim != 3 or image.shape[0] != 3:
         raise VideoSceneError(f"expected an image [3, H, W] in [0, 1], got shape {list(image.shape)}")
-    return (image.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+    return to_uint8(image).permute(1, 2, 0).cpu().numpy()
 
 
 def _to_gray_uint8(image: Float[Tensor, "3 height width"]) -> np.ndarray:

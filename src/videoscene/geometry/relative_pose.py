@@ -34,6 +34,7 @@ from torch import Tensor
 
 from videoscene.errors import VideoSceneError
 from videoscene.geometry.matching import MatchConfig, Matches, sift_matches
+from videoscene.image_io import to_uint8
 from videoscene.types import Cameras
 
 logger = logging.getLogger(__name__)
@@ -247,7 +248,7 @@ def estimate_cameras(
 
 def _resize_for_matching(image: Float[Tensor, "3 height width"], size: tuple[int, int]) -> Float[Tensor, "3 h w"]:
     """Resize in 8 bits with OpenCV: the result, and so the matches, must not depend on torch's thread count."""
-    pixels = (image.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    pixels = to_uint8(image).permute(1, 2, 0).numpy()
     shrinking = size[0] < image.shape[-2]
     resized = cv2.resize(pixels, (size[1], size[0]), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_CUBIC)
     return torch.from_numpy(resized).permute(2, 0, 1).float() / 255

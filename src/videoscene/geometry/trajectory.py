@@ -30,10 +30,13 @@ def interpolate_keyframes(
     intrinsics: Float[Tensor, "key 3 3"],
     key_times: Float[Tensor, "key"],
     times: Float[Tensor, "frame"],
+    *,
+    assume_rigid: bool = False,
 ) -> tuple[Float[Tensor, "frame 4 4"], Float[Tensor, "frame 3 3"]]:
     """Cameras at `times` on the piecewise path through keyframe cameras at increasing `key_times`:
     between consecutive keyframes the rotation follows the SO(3) geodesic (slerp) and the camera centre and
-    intrinsics move linearly. Query times are clamped to [key_times[0], key_times[-1]]."""
+    intrinsics move linearly. Query times are clamped to [key_times[0], key_times[-1]]. `assume_rigid`: the
+    caller has already checked that the keyframe extrinsics are rigid (`check_rigid`)."""
     count = extrinsics.shape[0]
     if extrinsics.shape != (count, 4, 4) or intrinsics.shape != (count, 3, 3) or key_times.shape != (count,):
         raise VideoSceneError(
@@ -42,7 +45,8 @@ def interpolate_keyframes(
         )
     if count < 2:
         raise VideoSceneError("a camera path needs at least two keyframe cameras")
-    check_rigid(extrinsics, "keyframe extrinsics")
+    if not assume_rigid:
+        check_rigid(extrinsics, "keyframe extrinsics")
     key_t = key_times.double().numpy()
     if not np.isfinite(key_t).all() or not (np.diff(key_t) > 0).all():
         raise VideoSceneError("keyframe times must be finite and strictly increasing")
@@ -68,8 +72,11 @@ def interpolate_cameras(
     intrinsics_b: Float[Tensor, "3 3"],
     num_frames: int,
     easing: str = "linear",
+    *,
+    assume_rigid: bool = False,
 ) -> tuple[Float[Tensor, "frame 4 4"], Float[Tensor, "frame 3 3"]]:
-    """`num_frames` cameras from a to b, both ends included (frame 0 is exactly a, the last exactly b)."""
+    """`num_frames` cameras from a to b, both ends included (frame 0 is exactly a, the last exactly b).
+    `assume_rigid` as for `interpolate_keyframes`."""
     if num_frames < 2:
         raise VideoSceneError(f"an interpolated path needs at least 2 frames, got {num_frames}")
     times = ease(torch.linspace(0, 1, num_frames, dtype=torch.float64), easing)
@@ -78,6 +85,7 @@ def interpolate_cameras(
         torch.stack([intrinsics_a, intrinsics_b]),
         torch.tensor([0.0, 1.0], dtype=torch.float64),
         times,
+        assume_rigid=assume_rigid,
     )
     # Slerp/float round-off can move the ends by ~1e-16; pin them so endpoints are bit-exact.
     extrinsics[0], extrinsics[-1] = extrinsics_a, extrinsics_b

@@ -21,11 +21,11 @@ from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
-import torch
 from jaxtyping import Float
 from torch import Tensor
 
 from videoscene.errors import VideoSceneError
+from videoscene.image_io import to_uint8
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,7 @@ class TemporalConsistency:
 
 
 def _grey_uint8(image: Float[Tensor, "3 height width"]) -> np.ndarray:
-    rgb = (image.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+    rgb = to_uint8(image).permute(1, 2, 0).cpu().numpy()
     return cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2GRAY)
 
 

@@ -45,7 +45,7 @@ from torch import Tensor, nn
 from videoscene.errors import LoadError, VideoSceneError
 from videoscene.io_utils import load_state, read_safetensors, save_safetensors
 from videoscene.prior.render import view_disagreement
-from videoscene.types import Gaussians, Views
+from videoscene.types import Cameras, Gaussians, Views
 
 logger = logging.getLogger(__name__)
 
@@ -143,14 +143,18 @@ def disagreement_scale(clips: Sequence, max_clips: int = 256) -> float:
 
 @torch.no_grad()
 def policy_inputs(
-    gaussians: Gaussians, context: Views, target: Views, temporal_compression: int, spatial_compression: int
+    gaussians: Gaussians,
+    context: Views,
+    cameras: Cameras,
+    image_shape: tuple[int, int],
+    temporal_compression: int,
+    spatial_compression: int,
 ) -> Float[Tensor, "batch latent_frames 2 latent_height latent_width"]:
-    """D on the latent grid: the views' disagreement at `policy_frames`, average-pooled by the VAE's spatial factor."""
-    frames = torch.tensor(policy_frames(target.image.shape[1], temporal_compression), device=target.image.device)
-    keys = Views(
-        target.image[:, frames], target.extrinsics[:, frames], target.intrinsics[:, frames], target.near[:, frames], target.far[:, frames]
-    )
-    disagreement = view_disagreement(gaussians, context.image.shape[1], context, keys, tuple(target.image.shape[-2:]))
+    """D on the latent grid: the views' disagreement at `policy_frames` of the video's [B, F] `cameras` (frames
+    of `image_shape`), average-pooled by the VAE's spatial factor."""
+    frames = torch.tensor(policy_frames(cameras.extrinsics.shape[1], temporal_compression), device=cameras.extrinsics.device)
+    keys = Cameras(cameras.extrinsics[:, frames], cameras.intrinsics[:, frames])
+    disagreement = view_disagreement(gaussians, context.image.shape[1], context, keys, image_shape)
     return F.avg_pool2d(disagreement.flatten(0, 1), spatial_compression).unflatten(0, disagreement.shape[:2])
 
 

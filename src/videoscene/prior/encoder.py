@@ -37,8 +37,9 @@ class EncoderOutput:
     opacity: Float[Tensor, "b v gpp h w"]
 
 
-def check_context(context: Views, size_multiple: int) -> None:
-    """One clear line for every input the encoder cannot handle."""
+def check_context(context: Views, size_multiple: int, assume_rigid: bool = False) -> None:
+    """One clear line for every input the encoder cannot handle. `assume_rigid`: the caller has already
+    checked that the extrinsics are rigid (`check_rigid`; on the CPU, where it costs no device sync)."""
     image = context.image
     if image.ndim != 5 or image.shape[2] != 3:
         raise VideoSceneError(f"context images must be [batch, views, 3, height, width], got {list(image.shape)}")
@@ -60,7 +61,8 @@ def check_context(context: Views, size_multiple: int) -> None:
             raise VideoSceneError(f"context {name} contains NaN or inf")
     if not ((context.near > 0) & (context.near < context.far)).all():
         raise VideoSceneError("context near/far must satisfy 0 < near < far for every view; check the dataset's depth range")
-    check_rigid(context.extrinsics.detach().cpu(), "context extrinsics (camera-to-world)")
+    if not assume_rigid:
+        check_rigid(context.extrinsics.detach().cpu(), "context extrinsics (camera-to-world)")
     focal = torch.stack([context.intrinsics[..., 0, 0], context.intrinsics[..., 1, 1]])
     if not (focal > 0).all():
         raise VideoSceneError("context intrinsics must have positive focal lengths (normalised fx/W, fy/H)")
@@ -103,9 +105,9 @@ class GaussianEncoder(nn.Module):
         self.depth_predictor = DepthPredictor(config)
         self.gaussian_head = GaussianHead(config)
 
-    def forward(self, context: Views) -> EncoderOutput:
+    def forward(self, context: Views, assume_rigid: bool = False) -> EncoderOutput:
         # 1. Check inputs.
-        check_context(context, self.config.size_multiple)
+        check_context(context, self.config.size_multiple, assume_rigid)
         images, extrinsics, intrinsics = context.image, context.extrinsics, context.intrinsics
 
         # 2. Multi-view features at 1/4 resolution.

@@ -10,26 +10,26 @@ from torch import Tensor
 from videoscene.errors import VideoSceneError
 from videoscene.gaussians.rasterizer import render
 from videoscene.prior.encoder import GaussianEncoder
-from videoscene.types import Example, Gaussians, Views
+from videoscene.types import Cameras, Example, Gaussians, Views
 
 
-def render_coarse(gaussians: Gaussians, context: Views, target: Views, image_shape: tuple[int, int], background: Tensor) -> Tensor:
-    """Render the prior's Gaussians at the target cameras: [B, T, 3, H, W] (only `target`'s cameras are used)."""
+def render_coarse(gaussians: Gaussians, context: Views, cameras: Cameras, image_shape: tuple[int, int], background: Tensor) -> Tensor:
+    """Render the prior's Gaussians at the target cameras ([B, T] of them): [B, T, 3, H, W]."""
     # Cull only what is behind or right at the camera; the prior's Gaussians lie within [near, far] of the context views.
     near = 0.1 * float(context.near.min())
     far = 10.0 * float(context.far.max())
-    return render(gaussians, target.extrinsics, target.intrinsics, image_shape, background=background, near=near, far=far).color
+    return render(gaussians, cameras.extrinsics, cameras.intrinsics, image_shape, background=background, near=near, far=far).color
 
 
 def view_disagreement(
-    gaussians: Gaussians, num_views: int, context: Views, target: Views, image_shape: tuple[int, int], coverage_alpha: float = 0.5
+    gaussians: Gaussians, num_views: int, context: Views, cameras: Cameras, image_shape: tuple[int, int], coverage_alpha: float = 0.5
 ) -> Float[Tensor, "batch target 2 height width"]:
     """Where the coarse render is unreliable, seen from the prior's own output: [spread, coverage] per pixel.
 
     The prior predicts its Gaussians view by view (view-major along the Gaussian axis). Rendering each context
     view's Gaussians alone at a target camera gives V guesses of the same pixel. Where the views put different
     colours there (a wrong depth, or content only one view saw) the fused render is a blend of disagreeing
-    guesses. Channel 0 is the spread mean_v |c_v − c̄| (mean over RGB) at pixels every view covers, 0 elsewhere;
+    guesses (at the [B, T] target `cameras`). Channel 0 is the spread mean_v |c_v − c̄| (mean over RGB) at pixels every view covers, 0 elsewhere;
     channel 1 is the fraction of views covering the pixel (alpha > `coverage_alpha`).
     """
     count = gaussians.means.shape[-2]
@@ -40,8 +40,8 @@ def view_disagreement(
     per_view = [
         render(
             gaussians.select((slice(None), part)),  # [B, G, …]: split along G
-            target.extrinsics,
-            target.intrinsics,
+            cameras.extrinsics,
+            cameras.intrinsics,
             image_shape,
             background=torch.zeros(gaussians.means.shape[0], 3, dtype=gaussians.means.dtype, device=gaussians.means.device),
             near=near,
@@ -58,7 +58,7 @@ def view_disagreement(
 def render_targets(model: GaussianEncoder, example: Example, background: Tensor) -> Tensor:
     """Predict Gaussians from the context views and render them at the target cameras: [B, T, 3, H, W]."""
     gaussians = model(example.context).gaussians
-    return render_coarse(gaussians, example.context, example.target, tuple(example.target.image.shape[-2:]), background)
+    return render_coarse(gaussians, example.context, example.target.cameras, example.target.image_shape, background)
 
 
 def nearest_context_images(example: Example) -> Tensor:

@@ -32,7 +32,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from videoscene.errors import VideoSceneError
-from videoscene.io_utils import check_output_location, write_json_atomic
+from videoscene.io_utils import check_output_location, read_json_object, write_json_atomic
 from videoscene.training.checkpoints import (
     append_jsonl,
     load_checkpoint_tensors,
@@ -182,7 +182,7 @@ class Trainer:
         if self.finished:
             logger.info("training already finished at step %d", self.step)
             run_file = self.out / RUN_FILE
-            return json.loads(run_file.read_text()) if run_file.is_file() else {"step": self.step}
+            return read_json_object(run_file, "run summary") if run_file.is_file() else {"step": self.step}
         end = settings.steps if stop_after is None else min(settings.steps, self.step + stop_after)
         start, step_seconds, validation = self.step, 0.0, None
         progress = tqdm(total=settings.steps, initial=start, desc=f"train {self.name}", unit="step",

@@ -13,7 +13,6 @@ Geometry-dependent constructor arguments of the diffusers classes (the transform
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -21,7 +20,7 @@ from typing import Any, Literal
 
 from videoscene.config_json import check_json_types
 from videoscene.errors import VideoSceneError
-from videoscene.io_utils import write_json_atomic
+from videoscene.io_utils import read_json_object, write_json_atomic
 
 NUM_TRAIN_TIMESTEPS = 1000  # T of CogVideoX's DDPM schedule: timesteps 0 … T−1
 
@@ -349,13 +348,7 @@ class VideoModelConfig:
         path = Path(path)
         if not path.is_file():
             raise VideoSceneError(f"video config {path} not found; pass a JSON file such as configs/video_tiny.json")
-        try:
-            data = json.loads(path.read_text())
-        except json.JSONDecodeError as error:
-            raise VideoSceneError(f"video config {path} is not valid JSON ({error})") from None
-        except (OSError, UnicodeDecodeError) as error:
-            raise VideoSceneError(f"video config {path} cannot be read ({error}); give a UTF-8 JSON file") from None
-        return cls.from_dict(data)
+        return cls.from_dict(read_json_object(path, "video config"))
 
 
 # Tiny VAE, chosen by measurement at 17×64×96 on 2 CPU cores (benchmarks/bench_video.py --vae-candidates):

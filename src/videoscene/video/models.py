@@ -13,7 +13,6 @@ Weights come from either
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -29,7 +28,7 @@ from safetensors.torch import save_file
 from torch import Tensor, nn
 
 from videoscene.errors import VideoSceneError
-from videoscene.io_utils import load_safetensors, load_state, staged_output_dir
+from videoscene.io_utils import load_safetensors, load_state, read_json_object, staged_output_dir
 from videoscene.video.cpu_conv3d import use_onednn_conv3d
 from videoscene.video.config import (
     ScheduleConfig,
@@ -203,7 +202,7 @@ class VideoBackbone(nn.Module):
             path / "transformer", torch_dtype=torch_dtype, local_files_only=True
         )
         scheduler_file = path / "scheduler" / "scheduler_config.json"
-        schedule = ScheduleConfig.from_diffusers(json.loads(scheduler_file.read_text())) if scheduler_file.is_file() else ScheduleConfig()
+        schedule = ScheduleConfig.from_diffusers(read_json_object(scheduler_file, "scheduler config")) if scheduler_file.is_file() else ScheduleConfig()
         config = VideoModelConfig.from_diffusers(path.name, transformer.config, vae.config, schedule, "file" if prompt_embeds_path else "t5")
         text = config.text
         if prompt_embeds_path:

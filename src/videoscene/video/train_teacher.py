@@ -48,7 +48,7 @@ from tqdm.auto import tqdm
 from videoscene.data.dataset import ClipDataset, ClipSamplerConfig
 from videoscene.data.re10k import INDEX_FILE
 from videoscene.errors import LoadError, VideoSceneError
-from videoscene.image_io import write_mp4
+from videoscene.image_io import to_uint8, write_mp4
 from videoscene.io_utils import load_safetensors, load_state, save_safetensors
 from videoscene.metrics.image import psnr, ssim
 from videoscene.training.checkpoints import module_fingerprint
@@ -213,7 +213,7 @@ def build_latent_cache(config: TeacherTrainConfig, vae: AutoencoderKLCogVideoX, 
         # [B, C, f, h, w] → [B, f, C, h, w] (the transformer's layout)
         means.append(posterior.mean.permute(0, 2, 1, 3, 4).contiguous())
         stds.append(posterior.std.permute(0, 2, 1, 3, 4).contiguous())
-        ends.append((clips[:, [0, -1]] * 255).round().to(torch.uint8))
+        ends.append(to_uint8(clips[:, [0, -1]]))
     cache = LatentCache(torch.cat(means), torch.cat(stds), torch.cat(ends))
     folder.mkdir(parents=True, exist_ok=True)
     save_safetensors(folder / CACHE_FILE, {"mean": cache.mean, "std": cache.std, "ends": cache.ends}, {"spec": json.dumps(spec)})

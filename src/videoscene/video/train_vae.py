@@ -50,6 +50,7 @@ from videoscene.data.dataset import ClipDataset, ClipSamplerConfig
 from videoscene.data.re10k import INDEX_FILE, load_index, read_chunk
 from videoscene.errors import VideoSceneError
 from videoscene.geometry.image_ops import crop_to_aspect_and_resize
+from videoscene.image_io import to_uint8
 from videoscene.io_utils import load_state, read_json_object, staged_output_dir, write_json_atomic
 from videoscene.metrics.image import psnr, ssim
 from videoscene.training.cli import add_training_arguments, run_training
@@ -138,7 +139,7 @@ class FrameBank:
             if max_scenes is not None and len(self.videos) >= max_scenes:
                 break
             for scene in read_chunk(chunk)[: None if max_scenes is None else max_scenes - len(self.videos)]:
-                self.videos.append((fit_frames(scene.frames(), size) * 255).round().to(torch.uint8))
+                self.videos.append(to_uint8(fit_frames(scene.frames(), size)))
         if not self.videos:
             raise VideoSceneError(f"no scenes in {split_dirs}; point at split folders of RealEstate10K chunks")
         self.size = size
