@@ -27,10 +27,10 @@ from videoscene.data.re10k import encode_image
 from videoscene.data.synthetic import (
     SynthConfig,
     coarse_view,
-    view_overlap,
     render_scene,
     render_view,
     sample_scene,
+    view_overlap,
 )
 
 RESULTS = Path(__file__).resolve().parent / "results" / "synthetic.json"

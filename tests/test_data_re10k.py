@@ -12,7 +12,14 @@ from videoscene.data.evaluation_index import (
     read_evaluation_index,
     write_evaluation_index,
 )
-from videoscene.data.re10k import decode_image, iter_scenes, load_scene, read_chunk, scene_from_frames, write_split
+from videoscene.data.re10k import (
+    decode_image,
+    iter_scenes,
+    load_scene,
+    read_chunk,
+    scene_from_frames,
+    write_split,
+)
 from videoscene.errors import VideoSceneError
 
 

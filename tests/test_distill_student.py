@@ -7,6 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from weights_factory import DDPNET_TIMESTEPS
 
 from videoscene.data.synthetic import render_scene
 from videoscene.distill.config import LeapConfig
@@ -17,9 +18,6 @@ from videoscene.pipeline import VideoScenePipeline
 from videoscene.policy.ddpnet import DDPNet, DDPNetConfig
 from videoscene.types import Cameras
 from videoscene.video.schedule import NoiseSchedule
-
-from weights_factory import DDPNET_TIMESTEPS
-
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -6,17 +6,17 @@ from pathlib import Path
 
 import pytest
 import torch
+from weights_factory import tiny_video_config
 
 from videoscene.cli import main
 from videoscene.distill.cache import CachedClip, CacheWriter, ClipCache
 from videoscene.distill.config import DataConfig, DistillConfig, TrainConfig
 from videoscene.distill.student import load_distilled
 from videoscene.distill.train import DistillTrainer
-from videoscene.training.randomness import batch_indices
 from videoscene.errors import VideoSceneError
 from videoscene.policy.ddpnet import DDPNet, PolicyConfig
+from videoscene.training.randomness import batch_indices
 from videoscene.video.models import VideoBackbone, trainable_parameter_names
-from weights_factory import tiny_video_config
 
 
 def tiny_teacher() -> VideoBackbone:

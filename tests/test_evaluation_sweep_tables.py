@@ -8,14 +8,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_evaluation_fvd import VideoStatistics  # a small TorchScript stand-in with I3D's call signature
+from weights_factory import make_tiny_weights
 
 from videoscene.cli import main
 from videoscene.data.re10k import scene_from_frames, write_split
 from videoscene.data.synthetic import SynthConfig, render_scene
 from videoscene.errors import VideoSceneError
-
-from test_evaluation_fvd import VideoStatistics  # a small TorchScript stand-in with I3D's call signature
-from weights_factory import make_tiny_weights
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 PNG = b"\x89PNG\r\n\x1a\n"

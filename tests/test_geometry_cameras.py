@@ -7,7 +7,6 @@ import torch
 from scipy.spatial.transform import Rotation
 
 from videoscene.errors import VideoSceneError
-from videoscene.geometry.rotations import matrix_to_quaternion
 from videoscene.geometry.cameras import (
     CaptureCameras,
     cameras_from_re10k_vector,
@@ -23,6 +22,7 @@ from videoscene.geometry.cameras import (
     write_llff_poses_bounds,
     write_transforms_json,
 )
+from videoscene.geometry.rotations import matrix_to_quaternion
 
 
 def random_extrinsics(count: int, seed: int = 0) -> torch.Tensor:

@@ -7,17 +7,14 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from weights_factory import FRAMES, HEIGHT, WIDTH
 
 from videoscene.cli import main
 from videoscene.errors import VideoSceneError
-from videoscene.io_utils import OUTPUT_MARKER
 from videoscene.gaussians.ply import load_ply
+from videoscene.io_utils import OUTPUT_MARKER
 from videoscene.pipeline import VideoScenePipeline
 from videoscene.types import Cameras
-
-from weights_factory import FRAMES, HEIGHT, WIDTH
-
-
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

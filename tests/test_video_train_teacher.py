@@ -12,10 +12,9 @@ from safetensors.torch import load_file, save_file
 from test_video_train_vae import micro_data, micro_vae_config  # noqa: F401  (fixtures)
 
 from videoscene.cli import main as cli_main
-from videoscene.video.models import ATTENTION_PARAMETERS
 from videoscene.errors import VideoSceneError
 from videoscene.video.config import VideoModelConfig, preset
-from videoscene.video.models import VideoBackbone
+from videoscene.video.models import ATTENTION_PARAMETERS, VideoBackbone
 from videoscene.video.schedule import NoiseSchedule
 from videoscene.video.train_teacher import (
     TeacherTrainConfig,

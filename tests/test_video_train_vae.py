@@ -13,6 +13,7 @@ from safetensors.torch import load_file
 from videoscene.cli import main as cli_main
 from videoscene.data.re10k import scene_from_frames, write_split
 from videoscene.errors import VideoSceneError
+from videoscene.training.checkpoints import checkpoint_folders
 from videoscene.video.config import VideoModelConfig
 from videoscene.video.train_vae import (
     FrameBank,
@@ -22,7 +23,6 @@ from videoscene.video.train_vae import (
     train_vae,
     vae_loss,
 )
-from videoscene.training.checkpoints import checkpoint_folders
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 HEIGHT, WIDTH, SCENE_FRAMES = 16, 24, 12

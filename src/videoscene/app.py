@@ -29,8 +29,8 @@ import torch
 
 from videoscene import arguments
 from videoscene.arguments import resolve_device
-from videoscene.errors import VideoSceneError
 from videoscene.demo import DEMO_ASSETS
+from videoscene.errors import VideoSceneError
 from videoscene.generate import estimate_cameras_for_files, load_cameras_file, load_image, write_outputs
 from videoscene.image_io import MIN_IMAGE_SIDE
 

@@ -29,7 +29,12 @@ from videoscene.arguments import resolve_device
 from videoscene.errors import VideoSceneError
 from videoscene.gaussians.ply import save_ply
 from videoscene.geometry.cameras import normalize_intrinsics, opengl_to_opencv
-from videoscene.geometry.relative_pose import RelativePoseConfig, RelativePoseEstimate, estimate_cameras, exif_focal
+from videoscene.geometry.relative_pose import (
+    RelativePoseConfig,
+    RelativePoseEstimate,
+    estimate_cameras,
+    exif_focal,
+)
 from videoscene.image_io import MAX_IMAGE_PIXELS, MIN_IMAGE_SIDE, read_rgb, to_uint8, write_mp4
 from videoscene.io_utils import check_output_dir, read_json_object, staged_output_dir, write_json_atomic
 from videoscene.types import Cameras

@@ -17,8 +17,8 @@ import os
 import shutil
 import socket
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as safetensors_bytes

@@ -18,10 +18,11 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterator, Literal
+from typing import Literal
 
 import torch
 from jaxtyping import Float
@@ -61,7 +62,7 @@ class PipelineConfig:
     background: tuple[float, float, float] = (0.0, 0.0, 0.0)
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "PipelineConfig":
+    def load(cls, path: str | os.PathLike) -> PipelineConfig:
         raw = read_json_object(path, "pipeline config")
         check_json_types(cls, raw, f"pipeline config {path}")
         try:
@@ -103,7 +104,7 @@ class VideoScenePipeline:
     @classmethod
     def from_pretrained(
         cls, folder: str | os.PathLike | None = None, device: str | torch.device | None = "cpu", torch_dtype: torch.dtype | None = None
-    ) -> "VideoScenePipeline":
+    ) -> VideoScenePipeline:
         """Load a weights folder (default: the bundled tiny weights). bf16 by default on CUDA."""
         folder = Path(folder) if folder is not None else BUNDLED_WEIGHTS
         device = resolve_device(device)

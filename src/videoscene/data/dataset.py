@@ -7,9 +7,9 @@ frame j in steps of 2): F = 8k + 1 so the CogVideoX VAE round-trips (docs/conven
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import torch
 from torch.utils.data import Dataset

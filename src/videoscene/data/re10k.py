@@ -12,9 +12,9 @@ import io
 import pickle
 import re
 import zipfile
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -36,7 +36,7 @@ class Scene:
     key: str
     images: list[Tensor]
     cameras: Float[Tensor, "frame 18"]
-    timestamps: Int[Tensor, "frame"]
+    timestamps: Int[Tensor, " frame"]
     url: str = ""
 
     def __len__(self) -> int:
@@ -105,7 +105,7 @@ def scene_from_frames(
     extrinsics: Float[Tensor, "frame 4 4"],
     intrinsics: Float[Tensor, "frame 3 3"],
     fmt: str = "png",
-    timestamps: Int[Tensor, "frame"] | None = None,
+    timestamps: Int[Tensor, " frame"] | None = None,
     url: str = "",
 ) -> Scene:
     """Build a scene from frames (uint8 [F, H, W, 3] array or float [F, 3, H, W] tensor) and cameras."""

@@ -286,8 +286,8 @@ def _nonzero(d: np.ndarray) -> np.ndarray:
 
 
 def cast_rays(
-    room: Room, origin: Float[np.ndarray, "3"], d: Float[np.ndarray, "3 n"]
-) -> tuple[Float[np.ndarray, "n"], Int[np.ndarray, "n"]]:
+    room: Room, origin: Float[np.ndarray, 3], d: Float[np.ndarray, "3 n"]
+) -> tuple[Float[np.ndarray, " n"], Int[np.ndarray, " n"]]:
     """Nearest hit along rays origin + t d (d need not be unit; t is in units of d). Returns t and the
     surface id: 0..5 room faces, 6 + k primitive k. The camera is inside the room, so every ray hits."""
     d = _nonzero(d.astype(np.float32))
@@ -340,12 +340,12 @@ def _occlusion(room: Room, p: np.ndarray) -> np.ndarray:
 
 def shade(
     room: Room,
-    origin: Float[np.ndarray, "3"],
+    origin: Float[np.ndarray, 3],
     d: Float[np.ndarray, "3 n"],
-    t: Float[np.ndarray, "n"],
-    surface: Int[np.ndarray, "n"],
+    t: Float[np.ndarray, " n"],
+    surface: Int[np.ndarray, " n"],
     texel_angle: float,
-) -> tuple[Float[np.ndarray, "n 3"], Float[np.ndarray, "3 n"], Int[np.ndarray, "n"]]:
+) -> tuple[Float[np.ndarray, "n 3"], Float[np.ndarray, "3 n"], Int[np.ndarray, " n"]]:
     """Radiance of the hit points (before tone mapping), with their normals and material ids.
     `texel_angle` is a ray's footprint per unit of t on a surface facing the camera
     (1 / (focal length in pixels x rays per pixel side)); it sets the mip level."""
@@ -414,7 +414,7 @@ def camera_rays(intrinsics: Float[np.ndarray, "3 3"], height: int, width: int) -
 
 
 def pixel_rays(
-    intrinsics: Float[np.ndarray, "3 3"], height: int, width: int, x: Float[np.ndarray, "n"], y: Float[np.ndarray, "n"]
+    intrinsics: Float[np.ndarray, "3 3"], height: int, width: int, x: Float[np.ndarray, " n"], y: Float[np.ndarray, " n"]
 ) -> Float[np.ndarray, "3 n"]:
     """Camera-space directions (x, y, 1) through pixel coordinates (x, y) (pixel centres at +0.5)."""
     fx, fy = intrinsics[0, 0] * width, intrinsics[1, 1] * height
@@ -928,12 +928,12 @@ class CameraPath:
 
     motion: str
     positions: Float[np.ndarray, "4 3"]
-    yaw: Float[np.ndarray, "4"]
-    pitch: Float[np.ndarray, "4"]
-    roll: Float[np.ndarray, "4"]
+    yaw: Float[np.ndarray, 4]
+    pitch: Float[np.ndarray, 4]
+    roll: Float[np.ndarray, 4]
     fov_x: float  # horizontal field of view, radians
 
-    def poses(self, s: Float[np.ndarray, "n"]) -> Float[np.ndarray, "n 4 4"]:
+    def poses(self, s: Float[np.ndarray, " n"]) -> Float[np.ndarray, "n 4 4"]:
         def spline(values):
             return CubicSpline(_KEY_S, values, bc_type="natural", axis=0)(s)
 

@@ -15,9 +15,9 @@ import logging
 import multiprocessing
 import time
 import zipfile
+from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import torch

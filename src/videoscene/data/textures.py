@@ -34,7 +34,7 @@ PICTURE_PHOTOS = (
 )
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def load_package_photo(name: str) -> Float[np.ndarray, "height width 3"]:
     """One of scikit-image's bundled photographs as float RGB in [0, 1] (cached per process)."""
     path = resources.files("skimage") / "data" / name
@@ -214,7 +214,7 @@ class TextureAtlas:
         return self.offsets.shape[1]
 
     @classmethod
-    def build(cls, textures: list[Texture]) -> "TextureAtlas":
+    def build(cls, textures: list[Texture]) -> TextureAtlas:
         if not textures:
             raise VideoSceneError("a texture atlas needs at least one texture")
         size = textures[0].shape[0]
@@ -261,10 +261,10 @@ class TextureAtlas:
 
     def sample(
         self,
-        texture: Int[np.ndarray, "n"],
-        x: Float[np.ndarray, "n"],
-        y: Float[np.ndarray, "n"],
-        lod: Float[np.ndarray, "n"],
+        texture: Int[np.ndarray, " n"],
+        x: Float[np.ndarray, " n"],
+        y: Float[np.ndarray, " n"],
+        lod: Float[np.ndarray, " n"],
     ) -> Float[np.ndarray, "n 3"]:
         """Trilinear (mip-mapped) lookup. x (column) and y (row) are in level-0 texels and wrap; lod is
         log2 of the sample footprint in level-0 texels (clamped to the available levels)."""

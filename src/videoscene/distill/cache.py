@@ -25,9 +25,9 @@ import hashlib
 import json
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Sequence
 
 import torch
 from jaxtyping import Float, UInt8
@@ -41,10 +41,10 @@ from videoscene.errors import LoadError, VideoSceneError
 from videoscene.geometry.image_ops import crop_to_aspect_and_resize
 from videoscene.image_io import to_uint8
 from videoscene.io_utils import read_json_object, read_safetensors, save_safetensors, write_json_atomic
-from videoscene.training.checkpoints import module_fingerprint
-from videoscene.prior.encoder import GaussianEncoder
 from videoscene.policy.ddpnet import policy_inputs
+from videoscene.prior.encoder import GaussianEncoder
 from videoscene.prior.render import render_coarse
+from videoscene.training.checkpoints import module_fingerprint
 from videoscene.types import Example, Views
 from videoscene.video.conditioning import encode_condition_frames
 from videoscene.video.models import VideoBackbone
@@ -133,7 +133,7 @@ class CacheWriter:
     def write(self, index: int, clip: CachedClip) -> None:
         save_clip(self.clip_path(index), clip)
 
-    def finish(self, num_clips: int) -> "ClipCache":
+    def finish(self, num_clips: int) -> ClipCache:
         if num_clips < 1:
             raise VideoSceneError(
                 f"cache {self.folder} would hold no clips; check the data folders and num_frames"

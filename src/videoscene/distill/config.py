@@ -165,7 +165,7 @@ class DistillConfig:
         """DDPNet only makes sense with the leap (without it the student starts from pure noise)."""
         return not self.leap.no_leap and self.policy.train_steps > 0
 
-    def with_no_leap(self) -> "DistillConfig":
+    def with_no_leap(self) -> DistillConfig:
         return replace(self, leap=replace(self.leap, no_leap=True))
 
     # -- JSON -------------------------------------------------------------------------------------------------
@@ -173,7 +173,7 @@ class DistillConfig:
         return {"format": CONFIG_FORMAT, **asdict(self)}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], source: str = "config") -> "DistillConfig":
+    def from_dict(cls, data: dict[str, Any], source: str = "config") -> DistillConfig:
         data = dict(data)
         fmt = data.pop("format", CONFIG_FORMAT)
         if fmt != CONFIG_FORMAT:
@@ -192,7 +192,7 @@ class DistillConfig:
         write_json_atomic(path, self.to_dict())
 
     @classmethod
-    def load_json(cls, path: str | os.PathLike) -> "DistillConfig":
+    def load_json(cls, path: str | os.PathLike) -> DistillConfig:
         path = Path(path)
         if not path.is_file():  # its own wording, which the CLI tests check
             raise VideoSceneError(

@@ -19,8 +19,8 @@ per-sample reference twin see identical inputs.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Callable, Iterable
 
 import torch
 from jaxtyping import Float, Int
@@ -55,10 +55,10 @@ class LatentBatch:
                 f"render, ground-truth and condition latents must share one [B, f, C, h, w] shape, got {shapes}"
             )
 
-    def to(self, device: torch.device | str) -> "LatentBatch":
+    def to(self, device: torch.device | str) -> LatentBatch:
         return LatentBatch(*(None if value is None else value.to(device) for value in self._fields()))
 
-    def index(self, item) -> "LatentBatch":
+    def index(self, item) -> LatentBatch:
         return LatentBatch(*(None if value is None else value[item] for value in self._fields()))
 
     def _fields(self) -> tuple[Tensor | None, ...]:

@@ -3,7 +3,13 @@ generated frame stands for which target (protocol.py), the loop and the scores (
 report files (report.py), and DDPNet's timestep choice against the per-clip oracle (oracle.py, `videoscene
 policy oracle`). How frames are compared: docs/evaluation.md."""
 
-from videoscene.evaluation.methods import GenerationRequest, MethodResources, MethodSpec, parse_method, register_family
+from videoscene.evaluation.methods import (
+    GenerationRequest,
+    MethodResources,
+    MethodSpec,
+    parse_method,
+    register_family,
+)
 from videoscene.evaluation.protocol import FramePlan, plan_frames
 from videoscene.evaluation.runner import EvalConfig, evaluate
 

@@ -19,9 +19,20 @@ from pathlib import Path
 
 from videoscene import arguments
 from videoscene.arguments import resolve_device
-from videoscene.data.evaluation_index import make_evaluation_index, read_evaluation_index, write_evaluation_index
+from videoscene.data.evaluation_index import (
+    make_evaluation_index,
+    read_evaluation_index,
+    write_evaluation_index,
+)
 from videoscene.errors import VideoSceneError
-from videoscene.evaluation.methods import FAMILIES, MethodResources, build_method, build_with_pipeline, parse_methods, valid_names
+from videoscene.evaluation.methods import (
+    FAMILIES,
+    MethodResources,
+    build_method,
+    build_with_pipeline,
+    parse_methods,
+    valid_names,
+)
 from videoscene.evaluation.report import markdown_table, write_report
 from videoscene.evaluation.runner import EvalConfig, evaluate
 from videoscene.io_utils import check_output_dir, staged_output_dir

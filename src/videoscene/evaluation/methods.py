@@ -26,9 +26,10 @@ from __future__ import annotations
 import functools
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Literal
 
 import torch
 from jaxtyping import Float
@@ -49,7 +50,7 @@ class GenerationRequest:
 
     context: Views  # the two context views [2, 3, H, W] at the model's resolution, with near/far
     path: Cameras  # F cameras [F, 4, 4], [F, 3, 3]; path[0] and path[-1] are the context cameras
-    times: Float[Tensor, "frame"]  # each frame's time along the path: 0 at context 0, 1 at context 1
+    times: Float[Tensor, " frame"]  # each frame's time along the path: 0 at context 0, 1 at context 1
     seed: int  # per-scene seed; a method must be a deterministic function of the request
     scene: str = ""
 

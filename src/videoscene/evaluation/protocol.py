@@ -24,8 +24,8 @@ integer, e.g. 17 frames for targets every frame of a gap of 8 or 16 frames).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -133,7 +133,7 @@ def fit_views(views: Views, size: tuple[int, int]) -> Views:
 
 def path_cameras(
     plan: FramePlan, context: Cameras, targets: Cameras
-) -> tuple[Cameras, Float[Tensor, "frame"]]:
+) -> tuple[Cameras, Float[Tensor, " frame"]]:
     """The F cameras of the video: the context cameras at both ends, each target's own camera at its slot,
     the slots between interpolated along the path through them. `targets` are in `plan.targets` order."""
     if len(context) != 2 or len(targets) != len(plan.targets):

@@ -25,10 +25,16 @@ import torch.nn.functional as F
 from matplotlib.figure import Figure
 from PIL import Image
 
-from videoscene.evaluation.runner import REFERENCE, EvaluationResult, SceneResult, Showcase, consistency_config
-from videoscene.io_utils import write_json_atomic
+from videoscene.evaluation.runner import (
+    REFERENCE,
+    EvaluationResult,
+    SceneResult,
+    Showcase,
+    consistency_config,
+)
 from videoscene.geometry.matching import Matches, sift_matches
 from videoscene.image_io import to_uint8
+from videoscene.io_utils import write_json_atomic
 from videoscene.metrics.consistency import draw_matches, ransac_inliers
 
 logger = logging.getLogger(__name__)

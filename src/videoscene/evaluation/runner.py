@@ -28,9 +28,9 @@ import hashlib
 import logging
 import math
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Mapping
 
 import cv2
 import numpy as np
@@ -80,12 +80,14 @@ class EvalConfig:
             raise VideoSceneError(f"max_scenes must be >= 1, got {self.max_scenes}")
 
     @classmethod
-    def for_weights(cls, weights: Path | None, **overrides) -> "EvalConfig":
+    def for_weights(cls, weights: Path | None, **overrides) -> EvalConfig:
         """The model's resolution, frame count and depth range from the weights folder's pipeline.json when
         it has one (else this class's defaults), then `overrides` (None values are ignored: flags not given)."""
         settings: dict = {}
         if weights is not None and (Path(weights) / "pipeline.json").is_file():
-            from videoscene.pipeline import PipelineConfig  # heavy imports only when a pipeline folder is given
+            from videoscene.pipeline import (
+                PipelineConfig,  # heavy imports only when a pipeline folder is given
+            )
 
             model = PipelineConfig.load(Path(weights) / "pipeline.json")
             settings = {"image_size": (model.height, model.width), "num_frames": model.num_frames, "near": model.near, "far": model.far}

@@ -49,8 +49,8 @@ from torch.func import jacrev, vmap
 
 from videoscene.errors import VideoSceneError
 from videoscene.gaussians.math import MAX_SH_DEGREE, eval_sh, sh_degree_of
-from videoscene.geometry.rotations import quaternion_to_matrix
 from videoscene.geometry.cameras import check_rigid
+from videoscene.geometry.rotations import quaternion_to_matrix
 from videoscene.types import Gaussians, RenderOutput, check_finite
 
 logger = logging.getLogger(__name__)

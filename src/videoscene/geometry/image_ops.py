@@ -141,7 +141,7 @@ def fit_within(height: int, width: int, max_size: int) -> tuple[int, int]:
 def undistort(
     image: np.ndarray,
     pixel_intrinsics: Float[Tensor, "3 3"],
-    distortion: Float[Tensor, "4"],
+    distortion: Float[Tensor, 4],
 ) -> tuple[np.ndarray, Float[Tensor, "3 3"]]:
     """Remove OpenCV/COLMAP (k1, k2, p1, p2) lens distortion from a uint8 [H, W, C] image.
 

@@ -15,7 +15,7 @@ from videoscene.geometry.cameras import check_rigid
 EASINGS = ("linear", "cosine")
 
 
-def ease(times: Float[Tensor, "frame"], easing: str) -> Float[Tensor, "frame"]:
+def ease(times: Float[Tensor, " frame"], easing: str) -> Float[Tensor, " frame"]:
     """Map times in [0, 1] to [0, 1]. "cosine" starts and stops smoothly: t' = (1 − cos(πt)) / 2
     (the easing of the pixelSplat/MVSplat interpolation videos)."""
     if easing == "linear":
@@ -28,8 +28,8 @@ def ease(times: Float[Tensor, "frame"], easing: str) -> Float[Tensor, "frame"]:
 def interpolate_keyframes(
     extrinsics: Float[Tensor, "key 4 4"],
     intrinsics: Float[Tensor, "key 3 3"],
-    key_times: Float[Tensor, "key"],
-    times: Float[Tensor, "frame"],
+    key_times: Float[Tensor, " key"],
+    times: Float[Tensor, " frame"],
     *,
     assume_rigid: bool = False,
 ) -> tuple[Float[Tensor, "frame 4 4"], Float[Tensor, "frame 3 3"]]:
@@ -96,10 +96,10 @@ def interpolate_cameras(
 def camera_path(
     extrinsics: Float[Tensor, "key 4 4"],
     intrinsics: Float[Tensor, "key 3 3"],
-    key_times: Float[Tensor, "key"],
+    key_times: Float[Tensor, " key"],
     num_frames: int,
     easing: str = "linear",
-) -> tuple[Float[Tensor, "frame 4 4"], Float[Tensor, "frame 3 3"], Float[Tensor, "frame"]]:
+) -> tuple[Float[Tensor, "frame 4 4"], Float[Tensor, "frame 3 3"], Float[Tensor, " frame"]]:
     """`num_frames` cameras spread evenly in time (eased) from the first to the last given camera, along the
     path through all of them — e.g. the two context cameras and the targets between them at their frame
     indices, resampled to the video model's frame count. Also returns the time of each output frame."""

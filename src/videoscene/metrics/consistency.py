@@ -50,7 +50,7 @@ class PairConsistency:
     share_within: float  # share of matches within `within_px` of the given epipolar geometry
     ransac_inliers: int  # matches consistent with a fundamental matrix fitted by RANSAC to the matches alone
     ransac_inlier_ratio: float
-    sampson_px: Float[np.ndarray, "match"] = field(repr=False, default_factory=lambda: np.zeros(0))
+    sampson_px: Float[np.ndarray, " match"] = field(repr=False, default_factory=lambda: np.zeros(0))
     inlier_mask: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(0, dtype=bool))
 
 

@@ -46,7 +46,7 @@ class FlowConfig:
 class TemporalConsistency:
     warp_error: float  # mean over consecutive pairs of the mean |I_t − Î_t| over visible pixels (nan: none visible)
     visible_fraction: float  # mean share of pixels that passed the occlusion test
-    pair_errors: Float[np.ndarray, "pair"] = field(repr=False, default_factory=lambda: np.zeros(0))
+    pair_errors: Float[np.ndarray, " pair"] = field(repr=False, default_factory=lambda: np.zeros(0))
 
 
 def _grey_uint8(image: Float[Tensor, "3 height width"]) -> np.ndarray:

@@ -33,9 +33,10 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Literal, Sequence
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -121,7 +122,7 @@ class DDPNetConfig:
     disagreement_scale: float = 1.0
 
     @classmethod
-    def from_policy(cls, policy: PolicyConfig, latent_frames: int, latent_channels: int) -> "DDPNetConfig":
+    def from_policy(cls, policy: PolicyConfig, latent_frames: int, latent_channels: int) -> DDPNetConfig:
         return cls(
             latent_frames, latent_channels, tuple(policy.candidates), policy.hidden_channels, policy.view_disagreement
         )
@@ -240,7 +241,7 @@ class DDPNet(nn.Module):
         save_safetensors(path, state, metadata)
 
     @classmethod
-    def load(cls, path: str | os.PathLike, device: torch.device | str = "cpu") -> "DDPNet":
+    def load(cls, path: str | os.PathLike, device: torch.device | str = "cpu") -> DDPNet:
         path = Path(path)
         if path.is_dir():
             path = path / WEIGHTS_FILE

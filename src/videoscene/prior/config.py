@@ -118,7 +118,7 @@ class EncoderConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "EncoderConfig":
+    def from_dict(cls, data: dict) -> EncoderConfig:
         known = {f.name for f in fields(cls)}
         unknown = set(data) - known
         if unknown:
@@ -132,10 +132,10 @@ class EncoderConfig:
         write_json_atomic(path, self.to_dict())
 
     @classmethod
-    def load(cls, path: str | Path) -> "EncoderConfig":
+    def load(cls, path: str | Path) -> EncoderConfig:
         return cls.from_dict(read_json_object(path, "encoder config"))
 
-    def replace(self, **changes) -> "EncoderConfig":
+    def replace(self, **changes) -> EncoderConfig:
         return replace(self, **changes)
 
 

@@ -8,9 +8,9 @@ Weights are stored as `prior.safetensors` beside `prior_config.json` (an `Encode
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import torch
 from jaxtyping import Float
@@ -131,7 +131,7 @@ class GaussianEncoder(nn.Module):
         self.config.save(folder / CONFIG_FILE)
 
     @classmethod
-    def load(cls, weights: str | Path, config: str | Path | EncoderConfig | None = None) -> "GaussianEncoder":
+    def load(cls, weights: str | Path, config: str | Path | EncoderConfig | None = None) -> GaussianEncoder:
         """Load a prior from a folder holding prior.safetensors + prior_config.json, or from a weights file
         (its config is `config`, or prior_config.json beside it)."""
         weights = Path(weights)

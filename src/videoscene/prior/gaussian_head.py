@@ -45,7 +45,7 @@ def quaternion_multiply(a: Float[Tensor, "*batch 4"], b: Float[Tensor, "*batch 4
     )
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _sh_fit(degree: int) -> tuple[Tensor, Tensor, Tensor]:
     """Sample directions S (Fibonacci sphere), pinv(Y(S)) and the band-diagonal mask, in float64."""
     d_sh = (degree + 1) ** 2

@@ -101,11 +101,11 @@ class PriorTrainConfig(RunConfig):
         return config_to_dict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "PriorTrainConfig":
+    def from_dict(cls, data: dict) -> PriorTrainConfig:
         return config_from_dict(cls, data, "training config")
 
     @classmethod
-    def load(cls, path: str | Path) -> "PriorTrainConfig":
+    def load(cls, path: str | Path) -> PriorTrainConfig:
         return load_config(cls, path)
 
 
@@ -119,7 +119,7 @@ def derived_seed(seed: int, number: int) -> int:
     return int(np.random.SeedSequence([seed, number]).generate_state(1, dtype=np.uint64)[0] >> 1)
 
 
-def select_views(views: Views, chosen: Int[Tensor, "k"]) -> Views:
+def select_views(views: Views, chosen: Int[Tensor, " k"]) -> Views:
     """The views at positions `chosen` of batched views [B, V, ...]."""
     return replace(views, **{f.name: getattr(views, f.name)[:, chosen] for f in fields(views) if getattr(views, f.name) is not None})
 

@@ -6,8 +6,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from videoscene import arguments
 from videoscene.training.config import config_from_dict, config_to_dict

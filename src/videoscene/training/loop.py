@@ -22,9 +22,10 @@ import contextlib
 import json
 import logging
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Literal
+from typing import Any, Literal
 
 import torch
 from accelerate import Accelerator
@@ -65,7 +66,7 @@ class LoopSettings:
     mixed_precision: Literal["no", "fp16", "bf16"] = "no"
 
     @classmethod
-    def of(cls, config: RunConfig) -> "LoopSettings":
+    def of(cls, config: RunConfig) -> LoopSettings:
         return cls(config.steps, config.seed, config.grad_clip, config.checkpoint_every, config.keep_checkpoints,
                    config.validate_every, config.log_every, config.mixed_precision)  # fmt: skip
 

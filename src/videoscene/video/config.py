@@ -54,7 +54,7 @@ class VAEConfig:
     def spatial_compression(self) -> int:
         return 2 ** (len(self.block_out_channels) - 1)
 
-    def architecture(self) -> "VAEConfig":
+    def architecture(self) -> VAEConfig:
         """The shape-defining fields only: the latent scaling (measured per trained VAE) and the memory
         switches cleared, so that two VAEs of one architecture compare equal."""
         return replace(self, scaling_factor=0.0, latents_mean=None, latents_std=None, enable_slicing=False, enable_tiling=False)
@@ -78,7 +78,7 @@ class VAEConfig:
         )
 
     @classmethod
-    def from_diffusers(cls, config: dict[str, Any], **overrides) -> "VAEConfig":
+    def from_diffusers(cls, config: dict[str, Any], **overrides) -> VAEConfig:
         """Our view of a loaded VAE's config (a diffusers folder's vae/config.json)."""
         return cls(
             block_out_channels=tuple(config["block_out_channels"]),
@@ -111,12 +111,12 @@ class DenoiserConfig:
     def inner_dim(self) -> int:
         return self.num_attention_heads * self.attention_head_dim
 
-    def architecture(self) -> "DenoiserConfig":
+    def architecture(self) -> DenoiserConfig:
         """The shape-defining fields only (gradient checkpointing saves memory and changes no weight)."""
         return replace(self, gradient_checkpointing=False)
 
     @classmethod
-    def from_diffusers(cls, config: dict[str, Any], **overrides) -> "DenoiserConfig":
+    def from_diffusers(cls, config: dict[str, Any], **overrides) -> DenoiserConfig:
         return cls(
             num_layers=config["num_layers"],
             num_attention_heads=config["num_attention_heads"],
@@ -166,7 +166,7 @@ class ScheduleConfig:
         return asdict(self)
 
     @classmethod
-    def from_diffusers(cls, config: dict[str, Any]) -> "ScheduleConfig":
+    def from_diffusers(cls, config: dict[str, Any]) -> ScheduleConfig:
         names = {f.name for f in fields(cls)}
         return cls(**{key: value for key, value in config.items() if key in names})
 
@@ -202,7 +202,7 @@ class VideoModelConfig:
     @classmethod
     def from_diffusers(
         cls, name: str, transformer: dict[str, Any], vae: dict[str, Any], schedule: ScheduleConfig, text_kind: str
-    ) -> "VideoModelConfig":
+    ) -> VideoModelConfig:
         """Our view of a diffusers CogVideoX I2V folder from its transformer and VAE configs; the operating
         size is the transformer's sample size (49×480×720 for CogVideoX-5b-I2V), memory savers on."""
         vae_config = VAEConfig.from_diffusers(vae, enable_slicing=True, enable_tiling=True)
@@ -302,7 +302,7 @@ class VideoModelConfig:
     def vae_kwargs(self) -> dict[str, Any]:
         return self.vae.diffusers_kwargs(self.height, self.width)
 
-    def with_size(self, num_frames: int, height: int, width: int) -> "VideoModelConfig":
+    def with_size(self, num_frames: int, height: int, width: int) -> VideoModelConfig:
         """The same model at another operating size (not allowed with learned positional embeddings)."""
         return replace(self, num_frames=num_frames, height=height, width=width)
 
@@ -311,7 +311,7 @@ class VideoModelConfig:
         return {"format": CONFIG_FORMAT, **asdict(self)}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "VideoModelConfig":
+    def from_dict(cls, data: dict[str, Any]) -> VideoModelConfig:
         if not isinstance(data, dict):
             raise VideoSceneError(f"video config must be a JSON object, got {type(data).__name__}; compare with configs/video_tiny.json")
         data = dict(data)
@@ -344,7 +344,7 @@ class VideoModelConfig:
         write_json_atomic(path, self.to_dict())
 
     @classmethod
-    def load_json(cls, path: str | os.PathLike) -> "VideoModelConfig":
+    def load_json(cls, path: str | os.PathLike) -> VideoModelConfig:
         path = Path(path)
         if not path.is_file():
             raise VideoSceneError(f"video config {path} not found; pass a JSON file such as configs/video_tiny.json")

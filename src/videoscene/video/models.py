@@ -29,12 +29,12 @@ from torch import Tensor, nn
 
 from videoscene.errors import VideoSceneError
 from videoscene.io_utils import load_safetensors, load_state, read_json_object, staged_output_dir
-from videoscene.video.cpu_conv3d import use_onednn_conv3d
 from videoscene.video.config import (
     ScheduleConfig,
     TextConfig,
     VideoModelConfig,
 )
+from videoscene.video.cpu_conv3d import use_onednn_conv3d
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ class PromptEmbedding(nn.Module):
             self.register_buffer("value", value)
 
     @classmethod
-    def initial(cls, config: TextConfig) -> "PromptEmbedding":
+    def initial(cls, config: TextConfig) -> PromptEmbedding:
         # Small random init (not zeros) so the learned prompt differs from the null prompt used for CFG.
         return cls(0.02 * torch.randn(1, config.num_tokens, config.dim), learned=True)
 
@@ -147,7 +147,7 @@ class VideoBackbone(nn.Module):
 
     # -- construction -----------------------------------------------------------------------------------------
     @classmethod
-    def build(cls, config: VideoModelConfig, prompt_embeds: Tensor | None = None) -> "VideoBackbone":
+    def build(cls, config: VideoModelConfig, prompt_embeds: Tensor | None = None) -> VideoBackbone:
         """Randomly initialised components (tiny training; random-weight benchmarks; meta-device checks).
         Seed with torch.manual_seed beforehand; build under `torch.device('meta')` to allocate nothing."""
         vae = AutoencoderKLCogVideoX(**config.vae_kwargs())
@@ -166,7 +166,7 @@ class VideoBackbone(nn.Module):
         path: str | os.PathLike,
         prompt_embeds_path: str | os.PathLike | None = None,
         torch_dtype: torch.dtype = torch.float32,
-    ) -> "VideoBackbone":
+    ) -> VideoBackbone:
         """Load our own folder (video_model.json) or a diffusers CogVideoX I2V folder (vae/, transformer/,
         scheduler/). For a diffusers folder the prompt comes from `prompt_embeds_path`, else from the folder's
         text_encoder/ + tokenizer/ (T5, encoding an empty prompt)."""
@@ -181,7 +181,7 @@ class VideoBackbone(nn.Module):
         )
 
     @classmethod
-    def _load_own(cls, path: Path, torch_dtype: torch.dtype) -> "VideoBackbone":
+    def _load_own(cls, path: Path, torch_dtype: torch.dtype) -> VideoBackbone:
         config = VideoModelConfig.load_json(path / CONFIG_NAME)
         for name in COMPONENT_FILES.values():
             if not (path / name).is_file():
@@ -196,7 +196,7 @@ class VideoBackbone(nn.Module):
         return model.to(torch_dtype)
 
     @classmethod
-    def _load_diffusers(cls, path: Path, prompt_embeds_path, torch_dtype: torch.dtype) -> "VideoBackbone":
+    def _load_diffusers(cls, path: Path, prompt_embeds_path, torch_dtype: torch.dtype) -> VideoBackbone:
         vae = AutoencoderKLCogVideoX.from_pretrained(path / "vae", torch_dtype=torch_dtype, local_files_only=True)
         transformer = CogVideoXTransformer3DModel.from_pretrained(
             path / "transformer", torch_dtype=torch_dtype, local_files_only=True

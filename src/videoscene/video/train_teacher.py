@@ -34,9 +34,10 @@ import contextlib
 import hashlib
 import json
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Literal
+from typing import Any, Literal
 
 import torch
 from diffusers import AutoencoderKLCogVideoX
@@ -127,7 +128,7 @@ class TeacherTrainConfig(RunConfig):
         return preset(self.video)
 
     @classmethod
-    def load(cls, path: str | Path) -> "TeacherTrainConfig":
+    def load(cls, path: str | Path) -> TeacherTrainConfig:
         return load_config(cls, path)
 
 

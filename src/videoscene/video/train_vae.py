@@ -117,7 +117,7 @@ class VAETrainConfig(RunConfig):
         return preset(self.video)
 
     @classmethod
-    def load(cls, path: str | Path) -> "VAETrainConfig":
+    def load(cls, path: str | Path) -> VAETrainConfig:
         return load_config(cls, path)
 
 
