@@ -15,6 +15,8 @@ from videoscene.prior.encoder import GaussianEncoder, stack_context
 from videoscene.prior.gaussian_head import quaternion_multiply, sh_rotation_matrices
 from videoscene.types import Views
 
+from shape_checks import unchecked
+
 HEIGHT, WIDTH = 32, 48  # the smallest multiple of TINY.size_multiple (8) that keeps every stage non-trivial
 
 
@@ -238,7 +240,7 @@ def test_save_load_round_trip(tmp_path, encoder):
     ],
 )
 def test_bad_input_raises_one_clear_error(encoder, change, message):
-    with pytest.raises(VideoSceneError, match=message):
+    with unchecked(), pytest.raises(VideoSceneError, match=message):
         encoder(change(make_context(batch=1)))
 
 

@@ -24,6 +24,8 @@ from videoscene.video.train_vae import (
 )
 from videoscene.training import checkpoint_folders
 
+from shape_checks import unchecked
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 HEIGHT, WIDTH, SCENE_FRAMES = 16, 24, 12
 
@@ -197,7 +199,7 @@ def test_decoder_fine_tuning_keeps_the_encoder_and_its_latent_statistics(micro_d
     ],
 )
 def test_bad_fine_tuning_settings_are_one_line_errors(micro_data, tmp_path, changes, message):
-    with pytest.raises(VideoSceneError, match=message):
+    with unchecked(), pytest.raises(VideoSceneError, match=message):
         train_vae(micro_vae_config(micro_data, steps=1, **changes), tmp_path / "run")
 
 
