@@ -4,6 +4,7 @@ import json
 
 import pytest
 import torch
+from shape_checks import unchecked
 from weights_factory import tiny_video_config
 
 from videoscene.data.dataset import ClipSamplerConfig
@@ -99,14 +100,14 @@ def test_clip_round_trip_and_validation(tmp_path):
         and loaded.frame_indices == (1, 2, 3)
         and loaded.render_frames is None
     )
-    with pytest.raises(VideoSceneError, match="share one"):
+    with unchecked(), pytest.raises(VideoSceneError, match="share one"):
         save_clip(
             tmp_path / "d.safetensors",
             CachedClip(torch.randn(shape), torch.randn(2, 4, 8, 12), torch.randn(shape), disagreement),
         )
-    with pytest.raises(VideoSceneError, match="view_disagreement must be"):
+    with unchecked(), pytest.raises(VideoSceneError, match="view_disagreement must be"):
         save_clip(tmp_path / "d.safetensors", CachedClip(*(torch.randn(shape),) * 3, torch.rand(3, 1, 8, 12)))
-    with pytest.raises(VideoSceneError, match="uint8"):
+    with unchecked(), pytest.raises(VideoSceneError, match="uint8"):
         save_clip(
             tmp_path / "e.safetensors",
             CachedClip(*(torch.randn(shape),) * 3, disagreement, render_frames=torch.rand(9, 3, 4, 4)),

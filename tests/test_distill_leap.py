@@ -144,7 +144,7 @@ def test_timestep_grid_respects_skip_and_leap_limit():
         299,
     ]
 
-    like = torch.zeros(4000, 1)
+    like = torch.zeros(4000, 1, 1, 1, 1)  # only its batch size matters
     drawn = draw_leap(leap, like, torch.Generator().manual_seed(0)).start_timesteps
     assert set(drawn.tolist()) == set(leap.tolist())  # every grid point, nothing else
     drawn_full = draw_leap(full, like, torch.Generator().manual_seed(0)).start_timesteps

@@ -7,6 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from shape_checks import unchecked
 from weights_factory import DDPNET_TIMESTEPS
 
 from videoscene.data.synthetic import render_scene
@@ -62,8 +63,8 @@ def test_fixed_and_no_leap_starts_and_the_one_range_check(distilled):
     assert start_timestep(None, 549, False, 1000, render_latents).tolist() == [549, 549]
     assert start_timestep(None, 549, True, 1000, render_latents).tolist() == [999, 999]  # no leap: pure noise
     assert start_timestep(None, None, True, 500, render_latents).tolist() == [499, 499]  # T from the schedule
-    for bad in (0, 1000, -1, "399", 2.5, True):
-        with pytest.raises(VideoSceneError, match="timestep must be 'auto' or a whole number from 1 to 999"):
+    for bad in (0, 1000, -1, "399", 2.5, True):  # the wrong types reach the check with the type checks off
+        with unchecked(), pytest.raises(VideoSceneError, match="timestep must be 'auto' or a whole number from 1 to 999"):
             start_timestep(None, bad, False, 1000, render_latents)
     with pytest.raises(VideoSceneError, match="from 1 to 499"):
         start_timestep(None, 600, False, 500, render_latents)

@@ -4,6 +4,7 @@ test_prior_gaussian_head."""
 
 import pytest
 import torch
+from shape_checks import unchecked
 from weights_factory import HEIGHT, WIDTH, make_context, random_rotation
 
 from videoscene.errors import VideoSceneError
@@ -135,7 +136,7 @@ def test_save_load_round_trip(tmp_path, encoder):
     ],
 )
 def test_bad_input_raises_one_clear_error(encoder, change, message):
-    with pytest.raises(VideoSceneError, match=message):
+    with unchecked(), pytest.raises(VideoSceneError, match=message):
         encoder(change(make_context(batch=1)))
 
 

@@ -77,12 +77,12 @@ def straight_views(count: int, height=16, width=24) -> Views:
 def test_render_coarse_draws_the_gaussians_over_the_background():
     context, target = straight_views(2), straight_views(3)
     background = torch.tensor([[0.0, 0.5, 1.0]])
-    color = render_coarse(wall(4.0, 0.3), context, target, (16, 24), background)
+    color = render_coarse(wall(4.0, 0.3), context, target.cameras, (16, 24), background)
     assert color.shape == (1, 3, 3, 16, 24)
     assert ((color - 0.3).abs() < 0.02).float().mean() > 0.95  # the grey wall covers (almost) every pixel
     # Turned around, the targets see nothing but the background.
     target.extrinsics[..., :3, :3] = torch.diag(torch.tensor([-1.0, 1.0, -1.0]))
-    behind = render_coarse(wall(4.0, 0.3), context, target, (16, 24), background)
+    behind = render_coarse(wall(4.0, 0.3), context, target.cameras, (16, 24), background)
     torch.testing.assert_close(behind, background[:, None, :, None, None].expand(1, 3, 3, 16, 24))
 
 
@@ -91,7 +91,7 @@ def test_render_coarse_culls_only_what_is_right_at_the_camera(depth):
     """Context near 1, far 10: a wall at 0.3 (0.1·near < 0.3 < near) or at 40 (far < 40 < 10·far) is still drawn."""
     context, target = straight_views(2), straight_views(1)
     target.extrinsics[..., 0, 3] = 0.0  # facing the wall's centre
-    color = render_coarse(wall(depth, 0.8), context, target, (16, 24), torch.zeros(1, 3))
+    color = render_coarse(wall(depth, 0.8), context, target.cameras, (16, 24), torch.zeros(1, 3))
     assert ((color - 0.8).abs() < 0.05).float().mean() > 0.9
 
 
@@ -102,7 +102,7 @@ def test_render_coarse_uses_a_background_per_batch_element():
     one = wall(4.0, 0.3)
     gaussians = Gaussians(*(torch.cat([t, t]) for t in (one.means, one.scales, one.rotations, one.harmonics, one.opacities)))
     background = torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
-    color = render_coarse(gaussians, context, target, (8, 12), background)
+    color = render_coarse(gaussians, context, target.cameras, (8, 12), background)
     torch.testing.assert_close(color, background[:, None, :, None, None].expand(2, 2, 3, 8, 12))
 
 
@@ -133,5 +133,5 @@ def test_render_targets_renders_the_encoders_gaussians_at_the_target_cameras(enc
     # At the context cameras the render is built from the context's own Gaussians: the same as rendering them directly.
     with torch.no_grad():
         at_context = render_targets(encoder, Example(context, Views(context.image, context.extrinsics, context.intrinsics, context.near, context.far)), background)
-        direct = render_coarse(gaussians, context, context, (HEIGHT, WIDTH), background)
+        direct = render_coarse(gaussians, context, context.cameras, (HEIGHT, WIDTH), background)
     torch.testing.assert_close(at_context, direct)

@@ -87,7 +87,7 @@ class VideoSceneApp:
         cameras_file: str | None = None,
         frames: int | str | None = None,
         timestep: str | int | None = "auto",
-        seed: float | None = 0,
+        seed: float | str | None = 0,
         fov: float | None = None,
         progress: Progress | None = None,
     ) -> AppResult:

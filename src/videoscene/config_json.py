@@ -23,6 +23,19 @@ def check_json_types(cls: type, data: dict[str, Any], source: str) -> None:
             raise InputError(f"{source}: {field.name!r} must be {_describe(hints[field.name])}, got {data[field.name]!r}")
 
 
+def with_tuples(cls: type, data: dict[str, Any]) -> dict[str, Any]:
+    """`data` with the JSON lists of `cls`'s tuple fields (`tuple[...]`, `tuple[...] | None`) as tuples, as
+    their annotations (and the runtime checks of the tests) say."""
+    hints = typing.get_type_hints(cls)
+    converted = dict(data)
+    for field in dataclasses.fields(cls):
+        annotation = hints[field.name]
+        options = typing.get_args(annotation) if typing.get_origin(annotation) in (Union, types.UnionType) else (annotation,)
+        if isinstance(data.get(field.name), list) and any(typing.get_origin(option) is tuple for option in options):
+            converted[field.name] = tuple(data[field.name])
+    return converted
+
+
 def _fits(value: Any, annotation: Any) -> bool:
     origin, args = typing.get_origin(annotation), typing.get_args(annotation)
     if annotation is Any:

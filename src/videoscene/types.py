@@ -30,7 +30,10 @@ def _map_tensors(obj, fn):
 
 class _TensorContainer:
     def to(self, *args, **kwargs):
-        return _map_tensors(self, lambda t: t.to(*args, **kwargs))
+        """`Tensor.to` on every tensor field, as `nn.Module.to` does it: a dtype converts only the floating-point
+        fields (indices stay integers)."""
+        device, dtype, non_blocking, _ = torch._C._nn._parse_to(*args, **kwargs)
+        return _map_tensors(self, lambda t: t.to(device, dtype if t.is_floating_point() else None, non_blocking=non_blocking))
 
     def select(self, item):
         """Index every tensor field along the leading (batch/view) axes."""
@@ -104,9 +107,9 @@ class Gaussians(_TensorContainer):
 
 @dataclass
 class RenderOutput(_TensorContainer):
-    color: Float[Tensor, "*batch view 3 height width"]
-    depth: Float[Tensor, "*batch view height width"]
-    alpha: Float[Tensor, "*batch view height width"]
+    color: Float[Tensor, "*batch 3 height width"]
+    depth: Float[Tensor, "*batch height width"]
+    alpha: Float[Tensor, "*batch height width"]
 
 
 def check_finite(name: str, tensor: Tensor) -> None:

@@ -45,8 +45,9 @@ def views_from_scene(scene: Scene, indices: Sequence[int], near: float, far: flo
         image=scene.frames(indices),
         extrinsics=scene.extrinsics[indices],
         intrinsics=scene.intrinsics[indices],
-        near=torch.full((count,), near),
-        far=torch.full((count,), far),
+        # float(): a JSON config may give a whole number, and torch.full would then make an int64 tensor
+        near=torch.full((count,), float(near)),
+        far=torch.full((count,), float(far)),
         index=torch.tensor(indices, dtype=torch.int64),
     )
 

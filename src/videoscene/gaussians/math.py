@@ -87,10 +87,10 @@ def sh_basis(degree: int, directions: Float[Tensor, "*batch 3"]) -> Float[Tensor
 
 
 def eval_sh(
-    harmonics: Float[Tensor, "*batch d_sh 3"],
-    directions: Float[Tensor, "*batch 3"],
+    harmonics: Float[Tensor, "*#batch d_sh 3"],
+    directions: Float[Tensor, "*#batch 3"],
     degree: int | None = None,
-) -> Float[Tensor, "*batch 3"]:
+) -> Float[Tensor, "*#batch 3"]:
     """Colour of SH coefficients seen along `directions` (camera centre -> Gaussian mean), using the
     first `degree` bands (all by default): Σ_k basis_k · coeff_k + 0.5, clamped at 0 (Inria/gsplat).
     Leading axes broadcast between `harmonics` and `directions`."""

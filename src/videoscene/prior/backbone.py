@@ -10,7 +10,7 @@ import math
 
 import torch
 import torch.nn.functional as F
-from jaxtyping import Bool, Float
+from jaxtyping import Bool, Float, Shaped
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
@@ -84,7 +84,7 @@ def sine_position_encoding(height: int, width: int, channels: int, device=None) 
     return torch.cat([encode_y, encode_x], dim=-1).permute(2, 0, 1)
 
 
-def window_partition(x: Float[Tensor, "n h w c"], splits: int) -> Float[Tensor, "n windows tokens c"]:
+def window_partition(x: Shaped[Tensor, "n h w c"], splits: int) -> Shaped[Tensor, "n windows tokens c"]:
     n, h, w, c = x.shape
     x = x.reshape(n, splits, h // splits, splits, w // splits, c)
     return x.permute(0, 1, 3, 2, 4, 5).reshape(n, splits * splits, (h // splits) * (w // splits), c)

@@ -30,7 +30,7 @@ from videoscene.prior.cost_volume import DepthPrediction, pixel_rays
 from videoscene.types import Gaussians
 
 
-def quaternion_multiply(a: Float[Tensor, "*batch 4"], b: Float[Tensor, "*batch 4"]) -> Float[Tensor, "*batch 4"]:
+def quaternion_multiply(a: Float[Tensor, "*#batch 4"], b: Float[Tensor, "*#batch 4"]) -> Float[Tensor, "*#batch 4"]:
     """Hamilton product a ⊗ b of wxyz quaternions (the rotation b followed by a)."""
     aw, ax, ay, az = a.unbind(-1)
     bw, bx, by, bz = b.unbind(-1)

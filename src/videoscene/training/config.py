@@ -9,7 +9,7 @@ import os
 from dataclasses import asdict, dataclass, fields, is_dataclass
 from typing import Any, Literal, TypeVar
 
-from videoscene.config_json import check_json_types
+from videoscene.config_json import check_json_types, with_tuples
 from videoscene.errors import VideoSceneError
 from videoscene.io_utils import read_json_object
 
@@ -26,7 +26,7 @@ def config_from_dict(cls: type[ConfigT], data: dict[str, Any], source: str) -> C
         raise VideoSceneError(f"{source} has unknown keys {unknown}; known keys: {sorted(known)}")
     check_json_types(cls, data, source)
     try:
-        return cls(**data)
+        return cls(**with_tuples(cls, data))
     except TypeError as error:
         raise VideoSceneError(f"{source} is malformed ({error})") from None
 

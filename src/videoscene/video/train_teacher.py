@@ -37,7 +37,7 @@ import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from diffusers import AutoencoderKLCogVideoX
@@ -87,7 +87,7 @@ class TeacherTrainConfig(RunConfig):
     clips_per_scene: int = 2  # cached clips per training scene (each its own stride and start)
     max_train_clips: int | None = None
     cache_dir: str = "cache/teacher"  # root; a cache is a sub-folder named by the hash of what made it
-    trainable: Literal["all", "attention"] = "all"  # "all" (transformer + learned prompt) or the paper's attention subset
+    trainable: str = "all"  # "all" (transformer + learned prompt) or "attention" (the paper's fine-tuning subset)
     gradient_checkpointing: bool = False
     condition_dropout: float = 0.0  # share of samples trained without the image condition (for CFG)
     lr: float = 5e-4
