@@ -47,7 +47,9 @@ def main() -> None:
 
     results = {}
     for name, settings in runs.items():
-        samples = [pipe(images, cameras, near=near, far=far, seed=i, **settings).timings for i in range(args.repeats)]
+        samples = [
+            pipe(images, cameras, near=near, far=far, seed=i, **settings).timings for i in range(args.repeats)
+        ]
         results[name] = {stage: statistics.median(s[stage] for s in samples) for stage in STAGES}
     peak_rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
@@ -67,7 +69,12 @@ def main() -> None:
                 "ratio_total": {f"{slowest}/student": ratio},
                 "peak_rss_mib": peak_rss_mib,
                 "resolution": [pipe.config.num_frames, pipe.config.height, pipe.config.width],
-                "machine": {"platform": platform.platform(), "processor": platform.processor(), "threads": args.threads, "device": args.device},
+                "machine": {
+                    "platform": platform.platform(),
+                    "processor": platform.processor(),
+                    "threads": args.threads,
+                    "device": args.device,
+                },
                 "repeats": args.repeats,
             },
             indent=2,

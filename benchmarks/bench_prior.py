@@ -72,7 +72,9 @@ def forward_time(config: EncoderConfig, height: int, width: int, repeats: int) -
     return {**result, "gaussians": 2 * height * width * config.gaussians_per_pixel}
 
 
-def training_step_time(config: EncoderConfig, batch: int, height: int, width: int, targets: int, repeats: int) -> dict:
+def training_step_time(
+    config: EncoderConfig, batch: int, height: int, width: int, targets: int, repeats: int
+) -> dict:
     torch.manual_seed(0)
     model = GaussianEncoder(config).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
@@ -100,19 +102,25 @@ def training_step_time(config: EncoderConfig, batch: int, height: int, width: in
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--skip-mvsplat", action="store_true")
     args = parser.parse_args()
 
     results = {
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__,
-                    "load_average_at_start": os.getloadavg()},
+        "machine": {
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "torch": torch.__version__,
+            "load_average_at_start": os.getloadavg(),
+        },
         "parameters": {},
         "forward": [],
         "training": [],
-    }  # fmt: skip
+    }
     for name, config in (("tiny", TINY), ("mvsplat", MVSPLAT)):
         with torch.device("meta"):
             results["parameters"][name] = GaussianEncoder(config).parameter_count()
@@ -120,26 +128,52 @@ def main() -> None:
     for threads in args.threads:
         torch.set_num_threads(threads)
         for height, width in ((64, 96), (128, 192)):
-            row = {"preset": "tiny", "threads": threads, "size": f"{height}x{width}", **forward_time(TINY, height, width, args.repeats)}
+            row = {
+                "preset": "tiny",
+                "threads": threads,
+                "size": f"{height}x{width}",
+                **forward_time(TINY, height, width, args.repeats),
+            }
             results["forward"].append(row)
-        row = {"preset": "tiny", "threads": threads, "size": "64x96", "batch": 2, "targets": 2,
-               **training_step_time(TINY, 2, 64, 96, 2, args.repeats)}  # fmt: skip
+        row = {
+            "preset": "tiny",
+            "threads": threads,
+            "size": "64x96",
+            "batch": 2,
+            "targets": 2,
+            **training_step_time(TINY, 2, 64, 96, 2, args.repeats),
+        }
         results["training"].append(row)
     if not args.skip_mvsplat:
         torch.set_num_threads(min(args.threads))
-        row = {"preset": "mvsplat", "threads": min(args.threads), "size": "256x256", **forward_time(MVSPLAT, 256, 256, 1)}
+        row = {
+            "preset": "mvsplat",
+            "threads": min(args.threads),
+            "size": "256x256",
+            **forward_time(MVSPLAT, 256, 256, 1),
+        }
         row["peak_rss_gib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)
         results["forward"].append(row)
     results["machine"]["load_average_at_end"] = os.getloadavg()
 
     print(f"parameters: tiny {results['parameters']['tiny']:,}  mvsplat {results['parameters']['mvsplat']:,}")
-    print(f"\n{'encoder forward (B=1, 2 views)':34} {'threads':>7} {'wall s':>8} {'cpu s':>8} {'Gaussians':>10}")
+    print(
+        f"\n{'encoder forward (B=1, 2 views)':34} {'threads':>7} {'wall s':>8} {'cpu s':>8} {'Gaussians':>10}"
+    )
     for row in results["forward"]:
-        print(f"{row['preset'] + ' ' + row['size']:34} {row['threads']:>7} {row['wall_s']:>8.3f} {row['cpu_s']:>8.3f} {row['gaussians']:>10,}")
-    print(f"\n{'training step (tiny, B=2, 2 targets)':38} {'threads':>7} {'wall s':>8} {'cpu s':>8} {'steps/s':>8}  breakdown (wall s)")
+        print(
+            f"{row['preset'] + ' ' + row['size']:34} {row['threads']:>7} {row['wall_s']:>8.3f} {row['cpu_s']:>8.3f} {row['gaussians']:>10,}"
+        )
+    print(
+        f"\n{'training step (tiny, B=2, 2 targets)':38} {'threads':>7} {'wall s':>8} {'cpu s':>8} {'steps/s':>8}  breakdown (wall s)"
+    )
     for row in results["training"]:
-        print(f"{row['size']:38} {row['threads']:>7} {row['wall_s']:>8.3f} {row['cpu_s']:>8.3f} {row['steps_per_s']:>8.2f}  {row['breakdown_wall_s']}")
-    print(f"\nload average start/end: {results['machine']['load_average_at_start']} / {results['machine']['load_average_at_end']}")
+        print(
+            f"{row['size']:38} {row['threads']:>7} {row['wall_s']:>8.3f} {row['cpu_s']:>8.3f} {row['steps_per_s']:>8.2f}  {row['breakdown_wall_s']}"
+        )
+    print(
+        f"\nload average start/end: {results['machine']['load_average_at_start']} / {results['machine']['load_average_at_end']}"
+    )
     write_json_atomic(RESULTS, results)
     print(f"wrote {RESULTS}")
 

@@ -90,7 +90,13 @@ def peak_rss_mb() -> float:
 
 def run_case(count: int, views: int, height: int, width: int, backward: bool, repeats: int) -> dict:
     gaussians, extrinsics, intrinsics = surface_scene(count, views)
-    parameters = [gaussians.means, gaussians.scales, gaussians.rotations, gaussians.harmonics, gaussians.opacities]
+    parameters = [
+        gaussians.means,
+        gaussians.scales,
+        gaussians.rotations,
+        gaussians.harmonics,
+        gaussians.opacities,
+    ]
     for parameter in parameters:
         parameter.requires_grad_(backward)
     config = TorchRasterizerConfig()
@@ -124,30 +130,45 @@ def render_garden(out_png: Path) -> dict:
         clip_quantile=0.8,
     )
     gaussians = Gaussians(
-        *(t[None] for t in (splats.means, splats.scales, splats.rotations, splats.harmonics, splats.opacities))
+        *(
+            t[None]
+            for t in (splats.means, splats.scales, splats.rotations, splats.harmonics, splats.opacities)
+        )
     )
     view = 1
     extrinsics = torch.linalg.inv(torch.from_numpy(data["viewmats"][view]).double()).float()
     intrinsics = torch.from_numpy(data["Ks"][view]).float() / torch.tensor([width, height, 1.0])[:, None]
     start = time.perf_counter()
     with torch.no_grad():
-        output = render(gaussians, extrinsics[None, None], intrinsics[None, None], (height, width), backend="torch")
+        output = render(
+            gaussians, extrinsics[None, None], intrinsics[None, None], (height, width), backend="torch"
+        )
     seconds = time.perf_counter() - start
     image = to_uint8(output.color[0, 0]).permute(1, 2, 0).numpy()
     with atomic_path(out_png) as tmp:
         iio.imwrite(tmp, image, extension=".png")
     logger.info("wrote %s", out_png)
-    return {"gaussians": len(splats), "height": height, "width": width, "ms_per_frame": 1000 * seconds,
-            "coverage": output.alpha.mean().item(), "image": str(out_png.relative_to(REPO))}  # fmt: skip
+    return {
+        "gaussians": len(splats),
+        "height": height,
+        "width": width,
+        "ms_per_frame": 1000 * seconds,
+        "coverage": output.alpha.mean().item(),
+        "image": str(out_png.relative_to(REPO)),
+    }
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument(
-        "--threads", type=int, default=1,
+        "--threads",
+        type=int,
+        default=1,
         help="torch intra-op threads (default 1: on a shared machine, 2+ threads can be 10x slower when cores are busy)",
-    )  # fmt: skip
+    )
     parser.add_argument("--garden", action="store_true", help="also render docs/images/garden_render.png")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "rasterizer.json")
     parser.add_argument("--case", type=str, help=argparse.SUPPRESS)  # internal: one case, JSON on stdout
@@ -165,12 +186,32 @@ def main() -> None:
         for backward in (False, True):
             case = json.dumps([count, views, height, width, backward])
             completed = subprocess.run(
-                [sys.executable, __file__, "--case", case, "--repeats", str(args.repeats), "--threads", str(args.threads)],
-                check=True, capture_output=True, text=True,
-            )  # fmt: skip
+                [
+                    sys.executable,
+                    __file__,
+                    "--case",
+                    case,
+                    "--repeats",
+                    str(args.repeats),
+                    "--threads",
+                    str(args.threads),
+                ],
+                check=True,
+                capture_output=True,
+                text=True,
+            )
             result = json.loads(completed.stdout.strip().splitlines()[-1])
-            rows.append({"case": name, "gaussians": count, "views": views, "height": height, "width": width,
-                         "pass": "forward+backward" if backward else "forward", **result})  # fmt: skip
+            rows.append(
+                {
+                    "case": name,
+                    "gaussians": count,
+                    "views": views,
+                    "height": height,
+                    "width": width,
+                    "pass": "forward+backward" if backward else "forward",
+                    **result,
+                }
+            )
             logger.info("%-36s %-17s %8.0f ms/frame", name, rows[-1]["pass"], result["ms_per_frame"])
 
     header = f"{'case':<36} {'pass':<17} {'ms/frame':>9} {'ms/call':>9} {'peak MB':>8} {'alpha':>6}"
@@ -185,8 +226,10 @@ def main() -> None:
         if not SHARED_DATA.is_dir():
             raise SystemExit(f"--garden needs {SHARED_DATA}")
         garden = render_garden(REPO / "docs" / "images" / "garden_render.png")
-        lines.append(f"garden {garden['gaussians']} points @ {garden['height']}x{garden['width']}, forward: "
-                     f"{garden['ms_per_frame']:.0f} ms/frame")  # fmt: skip
+        lines.append(
+            f"garden {garden['gaussians']} points @ {garden['height']}x{garden['width']}, forward: "
+            f"{garden['ms_per_frame']:.0f} ms/frame"
+        )
     print("\n".join(lines))
     write_json_atomic(
         args.out,

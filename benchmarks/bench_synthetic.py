@@ -52,7 +52,9 @@ def measure_speed(sizes, supersamples, scenes: int, frames: int) -> list[dict]:
                 intrinsics = path.intrinsics(height, width)
                 setup += time.process_time() - start
                 start = time.process_time()
-                images = [render_view(room, pose, intrinsics, height, width, supersample)[0] for pose in extrinsics]
+                images = [
+                    render_view(room, pose, intrinsics, height, width, supersample)[0] for pose in extrinsics
+                ]
                 render += time.process_time() - start
                 start = time.process_time()
                 for image in images:
@@ -60,14 +62,20 @@ def measure_speed(sizes, supersamples, scenes: int, frames: int) -> list[dict]:
                 encode += time.process_time() - start
             wall = time.perf_counter() - wall_start
             total_frames = scenes * frames
-            rows.append({
-                "height": height, "width": width, "supersample": supersample, "scenes": scenes, "frames": frames,
-                "render_fps": total_frames / render,
-                "end_to_end_fps": total_frames / (setup + render + encode),
-                "wall_fps": total_frames / wall,
-                "setup_s_per_scene": setup / scenes,
-                "encode_ms_per_frame": 1000 * encode / total_frames,
-            })
+            rows.append(
+                {
+                    "height": height,
+                    "width": width,
+                    "supersample": supersample,
+                    "scenes": scenes,
+                    "frames": frames,
+                    "render_fps": total_frames / render,
+                    "end_to_end_fps": total_frames / (setup + render + encode),
+                    "wall_fps": total_frames / wall,
+                    "setup_s_per_scene": setup / scenes,
+                    "encode_ms_per_frame": 1000 * encode / total_frames,
+                }
+            )
     return rows
 
 
@@ -85,23 +93,27 @@ def motion_statistics(scenes: int) -> dict:
         rays_last, depth_last = coarse_view(room, last, intrinsics)
         baseline = float(np.linalg.norm(last[:3, 3] - first[:3, 3]))
         steps = np.linalg.norm(np.diff(poses[:, :3, 3], axis=0), axis=1)
-        records.append({
-            "translation_m": baseline,
-            "path_length_m": float(steps.sum()),
-            "rotation_deg": angle,
-            "baseline_over_median_depth": baseline / float(np.median(depth)),
-            "median_depth_m": float(np.median(depth)),
-            "overlap_first_in_last": view_overlap(rays, depth, first, last, intrinsics),
-            "overlap_last_in_first": view_overlap(rays_last, depth_last, last, first, intrinsics),
-            "fov_x_deg": math.degrees(path.fov_x),
-            "room_floor_m2": room.size[0] * room.size[2],
-            "primitives": len(room.primitives),
-        })
+        records.append(
+            {
+                "translation_m": baseline,
+                "path_length_m": float(steps.sum()),
+                "rotation_deg": angle,
+                "baseline_over_median_depth": baseline / float(np.median(depth)),
+                "median_depth_m": float(np.median(depth)),
+                "overlap_first_in_last": view_overlap(rays, depth, first, last, intrinsics),
+                "overlap_last_in_first": view_overlap(rays_last, depth_last, last, first, intrinsics),
+                "fov_x_deg": math.degrees(path.fov_x),
+                "room_floor_m2": room.size[0] * room.size[2],
+                "primitives": len(room.primitives),
+            }
+        )
         motions[path.motion] += 1
     summary = {}
     for name in records[0]:
         values = np.asarray([r[name] for r in records])
-        summary[name] = {q: float(np.percentile(values, p)) for q, p in (("p10", 10), ("median", 50), ("p90", 90))}
+        summary[name] = {
+            q: float(np.percentile(values, p)) for q, p in (("p10", 10), ("median", 50), ("p90", 90))
+        }
     return {"scenes": scenes, "motions": dict(sorted(motions.items())), "statistics": summary}
 
 
@@ -113,7 +125,9 @@ def contact_sheet(path: Path, scenes: int, frames: int = 5) -> None:
     for index in range(scenes):
         images = render_scene(0, index, frames, 128, 192)[0]
         separator = np.full((128, 4, 3), 255, np.uint8)
-        rows.append(np.concatenate([images[0], separator, images[frames // 2], separator, images[-1]], axis=1))
+        rows.append(
+            np.concatenate([images[0], separator, images[frames // 2], separator, images[-1]], axis=1)
+        )
         rows.append(np.full((4, rows[-1].shape[1], 3), 255, np.uint8))
     path.parent.mkdir(parents=True, exist_ok=True)
     iio.imwrite(path, np.concatenate(rows[:-1], axis=0))
@@ -129,11 +143,17 @@ def main() -> None:
     args = parser.parse_args()
 
     speed = measure_speed([(128, 192), (256, 384)], [1, 2, 3], args.scenes, args.frames)
-    print("frames per second on one core (CPU time; wall clock shows the effect of other jobs on the machine)")
-    print(f"{'size':>9} {'ss':>3} {'render fps':>11} {'end-to-end fps':>15} {'wall fps':>9} {'setup s/scene':>14} {'png ms/frame':>13}")
+    print(
+        "frames per second on one core (CPU time; wall clock shows the effect of other jobs on the machine)"
+    )
+    print(
+        f"{'size':>9} {'ss':>3} {'render fps':>11} {'end-to-end fps':>15} {'wall fps':>9} {'setup s/scene':>14} {'png ms/frame':>13}"
+    )
     for row in speed:
-        print(f"{row['height']:>4}x{row['width']:<4} {row['supersample']:>3} {row['render_fps']:>11.1f} "
-              f"{row['end_to_end_fps']:>15.1f} {row['wall_fps']:>9.1f} {row['setup_s_per_scene']:>14.2f} {row['encode_ms_per_frame']:>13.2f}")
+        print(
+            f"{row['height']:>4}x{row['width']:<4} {row['supersample']:>3} {row['render_fps']:>11.1f} "
+            f"{row['end_to_end_fps']:>15.1f} {row['wall_fps']:>9.1f} {row['setup_s_per_scene']:>14.2f} {row['encode_ms_per_frame']:>13.2f}"
+        )
 
     motion = motion_statistics(args.motion_scenes)
     print(f"\ncamera walks over {motion['scenes']} scenes (first vs last frame): motions {motion['motions']}")
@@ -142,12 +162,23 @@ def main() -> None:
         print(f"{name:>28} {values['p10']:>8.2f} {values['median']:>8.2f} {values['p90']:>8.2f}")
 
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({
-        "machine": {"platform": platform.platform(), "processor": platform.processor(), "cpu_count": os.cpu_count(),
-                    "load_average_1min": os.getloadavg()[0], "processes": 1},
-        "speed": speed,
-        "motion": motion,
-    }, indent=2) + "\n")
+    RESULTS.write_text(
+        json.dumps(
+            {
+                "machine": {
+                    "platform": platform.platform(),
+                    "processor": platform.processor(),
+                    "cpu_count": os.cpu_count(),
+                    "load_average_1min": os.getloadavg()[0],
+                    "processes": 1,
+                },
+                "speed": speed,
+                "motion": motion,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
     print(f"\nwrote {RESULTS}")
     if args.contact_sheet:
         contact_sheet(args.contact_sheet, args.contact_scenes)

@@ -32,12 +32,48 @@ RESULTS = Path(__file__).resolve().parent / "results" / "video.json"
 
 # Tiny-VAE candidates at 17×64×96 (the chosen preset is "16-32-32 c8 (4x)"): widths, latent channels, blocks.
 VAE_CANDIDATES = {
-    "32-64-64-64 c16 lpb2 (8x)": VAEConfig(block_out_channels=(32, 64, 64, 64), latent_channels=16, layers_per_block=2, norm_num_groups=8, scaling_factor=1.0),
-    "16-32-64-64 c16 (8x)": VAEConfig(block_out_channels=(16, 32, 64, 64), latent_channels=16, layers_per_block=1, norm_num_groups=8, scaling_factor=1.0),
-    "16-32-32-32 c16 (8x)": VAEConfig(block_out_channels=(16, 32, 32, 32), latent_channels=16, layers_per_block=1, norm_num_groups=8, scaling_factor=1.0),
-    "32-64-64 c8 (4x)": VAEConfig(block_out_channels=(32, 64, 64), latent_channels=8, layers_per_block=1, norm_num_groups=8, scaling_factor=1.0),
-    "16-32-32 c8 (4x)": VAEConfig(block_out_channels=(16, 32, 32), latent_channels=8, layers_per_block=1, norm_num_groups=8, scaling_factor=1.0),
-    "8-16-32 c8 (4x)": VAEConfig(block_out_channels=(8, 16, 32), latent_channels=8, layers_per_block=1, norm_num_groups=4, scaling_factor=1.0),
+    "32-64-64-64 c16 lpb2 (8x)": VAEConfig(
+        block_out_channels=(32, 64, 64, 64),
+        latent_channels=16,
+        layers_per_block=2,
+        norm_num_groups=8,
+        scaling_factor=1.0,
+    ),
+    "16-32-64-64 c16 (8x)": VAEConfig(
+        block_out_channels=(16, 32, 64, 64),
+        latent_channels=16,
+        layers_per_block=1,
+        norm_num_groups=8,
+        scaling_factor=1.0,
+    ),
+    "16-32-32-32 c16 (8x)": VAEConfig(
+        block_out_channels=(16, 32, 32, 32),
+        latent_channels=16,
+        layers_per_block=1,
+        norm_num_groups=8,
+        scaling_factor=1.0,
+    ),
+    "32-64-64 c8 (4x)": VAEConfig(
+        block_out_channels=(32, 64, 64),
+        latent_channels=8,
+        layers_per_block=1,
+        norm_num_groups=8,
+        scaling_factor=1.0,
+    ),
+    "16-32-32 c8 (4x)": VAEConfig(
+        block_out_channels=(16, 32, 32),
+        latent_channels=8,
+        layers_per_block=1,
+        norm_num_groups=8,
+        scaling_factor=1.0,
+    ),
+    "8-16-32 c8 (4x)": VAEConfig(
+        block_out_channels=(8, 16, 32),
+        latent_channels=8,
+        layers_per_block=1,
+        norm_num_groups=4,
+        scaling_factor=1.0,
+    ),
 }
 
 
@@ -144,10 +180,16 @@ def bench_vae_candidates(repeats: int) -> list[dict]:
         encode, _ = _time(lambda: model.encode_video(video, sample_posterior=False), repeats, cuda=False)
         decode, _ = _time(lambda: model.decode_latents(latents), repeats, cuda=False)
         compression = (3 * config.num_frames * config.height * config.width) / latents[0].numel()
-        rows.append({
-            "candidate": name, "vae_parameters": _parameters(model.vae), "latent": list(latents.shape[1:]),
-            "compression": compression, "encode_seconds": encode, "decode_seconds": decode,
-        })
+        rows.append(
+            {
+                "candidate": name,
+                "vae_parameters": _parameters(model.vae),
+                "latent": list(latents.shape[1:]),
+                "compression": compression,
+                "encode_seconds": encode,
+                "decode_seconds": decode,
+            }
+        )
         logger.info("%s: encode %.3f s, decode %.3f s", name, encode, decode)
     return rows
 
@@ -157,7 +199,9 @@ def bench_paper(repeats: int) -> dict:
     config = PRESETS["paper"]
     torch.manual_seed(0)
     with torch.device("cuda"):
-        model = VideoBackbone.build(config, prompt_embeds=torch.zeros(1, config.text.num_tokens, config.text.dim))
+        model = VideoBackbone.build(
+            config, prompt_embeds=torch.zeros(1, config.text.num_tokens, config.text.dim)
+        )
     model = model.to(torch.bfloat16).eval()
     return {
         "preset": "paper",
@@ -184,7 +228,9 @@ def _print_table(title: str, rows: list[dict], columns: list[str]) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--vae-candidates", action="store_true", help="also time the tiny-VAE candidates")
     parser.add_argument("--paper", action="store_true", help="paper-scale random bf16 weights on CUDA")
@@ -194,22 +240,31 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
-    results: dict = {"machine": {"cpu": platform.processor() or platform.machine(), "torch": torch.__version__}}
+    results: dict = {
+        "machine": {"cpu": platform.processor() or platform.machine(), "torch": torch.__version__}
+    }
     results["tiny"] = bench_tiny(args.repeats)
     _print_table(
         f"tiny preset on CPU ({results['tiny']['threads']} threads), video {results['tiny']['video']}, "
         f"VAE {results['tiny']['vae_parameters'] / 1e6:.2f}M, denoiser {results['tiny']['denoiser_parameters'] / 1e6:.2f}M params",
-        results["tiny"]["stages"], ["stage", "seconds", "peak_memory_mib"],
+        results["tiny"]["stages"],
+        ["stage", "seconds", "peak_memory_mib"],
     )
     if args.vae_candidates:
         results["vae_candidates"] = bench_vae_candidates(args.repeats)
-        _print_table("tiny-VAE candidates at 17x64x96 (random weights; speed only)", results["vae_candidates"],
-                     ["candidate", "vae_parameters", "compression", "encode_seconds", "decode_seconds"])
+        _print_table(
+            "tiny-VAE candidates at 17x64x96 (random weights; speed only)",
+            results["vae_candidates"],
+            ["candidate", "vae_parameters", "compression", "encode_seconds", "decode_seconds"],
+        )
     if args.paper:
         if torch.cuda.is_available():
             results["paper"] = bench_paper(max(1, args.repeats - 1))
-            _print_table(f"paper preset on {results['paper']['device']} (bf16, random weights)",
-                         results["paper"]["stages"], ["stage", "seconds", "peak_memory_mib"])
+            _print_table(
+                f"paper preset on {results['paper']['device']} (bf16, random weights)",
+                results["paper"]["stages"],
+                ["stage", "seconds", "peak_memory_mib"],
+            )
         else:
             logger.warning("--paper needs CUDA; skipped")
             results["paper"] = {"skipped": "no CUDA device"}

@@ -39,10 +39,19 @@ QUALITY_COLUMNS = (
     ("seconds", "s / scene ↓", "{:.3g}"),
 )
 OPTIONAL = ("lpips", "fvd")
-STAGES = (("prior", "prior"), ("render", "render"), ("vae_encode", "VAE encode"), ("policy", "policy"), ("denoise", "denoise"),
-          ("vae_decode", "VAE decode"), ("total", "total"))  # fmt: skip
+STAGES = (
+    ("prior", "prior"),
+    ("render", "render"),
+    ("vae_encode", "VAE encode"),
+    ("policy", "policy"),
+    ("denoise", "denoise"),
+    ("vae_decode", "VAE decode"),
+    ("total", "total"),
+)
 # Paper Table 6 (PAPER.md §4): seconds for a whole video on an unstated GPU.
-PAPER_RUNTIME = "paper (Table 6, 49×480×720, GPU not stated): VideoScene 2.98 s; CogVideoX-5B 179.45 s at 50 steps (≈60×)"
+PAPER_RUNTIME = (
+    "paper (Table 6, 49×480×720, GPU not stated): VideoScene 2.98 s; CogVideoX-5B 179.45 s at 50 steps (≈60×)"
+)
 
 
 def _cell(row: dict | None, key: str, pattern: str) -> str:
@@ -50,14 +59,20 @@ def _cell(row: dict | None, key: str, pattern: str) -> str:
     return "–" if value is None else pattern.format(value)
 
 
-def _quality_table(first_columns: list[str], rows: list[tuple[list[str], dict | None]], all_rows: list[dict]) -> str:
-    columns = [c for c in QUALITY_COLUMNS if c[0] not in OPTIONAL or any(r.get(c[0]) is not None for r in all_rows)]
+def _quality_table(
+    first_columns: list[str], rows: list[tuple[list[str], dict | None]], all_rows: list[dict]
+) -> str:
+    columns = [
+        c for c in QUALITY_COLUMNS if c[0] not in OPTIONAL or any(r.get(c[0]) is not None for r in all_rows)
+    ]
     lines = [
         "| " + " | ".join(first_columns + [title for _, title, _ in columns]) + " |",
         "|" + "---|" * (len(first_columns) + len(columns)),
     ]
     for labels, row in rows:
-        lines.append("| " + " | ".join(labels + [_cell(row, key, pattern) for key, _, pattern in columns]) + " |")
+        lines.append(
+            "| " + " | ".join(labels + [_cell(row, key, pattern) for key, _, pattern in columns]) + " |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -79,7 +94,9 @@ def table1(document: dict, steps: list[int]) -> tuple[str, list[str]]:
     methods = document["methods"]
     wanted = [("nearest view", "–", "nearest"), ("coarse render (prior)", "–", "coarse")]
     for family, label in (("teacher", "teacher from noise"), ("teacher-leap", "teacher from render (leap)")):
-        wanted += [(label, str(n), f"{family}@{n}") for n in sorted(steps, reverse=True)]  # the paper lists 50, 4, 1
+        wanted += [
+            (label, str(n), f"{family}@{n}") for n in sorted(steps, reverse=True)
+        ]  # the paper lists 50, 4, 1
     wanted.append(("**VideoScene student** (DDPNet t)", "1", "student"))
     rows, previous = [], None
     for label, num_steps, name in wanted:
@@ -96,9 +113,14 @@ def table1(document: dict, steps: list[int]) -> tuple[str, list[str]]:
 def table3(document: dict) -> tuple[str, list[str]]:
     """Table 3 analogue (one-step ablation); also the names it looked for and did not find."""
     methods = document["methods"]
-    fixed = sorted((name for name in methods if name.startswith("student@t")), key=lambda name: int(name[len("student@t"):]))
+    fixed = sorted(
+        (name for name in methods if name.startswith("student@t")),
+        key=lambda name: int(name[len("student@t") :]),
+    )
     wanted = [("Base rendered video", "coarse"), ("w/o 3D-aware leap flow", "student-noleap")]
-    wanted += [(f"w/o DDPNet (fixed t = {name[len('student@t'):]})", name) for name in fixed] or [("w/o DDPNet (fixed t)", "student@tT")]
+    wanted += [(f"w/o DDPNet (fixed t = {name[len('student@t') :]})", name) for name in fixed] or [
+        ("w/o DDPNet (fixed t)", "student@tT")
+    ]
     wanted.append(("**VideoScene (full model)**", "student"))
     rows = [([label, f"`{name}`"], methods[name]) for label, name in wanted if name in methods]
     missing = [name for _, name in wanted if name not in methods]
@@ -109,7 +131,9 @@ def table6(speed: dict) -> str:
     """Table 6 analogue: per-stage median seconds per method, and total relative to the one-step student."""
     seconds = speed.get("seconds_median")
     if not seconds or "student" not in seconds:
-        raise VideoSceneError("the speed JSON has no seconds_median.student; regenerate it with benchmarks/bench_pipeline.py")
+        raise VideoSceneError(
+            "the speed JSON has no seconds_median.student; regenerate it with benchmarks/bench_pipeline.py"
+        )
     student_total = seconds["student"]["total"]
     lines = [
         "| method | " + " | ".join(title for _, title in STAGES) + " | × student |",
@@ -138,22 +162,37 @@ def render(metrics_files: list[Path], speed_file: Path | None, steps: list[int])
     for path in metrics_files:
         document = _read_json(path)
         if "methods" not in document:
-            raise VideoSceneError(f"{path} has no 'methods'; pass a metrics.json written by `videoscene eval`")
+            raise VideoSceneError(
+                f"{path} has no 'methods'; pass a metrics.json written by `videoscene eval`"
+            )
         header = describe_run(document, path)
-        for title, (table, missing) in (("Table 1 analogue", table1(document, steps)), ("Table 3 analogue", table3(document))):
+        for title, (table, missing) in (
+            ("Table 1 analogue", table1(document, steps)),
+            ("Table 3 analogue", table3(document)),
+        ):
             note = f"\nNot in this run: {', '.join(f'`{name}`' for name in missing)}.\n" if missing else ""
             sections.append(f"### {title}\n\n{header}\n\n{table}{note}")
     if speed_file is not None:
-        sections.append(f"### Table 6 analogue (runtime)\n\n`{speed_file}`\n\n{table6(_read_json(speed_file))}")
+        sections.append(
+            f"### Table 6 analogue (runtime)\n\n`{speed_file}`\n\n{table6(_read_json(speed_file))}"
+        )
     return "\n".join(sections)
 
 
 def main(argv: list[str] | None = None) -> str:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--metrics", type=Path, nargs="*", default=[], help="metrics.json files of `videoscene eval` runs")
-    parser.add_argument("--speed", type=Path, default=SPEED_JSON if SPEED_JSON.is_file() else None,
-                        help=f"bench_pipeline.py's JSON (default: {SPEED_JSON} when it exists)")  # fmt: skip
-    parser.add_argument("--steps", type=int, nargs="+", default=[1, 4, 50], help="teacher step counts of Table 1")
+    parser.add_argument(
+        "--metrics", type=Path, nargs="*", default=[], help="metrics.json files of `videoscene eval` runs"
+    )
+    parser.add_argument(
+        "--speed",
+        type=Path,
+        default=SPEED_JSON if SPEED_JSON.is_file() else None,
+        help=f"bench_pipeline.py's JSON (default: {SPEED_JSON} when it exists)",
+    )
+    parser.add_argument(
+        "--steps", type=int, nargs="+", default=[1, 4, 50], help="teacher step counts of Table 1"
+    )
     args = parser.parse_args(argv)
     if not args.metrics and args.speed is None:
         raise VideoSceneError("nothing to tabulate: pass --metrics FILE... and/or --speed FILE")

@@ -37,8 +37,19 @@ from videoscene.metrics.lpips import load_lpips
 logger = logging.getLogger("step_sweep")
 
 CURVES = ("teacher", "teacher-leap")  # families swept over the step count
-STYLE = {"teacher": ("tab:blue", "o", "teacher from noise"), "teacher-leap": ("tab:orange", "s", "teacher from render (leap)")}
-SWEPT = ("psnr", "ssim", "sampson_px", "inlier_ratio", "lpips", "fvd", "seconds")  # the figures kept per point
+STYLE = {
+    "teacher": ("tab:blue", "o", "teacher from noise"),
+    "teacher-leap": ("tab:orange", "s", "teacher from render (leap)"),
+}
+SWEPT = (
+    "psnr",
+    "ssim",
+    "sampson_px",
+    "inlier_ratio",
+    "lpips",
+    "fvd",
+    "seconds",
+)  # the figures kept per point
 TITLES = dict(COLUMNS)
 
 
@@ -77,17 +88,33 @@ def plot_sweep(points: dict, metrics: list[str], path: Path) -> None:
                 xs = [p[x_key] for p in curve if p[metric] is not None]
                 ys = [p[metric] for p in curve if p[metric] is not None]
                 if family == "student":
-                    axes.scatter(xs, ys, marker="*", s=160, color="tab:red", zorder=3, label="student (1 step, DDPNet t)")
+                    axes.scatter(
+                        xs,
+                        ys,
+                        marker="*",
+                        s=160,
+                        color="tab:red",
+                        zorder=3,
+                        label="student (1 step, DDPNet t)",
+                    )
                     continue
                 color, marker, label = STYLE[family]
                 axes.plot(xs, ys, marker=marker, color=color, label=label)
                 if x_key == "seconds":  # the step count beside each point
                     for p in curve:
                         if p[metric] is not None:
-                            axes.annotate(str(p["steps"]), (p["seconds"], p[metric]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+                            axes.annotate(
+                                str(p["steps"]),
+                                (p["seconds"], p[metric]),
+                                fontsize=7,
+                                xytext=(3, 3),
+                                textcoords="offset points",
+                            )
             for index, (name, reference) in enumerate(points["references"].items()):
                 if reference[metric] is not None:
-                    axes.axhline(reference[metric], linestyle="--", linewidth=1, color=f"C{index + 4}", label=name)
+                    axes.axhline(
+                        reference[metric], linestyle="--", linewidth=1, color=f"C{index + 4}", label=name
+                    )
             xs = [p[x_key] for curve in points["curves"].values() for p in curve if p[x_key]]
             logarithmic = max(xs) / min(xs) >= 3  # a narrow range of seconds reads better on a linear axis
             if logarithmic:
@@ -97,7 +124,9 @@ def plot_sweep(points: dict, metrics: list[str], path: Path) -> None:
             if x_key == "steps":
                 axes.set_xticks(sorted(set(xs)))
             else:
-                axes.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)) if logarithmic else MaxNLocator(5))
+                axes.xaxis.set_major_locator(
+                    LogLocator(subs=(1.0, 2.0, 5.0)) if logarithmic else MaxNLocator(5)
+                )
             label = "denoising steps" if x_key == "steps" else "seconds per scene"
             axes.set_xlabel(f"{label} (log)" if logarithmic else label)
             axes.set_ylabel(TITLES.get(metric, metric))
@@ -109,20 +138,51 @@ def plot_sweep(points: dict, metrics: list[str], path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--weights", required=True, type=Path, help="weights folder: pipeline.json, prior/, teacher/, distilled/")
+    parser.add_argument(
+        "--weights",
+        required=True,
+        type=Path,
+        help="weights folder: pipeline.json, prior/, teacher/, distilled/",
+    )
     parser.add_argument("--data", required=True, type=Path, help="split folder of RealEstate10K chunks")
     parser.add_argument("--index", required=True, type=Path, help="evaluation index JSON")
     parser.add_argument("--out", required=True, type=Path, help="output folder")
-    parser.add_argument("--steps", type=int, nargs="+", default=[1, 2, 4, 10, 25, 50], help="teacher step counts")
-    parser.add_argument("--references", default="nearest,coarse", help="comma-separated methods drawn as flat lines ('' for none)")
-    parser.add_argument("--metrics", nargs="+", default=["psnr", "ssim"], choices=[key for key in SWEPT if key != "seconds"],
-                        help="figure rows")  # fmt: skip
+    parser.add_argument(
+        "--steps", type=int, nargs="+", default=[1, 2, 4, 10, 25, 50], help="teacher step counts"
+    )
+    parser.add_argument(
+        "--references",
+        default="nearest,coarse",
+        help="comma-separated methods drawn as flat lines ('' for none)",
+    )
+    parser.add_argument(
+        "--metrics",
+        nargs="+",
+        default=["psnr", "ssim"],
+        choices=[key for key in SWEPT if key != "seconds"],
+        help="figure rows",
+    )
     parser.add_argument("--scenes", type=int, default=None, help="only the first N scenes of the index")
-    parser.add_argument("--lpips", type=Path, nargs="+", default=None, metavar="FILE", help="LPIPS weights (as videoscene eval)")
-    parser.add_argument("--fvd-detector", type=Path, default=None, metavar="FILE", help="I3D TorchScript file (as videoscene eval)")
+    parser.add_argument(
+        "--lpips",
+        type=Path,
+        nargs="+",
+        default=None,
+        metavar="FILE",
+        help="LPIPS weights (as videoscene eval)",
+    )
+    parser.add_argument(
+        "--fvd-detector",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="I3D TorchScript file (as videoscene eval)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)"
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
     args = parser.parse_args(argv)
     if args.threads is not None:
@@ -145,13 +205,22 @@ def main(argv: list[str] | None = None) -> dict:
         lpips = load_lpips(args.lpips, device)
         fvd_detector = I3DFeatures(args.fvd_detector, device) if args.fvd_detector is not None else None
         result = evaluate(args.data, index, methods, config, device, lpips, fvd_detector)
-        extra = {"data": str(args.data), "index": str(args.index), "methods": names, "weights": str(args.weights), "steps": steps,
-                 "fvd_detector": None if args.fvd_detector is None else str(args.fvd_detector)}  # fmt: skip
+        extra = {
+            "data": str(args.data),
+            "index": str(args.index),
+            "methods": names,
+            "weights": str(args.weights),
+            "steps": steps,
+            "fvd_detector": None if args.fvd_detector is None else str(args.fvd_detector),
+        }
         document = write_report(result, stage, extra, device)
 
         # 3. The sweep's numbers and figure.
         points = sweep_points(document["methods"], steps, references)
-        write_json_atomic(stage / "step_sweep.json", points | {"config": document["config"], "environment": document["environment"]})
+        write_json_atomic(
+            stage / "step_sweep.json",
+            points | {"config": document["config"], "environment": document["environment"]},
+        )
         plot_sweep(points, args.metrics, stage / "step_sweep.png")
 
     printed = ("psnr", "ssim", "sampson_px", "seconds")

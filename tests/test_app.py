@@ -52,9 +52,23 @@ def test_generate_with_estimated_cameras_writes_videos_and_ply(pipeline, photos,
     report = result.report
     assert report["timestep"] in DDPNET_TIMESTEPS and report["timestep_source"] == "DDPNet"
     assert report["cameras"]["source"] == "estimated" and report["cameras"]["num_inliers"] >= 20
-    assert set(report["timings_seconds"]) == {"prior", "render", "vae_encode", "policy", "denoise", "vae_decode", "total"}
-    assert f"t = {report['timestep']}" in result.summary and "inlier matches" in result.summary and "| denoise |" in result.summary
-    assert steps[0][0] == 0.0 and steps[-1] == (1.0, "done") and any("estimating" in desc for _, desc in steps)
+    assert set(report["timings_seconds"]) == {
+        "prior",
+        "render",
+        "vae_encode",
+        "policy",
+        "denoise",
+        "vae_decode",
+        "total",
+    }
+    assert (
+        f"t = {report['timestep']}" in result.summary
+        and "inlier matches" in result.summary
+        and "| denoise |" in result.summary
+    )
+    assert (
+        steps[0][0] == 0.0 and steps[-1] == (1.0, "done") and any("estimating" in desc for _, desc in steps)
+    )
     saved = json.loads((Path(result.video).parent / "report.json").read_text())
     assert saved["cameras_source"]["num_inliers"] == report["cameras"]["num_inliers"]
 
@@ -142,7 +156,19 @@ def test_bad_requests_surface_as_one_line_messages(pipeline, photos, tmp_path, c
 def test_page_builds_with_the_expected_controls(pipeline, tmp_path):
     blocks = VideoSceneApp(pipeline, AppConfig(output_root=tmp_path)).build()
     ids = {block.elem_id for block in blocks.blocks.values() if getattr(block, "elem_id", None)}
-    assert {"image-a", "image-b", "cameras", "frames", "timestep", "seed", "generate", "coarse-video", "video", "summary", "downloads"} <= ids
+    assert {
+        "image-a",
+        "image-b",
+        "cameras",
+        "frames",
+        "timestep",
+        "seed",
+        "generate",
+        "coarse-video",
+        "video",
+        "summary",
+        "downloads",
+    } <= ids
 
 
 def test_app_cli_rejects_a_bad_port(capsys):

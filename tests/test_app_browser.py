@@ -44,7 +44,11 @@ TIMEOUT_MS = 120_000
 
 
 def chromium_path() -> str | None:
-    candidates = [os.environ.get("VIDEOSCENE_CHROMIUM"), shutil.which("chromium"), shutil.which("chromium-browser")]
+    candidates = [
+        os.environ.get("VIDEOSCENE_CHROMIUM"),
+        shutil.which("chromium"),
+        shutil.which("chromium-browser"),
+    ]
     return next((path for path in candidates if path and os.access(path, os.X_OK)), None)
 
 
@@ -53,8 +57,12 @@ def app_url(tmp_path_factory):
     """The app on a free localhost port, serving tiny random weights (or $VIDEOSCENE_APP_WEIGHTS)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    weights = os.environ.get("VIDEOSCENE_APP_WEIGHTS") or make_tiny_weights(tmp_path_factory.mktemp("weights"))
-    app = VideoSceneApp(VideoScenePipeline.from_pretrained(weights), AppConfig(output_root=tmp_path_factory.mktemp("runs")))
+    weights = os.environ.get("VIDEOSCENE_APP_WEIGHTS") or make_tiny_weights(
+        tmp_path_factory.mktemp("weights")
+    )
+    app = VideoSceneApp(
+        VideoScenePipeline.from_pretrained(weights), AppConfig(output_root=tmp_path_factory.mktemp("runs"))
+    )
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -71,9 +79,13 @@ def page():
         pytest.skip("no Chromium found (apt-get install chromium, or set VIDEOSCENE_CHROMIUM)")
     with sync_api.sync_playwright() as playwright:
         try:  # Playwright gives the browser a fresh temporary profile (user-data-dir) of its own
-            browser = playwright.chromium.launch(executable_path=executable, headless=True, args=CHROMIUM_FLAGS)
+            browser = playwright.chromium.launch(
+                executable_path=executable, headless=True, args=CHROMIUM_FLAGS
+            )
         except sync_api.Error as error:
-            pytest.skip(f"Chromium at {executable} does not start under Playwright: {str(error).splitlines()[0]}")
+            pytest.skip(
+                f"Chromium at {executable} does not start under Playwright: {str(error).splitlines()[0]}"
+            )
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.set_default_timeout(TIMEOUT_MS)
         yield page

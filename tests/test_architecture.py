@@ -33,8 +33,12 @@ LAYERS = [
 
 def owner(module: str) -> tuple[int, str]:
     """(layer, entry) of a dotted module name."""
-    matches = [(len(entry), level, entry) for level, entries in enumerate(LAYERS) for entry in entries
-               if module == entry or (entry != "videoscene" and module.startswith(entry + "."))]  # fmt: skip
+    matches = [
+        (len(entry), level, entry)
+        for level, entries in enumerate(LAYERS)
+        for entry in entries
+        if module == entry or (entry != "videoscene" and module.startswith(entry + "."))
+    ]
     assert matches, f"{module} has no layer in tests/test_architecture.py"
     _, level, entry = max(matches)
     return level, entry
@@ -54,7 +58,11 @@ def imports(path: Path) -> set[str]:
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "videoscene":
             for alias in node.names:  # `from videoscene.data import textures` imports a module
-                names.add(f"{node.module}.{alias.name}" if f"{node.module}.{alias.name}" in modules() else node.module)
+                names.add(
+                    f"{node.module}.{alias.name}"
+                    if f"{node.module}.{alias.name}" in modules()
+                    else node.module
+                )
         elif isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names if alias.name.split(".")[0] == "videoscene")
     return names

@@ -35,10 +35,20 @@ def bomb_png(path: Path, side: int = 100_000) -> str:
     """A valid PNG header declaring side × side pixels (10 gigapixels) with almost no data: a decompression bomb."""
 
     def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+        return (
+            struct.pack(">I", len(data))
+            + kind
+            + data
+            + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+        )
 
     header = struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+        + chunk(b"IEND", b"")
+    )
     return str(path)
 
 
@@ -93,7 +103,9 @@ class Case:
     message: str
 
 
-def generate(*extra: str, images: tuple[str, ...] = (VIEW_0, VIEW_1), cams: str | None = CAMS, out: str = "out") -> list[str]:
+def generate(
+    *extra: str, images: tuple[str, ...] = (VIEW_0, VIEW_1), cams: str | None = CAMS, out: str = "out"
+) -> list[str]:
     argv = ["generate", "--images", *images, "--out", out, *extra]
     return argv + (["--cameras", cams] if cams else [])
 
@@ -143,7 +155,14 @@ def _bomb_scene(t: Path) -> str:
     scene.mkdir()
     bomb_png(scene / "r_0.png")
     (scene / "transforms_test.json").write_text(
-        json.dumps({"camera_angle_x": 0.7, "w": 64, "h": 64, "frames": [{"file_path": "r_0", "transform_matrix": np.eye(4).tolist()}]})
+        json.dumps(
+            {
+                "camera_angle_x": 0.7,
+                "w": 64,
+                "h": 64,
+                "frames": [{"file_path": "r_0", "transform_matrix": np.eye(4).tolist()}],
+            }
+        )
     )
     return str(scene)
 
@@ -161,12 +180,25 @@ def _eval_index(t: Path) -> str:
 
 
 def _eval(t: Path, *extra: str, out: str = "out", methods: str = "nearest") -> list[str]:
-    return ["eval", "--data", str(t / "missing-data"), "--index", _eval_index(t), "--methods", methods, "--out", out, *extra]
+    return [
+        "eval",
+        "--data",
+        str(t / "missing-data"),
+        "--index",
+        _eval_index(t),
+        "--methods",
+        methods,
+        "--out",
+        out,
+        *extra,
+    ]
 
 
 def _config(t: Path, source: str, **changes) -> str:
     data = json.loads(Path(source).read_text())
-    if isinstance(data.get("video"), str):  # the repository's configs name the video config from the repository root
+    if isinstance(
+        data.get("video"), str
+    ):  # the repository's configs name the video config from the repository root
         data["video"] = str(REPO / data["video"])
     for key, value in changes.items():
         if "." in key:  # section.key (distillation configs)
@@ -180,7 +212,10 @@ def _config(t: Path, source: str, **changes) -> str:
 
 
 REPO = Path(__file__).resolve().parents[1]
-PRIOR, VAE, TEACHER, DISTILL = (str(REPO / "configs" / f"{name}.json") for name in ("prior_tiny", "vae_tiny_train", "teacher_tiny_train", "distill_tiny"))
+PRIOR, VAE, TEACHER, DISTILL = (
+    str(REPO / "configs" / f"{name}.json")
+    for name in ("prior_tiny", "vae_tiny_train", "teacher_tiny_train", "distill_tiny")
+)
 
 CASES = [
     # generate: the output location (nothing is loaded before these are refused)
@@ -189,7 +224,9 @@ CASES = [
     Case("out-is-root", lambda t: generate(out="/"), "working directory"),
     Case("out-is-home", lambda t: generate(out=str(Path.home())), "working directory"),
     Case("out-is-symlink", lambda t: generate("--overwrite", out=_symlink(t)), "symbolic link"),
-    Case("overwrite-unmarked", lambda t: generate("--overwrite", out=_unmarked(t)), "not written by videoscene"),
+    Case(
+        "overwrite-unmarked", lambda t: generate("--overwrite", out=_unmarked(t)), "not written by videoscene"
+    ),
     Case("out-exists", lambda t: generate(out=_unmarked(t)), "already exists"),
     Case("out-is-file", lambda t: generate(out=_file(t)), "not a folder"),
     Case("out-parent-is-file", lambda t: generate(out=_file(t) + "/sub"), "is a file"),
@@ -215,68 +252,337 @@ CASES = [
     Case("one-image", lambda t: generate(images=(VIEW_0,)), "exactly two images"),
     Case("image-missing", lambda t: generate(images=(VIEW_0, str(t / "nope.png"))), "does not exist"),
     Case("image-is-text", lambda t: generate(images=(VIEW_0, text_file(t / "a.png"))), "not an image"),
-    Case("image-is-bomb", lambda t: generate(images=(VIEW_0, bomb_png(t / "bomb.png"))), "decompression bomb"),
-    Case("image-1x1", lambda t: generate(images=(png(t / "a.png", (1, 1)), png(t / "b.png", (1, 1)))), "at least 32 pixels"),
-    Case("image-sizes-differ", lambda t: generate(images=(VIEW_0, png(t / "b.png", (40, 40)))), "differ in size"),
+    Case(
+        "image-is-bomb", lambda t: generate(images=(VIEW_0, bomb_png(t / "bomb.png"))), "decompression bomb"
+    ),
+    Case(
+        "image-1x1",
+        lambda t: generate(images=(png(t / "a.png", (1, 1)), png(t / "b.png", (1, 1)))),
+        "at least 32 pixels",
+    ),
+    Case(
+        "image-sizes-differ",
+        lambda t: generate(images=(VIEW_0, png(t / "b.png", (40, 40)))),
+        "differ in size",
+    ),
     Case("image-is-folder", lambda t: generate(images=(VIEW_0, str(t))), "does not exist"),
     # generate: the cameras file
     Case("cams-not-json", lambda t: generate(cams=text_file(t / "c.json", "{nope")), "not valid JSON"),
     Case("cams-a-list", lambda t: generate(cams=text_file(t / "c.json", "[1, 2]")), "must hold"),
     Case("cams-binary", lambda t: generate(cams=str(DEMO_ASSETS / "view_0.png")), "cannot be read"),
-    Case("cams-near-word", lambda t: generate(cams=cams_with(t / "c.json", near="abc")), "'near' must be a positive number"),
-    Case("cams-far-negative", lambda t: generate(cams=cams_with(t / "c.json", far=-3)), "'far' must be a positive number"),
-    Case("cams-near-beyond-far", lambda t: generate(cams=cams_with(t / "c.json", near=30.0)), "less than far"),
-    Case("cams-one-camera", lambda t: generate(cams=cams_with(t / "c.json", cameras=json.loads(Path(CAMS).read_text())["cameras"][:1])), "exactly one per image"),
-    Case("cams-3x3-extrinsics", lambda t: generate(cams=cams_with(t / "c.json", cameras=[{"extrinsics": np.eye(3).tolist(), "intrinsics": np.eye(3).tolist()}] * 2)), "4x4"),
-    Case("cams-not-numbers", lambda t: generate(cams=cams_with(t / "c.json", cameras=[{"extrinsics": "eye", "intrinsics": "eye"}] * 2)), "needs 'extrinsics'"),
-    Case("cams-convention", lambda t: generate(cams=cams_with(t / "c.json", convention="directx")), "convention must be"),
-    Case("cams-targets-count", lambda t: generate(cams=cams_with(t / "c.json", targets=json.loads(Path(CAMS).read_text())["cameras"] * 2)), "8k+1"),
+    Case(
+        "cams-near-word",
+        lambda t: generate(cams=cams_with(t / "c.json", near="abc")),
+        "'near' must be a positive number",
+    ),
+    Case(
+        "cams-far-negative",
+        lambda t: generate(cams=cams_with(t / "c.json", far=-3)),
+        "'far' must be a positive number",
+    ),
+    Case(
+        "cams-near-beyond-far", lambda t: generate(cams=cams_with(t / "c.json", near=30.0)), "less than far"
+    ),
+    Case(
+        "cams-one-camera",
+        lambda t: generate(
+            cams=cams_with(t / "c.json", cameras=json.loads(Path(CAMS).read_text())["cameras"][:1])
+        ),
+        "exactly one per image",
+    ),
+    Case(
+        "cams-3x3-extrinsics",
+        lambda t: generate(
+            cams=cams_with(
+                t / "c.json",
+                cameras=[{"extrinsics": np.eye(3).tolist(), "intrinsics": np.eye(3).tolist()}] * 2,
+            )
+        ),
+        "4x4",
+    ),
+    Case(
+        "cams-not-numbers",
+        lambda t: generate(
+            cams=cams_with(t / "c.json", cameras=[{"extrinsics": "eye", "intrinsics": "eye"}] * 2)
+        ),
+        "needs 'extrinsics'",
+    ),
+    Case(
+        "cams-convention",
+        lambda t: generate(cams=cams_with(t / "c.json", convention="directx")),
+        "convention must be",
+    ),
+    Case(
+        "cams-targets-count",
+        lambda t: generate(
+            cams=cams_with(t / "c.json", targets=json.loads(Path(CAMS).read_text())["cameras"] * 2)
+        ),
+        "8k+1",
+    ),
     # generate: the weights folder
-    Case("weights-missing", lambda t: generate("--weights", str(t / "none")), "not a VideoScene weights folder"),
-    Case("weights-pipeline-type", lambda t: generate("--weights", _weights(t, lambda w: edited_json(w / "pipeline.json", lambda c: c.update(height="64")))), "'height' must be a whole number"),
-    Case("weights-pipeline-not-json", lambda t: generate("--weights", _weights(t, lambda w: replace_file(w / "pipeline.json", b"{"))), "not valid JSON"),
-    Case("weights-prior-truncated", lambda t: generate("--weights", _weights(t, lambda w: truncated(w / "prior" / "prior.safetensors"))), "not a readable .safetensors"),
-    Case("weights-prior-pickle", lambda t: generate("--weights", _weights(t, lambda w: pickled(w / "prior" / "prior.safetensors"))), "not a readable .safetensors"),
-    Case("weights-student-truncated", lambda t: generate("--weights", _weights(t, lambda w: truncated(w / "distilled" / "student" / "transformer.safetensors"))), "not a readable .safetensors"),
-    Case("weights-ddpnet-pickle", lambda t: generate("--weights", _weights(t, lambda w: pickled(w / "distilled" / "ddpnet.safetensors"))), "not a readable .safetensors"),
-    Case("weights-student-architecture", lambda t: generate("--weights", _weights(t, _other_architecture)), "does not fit"),
+    Case(
+        "weights-missing", lambda t: generate("--weights", str(t / "none")), "not a VideoScene weights folder"
+    ),
+    Case(
+        "weights-pipeline-type",
+        lambda t: generate(
+            "--weights",
+            _weights(t, lambda w: edited_json(w / "pipeline.json", lambda c: c.update(height="64"))),
+        ),
+        "'height' must be a whole number",
+    ),
+    Case(
+        "weights-pipeline-not-json",
+        lambda t: generate("--weights", _weights(t, lambda w: replace_file(w / "pipeline.json", b"{"))),
+        "not valid JSON",
+    ),
+    Case(
+        "weights-prior-truncated",
+        lambda t: generate("--weights", _weights(t, lambda w: truncated(w / "prior" / "prior.safetensors"))),
+        "not a readable .safetensors",
+    ),
+    Case(
+        "weights-prior-pickle",
+        lambda t: generate("--weights", _weights(t, lambda w: pickled(w / "prior" / "prior.safetensors"))),
+        "not a readable .safetensors",
+    ),
+    Case(
+        "weights-student-truncated",
+        lambda t: generate(
+            "--weights",
+            _weights(t, lambda w: truncated(w / "distilled" / "student" / "transformer.safetensors")),
+        ),
+        "not a readable .safetensors",
+    ),
+    Case(
+        "weights-ddpnet-pickle",
+        lambda t: generate(
+            "--weights", _weights(t, lambda w: pickled(w / "distilled" / "ddpnet.safetensors"))
+        ),
+        "not a readable .safetensors",
+    ),
+    Case(
+        "weights-student-architecture",
+        lambda t: generate("--weights", _weights(t, _other_architecture)),
+        "does not fit",
+    ),
     # demo
     Case("demo-out-cwd", lambda t: ["demo", "--out", ".", "--overwrite"], "working directory"),
     Case("demo-out-parent", lambda t: ["demo", "--out", "..", "--overwrite"], "working directory"),
-    Case("demo-overwrite-unmarked", lambda t: ["demo", "--out", _unmarked(t), "--overwrite"], "not written by videoscene"),
+    Case(
+        "demo-overwrite-unmarked",
+        lambda t: ["demo", "--out", _unmarked(t), "--overwrite"],
+        "not written by videoscene",
+    ),
     # data convert
-    Case("convert-out-cwd", lambda t: ["data", "convert", "--format", "nerf", "--input", _transforms(t), "--out", ".", "--overwrite"], "working directory"),
-    Case("convert-path-escapes", lambda t: ["data", "convert", "--format", "nerf", "--input", _transforms(t, file_path="../../etc/passwd"), "--out", "o"], "points outside"),
-    Case("convert-angle-0", lambda t: ["data", "convert", "--format", "nerf", "--input", _transforms(t, camera_angle_x=0), "--out", "o"], "field of view"),
-    Case("convert-width-word", lambda t: ["data", "convert", "--format", "nerf", "--input", _transforms(t, w="abc", h=40), "--out", "o"], "not a number"),
-    Case("convert-bomb", lambda t: ["data", "convert", "--format", "nerf", "--input", _bomb_scene(t), "--out", "o"], "decompression bomb"),
-    Case("convert-missing-input", lambda t: ["data", "convert", "--format", "nerf", "--input", str(t / "none"), "--out", "o"], "does not exist"),
+    Case(
+        "convert-out-cwd",
+        lambda t: [
+            "data",
+            "convert",
+            "--format",
+            "nerf",
+            "--input",
+            _transforms(t),
+            "--out",
+            ".",
+            "--overwrite",
+        ],
+        "working directory",
+    ),
+    Case(
+        "convert-path-escapes",
+        lambda t: [
+            "data",
+            "convert",
+            "--format",
+            "nerf",
+            "--input",
+            _transforms(t, file_path="../../etc/passwd"),
+            "--out",
+            "o",
+        ],
+        "points outside",
+    ),
+    Case(
+        "convert-angle-0",
+        lambda t: [
+            "data",
+            "convert",
+            "--format",
+            "nerf",
+            "--input",
+            _transforms(t, camera_angle_x=0),
+            "--out",
+            "o",
+        ],
+        "field of view",
+    ),
+    Case(
+        "convert-width-word",
+        lambda t: [
+            "data",
+            "convert",
+            "--format",
+            "nerf",
+            "--input",
+            _transforms(t, w="abc", h=40),
+            "--out",
+            "o",
+        ],
+        "not a number",
+    ),
+    Case(
+        "convert-bomb",
+        lambda t: ["data", "convert", "--format", "nerf", "--input", _bomb_scene(t), "--out", "o"],
+        "decompression bomb",
+    ),
+    Case(
+        "convert-missing-input",
+        lambda t: ["data", "convert", "--format", "nerf", "--input", str(t / "none"), "--out", "o"],
+        "does not exist",
+    ),
     # eval
     Case("eval-out-cwd", lambda t: _eval(t, "--overwrite", out="."), "working directory"),
     Case("eval-device-tpu", lambda t: _eval(t, "--device", "tpu"), "unknown device"),
     Case("eval-seed-huge", lambda t: _eval(t, "--seed", str(2**70)), "seed"),
     Case("eval-bad-method", lambda t: _eval(t, methods="magic"), "magic"),
-    Case("eval-fvd-garbage", lambda t: _eval(t, "--fvd-detector", text_file(t / "i3d.pt")), "not a TorchScript file"),
-    Case("eval-lpips-garbage", lambda t: _eval(t, "--lpips", text_file(t / "vgg.safetensors")), "not a readable .safetensors"),
+    Case(
+        "eval-fvd-garbage",
+        lambda t: _eval(t, "--fvd-detector", text_file(t / "i3d.pt")),
+        "not a TorchScript file",
+    ),
+    Case(
+        "eval-lpips-garbage",
+        lambda t: _eval(t, "--lpips", text_file(t / "vgg.safetensors")),
+        "not a readable .safetensors",
+    ),
     Case("eval-make-index-exists", lambda t: _eval(t, "--make-index", "4"), "already exists"),
-    Case("eval-make-index-fails", lambda t: ["eval", "--data", str(t / "none"), "--index", str(t / "new.json"), "--make-index", "4", "--methods", "nearest", "--out", "o"], "index.json"),
-    Case("eval-index-escapes", lambda t: ["eval", "--data", _split_with_index(t, {"s": "../../../etc/passwd"}), "--index", _eval_index(t), "--methods", "nearest", "--out", "o"], "points outside"),
+    Case(
+        "eval-make-index-fails",
+        lambda t: [
+            "eval",
+            "--data",
+            str(t / "none"),
+            "--index",
+            str(t / "new.json"),
+            "--make-index",
+            "4",
+            "--methods",
+            "nearest",
+            "--out",
+            "o",
+        ],
+        "index.json",
+    ),
+    Case(
+        "eval-index-escapes",
+        lambda t: [
+            "eval",
+            "--data",
+            _split_with_index(t, {"s": "../../../etc/passwd"}),
+            "--index",
+            _eval_index(t),
+            "--methods",
+            "nearest",
+            "--out",
+            "o",
+        ],
+        "points outside",
+    ),
     # train
-    Case("prior-lr-nan", lambda t: ["train", "prior", "--config", _config(t, PRIOR, lr=float("nan")), "--out", "run"], "NaN"),
-    Case("prior-mixed-precision", lambda t: ["train", "prior", "--config", _config(t, PRIOR, mixed_precision="fp8"), "--out", "run"], "mixed_precision"),
-    Case("prior-image-size-word", lambda t: ["train", "prior", "--config", _config(t, PRIOR, image_size="64"), "--out", "run"], "image_size"),
-    Case("prior-near-word", lambda t: ["train", "prior", "--config", _config(t, PRIOR, near="abc"), "--out", "run"], "'near'"),
+    Case(
+        "prior-lr-nan",
+        lambda t: ["train", "prior", "--config", _config(t, PRIOR, lr=float("nan")), "--out", "run"],
+        "NaN",
+    ),
+    Case(
+        "prior-mixed-precision",
+        lambda t: ["train", "prior", "--config", _config(t, PRIOR, mixed_precision="fp8"), "--out", "run"],
+        "mixed_precision",
+    ),
+    Case(
+        "prior-image-size-word",
+        lambda t: ["train", "prior", "--config", _config(t, PRIOR, image_size="64"), "--out", "run"],
+        "image_size",
+    ),
+    Case(
+        "prior-near-word",
+        lambda t: ["train", "prior", "--config", _config(t, PRIOR, near="abc"), "--out", "run"],
+        "'near'",
+    ),
     Case("prior-out-cwd", lambda t: ["train", "prior", "--config", PRIOR, "--out", "."], "working directory"),
-    Case("prior-seed-huge", lambda t: ["train", "prior", "--config", PRIOR, "--seed", str(2**70), "--out", "run"], "seed"),
-    Case("prior-config-not-json", lambda t: ["train", "prior", "--config", text_file(t / "c.json", "{"), "--out", "run"], "not valid JSON"),
-    Case("prior-data-missing", lambda t: ["train", "prior", "--config", PRIOR, "--data", str(t / "none"), "--out", "run"], "holds neither"),
-    Case("vae-lr-word", lambda t: ["train", "vae", "--config", _config(t, VAE, lr="fast"), "--out", "run"], "'lr'"),
-    Case("vae-out-cwd", lambda t: ["train", "vae", "--config", _config(t, VAE), "--out", "."], "working directory"),
-    Case("teacher-mixed-precision", lambda t: ["train", "teacher", "--config", _config(t, TEACHER, mixed_precision="int4"), "--out", "run"], "mixed_precision"),
-    Case("teacher-out-cwd", lambda t: ["train", "teacher", "--config", _config(t, TEACHER), "--out", "."], "working directory"),
-    Case("distill-lr-nan", lambda t: ["train", "distill", "--config", _config(t, DISTILL, **{"train.learning_rate": float("nan")}), "--out", "run"], "NaN"),
-    Case("distill-mixed-precision", lambda t: ["train", "distill", "--config", _config(t, DISTILL, **{"train.mixed_precision": "fp8"}), "--out", "run"], "mixed_precision"),
-    Case("distill-out-cwd", lambda t: ["train", "distill", "--config", DISTILL, "--out", "."], "working directory"),
+    Case(
+        "prior-seed-huge",
+        lambda t: ["train", "prior", "--config", PRIOR, "--seed", str(2**70), "--out", "run"],
+        "seed",
+    ),
+    Case(
+        "prior-config-not-json",
+        lambda t: ["train", "prior", "--config", text_file(t / "c.json", "{"), "--out", "run"],
+        "not valid JSON",
+    ),
+    Case(
+        "prior-data-missing",
+        lambda t: ["train", "prior", "--config", PRIOR, "--data", str(t / "none"), "--out", "run"],
+        "holds neither",
+    ),
+    Case(
+        "vae-lr-word",
+        lambda t: ["train", "vae", "--config", _config(t, VAE, lr="fast"), "--out", "run"],
+        "'lr'",
+    ),
+    Case(
+        "vae-out-cwd",
+        lambda t: ["train", "vae", "--config", _config(t, VAE), "--out", "."],
+        "working directory",
+    ),
+    Case(
+        "teacher-mixed-precision",
+        lambda t: [
+            "train",
+            "teacher",
+            "--config",
+            _config(t, TEACHER, mixed_precision="int4"),
+            "--out",
+            "run",
+        ],
+        "mixed_precision",
+    ),
+    Case(
+        "teacher-out-cwd",
+        lambda t: ["train", "teacher", "--config", _config(t, TEACHER), "--out", "."],
+        "working directory",
+    ),
+    Case(
+        "distill-lr-nan",
+        lambda t: [
+            "train",
+            "distill",
+            "--config",
+            _config(t, DISTILL, **{"train.learning_rate": float("nan")}),
+            "--out",
+            "run",
+        ],
+        "NaN",
+    ),
+    Case(
+        "distill-mixed-precision",
+        lambda t: [
+            "train",
+            "distill",
+            "--config",
+            _config(t, DISTILL, **{"train.mixed_precision": "fp8"}),
+            "--out",
+            "run",
+        ],
+        "mixed_precision",
+    ),
+    Case(
+        "distill-out-cwd",
+        lambda t: ["train", "distill", "--config", DISTILL, "--out", "."],
+        "working directory",
+    ),
 ]
 
 
@@ -284,7 +590,9 @@ def _tree(root: Path) -> dict[str, bytes | None]:
     """Every path under root (not following links) with file contents, to compare before and after."""
     tree = {}
     for path in sorted(root.rglob("*")):
-        tree[str(path.relative_to(root))] = path.read_bytes() if path.is_file() and not path.is_symlink() else None
+        tree[str(path.relative_to(root))] = (
+            path.read_bytes() if path.is_file() and not path.is_symlink() else None
+        )
     return tree
 
 
@@ -312,7 +620,18 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(case: Case, tmp_path, 
 def test_the_table_covers_every_entry_point():
     assert len(CASES) >= 60
     prefixes = {case.name.split("-")[0] for case in CASES}
-    assert {"demo", "convert", "eval", "prior", "vae", "teacher", "distill", "weights", "cams", "image"} <= prefixes
+    assert {
+        "demo",
+        "convert",
+        "eval",
+        "prior",
+        "vae",
+        "teacher",
+        "distill",
+        "weights",
+        "cams",
+        "image",
+    } <= prefixes
 
 
 def test_verbose_shows_the_traceback_of_a_refusal(tmp_path, monkeypatch, capsys):
@@ -336,9 +655,17 @@ def app(tmp_path_factory):
 APP_CASES = [
     ("photo-is-text", lambda t: dict(image_b=text_file(t / "upload.png")), "not an image"),
     ("photo-is-bomb", lambda t: dict(image_b=bomb_png(t / "upload.png")), "decompression bomb"),
-    ("photo-1x1", lambda t: dict(image_a=png(t / "a.png", (1, 1)), image_b=png(t / "b.png", (1, 1))), "at least 32 pixels"),
+    (
+        "photo-1x1",
+        lambda t: dict(image_a=png(t / "a.png", (1, 1)), image_b=png(t / "b.png", (1, 1))),
+        "at least 32 pixels",
+    ),
     ("photo-missing", lambda t: dict(image_b=None), "upload two photos"),
-    ("cams-near-word", lambda t: dict(cameras_file=cams_with(t / "cams.json", near="abc")), "'near' must be a positive number"),
+    (
+        "cams-near-word",
+        lambda t: dict(cameras_file=cams_with(t / "cams.json", near="abc")),
+        "'near' must be a positive number",
+    ),
     ("cams-not-json", lambda t: dict(cameras_file=text_file(t / "cams.json", "{")), "not valid JSON"),
     ("frames-10", lambda t: dict(frames="10"), "frames must be one of"),
     ("timestep-word", lambda t: dict(timestep="soon"), "timestep must be"),
@@ -346,11 +673,15 @@ APP_CASES = [
 ]
 
 
-@pytest.mark.parametrize("make, message", [case[1:] for case in APP_CASES], ids=[case[0] for case in APP_CASES])
+@pytest.mark.parametrize(
+    "make, message", [case[1:] for case in APP_CASES], ids=[case[0] for case in APP_CASES]
+)
 def test_app_refusals_are_its_own_line_without_server_paths(app, tmp_path, make, message):
     app, gr = app
     runs_before = sorted(app.output_root.iterdir())
-    request = dict(image_a=VIEW_0, image_b=VIEW_1, cameras_file=CAMS, frames=None, timestep="auto", seed=0, fov=None)
+    request = dict(
+        image_a=VIEW_0, image_b=VIEW_1, cameras_file=CAMS, frames=None, timestep="auto", seed=0, fov=None
+    )
     request.update(make(tmp_path))
     with pytest.raises(gr.Error) as refused:
         app.generate(**request)

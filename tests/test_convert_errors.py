@@ -66,7 +66,8 @@ def bad_key(tmp):
     return ["--format", "nerf", "--input", nerf_scene(tmp / "scene"), "--key", "a/b"], "scene key"
 
 
-CASES = [bad_key,
+CASES = [
+    bad_key,
     unknown_format,
     missing_transforms,
     missing_input,

@@ -138,13 +138,44 @@ def test_evaluation_index_round_trip_and_make_index_cli(tmp_path):
     index = make_evaluation_index(tmp_path / "test", gap=8, target_stride=2, seed=3)
     assert index["short"] is None
     entry = index["long"]
-    assert entry.context[1] - entry.context[0] == 8 and entry.target == tuple(range(entry.context[0], entry.context[1] + 1, 2))
+    assert entry.context[1] - entry.context[0] == 8 and entry.target == tuple(
+        range(entry.context[0], entry.context[1] + 1, 2)
+    )
     write_evaluation_index(tmp_path / "index.json", index)
     assert read_evaluation_index(tmp_path / "index.json") == index
 
-    assert main(["data", "make-index", "--data", str(tmp_path / "test"), "--out", str(tmp_path / "cli.json"), "--gap", "8", "--centered"]) == 0
+    assert (
+        main(
+            [
+                "data",
+                "make-index",
+                "--data",
+                str(tmp_path / "test"),
+                "--out",
+                str(tmp_path / "cli.json"),
+                "--gap",
+                "8",
+                "--centered",
+            ]
+        )
+        == 0
+    )
     assert json.loads((tmp_path / "cli.json").read_text())["long"]["context"] == [5, 13]
-    assert main(["data", "make-index", "--data", str(tmp_path / "test"), "--out", str(tmp_path / "cli.json"), "--gap", "8"]) == 2
+    assert (
+        main(
+            [
+                "data",
+                "make-index",
+                "--data",
+                str(tmp_path / "test"),
+                "--out",
+                str(tmp_path / "cli.json"),
+                "--gap",
+                "8",
+            ]
+        )
+        == 2
+    )
 
 
 def test_bad_evaluation_index(tmp_path):

@@ -90,7 +90,12 @@ def test_clip_round_trip_and_validation(tmp_path):
     shape = (3, 4, 8, 12)
     disagreement = torch.rand(3, 2, 8, 12)
     clip = CachedClip(
-        torch.randn(shape), torch.randn(shape), torch.randn(shape), disagreement, scene="s", frame_indices=(1, 2, 3)
+        torch.randn(shape),
+        torch.randn(shape),
+        torch.randn(shape),
+        disagreement,
+        scene="s",
+        frame_indices=(1, 2, 3),
     )
     save_clip(tmp_path / "c.safetensors", clip)
     loaded = load_clip(tmp_path / "c.safetensors")

@@ -43,7 +43,11 @@ class RecordingDDPNet(DDPNet):
 def disagreement_ddpnet(distilled: DistilledStudent) -> RecordingDDPNet:
     torch.manual_seed(0)
     config = distilled.student.config
-    net = RecordingDDPNet(DDPNetConfig(config.latent_frames, config.latent_channels, DDPNET_TIMESTEPS, 8, view_disagreement=True))
+    net = RecordingDDPNet(
+        DDPNetConfig(
+            config.latent_frames, config.latent_channels, DDPNET_TIMESTEPS, 8, view_disagreement=True
+        )
+    )
     with torch.no_grad():
         net.head.bias.zero_()  # at initialisation the bias, not the input, would decide the choice
     return net.eval()
@@ -54,7 +58,9 @@ def latents_and_disagreement(distilled: DistilledStudent, batch: int = 2):
     generator = torch.Generator().manual_seed(1)
     shape = (batch, config.latent_frames, config.latent_channels, config.latent_height, config.latent_width)
     render_latents = torch.randn(shape, generator=generator)
-    disagreement = torch.rand(batch, config.latent_frames, 2, config.latent_height, config.latent_width, generator=generator)
+    disagreement = torch.rand(
+        batch, config.latent_frames, 2, config.latent_height, config.latent_width, generator=generator
+    )
     return render_latents, disagreement
 
 
@@ -64,7 +70,10 @@ def test_fixed_and_no_leap_starts_and_the_one_range_check(distilled):
     assert start_timestep(None, 549, True, 1000, render_latents).tolist() == [999, 999]  # no leap: pure noise
     assert start_timestep(None, None, True, 500, render_latents).tolist() == [499, 499]  # T from the schedule
     for bad in (0, 1000, -1, "399", 2.5, True):  # the wrong types reach the check with the type checks off
-        with unchecked(), pytest.raises(VideoSceneError, match="timestep must be 'auto' or a whole number from 1 to 999"):
+        with (
+            unchecked(),
+            pytest.raises(VideoSceneError, match="timestep must be 'auto' or a whole number from 1 to 999"),
+        ):
             start_timestep(None, bad, False, 1000, render_latents)
     with pytest.raises(VideoSceneError, match="from 1 to 499"):
         start_timestep(None, 600, False, 500, render_latents)
@@ -75,10 +84,15 @@ def test_fixed_and_no_leap_starts_and_the_one_range_check(distilled):
 def test_the_policy_reads_the_views_disagreement(distilled):
     net = disagreement_ddpnet(distilled)
     render_latents, disagreement = latents_and_disagreement(distilled)
-    chosen = start_timestep(net, 549, False, 1000, render_latents, disagreement)  # the fixed t is the fallback only
+    chosen = start_timestep(
+        net, 549, False, 1000, render_latents, disagreement
+    )  # the fixed t is the fallback only
     assert torch.equal(chosen, net.choose_timestep(render_latents, disagreement))
     assert set(chosen.tolist()) <= set(DDPNET_TIMESTEPS)
-    choices = {tuple(start_timestep(net, None, False, 1000, render_latents, scale * disagreement).tolist()) for scale in (0, 100)}
+    choices = {
+        tuple(start_timestep(net, None, False, 1000, render_latents, scale * disagreement).tolist())
+        for scale in (0, 100)
+    }
     assert len(choices) > 1, "the disagreement never changed DDPNet's choice"
     with pytest.raises(VideoSceneError, match="disagreement"):
         start_timestep(net, None, False, 1000, render_latents)
@@ -89,13 +103,18 @@ def test_the_student_passes_the_disagreement_to_its_ddpnet(distilled):
     student = replace(distilled, ddpnet=net)
     render_latents, disagreement = latents_and_disagreement(distilled)
     condition = torch.randn_like(render_latents)
-    assert torch.equal(student.start_timestep(render_latents, None, disagreement), net.choose_timestep(render_latents, disagreement))
+    assert torch.equal(
+        student.start_timestep(render_latents, None, disagreement),
+        net.choose_timestep(render_latents, disagreement),
+    )
     out = student.generate(render_latents, condition, None, torch.Generator().manual_seed(0), disagreement)
     assert out.shape == render_latents.shape and net.disagreements[-1] is disagreement
     with pytest.raises(VideoSceneError, match="disagreement"):
         student.generate(render_latents, condition, None)
     calls = len(net.disagreements)
-    assert student.start_timestep(render_latents, 399).tolist() == [399, 399] and len(net.disagreements) == calls
+    assert (
+        student.start_timestep(render_latents, 399).tolist() == [399, 399] and len(net.disagreements) == calls
+    )
     # Without the leap the student starts from pure noise, whatever t or DDPNet say.
     no_leap = replace(student, leap=LeapConfig(no_leap=True))
     assert no_leap.start_timestep(render_latents, None, disagreement).tolist() == [999, 999]
@@ -109,12 +128,17 @@ def test_the_trainers_validation_passes_the_disagreement(distilled):
     render_latents, disagreement = latents_and_disagreement(distilled)
 
     def trainer(bandit_net, no_leap=False):
-        config = SimpleNamespace(leap=SimpleNamespace(no_leap=no_leap), train=SimpleNamespace(validation_timestep=499))
+        config = SimpleNamespace(
+            leap=SimpleNamespace(no_leap=no_leap), train=SimpleNamespace(validation_timestep=499)
+        )
         bandit = None if bandit_net is None else SimpleNamespace(net=bandit_net)
         return SimpleNamespace(bandit=bandit, config=config, schedule=NoiseSchedule())
 
     chosen = DistillTrainer.policy_timestep(trainer(net), render_latents, disagreement)
-    assert torch.equal(chosen, net.choose_timestep(render_latents, disagreement)) and net.disagreements[0] is disagreement
+    assert (
+        torch.equal(chosen, net.choose_timestep(render_latents, disagreement))
+        and net.disagreements[0] is disagreement
+    )
     assert DistillTrainer.policy_timestep(trainer(None), render_latents).tolist() == [499, 499]
     assert DistillTrainer.policy_timestep(trainer(None, no_leap=True), render_latents).tolist() == [999, 999]
 
@@ -125,7 +149,9 @@ def test_the_pipeline_passes_the_disagreement_on_every_path(tiny_weights):
     pipe.distilled = replace(pipe.distilled, ddpnet=net)
     frames, extrinsics, intrinsics, _ = render_scene(5, 0, 9, 48, 72)
     images = torch.as_tensor(frames[[0, 8]]).permute(0, 3, 1, 2).float() / 255
-    cameras = Cameras(torch.as_tensor(extrinsics[[0, 8]]).float(), torch.as_tensor(intrinsics[[0, 8]]).float())
+    cameras = Cameras(
+        torch.as_tensor(extrinsics[[0, 8]]).float(), torch.as_tensor(intrinsics[[0, 8]]).float()
+    )
     targets = Cameras(torch.as_tensor(extrinsics).float(), torch.as_tensor(intrinsics).float())
     config = pipe.distilled.student.config
     expected = (1, config.latent_frames, 2, config.latent_height, config.latent_width)
@@ -137,7 +163,9 @@ def test_the_pipeline_passes_the_disagreement_on_every_path(tiny_weights):
     for output, disagreement in zip((student, teacher_leap, along_targets), net.disagreements):
         assert output.timestep in DDPNET_TIMESTEPS
         assert disagreement is not None and tuple(disagreement.shape) == expected
-        assert ((disagreement[:, :, 1] >= 0) & (disagreement[:, :, 1] <= 1)).all() and disagreement[:, :, 1].max() > 0
+        assert ((disagreement[:, :, 1] >= 0) & (disagreement[:, :, 1] <= 1)).all() and disagreement[
+            :, :, 1
+        ].max() > 0
     assert teacher_leap.method == "teacher-leap@1"
     fixed = pipe(images, cameras, timestep=399, seed=0)  # an explicit t asks no DDPNet
     assert fixed.timestep == 399 and len(net.disagreements) == 3

@@ -40,7 +40,9 @@ def random_cache(folder: Path, teacher: VideoBackbone, count: int, seed: int) ->
         )
         latents = [torch.randn(shape, generator=generator) for _ in range(3)]
         disagreement = torch.rand((shape[0], 2, *shape[2:]), generator=generator)
-        writer.write(i, CachedClip(*latents, disagreement, render_frames=frames, target_frames=frames.flip(0)))
+        writer.write(
+            i, CachedClip(*latents, disagreement, render_frames=frames, target_frames=frames.flip(0))
+        )
     return writer.finish(count)
 
 
@@ -120,17 +122,24 @@ def test_three_steps_end_to_end_write_every_output(setup, tmp_path):
 @pytest.mark.parametrize("clips_per_step", [None, 3])
 def test_resume_continues_identically(setup, tmp_path, clips_per_step):
     teacher, train_cache, val_cache, _ = setup
-    straight = DistillTrainer(small_config(4, clips_per_step), teacher, train_cache, val_cache, tmp_path / "straight")
+    straight = DistillTrainer(
+        small_config(4, clips_per_step), teacher, train_cache, val_cache, tmp_path / "straight"
+    )
     straight.train()
 
-    first = DistillTrainer(small_config(2, clips_per_step), teacher, train_cache, val_cache, tmp_path / "resumed")
+    first = DistillTrainer(
+        small_config(2, clips_per_step), teacher, train_cache, val_cache, tmp_path / "resumed"
+    )
     first.train()  # "crashes" after its step-2 checkpoint
     resumed = DistillTrainer(
         small_config(4, clips_per_step), teacher, train_cache, val_cache, tmp_path / "resumed", resume=True
     )
     assert resumed.step == 2
     resumed.train()
-    log = [json.loads(line)["step"] for line in (tmp_path / "resumed" / "train_log.jsonl").read_text().splitlines()]
+    log = [
+        json.loads(line)["step"]
+        for line in (tmp_path / "resumed" / "train_log.jsonl").read_text().splitlines()
+    ]
     assert log == [1, 2, 3, 4]
 
     for a, b in zip(straight.student.transformer.parameters(), resumed.student.transformer.parameters()):
@@ -143,7 +152,9 @@ def test_resume_continues_identically(setup, tmp_path, clips_per_step):
     # Frozen weights come from the teacher on resume, so another teacher is refused.
     other = tiny_teacher()
     with pytest.raises(VideoSceneError, match="different teacher"):
-        DistillTrainer(small_config(6, clips_per_step), other, train_cache, val_cache, tmp_path / "resumed", resume=True)
+        DistillTrainer(
+            small_config(6, clips_per_step), other, train_cache, val_cache, tmp_path / "resumed", resume=True
+        )
 
 
 def test_bandit_pulls_clips_of_its_own(setup, tmp_path):
@@ -152,7 +163,9 @@ def test_bandit_pulls_clips_of_its_own(setup, tmp_path):
     teacher, train_cache, _, _ = setup
     cached = torch.stack([train_cache[i].render_latents for i in range(len(train_cache))])
     for clips_per_step, expected_clips in ((4, 4), (None, 2)):  # train.batch_size = 2 (TrainConfig default)
-        trainer = DistillTrainer(small_config(2, clips_per_step), teacher, train_cache, None, tmp_path / f"run{clips_per_step}")
+        trainer = DistillTrainer(
+            small_config(2, clips_per_step), teacher, train_cache, None, tmp_path / f"run{clips_per_step}"
+        )
         seen = []
         bandit_step = trainer.bandit.step
 
@@ -164,10 +177,14 @@ def test_bandit_pulls_clips_of_its_own(setup, tmp_path):
         trainer.train()
         assert len(seen) == 2
         for render_latents, groups in seen:
-            assert render_latents.shape[0] == expected_clips * 2 and groups.tolist() == sorted(groups.tolist())
+            assert render_latents.shape[0] == expected_clips * 2 and groups.tolist() == sorted(
+                groups.tolist()
+            )
             # Every pulled row is one cached clip; the pulls of one clip share it; the clips are distinct.
             matches = [[torch.equal(row, clip) for clip in cached].index(True) for row in render_latents]
-            assert [matches[i] for i in range(0, len(matches), 2)] == [matches[i] for i in range(1, len(matches), 2)]
+            assert [matches[i] for i in range(0, len(matches), 2)] == [
+                matches[i] for i in range(1, len(matches), 2)
+            ]
             assert len(set(matches)) == expected_clips
 
 
@@ -247,7 +264,9 @@ def test_cli_runs_leap_and_no_leap(setup, tmp_path):
     distilled = load_distilled(tmp_path / "noleap")
     assert distilled.leap.no_leap and distilled.ddpnet is None
     clip = val_cache.latent_batch([0])
-    assert distilled.start_timestep(clip.render_latents, 199).tolist() == [999]  # pure noise, whatever t is asked for
+    assert distilled.start_timestep(clip.render_latents, 199).tolist() == [
+        999
+    ]  # pure noise, whatever t is asked for
     a = distilled.generate(clip.render_latents, clip.condition_latents, 199, torch.Generator().manual_seed(0))
     b = distilled.generate(
         clip.render_latents + 1, clip.condition_latents, 599, torch.Generator().manual_seed(0)

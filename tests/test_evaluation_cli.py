@@ -20,43 +20,83 @@ def synthetic_split(tmp_path_factory):
     scenes = []
     for index in range(2):
         frames, extrinsics, intrinsics, _ = render_scene(0, index, 9, 48, 72, SynthConfig(supersample=1))
-        scenes.append(scene_from_frames(f"room{index}", frames, torch.from_numpy(extrinsics), torch.from_numpy(intrinsics)))
+        scenes.append(
+            scene_from_frames(
+                f"room{index}", frames, torch.from_numpy(extrinsics), torch.from_numpy(intrinsics)
+            )
+        )
     folder = tmp_path_factory.mktemp("synthetic") / "test"
     write_split(folder, scenes)
     return folder
 
 
 def run_eval(data, index, out, *extra):
-    return main(["eval", "--data", str(data), "--index", str(index), "--out", str(out), "--size", "32x48", "--frames", "9", *extra])
+    return main(
+        [
+            "eval",
+            "--data",
+            str(data),
+            "--index",
+            str(index),
+            "--out",
+            str(out),
+            "--size",
+            "32x48",
+            "--frames",
+            "9",
+            *extra,
+        ]
+    )
 
 
 def test_eval_writes_metrics_table_and_plots(synthetic_split, tmp_path, capsys):
     index = tmp_path / "index.json"
-    assert run_eval(synthetic_split, index, tmp_path / "out", "--methods", "nearest", "--make-index", "8") == 0
+    assert (
+        run_eval(synthetic_split, index, tmp_path / "out", "--methods", "nearest", "--make-index", "8") == 0
+    )
     assert json.loads(index.read_text())["room0"] == {"context": [0, 8], "target": list(range(9))}
     out = tmp_path / "out"
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics["methods"]) == {"nearest"}
-    assert METHOD_FIELDS <= set(metrics["methods"]["nearest"]) and metrics["methods"]["nearest"]["scenes"] == 2
+    assert (
+        METHOD_FIELDS <= set(metrics["methods"]["nearest"]) and metrics["methods"]["nearest"]["scenes"] == 2
+    )
     assert all(metrics["methods"]["nearest"][key] is not None for key in METHOD_FIELDS)
     assert [(row["scene"], row["method"]) for row in metrics["per_scene"]] == [
-        ("room0", "ground-truth"), ("room0", "nearest"), ("room1", "ground-truth"), ("room1", "nearest"),
-    ]  # fmt: skip
+        ("room0", "ground-truth"),
+        ("room0", "nearest"),
+        ("room1", "ground-truth"),
+        ("room1", "nearest"),
+    ]
     assert metrics["reference"]["ground-truth"]["scenes"] == 2
     assert METHOD_FIELDS <= set(metrics["per_scene"][0])
     assert metrics["config"]["image_size"] == [32, 48] and metrics["environment"]["device"] == "cpu"
     table = (out / "metrics.md").read_text()
-    assert table.startswith("| method | PSNR ↑ | SSIM ↑") and "| `nearest` |" in table and "*ground-truth (reference)*" in table
+    assert (
+        table.startswith("| method | PSNR ↑ | SSIM ↑")
+        and "| `nearest` |" in table
+        and "*ground-truth (reference)*" in table
+    )
     assert table in capsys.readouterr().out
-    for picture in ("metrics.png", "quality_vs_seconds.png", "figures/frames_room0.png", "figures/matches_nearest.png",
-                    "figures/matches_ground-truth.png"):
+    for picture in (
+        "metrics.png",
+        "quality_vs_seconds.png",
+        "figures/frames_room0.png",
+        "figures/matches_nearest.png",
+        "figures/matches_ground-truth.png",
+    ):
         assert (out / picture).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", picture
     assert json.loads((out / "index.json").read_text()) == json.loads(index.read_text())
 
 
 def test_same_seed_same_metrics_and_reused_index(synthetic_split, tmp_path):
     index = tmp_path / "index.json"
-    assert run_eval(synthetic_split, index, tmp_path / "a", "--methods", "nearest", "--make-index", "6", "--seed", "3") == 0
+    assert (
+        run_eval(
+            synthetic_split, index, tmp_path / "a", "--methods", "nearest", "--make-index", "6", "--seed", "3"
+        )
+        == 0
+    )
     assert run_eval(synthetic_split, index, tmp_path / "b", "--methods", "nearest", "--seed", "3") == 0
 
     def without_time(path):
@@ -74,7 +114,9 @@ def test_same_seed_same_metrics_and_reused_index(synthetic_split, tmp_path):
         ("coarse", "needs prior weights"),
     ],
 )
-def test_bad_methods_fail_with_one_line_and_leave_nothing(synthetic_split, tmp_path, capsys, methods, message):
+def test_bad_methods_fail_with_one_line_and_leave_nothing(
+    synthetic_split, tmp_path, capsys, methods, message
+):
     index = tmp_path / "index.json"
     index.write_text(json.dumps({"room0": {"context": [0, 8], "target": [4]}}))
     assert run_eval(synthetic_split, index, tmp_path / "out", "--methods", methods) == 2
@@ -86,7 +128,9 @@ def test_bad_methods_fail_with_one_line_and_leave_nothing(synthetic_split, tmp_p
 def test_make_index_refuses_to_overwrite_and_a_missing_index_is_explained(synthetic_split, tmp_path, capsys):
     index = tmp_path / "index.json"
     index.write_text("{}")
-    assert run_eval(synthetic_split, index, tmp_path / "out", "--methods", "nearest", "--make-index", "4") == 2
+    assert (
+        run_eval(synthetic_split, index, tmp_path / "out", "--methods", "nearest", "--make-index", "4") == 2
+    )
     assert "already exists" in capsys.readouterr().err
     assert run_eval(synthetic_split, tmp_path / "none.json", tmp_path / "out", "--methods", "nearest") == 2
     assert "pass --make-index GAP" in capsys.readouterr().err
@@ -109,11 +153,42 @@ def test_nearest_on_real_lego_frames(shared_data, tmp_path):
         name = frame["file_path"].split("/")[-1] + ".png"
         shutil.copy(source / "test" / name, scene / "test" / name)
     (scene / "transforms_test.json").write_text(json.dumps(transforms))
-    assert main(["data", "convert", "--format", "nerf", "--input", str(scene), "--out", str(tmp_path / "data"), "--max-size", "200"]) == 0
+    assert (
+        main(
+            [
+                "data",
+                "convert",
+                "--format",
+                "nerf",
+                "--input",
+                str(scene),
+                "--out",
+                str(tmp_path / "data"),
+                "--max-size",
+                "200",
+            ]
+        )
+        == 0
+    )
     index = tmp_path / "index.json"
     index.write_text(json.dumps({"lego": {"context": [0, 10], "target": list(range(11))}}))
     out = tmp_path / "out"
-    assert main(["eval", "--data", str(tmp_path / "data" / "test"), "--index", str(index), "--methods", "nearest", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "--data",
+                str(tmp_path / "data" / "test"),
+                "--index",
+                str(index),
+                "--methods",
+                "nearest",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     nearest = json.loads((out / "metrics.json").read_text())["methods"]["nearest"]
     assert 10 < nearest["psnr"] < 25 and nearest["ssim"] < 0.95
 
@@ -127,7 +202,22 @@ def test_coarse_from_a_prior_weights_folder(synthetic_split, tmp_path):
     index = tmp_path / "index.json"
     index.write_text(json.dumps({"room1": {"context": [0, 8], "target": [2, 4, 6]}}))
     out = tmp_path / "out"
-    assert run_eval(synthetic_split, index, out, "--methods", "nearest,coarse", "--weights", str(tmp_path / "weights"), "--near", "0.5", "--far", "20") == 0
+    assert (
+        run_eval(
+            synthetic_split,
+            index,
+            out,
+            "--methods",
+            "nearest,coarse",
+            "--weights",
+            str(tmp_path / "weights"),
+            "--near",
+            "0.5",
+            "--far",
+            "20",
+        )
+        == 0
+    )
     metrics = json.loads((out / "metrics.json").read_text())
     assert list(metrics["methods"]) == ["nearest", "coarse"]
     assert metrics["methods"]["coarse"]["psnr"] is not None and metrics["methods"]["coarse"]["seconds"] > 0

@@ -31,7 +31,9 @@ class VideoStatistics(torch.nn.Module):
         super().__init__()
         self.projection = torch.nn.Linear(12, 6)
 
-    def forward(self, videos: Tensor, rescale: bool = False, resize: bool = False, return_features: bool = False) -> Tensor:
+    def forward(
+        self, videos: Tensor, rescale: bool = False, resize: bool = False, return_features: bool = False
+    ) -> Tensor:
         if videos.dim() != 5 or videos.shape[1] != 3:
             raise ValueError("expected videos [batch, 3, frames, height, width]")
         if videos.shape[2] < 4:  # like I3D, whose temporal pooling needs a few frames
@@ -42,7 +44,9 @@ class VideoStatistics(torch.nn.Module):
             raise ValueError("expected values in [0, 255]")
         x = videos / 127.5 - 1  # what rescale=True does in I3D
         change = (x[:, :, 1:] - x[:, :, :-1]).abs().mean(dim=(2, 3, 4))
-        statistics = torch.cat([x.mean(dim=(2, 3, 4)), x.std(dim=(2, 3, 4)), change, x.amax(dim=(2, 3, 4))], dim=1)
+        statistics = torch.cat(
+            [x.mean(dim=(2, 3, 4)), x.std(dim=(2, 3, 4)), change, x.amax(dim=(2, 3, 4))], dim=1
+        )
         return self.projection(statistics)
 
 
@@ -59,7 +63,11 @@ def split(tmp_path_factory):
     scenes = []
     for index in range(SCENES):
         frames, extrinsics, intrinsics, _ = render_scene(1, index, 9, 48, 72, SynthConfig(supersample=1))
-        scenes.append(scene_from_frames(f"room{index}", frames, torch.from_numpy(extrinsics), torch.from_numpy(intrinsics)))
+        scenes.append(
+            scene_from_frames(
+                f"room{index}", frames, torch.from_numpy(extrinsics), torch.from_numpy(intrinsics)
+            )
+        )
     folder = tmp_path_factory.mktemp("synthetic") / "test"
     write_split(folder, scenes)
     return folder
@@ -76,7 +84,9 @@ def black(request):
 def test_fvd_is_the_frechet_distance_of_the_detector_features(split, detector_path):
     detector = I3DFeatures(detector_path)
     nearest = build_nearest(MethodSpec("nearest", "nearest"), MethodResources(None, torch.device("cpu")))
-    result = evaluate(split, full_index(), {"nearest": nearest, "black": black}, CONFIG, "cpu", fvd_detector=detector)
+    result = evaluate(
+        split, full_index(), {"nearest": nearest, "black": black}, CONFIG, "cpu", fvd_detector=detector
+    )
 
     # The same distance computed by hand: one feature vector per scene, ground truth vs nearest.
     truth, copies = [], []
@@ -93,22 +103,46 @@ def test_fvd_is_the_frechet_distance_of_the_detector_features(split, detector_pa
 def test_fvd_needs_two_scenes_and_a_detector(split, detector_path, caplog):
     one_scene = EvalConfig(image_size=(32, 48), num_frames=9, max_scenes=1)
     with caplog.at_level(logging.WARNING):
-        result = evaluate(split, full_index(), {"black": black}, one_scene, "cpu", fvd_detector=I3DFeatures(detector_path))
+        result = evaluate(
+            split, full_index(), {"black": black}, one_scene, "cpu", fvd_detector=I3DFeatures(detector_path)
+        )
     assert result.fvd == {"black": None} and "at least two scenes" in caplog.text
     assert evaluate(split, full_index(), {"black": black}, CONFIG, "cpu").fvd == {"black": None}
 
 
 def run_eval(split, tmp_path, out, *extra):
     index = tmp_path / "index.json"
-    index.write_text(json.dumps({key: {"context": list(e.context), "target": list(e.target)} for key, e in full_index().items()}))
-    return main(["eval", "--data", str(split), "--index", str(index), "--out", str(out), "--size", "32x48", "--frames", "9",
-                 "--methods", "nearest", *extra])  # fmt: skip
+    index.write_text(
+        json.dumps(
+            {key: {"context": list(e.context), "target": list(e.target)} for key, e in full_index().items()}
+        )
+    )
+    return main(
+        [
+            "eval",
+            "--data",
+            str(split),
+            "--index",
+            str(index),
+            "--out",
+            str(out),
+            "--size",
+            "32x48",
+            "--frames",
+            "9",
+            "--methods",
+            "nearest",
+            *extra,
+        ]
+    )
 
 
 def test_eval_cli_reports_fvd_with_a_detector_and_null_without(split, detector_path, tmp_path):
     assert run_eval(split, tmp_path, tmp_path / "with", "--fvd-detector", str(detector_path)) == 0
     metrics = json.loads((tmp_path / "with" / "metrics.json").read_text())
-    assert metrics["methods"]["nearest"]["fvd"] > 0 and metrics["config"]["fvd_detector"] == str(detector_path)
+    assert metrics["methods"]["nearest"]["fvd"] > 0 and metrics["config"]["fvd_detector"] == str(
+        detector_path
+    )
     assert "FVD ↓" in (tmp_path / "with" / "metrics.md").read_text()
 
     assert run_eval(split, tmp_path, tmp_path / "without") == 0
@@ -118,7 +152,10 @@ def test_eval_cli_reports_fvd_with_a_detector_and_null_without(split, detector_p
 
 
 def test_missing_detector_file_is_one_line_and_leaves_nothing(split, tmp_path, capsys):
-    assert run_eval(split, tmp_path, tmp_path / "out", "--fvd-detector", str(tmp_path / "i3d_torchscript.pt")) == 2
+    assert (
+        run_eval(split, tmp_path, tmp_path / "out", "--fvd-detector", str(tmp_path / "i3d_torchscript.pt"))
+        == 2
+    )
     error = capsys.readouterr().err.strip()
     assert "never downloaded" in error and "\n" not in error
     assert not (tmp_path / "out").exists()
@@ -126,6 +163,8 @@ def test_missing_detector_file_is_one_line_and_leaves_nothing(split, tmp_path, c
 
 def test_a_detector_failure_names_the_scene_in_one_line(split, detector_path):
     two_frames = {"room0": IndexEntry((0, 8), (0, 8)), "room1": IndexEntry((0, 8), (0, 8))}
-    with pytest.raises(VideoSceneError, match=r"failed on the 2-frame video of scene room0 \(.*too few frames") as error:
+    with pytest.raises(
+        VideoSceneError, match=r"failed on the 2-frame video of scene room0 \(.*too few frames"
+    ) as error:
         evaluate(split, two_frames, {"black": black}, CONFIG, "cpu", fvd_detector=I3DFeatures(detector_path))
     assert "\n" not in str(error.value)

@@ -1,6 +1,5 @@
 """Method names, their errors, and the built-in methods (nearest, coarse)."""
 
-
 import pytest
 import torch
 
@@ -37,7 +36,20 @@ def test_valid_names_parse(name, spec):
     assert parse_method(name) == spec
 
 
-@pytest.mark.parametrize("name", ["nearst", "teacher", "teacher@0", "teacher@t5", "student@t1000", "student@549", "coarse@3", "", "Student"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "nearst",
+        "teacher",
+        "teacher@0",
+        "teacher@t5",
+        "student@t1000",
+        "student@549",
+        "coarse@3",
+        "",
+        "Student",
+    ],
+)
 def test_invalid_names_are_one_line_errors_listing_the_valid_ones(name):
     with pytest.raises(VideoSceneError) as error:
         parse_method(name)
@@ -47,14 +59,20 @@ def test_invalid_names_are_one_line_errors_listing_the_valid_ones(name):
 
 
 def test_method_lists():
-    assert [s.name for s in parse_methods(" nearest, student@t459 ,coarse")] == ["nearest", "student@t459", "coarse"]
+    assert [s.name for s in parse_methods(" nearest, student@t459 ,coarse")] == [
+        "nearest",
+        "student@t459",
+        "coarse",
+    ]
     with pytest.raises(VideoSceneError, match="more than once"):
         parse_methods("nearest,nearest")
     with pytest.raises(VideoSceneError, match="no methods"):
         parse_methods(" , ")
 
 
-@pytest.mark.parametrize("name", ["teacher@50", "teacher-leap@4", "student", "student@t549", "student-noleap"])
+@pytest.mark.parametrize(
+    "name", ["teacher@50", "teacher-leap@4", "student", "student@t549", "student-noleap"]
+)
 def test_generative_methods_without_weights_say_so(name):
     with pytest.raises(VideoSceneError, match="needs trained weights: pass --weights"):
         build_method(parse_method(name), MethodResources(None, CPU))
@@ -77,8 +95,16 @@ def _request(frames: int = 5, size=(32, 48)) -> GenerationRequest:
     poses = torch.eye(4).repeat(frames, 1, 1)
     poses[:, 0, 3] = torch.linspace(0, 0.4, frames)
     images = torch.stack([torch.full((3, *size), 0.2), torch.full((3, *size), 0.8)])
-    context = Views(images, poses[[0, -1]], intrinsics.expand(2, 3, 3), torch.full((2,), 0.5), torch.full((2,), 20.0))
-    return GenerationRequest(context, Cameras(poses, intrinsics.expand(frames, 3, 3)), torch.linspace(0, 1, frames), seed=3, scene="s")
+    context = Views(
+        images, poses[[0, -1]], intrinsics.expand(2, 3, 3), torch.full((2,), 0.5), torch.full((2,), 20.0)
+    )
+    return GenerationRequest(
+        context,
+        Cameras(poses, intrinsics.expand(frames, 3, 3)),
+        torch.linspace(0, 1, frames),
+        seed=3,
+        scene="s",
+    )
 
 
 def test_nearest_copies_the_context_view_nearer_in_time():

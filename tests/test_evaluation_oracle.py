@@ -66,7 +66,12 @@ def run_folder(tmp_path_factory):
         writer.write(
             i,
             CachedClip(
-                torch.randn(shape), torch.randn(shape), torch.randn(shape), torch.rand(shape[0], 2, *shape[2:]), frames, frames.clone()
+                torch.randn(shape),
+                torch.randn(shape),
+                torch.randn(shape),
+                torch.rand(shape[0], 2, *shape[2:]),
+                frames,
+                frames.clone(),
             ),
         )
     return student, root / "run", writer.finish(3), candidates

@@ -68,17 +68,27 @@ def test_path_passes_exactly_through_context_and_target_cameras():
     check_rigid(path.extrinsics, "path")
     for position, slot in enumerate(plan.slots):
         assert torch.equal(path.extrinsics[slot], targets.extrinsics[position])
-    assert torch.equal(path.extrinsics[0], context.extrinsics[0]) and torch.equal(path.extrinsics[-1], context.extrinsics[1])
+    assert torch.equal(path.extrinsics[0], context.extrinsics[0]) and torch.equal(
+        path.extrinsics[-1], context.extrinsics[1]
+    )
     # Camera centres move monotonically along x, as the keyframes do.
     assert (path.extrinsics[1:, 0, 3] > path.extrinsics[:-1, 0, 3]).all()
 
 
 def test_fit_views_crops_to_the_model_aspect_and_keeps_the_principal_point_centred():
     intrinsics = torch.tensor([[1.0, 0, 0.5], [0, 1.0, 0.5], [0, 0, 1]]).expand(2, 3, 3)
-    views = Views(torch.rand(2, 3, 100, 100), torch.eye(4).expand(2, 4, 4), intrinsics, torch.ones(2), torch.full((2,), 10.0))
+    views = Views(
+        torch.rand(2, 3, 100, 100),
+        torch.eye(4).expand(2, 4, 4),
+        intrinsics,
+        torch.ones(2),
+        torch.full((2,), 10.0),
+    )
     fitted = fit_views(views, (32, 48))
     assert fitted.image.shape == (2, 3, 32, 48)
     # A 100x100 image cropped to 67 rows (aspect 2:3) then resized: fy/H grows by 100/67, fx/W stays.
     assert fitted.intrinsics[0, 0, 0].item() == pytest.approx(1.0)
     assert fitted.intrinsics[0, 1, 1].item() == pytest.approx(100 / 67)
-    assert fitted.intrinsics[0, 0, 2].item() == pytest.approx(0.5) and fitted.intrinsics[0, 1, 2].item() == pytest.approx(0.5, abs=0.01)
+    assert fitted.intrinsics[0, 0, 2].item() == pytest.approx(0.5) and fitted.intrinsics[
+        0, 1, 2
+    ].item() == pytest.approx(0.5, abs=0.01)

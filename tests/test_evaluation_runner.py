@@ -15,7 +15,11 @@ from videoscene.evaluation.methods import FAMILIES, MethodFamily, MethodResource
 from videoscene.evaluation.runner import EvalConfig, evaluate
 
 FAST = SynthConfig(supersample=1)
-INDEX = {"room": IndexEntry((0, 16), tuple(range(0, 17, 2))), "absent": IndexEntry((0, 4), (2,)), "skipped": None}
+INDEX = {
+    "room": IndexEntry((0, 16), tuple(range(0, 17, 2))),
+    "absent": IndexEntry((0, 4), (2,)),
+    "skipped": None,
+}
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +27,10 @@ def data_dir(tmp_path_factory):
     """Scene 0 of seed 0: 17 frames at 96x128 (aspect 4:3, so evaluating at 64x96 crops and resizes)."""
     frames, extrinsics, intrinsics, _ = render_scene(0, 0, 17, 96, 128, FAST)
     folder = tmp_path_factory.mktemp("synthetic") / "test"
-    write_split(folder, [scene_from_frames("room", frames, torch.from_numpy(extrinsics), torch.from_numpy(intrinsics))])
+    write_split(
+        folder,
+        [scene_from_frames("room", frames, torch.from_numpy(extrinsics), torch.from_numpy(intrinsics))],
+    )
     return folder
 
 
@@ -36,9 +43,13 @@ def ray_traced(error_degrees: float):
         def generate(request):
             rng = np.random.default_rng(request.seed)
             frames = []
-            for extrinsics, intrinsics in zip(request.path.extrinsics.double().numpy(), request.path.intrinsics.double().numpy()):
+            for extrinsics, intrinsics in zip(
+                request.path.extrinsics.double().numpy(), request.path.intrinsics.double().numpy()
+            ):
                 axis = rng.normal(size=3)
-                turn = Rotation.from_rotvec(np.deg2rad(error_degrees) * axis / np.linalg.norm(axis)).as_matrix()
+                turn = Rotation.from_rotvec(
+                    np.deg2rad(error_degrees) * axis / np.linalg.norm(axis)
+                ).as_matrix()
                 pose = extrinsics.copy()
                 pose[:3, :3] = pose[:3, :3] @ turn
                 image, _ = render_view(room, pose, intrinsics, *request.image_shape, FAST.supersample)
@@ -55,15 +66,24 @@ def methods(monkeypatch):
     monkeypatch.setitem(FAMILIES, "truth", MethodFamily(ray_traced(0.0), "truth"))
     monkeypatch.setitem(FAMILIES, "camera-error", MethodFamily(ray_traced(2.0), "camera-error"))
     resources = MethodResources(None, torch.device("cpu"))
-    return {name: build_method(parse_method(name), resources) for name in ("nearest", "truth", "camera-error")}
+    return {
+        name: build_method(parse_method(name), resources) for name in ("nearest", "truth", "camera-error")
+    }
 
 
 def test_ground_truth_scores_subpixel_and_a_camera_error_scores_worse(data_dir, methods):
     result = evaluate(data_dir, INDEX, methods, EvalConfig(image_size=(64, 96), num_frames=17))
     scores = {row.method: row for row in result.per_scene}
-    assert [row.scene for row in result.per_scene] == ["room"] * 4  # "absent" is not in the data, "skipped" is null
+    assert [row.scene for row in result.per_scene] == [
+        "room"
+    ] * 4  # "absent" is not in the data, "skipped" is null
     assert list(scores) == ["ground-truth", "nearest", "truth", "camera-error"]
-    truth, wrong, nearest, reference = scores["truth"], scores["camera-error"], scores["nearest"], scores["ground-truth"]
+    truth, wrong, nearest, reference = (
+        scores["truth"],
+        scores["camera-error"],
+        scores["nearest"],
+        scores["ground-truth"],
+    )
     assert truth.num_matches >= 30
     assert truth.sampson_px < 0.5 and truth.share_within_1px > 0.8
     assert wrong.sampson_px > 3 * truth.sampson_px and wrong.sampson_px > 0.5
@@ -82,15 +102,25 @@ def test_ground_truth_scores_subpixel_and_a_camera_error_scores_worse(data_dir, 
 
 def test_at_native_resolution_ground_truth_is_reproduced_exactly(data_dir, methods):
     truth = {"truth": methods["truth"]}
-    _, row = evaluate(data_dir, {"room": IndexEntry((0, 16), (4, 8, 12))}, truth, EvalConfig(image_size=(96, 128), num_frames=9)).per_scene
-    assert row.method == "truth" and row.psnr > 60  # same cameras, same renderer: the frames at the target slots are the targets
+    _, row = evaluate(
+        data_dir,
+        {"room": IndexEntry((0, 16), (4, 8, 12))},
+        truth,
+        EvalConfig(image_size=(96, 128), num_frames=9),
+    ).per_scene
+    assert (
+        row.method == "truth" and row.psnr > 60
+    )  # same cameras, same renderer: the frames at the target slots are the targets
 
 
 def test_same_seed_same_metrics(data_dir, methods):
     config = EvalConfig(image_size=(64, 96), num_frames=9, seed=5)
     chosen = {name: methods[name] for name in ("nearest", "camera-error")}
     first, second = (
-        [{k: v for k, v in row.record().items() if k != "seconds"} for row in evaluate(data_dir, INDEX, chosen, config).per_scene]
+        [
+            {k: v for k, v in row.record().items() if k != "seconds"}
+            for row in evaluate(data_dir, INDEX, chosen, config).per_scene
+        ]
         for _ in range(2)
     )
     assert first == second
@@ -98,12 +128,18 @@ def test_same_seed_same_metrics(data_dir, methods):
 
 def test_index_without_these_scenes_is_an_error(data_dir, methods):
     with pytest.raises(VideoSceneError, match="none of the index's 1 scenes"):
-        evaluate(data_dir, {"elsewhere": IndexEntry((0, 4), (2,))}, {"nearest": methods["nearest"]}, EvalConfig())
+        evaluate(
+            data_dir, {"elsewhere": IndexEntry((0, 4), (2,))}, {"nearest": methods["nearest"]}, EvalConfig()
+        )
 
 
 def test_a_method_returning_the_wrong_frame_count_is_named(data_dir, monkeypatch):
-    short = MethodFamily(lambda spec, resources: (lambda request: torch.zeros(3, 3, *request.image_shape)), "short")
+    short = MethodFamily(
+        lambda spec, resources: lambda request: torch.zeros(3, 3, *request.image_shape), "short"
+    )
     monkeypatch.setitem(FAMILIES, "short", short)
     generate = build_method(parse_method("short"), MethodResources(None, torch.device("cpu")))
-    with pytest.raises(VideoSceneError, match=r"method short returned frames \[3, 3, 64, 96\] for scene room; expected \[17"):
+    with pytest.raises(
+        VideoSceneError, match=r"method short returned frames \[3, 3, 64, 96\] for scene room; expected \[17"
+    ):
         evaluate(data_dir, INDEX, {"short": generate}, EvalConfig())

@@ -37,7 +37,9 @@ def weights(tmp_path_factory):
     noleap = folder / "distilled_noleap"
     shutil.copytree(folder / "distilled", noleap, ignore=shutil.ignore_patterns("ddpnet.safetensors"))
     config = json.loads((noleap / "distill_config.json").read_text())
-    (noleap / "distill_config.json").write_text(json.dumps(config | {"leap": {"no_leap": True}}))  # as `train distill --no-leap`
+    (noleap / "distill_config.json").write_text(
+        json.dumps(config | {"leap": {"no_leap": True}})
+    )  # as `train distill --no-leap`
     return folder
 
 
@@ -46,11 +48,17 @@ def split_and_index(tmp_path_factory):
     scenes = []
     for index in range(2):
         frames, extrinsics, intrinsics, _ = render_scene(3, index, 9, 48, 72, SynthConfig(supersample=1))
-        scenes.append(scene_from_frames(f"room{index}", frames, torch.from_numpy(extrinsics), torch.from_numpy(intrinsics)))
+        scenes.append(
+            scene_from_frames(
+                f"room{index}", frames, torch.from_numpy(extrinsics), torch.from_numpy(intrinsics)
+            )
+        )
     root = tmp_path_factory.mktemp("synthetic")
     write_split(root / "test", scenes)
     index = root / "index.json"
-    index.write_text(json.dumps({f"room{i}": {"context": [0, 8], "target": [0, 2, 4, 6, 8]} for i in range(2)}))
+    index.write_text(
+        json.dumps({f"room{i}": {"context": [0, 8], "target": [0, 2, 4, 6, 8]} for i in range(2)})
+    )
     return root / "test", index
 
 
@@ -60,11 +68,31 @@ def sweep(weights, split_and_index, tmp_path_factory):
     root = tmp_path_factory.mktemp("sweep")
     out, detector = root / "out", root / "i3d_torchscript.pt"
     torch.jit.script(VideoStatistics()).save(str(detector))
-    threads = torch.get_num_threads()  # --threads sets torch's global count (module fixtures run outside one_thread)
+    threads = (
+        torch.get_num_threads()
+    )  # --threads sets torch's global count (module fixtures run outside one_thread)
     points = load_script("step_sweep").main(
-        ["--weights", str(weights), "--data", str(data), "--index", str(index), "--out", str(out), "--steps", "2", "1",
-         "--threads", "1", "--metrics", "psnr", "fvd", "--fvd-detector", str(detector)]
-    )  # fmt: skip
+        [
+            "--weights",
+            str(weights),
+            "--data",
+            str(data),
+            "--index",
+            str(index),
+            "--out",
+            str(out),
+            "--steps",
+            "2",
+            "1",
+            "--threads",
+            "1",
+            "--metrics",
+            "psnr",
+            "fvd",
+            "--fvd-detector",
+            str(detector),
+        ]
+    )
     torch.set_num_threads(threads)
     return out, points
 
@@ -74,10 +102,21 @@ def test_step_sweep_points_figure_and_report(sweep):
     assert json.loads((out / "step_sweep.json").read_text())["curves"] == points["curves"]
     assert [p["method"] for p in points["curves"]["teacher"]] == ["teacher@1", "teacher@2"]
     assert [p["steps"] for p in points["curves"]["teacher-leap"]] == [1, 2]
-    assert points["curves"]["student"] == [points["curves"]["student"][0]] and points["curves"]["student"][0]["steps"] == 1
+    assert (
+        points["curves"]["student"] == [points["curves"]["student"][0]]
+        and points["curves"]["student"][0]["steps"] == 1
+    )
     assert set(points["references"]) == {"nearest", "coarse"}
     metrics = json.loads((out / "metrics.json").read_text())
-    assert list(metrics["methods"]) == ["nearest", "coarse", "teacher@1", "teacher@2", "teacher-leap@1", "teacher-leap@2", "student"]
+    assert list(metrics["methods"]) == [
+        "nearest",
+        "coarse",
+        "teacher@1",
+        "teacher@2",
+        "teacher-leap@1",
+        "teacher-leap@2",
+        "student",
+    ]
     for curve in [*points["curves"].values(), list(points["references"].values())]:
         for point in curve:
             assert point["psnr"] == metrics["methods"][point["method"]]["psnr"] and point["psnr"] > 0
@@ -92,15 +131,40 @@ def test_step_sweep_needs_a_teacher(weights, split_and_index, tmp_path):
     shutil.copytree(weights, no_teacher, ignore=shutil.ignore_patterns("teacher"))
     with pytest.raises(VideoSceneError, match="no teacher/ video model"):
         load_script("step_sweep").main(
-            ["--weights", str(no_teacher), "--data", str(data), "--index", str(index), "--out", str(tmp_path / "o")]
+            [
+                "--weights",
+                str(no_teacher),
+                "--data",
+                str(data),
+                "--index",
+                str(index),
+                "--out",
+                str(tmp_path / "o"),
+            ]
         )
     assert not (tmp_path / "o").exists()
 
 
 SPEED = {
     "seconds_median": {
-        "student": {"prior": 0.01, "render": 0.02, "vae_encode": 0.03, "policy": 0.002, "denoise": 0.01, "vae_decode": 0.03, "total": 0.1},
-        "teacher@50": {"prior": 0.01, "render": 0.02, "vae_encode": 0.03, "policy": 0.002, "denoise": 4.88, "vae_decode": 0.06, "total": 5.0},
+        "student": {
+            "prior": 0.01,
+            "render": 0.02,
+            "vae_encode": 0.03,
+            "policy": 0.002,
+            "denoise": 0.01,
+            "vae_decode": 0.03,
+            "total": 0.1,
+        },
+        "teacher@50": {
+            "prior": 0.01,
+            "render": 0.02,
+            "vae_encode": 0.03,
+            "policy": 0.002,
+            "denoise": 4.88,
+            "vae_decode": 0.06,
+            "total": 5.0,
+        },
     },
     "ratio_total": {"teacher@50/student": 50.0},
     "peak_rss_mib": 812.0,
@@ -121,28 +185,49 @@ def test_tables_1_3_and_6_from_an_eval_run_and_the_speed_json(weights, split_and
     data, index = split_and_index
     out = tmp_path / "eval"
     methods = "nearest,coarse,teacher@1,teacher@2,teacher-leap@1,student,student@t549,student-noleap"
-    arguments = ["--data", str(data), "--index", str(index), "--weights", str(weights), "--out", str(out), "--scenes", "1"]
+    arguments = [
+        "--data",
+        str(data),
+        "--index",
+        str(index),
+        "--weights",
+        str(weights),
+        "--out",
+        str(out),
+        "--scenes",
+        "1",
+    ]
     assert main(["eval", "--methods", methods, *arguments]) == 0
     speed = tmp_path / "pipeline_speed.json"
     speed.write_text(json.dumps(SPEED))
     metrics = json.loads((out / "metrics.json").read_text())["methods"]
 
-    text = load_script("make_results_tables").main(["--metrics", str(out / "metrics.json"), "--speed", str(speed), "--steps", "1", "2"])
+    text = load_script("make_results_tables").main(
+        ["--metrics", str(out / "metrics.json"), "--speed", str(speed), "--steps", "1", "2"]
+    )
 
     table1 = table_rows(text, "Table 1 analogue")
     assert [row[:2] for row in table1] == [
-        ["nearest view", "–"], ["coarse render (prior)", "–"], ["teacher from noise", "2"], ["", "1"],
-        ["teacher from render (leap)", "1"], ["**VideoScene student** (DDPNet t)", "1"],
+        ["nearest view", "–"],
+        ["coarse render (prior)", "–"],
+        ["teacher from noise", "2"],
+        ["", "1"],
+        ["teacher from render (leap)", "1"],
+        ["**VideoScene student** (DDPNet t)", "1"],
         ["*ground-truth frames (3D-consistency floor)*", "–"],
-    ]  # fmt: skip
-    assert table1[-2][2] == f"{metrics['student']['psnr']:.2f}" and table1[-1][2] == "–"  # no PSNR for the reference row
+    ]
+    assert (
+        table1[-2][2] == f"{metrics['student']['psnr']:.2f}" and table1[-1][2] == "–"
+    )  # no PSNR for the reference row
     assert "Not in this run: `teacher-leap@2`." in text.split("### Table 3")[0]
 
     table3 = table_rows(text, "Table 3 analogue")
     assert [row[:2] for row in table3] == [
-        ["Base rendered video", "`coarse`"], ["w/o 3D-aware leap flow", "`student-noleap`"],
-        ["w/o DDPNet (fixed t = 549)", "`student@t549`"], ["**VideoScene (full model)**", "`student`"],
-    ]  # fmt: skip
+        ["Base rendered video", "`coarse`"],
+        ["w/o 3D-aware leap flow", "`student-noleap`"],
+        ["w/o DDPNet (fixed t = 549)", "`student@t549`"],
+        ["**VideoScene (full model)**", "`student`"],
+    ]
     assert table3[1][2] == f"{metrics['student-noleap']['psnr']:.2f}" and "FVD" not in text
 
     table6 = table_rows(text, "Table 6 analogue (runtime)")
@@ -158,8 +243,11 @@ def test_tables_read_the_sweep_output_and_reject_other_files(sweep, tmp_path):
     tables = load_script("make_results_tables")
     text = tables.main(["--metrics", str(out / "metrics.json"), "--steps", "1", "2"])
     assert [row[:2] for row in table_rows(text, "Table 1 analogue")][2:6] == [
-        ["teacher from noise", "2"], ["", "1"], ["teacher from render (leap)", "2"], ["", "1"],
-    ]  # fmt: skip
+        ["teacher from noise", "2"],
+        ["", "1"],
+        ["teacher from render (leap)", "2"],
+        ["", "1"],
+    ]
     assert "Not in this run: `student-noleap`, `student@tT`." in text
     (tmp_path / "speed.json").write_text(json.dumps({"seconds_median": {}}))
     with pytest.raises(VideoSceneError, match="no seconds_median.student"):

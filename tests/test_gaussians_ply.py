@@ -22,7 +22,9 @@ def some_gaussians(count: int = 50, degree: int = 3) -> Gaussians:
 
 
 def batch_of_one(gaussians: Gaussians) -> Gaussians:
-    return Gaussians(*(getattr(gaussians, n)[None] for n in ("means", "scales", "rotations", "harmonics", "opacities")))
+    return Gaussians(
+        *(getattr(gaussians, n)[None] for n in ("means", "scales", "rotations", "harmonics", "opacities"))
+    )
 
 
 @pytest.mark.parametrize("degree", [0, 3, 4])
@@ -82,7 +84,9 @@ def test_bad_files_and_inputs_give_one_line_errors(tmp_path):
     PlyData([PlyElement.describe(points, "vertex")]).write(str(plain))
     with pytest.raises(VideoSceneError, match="lacks 3D Gaussian properties"):
         load_ply(plain)
-    odd = np.zeros(2, dtype=[(n, "f4") for n in ["x", "y", "z", "f_rest_0", "f_rest_1", "f_rest_2", "f_rest_3"]])
+    odd = np.zeros(
+        2, dtype=[(n, "f4") for n in ["x", "y", "z", "f_rest_0", "f_rest_1", "f_rest_2", "f_rest_3"]]
+    )
     PlyData([PlyElement.describe(odd, "vertex")]).write(str(tmp_path / "odd.ply"))
     with pytest.raises(VideoSceneError, match="f_rest"):
         load_ply(tmp_path / "odd.ply")
@@ -91,10 +95,19 @@ def test_bad_files_and_inputs_give_one_line_errors(tmp_path):
     nan.means[0, 0] = float("nan")
     with pytest.raises(VideoSceneError, match="NaN"):
         save_ply(tmp_path / "nan.ply", nan)
-    assert not list(tmp_path.glob("nan.ply*")) and not list(tmp_path.glob(".nan.ply*")), "no half-written file"
+    assert not list(tmp_path.glob("nan.ply*")) and not list(tmp_path.glob(".nan.ply*")), (
+        "no half-written file"
+    )
     with pytest.raises(VideoSceneError, match="one scene"):
-        save_ply(tmp_path / "two.ply", Gaussians(*(t[None].expand(2, *t.shape) for t in (
-            nan.means, nan.scales, nan.rotations, nan.harmonics, nan.opacities))))  # fmt: skip
+        save_ply(
+            tmp_path / "two.ply",
+            Gaussians(
+                *(
+                    t[None].expand(2, *t.shape)
+                    for t in (nan.means, nan.scales, nan.rotations, nan.harmonics, nan.opacities)
+                )
+            ),
+        )
 
 
 def test_gaussians_from_points_sizes_splats_by_neighbour_spacing():

@@ -27,7 +27,9 @@ PARAMETERS = ("means", "scales", "rotations", "harmonics", "opacities")
 def look_at(eye: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """OpenCV camera-to-world looking from `eye` at `target`, world -y up."""
     forward = torch.nn.functional.normalize(target - eye, dim=0)
-    right = torch.nn.functional.normalize(torch.linalg.cross(forward, eye.new_tensor([0.0, -1.0, 0.0])), dim=0)
+    right = torch.nn.functional.normalize(
+        torch.linalg.cross(forward, eye.new_tensor([0.0, -1.0, 0.0])), dim=0
+    )
     down = torch.linalg.cross(forward, right)
     camera_to_world = torch.eye(4, dtype=eye.dtype)
     camera_to_world[:3, :3] = torch.stack([right, down, forward], dim=1)
@@ -56,7 +58,8 @@ def random_scene(
         means=uniform(batch, count, 3, low=-spread, high=spread),
         scales=uniform(batch, count, 3, low=log_scale[0], high=log_scale[1]).exp(),
         rotations=torch.randn(batch, count, 4, generator=generator, dtype=torch.float64),
-        harmonics=0.4 * torch.randn(batch, count, (degree + 1) ** 2, 3, generator=generator, dtype=torch.float64),
+        harmonics=0.4
+        * torch.randn(batch, count, (degree + 1) ** 2, 3, generator=generator, dtype=torch.float64),
         opacities=uniform(batch, count, low=opacity[0], high=opacity[1]),
     )
     angles = uniform(batch, views, high=2 * math.pi)
@@ -93,15 +96,22 @@ def weighted_sum(output, seed: int = 7):
     """A scalar that depends on every output pixel with fixed random weights."""
     generator = torch.Generator().manual_seed(seed)
     return sum(
-        (getattr(output, name) * torch.randn(getattr(output, name).shape, generator=generator, dtype=output.color.dtype)).sum()
+        (
+            getattr(output, name)
+            * torch.randn(getattr(output, name).shape, generator=generator, dtype=output.color.dtype)
+        ).sum()
         for name in ("color", "depth", "alpha")
     )
 
 
-def assert_twins_agree(gaussians, extrinsics, intrinsics, image_shape, background=None, config=None, **kwargs):
+def assert_twins_agree(
+    gaussians, extrinsics, intrinsics, image_shape, background=None, config=None, **kwargs
+):
     gaussians = with_grad(gaussians)
     reference = render_reference(gaussians, extrinsics, intrinsics, image_shape, background, **kwargs)
-    tiled = render(gaussians, extrinsics, intrinsics, image_shape, background, backend="torch", config=config, **kwargs)
+    tiled = render(
+        gaussians, extrinsics, intrinsics, image_shape, background, backend="torch", config=config, **kwargs
+    )
     for name in ("color", "depth", "alpha"):
         torch.testing.assert_close(getattr(tiled, name), getattr(reference, name), atol=1e-10, rtol=1e-10)
     parameters = [getattr(gaussians, name) for name in PARAMETERS]
@@ -170,7 +180,8 @@ def test_tiling_and_chunking_do_not_change_the_result(tile_size, chunk_elements)
         torch.testing.assert_close(getattr(varied, name), getattr(baseline, name), atol=1e-12, rtol=1e-12)
     parameters = [getattr(gaussians, name) for name in PARAMETERS]
     for got, want in zip(
-        torch.autograd.grad(weighted_sum(varied), parameters), torch.autograd.grad(weighted_sum(baseline), parameters)
+        torch.autograd.grad(weighted_sum(varied), parameters),
+        torch.autograd.grad(weighted_sum(baseline), parameters),
     ):
         torch.testing.assert_close(got, want, atol=1e-10, rtol=1e-9)
     # Memory bound: every chunk but single-tile ones stays within the element budget.
@@ -202,7 +213,13 @@ def test_bad_inputs_raise_one_line_errors():
     skewed[0, 0, 0, 0] += 0.5
     with pytest.raises(VideoSceneError, match="not rigid"):
         render(gaussians, skewed, intrinsics, shape)
-    broken = Gaussians(gaussians.means.clone(), gaussians.scales, gaussians.rotations, gaussians.harmonics, gaussians.opacities)
+    broken = Gaussians(
+        gaussians.means.clone(),
+        gaussians.scales,
+        gaussians.rotations,
+        gaussians.harmonics,
+        gaussians.opacities,
+    )
     broken.means[0, 0, 0] = float("nan")
     with pytest.raises(VideoSceneError, match="NaN"):
         render(broken, extrinsics, intrinsics, shape)
@@ -257,7 +274,9 @@ GSPLAT_SCENES = {
 @pytest.mark.parametrize("scene", sorted(GSPLAT_SCENES))
 def test_torch_backend_matches_gsplat(scene):
     if gsplat_version() < (1, 5):
-        pytest.skip("gsplat < 1.5 bins Gaussians by a 3-sigma circle and drops faint tails the torch backend draws")
+        pytest.skip(
+            "gsplat < 1.5 bins Gaussians by a 3-sigma circle and drops faint tails the torch backend draws"
+        )
     scene_options, render_options = GSPLAT_SCENES[scene]
     gaussians, extrinsics, intrinsics = random_scene(batch=2, views=3, dtype=torch.float32, **scene_options)
     gaussians, extrinsics, intrinsics = gaussians.to("cuda"), extrinsics.cuda(), intrinsics.cuda()
@@ -275,7 +294,9 @@ def test_torch_backend_matches_gsplat(scene):
     assert 0.05 < theirs.alpha.mean() < 0.95
     assert_close_but_for_threshold_flips(ours.color, theirs.color, 1e-4, "color")
     assert_close_but_for_threshold_flips(ours.alpha, theirs.alpha, 1e-4, "alpha")
-    assert_close_but_for_threshold_flips(ours.alpha * ours.depth, theirs.alpha * theirs.depth, 1e-3, "alpha·depth")
+    assert_close_but_for_threshold_flips(
+        ours.alpha * ours.depth, theirs.alpha * theirs.depth, 1e-3, "alpha·depth"
+    )
     covered = (ours.alpha > 0.5) & (theirs.alpha > 0.5)
     assert covered.any()
     torch.testing.assert_close(ours.depth[covered], theirs.depth[covered], atol=1e-3, rtol=1e-4)
@@ -284,13 +305,26 @@ def test_torch_backend_matches_gsplat(scene):
         assert (got - want).norm() < 5e-3 * want.norm(), (name, ((got - want).norm() / want.norm()).item())
         torch.testing.assert_close(got, want, atol=1e-2 * want.abs().max().item(), rtol=1e-2, msg=name)
     # "auto" takes gsplat for float32 CUDA tensors and the torch backend otherwise; gsplat refuses float64.
-    automatic = render(gaussians, extrinsics, intrinsics, image_shape, background, backend="auto", **render_options)
+    automatic = render(
+        gaussians, extrinsics, intrinsics, image_shape, background, backend="auto", **render_options
+    )
     torch.testing.assert_close(automatic.color, theirs.color, atol=0, rtol=0)
     double = gaussians.to(torch.float64)
     with pytest.raises(VideoSceneError, match="float32"):
-        render(double, extrinsics.double(), intrinsics.double(), image_shape, background.double(), backend="gsplat")
-    automatic = render(double, extrinsics.double(), intrinsics.double(), (8, 8), background.double(), backend="auto")
-    reference = render(double, extrinsics.double(), intrinsics.double(), (8, 8), background.double(), backend="torch")
+        render(
+            double,
+            extrinsics.double(),
+            intrinsics.double(),
+            image_shape,
+            background.double(),
+            backend="gsplat",
+        )
+    automatic = render(
+        double, extrinsics.double(), intrinsics.double(), (8, 8), background.double(), backend="auto"
+    )
+    reference = render(
+        double, extrinsics.double(), intrinsics.double(), (8, 8), background.double(), backend="torch"
+    )
     torch.testing.assert_close(automatic.color, reference.color, atol=0, rtol=0)
 
 
@@ -300,7 +334,12 @@ def garden_gaussians(shared_data):
     colors = torch.from_numpy(data["colors"]).float() / 255
     width, height = int(data["width"]), int(data["height"])
     gaussians = gaussians_from_points(points, colors, scale_factor=0.5, clip_quantile=0.8)
-    return gaussians, torch.from_numpy(data["viewmats"]).float(), torch.from_numpy(data["Ks"]).float(), (height, width)
+    return (
+        gaussians,
+        torch.from_numpy(data["viewmats"]).float(),
+        torch.from_numpy(data["Ks"]).float(),
+        (height, width),
+    )
 
 
 def point_zbuffer(points, colors, world_to_camera, pixel_intrinsics, height, width):
@@ -326,7 +365,18 @@ def test_garden_point_cloud_renders_like_its_zbuffer(shared_data):
     low_intrinsics = pixel_intrinsics * torch.tensor([low_width / width, low_height / height, 1.0])[:, None]
     extrinsics = torch.linalg.inv(world_to_camera.double()).float()
     intrinsics = pixel_intrinsics / torch.tensor([width, height, 1.0])[:, None]
-    batched = Gaussians(*(t[None] for t in (gaussians.means, gaussians.scales, gaussians.rotations, gaussians.harmonics, gaussians.opacities)))
+    batched = Gaussians(
+        *(
+            t[None]
+            for t in (
+                gaussians.means,
+                gaussians.scales,
+                gaussians.rotations,
+                gaussians.harmonics,
+                gaussians.opacities,
+            )
+        )
+    )
     output = render(batched, extrinsics[None], intrinsics[None], (low_height, low_width), backend="torch")
     colors = gaussians.harmonics[:, 0] * 0.28209479177387814 + 0.5
     for view in range(len(world_to_camera)):
@@ -335,7 +385,9 @@ def test_garden_point_cloud_renders_like_its_zbuffer(shared_data):
         )
         hit = torch.isfinite(zbuffer_depth)
         assert hit.float().mean() > 0.5
-        assert (output.alpha[0, view] > 0.5).float().mean() > 0.7, "the splats should cover most of the picture"
+        assert (output.alpha[0, view] > 0.5).float().mean() > 0.7, (
+            "the splats should cover most of the picture"
+        )
         rendered = output.color[0, view]
         error = (rendered - zbuffer_color).abs().mean(0)[hit].mean()
         assert error < 0.13, error
@@ -346,7 +398,9 @@ def test_garden_point_cloud_renders_like_its_zbuffer(shared_data):
             brightness_correlation(rendered.flip(-2), zbuffer_color, hit),
         )
         assert correlation > 0.6 and correlation > mirrored + 0.2, (correlation, mirrored)
-        relative_depth = ((output.depth[0, view] - zbuffer_depth).abs() / zbuffer_depth)[hit & (output.alpha[0, view] > 0.5)]
+        relative_depth = ((output.depth[0, view] - zbuffer_depth).abs() / zbuffer_depth)[
+            hit & (output.alpha[0, view] > 0.5)
+        ]
         assert relative_depth.median() < 0.05
 
 

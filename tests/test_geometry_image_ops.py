@@ -87,8 +87,15 @@ def test_crop_to_aspect_output_size_and_bad_windows():
 @pytest.mark.parametrize("size", [(16, 24), (32, 32), (30, 90), (120, 60)])
 def test_crop_to_aspect_intrinsics_without_the_images(size):
     """The intrinsics alone, for cameras given at the input's size, are those that come with the images."""
-    _, with_images = crop_to_aspect_and_resize(torch.rand(2, 3, HEIGHT, WIDTH), INTRINSICS.expand(2, 3, 3), size)
-    torch.testing.assert_close(crop_to_aspect_and_resize_intrinsics(INTRINSICS.expand(2, 3, 3), (HEIGHT, WIDTH), size), with_images, rtol=0, atol=0)
+    _, with_images = crop_to_aspect_and_resize(
+        torch.rand(2, 3, HEIGHT, WIDTH), INTRINSICS.expand(2, 3, 3), size
+    )
+    torch.testing.assert_close(
+        crop_to_aspect_and_resize_intrinsics(INTRINSICS.expand(2, 3, 3), (HEIGHT, WIDTH), size),
+        with_images,
+        rtol=0,
+        atol=0,
+    )
 
 
 def test_undistort_moves_the_dot_to_its_pinhole_position():

@@ -26,7 +26,9 @@ def test_psnr_known_values():
 def test_ssim_identical_is_one_and_matches_skimage():
     generator = torch.Generator().manual_seed(0)
     truth = torch.rand(3, 40, 56, generator=generator, dtype=torch.float64)
-    generated = (0.8 * truth + 0.2 * torch.rand(3, 40, 56, generator=generator, dtype=torch.float64)).clamp(0, 1)
+    generated = (0.8 * truth + 0.2 * torch.rand(3, 40, 56, generator=generator, dtype=torch.float64)).clamp(
+        0, 1
+    )
     assert image.ssim(truth, truth).item() == pytest.approx(1.0, abs=1e-9)
     kwargs = dict(channel_axis=0, data_range=1.0, gaussian_weights=True, sigma=1.5)
     exact = structural_similarity(generated.numpy(), truth.numpy(), use_sample_covariance=False, **kwargs)

@@ -9,9 +9,20 @@ from videoscene.metrics.lpips import LPIPS, load_lpips
 
 # torchvision's vgg16().features: (index of each 3x3 convolution, in and out channels).
 _VGG16_CONVOLUTIONS = [
-    (0, 3, 64), (2, 64, 64), (5, 64, 128), (7, 128, 128), (10, 128, 256), (12, 256, 256), (14, 256, 256),
-    (17, 256, 512), (19, 512, 512), (21, 512, 512), (24, 512, 512), (26, 512, 512), (28, 512, 512),
-]  # fmt: skip
+    (0, 3, 64),
+    (2, 64, 64),
+    (5, 64, 128),
+    (7, 128, 128),
+    (10, 128, 256),
+    (12, 256, 256),
+    (14, 256, 256),
+    (17, 256, 512),
+    (19, 512, 512),
+    (21, 512, 512),
+    (24, 512, 512),
+    (26, 512, 512),
+    (28, 512, 512),
+]
 _LPIPS_WIDTHS = [64, 128, 256, 512, 512]
 
 
@@ -20,7 +31,9 @@ def random_weights(seed: int = 0) -> dict[str, torch.Tensor]:
     generator = torch.Generator().manual_seed(seed)
     state = {}
     for index, cin, cout in _VGG16_CONVOLUTIONS:
-        state[f"features.{index}.weight"] = torch.randn(cout, cin, 3, 3, generator=generator) * (2 / (9 * cin)) ** 0.5
+        state[f"features.{index}.weight"] = (
+            torch.randn(cout, cin, 3, 3, generator=generator) * (2 / (9 * cin)) ** 0.5
+        )
         state[f"features.{index}.bias"] = 0.01 * torch.randn(cout, generator=generator)
     for k, width in enumerate(_LPIPS_WIDTHS):
         state[f"lin{k}.model.1.weight"] = torch.rand(1, width, 1, 1, generator=generator)

@@ -14,14 +14,21 @@ def panning_video(frames: int = 6, height: int = 48, width: int = 72, step: int 
     """A smooth random texture seen through a window that moves `step` pixels right per frame."""
     rng = np.random.default_rng(0)
     wide = width + step * frames
-    texture = cv2.resize(rng.uniform(0, 1, (height // 4, wide // 4, 3)).astype(np.float32), (wide, height), interpolation=cv2.INTER_CUBIC)
+    texture = cv2.resize(
+        rng.uniform(0, 1, (height // 4, wide // 4, 3)).astype(np.float32),
+        (wide, height),
+        interpolation=cv2.INTER_CUBIC,
+    )
     windows = [texture[:, k * step : k * step + width] for k in range(frames)]
     return torch.from_numpy(np.clip(np.stack(windows), 0, 1)).permute(0, 3, 1, 2).contiguous()
 
 
 def test_farneback_flow_finds_the_pan():
     video = panning_video(frames=2, step=2)
-    grey = [cv2.cvtColor((frame.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8), cv2.COLOR_RGB2GRAY) for frame in video]
+    grey = [
+        cv2.cvtColor((frame.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8), cv2.COLOR_RGB2GRAY)
+        for frame in video
+    ]
     flow = farneback_flow(grey[0], grey[1], FlowConfig())
     # Frame 1 is frame 0 shifted 2 px left: frame0(x) = frame1(x − 2).
     interior = flow[8:-8, 8:-8]

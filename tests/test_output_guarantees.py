@@ -34,7 +34,9 @@ def test_overwrite_replaces_an_output_of_ours(tmp_path, monkeypatch):
 
 
 def test_staging_folders_of_dead_runs_are_removed_and_nothing_else(tmp_path):
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
     dead_pid = int(dead.stdout)
 
     def stage(name: str, pid: int | None) -> None:
@@ -52,8 +54,16 @@ def test_staging_folders_of_dead_runs_are_removed_and_nothing_else(tmp_path):
     (tmp_path / ".out.marking.partial" / OUTPUT_MARKER).write_text("")  # killed while marking it
     stage("user.partial", dead_pid)  # not hidden: not a staging folder name
     removed = remove_stale_stages(tmp_path)
-    assert sorted(p.name for p in removed) == [".out.dead.partial", ".out.empty.partial", ".out.marking.partial"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == [".out.alive.partial", ".out.unmarked.partial", "user.partial"]
+    assert sorted(p.name for p in removed) == [
+        ".out.dead.partial",
+        ".out.empty.partial",
+        ".out.marking.partial",
+    ]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        ".out.alive.partial",
+        ".out.unmarked.partial",
+        "user.partial",
+    ]
 
 
 def test_a_failed_build_leaves_the_previous_output_and_no_staging(tmp_path):
@@ -79,7 +89,9 @@ def test_full_disk_is_one_output_error(tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("mode, value, expected", [("I;16", 32896, 128), ("I;16", 65535, 255), ("I", 16448, 64), ("L", 200, 200)])
+@pytest.mark.parametrize(
+    "mode, value, expected", [("I;16", 32896, 128), ("I;16", 65535, 255), ("I", 16448, 64), ("L", 200, 200)]
+)
 def test_greyscale_of_any_bit_depth_is_scaled_to_8_bits(tmp_path, mode, value, expected):
     path = tmp_path / ("grey.tif" if mode == "I" else "grey.png")  # Pillow stops writing 32-bit PNGs
     Image.new(mode, (40, 40), value).save(path)
@@ -110,7 +122,9 @@ def test_antialiased_shrink_stays_in_the_input_range():
 
 def test_trim_log_drops_replayed_and_torn_records(tmp_path):
     log = tmp_path / "train_log.jsonl"
-    log.write_text("".join(json.dumps({"step": s, "loss": 1.0 / s}) + "\n" for s in range(1, 7)) + '{"step": 7, "lo')
+    log.write_text(
+        "".join(json.dumps({"step": s, "loss": 1.0 / s}) + "\n" for s in range(1, 7)) + '{"step": 7, "lo'
+    )
     trim_log(log, 4)
     assert [json.loads(line)["step"] for line in log.read_text().splitlines()] == [1, 2, 3, 4]
 
@@ -120,7 +134,11 @@ def test_safetensors_files_are_the_same_bytes_whatever_the_metadata_order(tmp_pa
 
     tensors = {"b": torch.arange(6.0).reshape(2, 3), "a": torch.ones(4, dtype=torch.int64)}
     save_safetensors(tmp_path / "x.safetensors", tensors, {"format": "f", "config": "{}", "zeta": "z"})
-    save_safetensors(tmp_path / "y.safetensors", dict(reversed(tensors.items())), {"zeta": "z", "config": "{}", "format": "f"})
+    save_safetensors(
+        tmp_path / "y.safetensors",
+        dict(reversed(tensors.items())),
+        {"zeta": "z", "config": "{}", "format": "f"},
+    )
     assert (tmp_path / "x.safetensors").read_bytes() == (tmp_path / "y.safetensors").read_bytes()
     loaded = load_safetensors(tmp_path / "x.safetensors", "test file")
     assert all(torch.equal(loaded[key], value) for key, value in tensors.items())

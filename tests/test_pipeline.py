@@ -25,7 +25,9 @@ def two_views():
 
     frames, extrinsics, intrinsics, _ = render_scene(5, 0, 9, 48, 72)
     images = torch.as_tensor(frames[[0, 8]]).permute(0, 3, 1, 2).float() / 255
-    cameras = Cameras(torch.as_tensor(extrinsics[[0, 8]]).float(), torch.as_tensor(intrinsics[[0, 8]]).float())
+    cameras = Cameras(
+        torch.as_tensor(extrinsics[[0, 8]]).float(), torch.as_tensor(intrinsics[[0, 8]]).float()
+    )
     return images, cameras
 
 
@@ -33,10 +35,21 @@ def test_pipeline_one_step_outputs_and_determinism(tiny_weights):
     pipe = VideoScenePipeline.from_pretrained(tiny_weights)
     images, cameras = two_views()
     output = pipe(images, cameras, seed=3)
-    assert output.frames.shape == (FRAMES, 3, HEIGHT, WIDTH) and output.coarse_frames.shape == output.frames.shape
+    assert (
+        output.frames.shape == (FRAMES, 3, HEIGHT, WIDTH)
+        and output.coarse_frames.shape == output.frames.shape
+    )
     assert output.timestep in (199, 399, 599)  # DDPNet's argmax over its candidates
     assert len(output.gaussians) == 2 * HEIGHT * WIDTH
-    assert set(output.timings) == {"prior", "render", "vae_encode", "policy", "denoise", "vae_decode", "total"}
+    assert set(output.timings) == {
+        "prior",
+        "render",
+        "vae_encode",
+        "policy",
+        "denoise",
+        "vae_decode",
+        "total",
+    }
     torch.testing.assert_close(output.cameras.extrinsics[0], cameras.extrinsics[0])
     torch.testing.assert_close(output.cameras.extrinsics[-1], cameras.extrinsics[1])
     again = pipe(images, cameras, seed=3)
@@ -106,7 +119,9 @@ def test_pipeline_checks_the_cameras_rigidity_once_at_input(tiny_weights, monkey
         _, extrinsics, intrinsics, _ = render_scene(5, 0, 9, 48, 72)
         targets = Cameras(torch.as_tensor(extrinsics).float(), torch.as_tensor(intrinsics).float())
     pipe(images, cameras, target_cameras=targets, timestep=399)
-    expected = [("videoscene.pipeline", (2, 4, 4))] + ([("videoscene.pipeline", (9, 4, 4))] if with_targets else [])
+    expected = [("videoscene.pipeline", (2, 4, 4))] + (
+        [("videoscene.pipeline", (9, 4, 4))] if with_targets else []
+    )
     assert checked == expected
 
 
@@ -122,7 +137,13 @@ def write_inputs(folder: Path, images, cameras, **extra):
         path = folder / f"view_{i}.png"
         Image.fromarray((image.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)).save(path)
         paths.append(str(path))
-    cams = {"cameras": [{"extrinsics": e.tolist(), "intrinsics": k.tolist()} for e, k in zip(cameras.extrinsics, cameras.intrinsics)], **extra}
+    cams = {
+        "cameras": [
+            {"extrinsics": e.tolist(), "intrinsics": k.tolist()}
+            for e, k in zip(cameras.extrinsics, cameras.intrinsics)
+        ],
+        **extra,
+    }
     (folder / "cams.json").write_text(json.dumps(cams))
     return paths, str(folder / "cams.json")
 
@@ -131,11 +152,40 @@ def test_generate_cli_writes_every_output(tiny_weights, tmp_path):
     images, cameras = two_views()
     paths, cams = write_inputs(tmp_path / "in", images, cameras)
     out = tmp_path / "out"
-    assert main(["generate", "--images", *paths, "--cameras", cams, "--out", str(out), "--weights", str(tiny_weights), "--seed", "1"]) == 0
-    assert {p.name for p in out.iterdir()} == {"video.mp4", "coarse.mp4", "frames", "gaussians.ply", "comparison.png", "report.json", OUTPUT_MARKER}
+    assert (
+        main(
+            [
+                "generate",
+                "--images",
+                *paths,
+                "--cameras",
+                cams,
+                "--out",
+                str(out),
+                "--weights",
+                str(tiny_weights),
+                "--seed",
+                "1",
+            ]
+        )
+        == 0
+    )
+    assert {p.name for p in out.iterdir()} == {
+        "video.mp4",
+        "coarse.mp4",
+        "frames",
+        "gaussians.ply",
+        "comparison.png",
+        "report.json",
+        OUTPUT_MARKER,
+    }
     assert len(list((out / "frames").iterdir())) == FRAMES
     report = json.loads((out / "report.json").read_text())
-    assert report["timestep"] in (199, 399, 599) and report["num_frames"] == FRAMES and "torch" in report["versions"]
+    assert (
+        report["timestep"] in (199, 399, 599)
+        and report["num_frames"] == FRAMES
+        and "torch" in report["versions"]
+    )
     import imageio.v3 as iio
 
     assert iio.imread(out / "video.mp4", plugin="pyav").shape == (FRAMES, HEIGHT, WIDTH, 3)
@@ -146,9 +196,32 @@ def test_generate_cli_accepts_opengl_cameras_in_pixels(tiny_weights, tmp_path):
     images, cameras = two_views()
     flip = torch.diag(torch.tensor([1.0, -1.0, -1.0, 1.0]))
     pixel_k = cameras.intrinsics * torch.tensor([72.0, 48.0, 1.0])[:, None]
-    paths, cams = write_inputs(tmp_path / "in", images, Cameras(cameras.extrinsics @ flip, pixel_k), convention="opengl", intrinsics_unit="pixels")
+    paths, cams = write_inputs(
+        tmp_path / "in",
+        images,
+        Cameras(cameras.extrinsics @ flip, pixel_k),
+        convention="opengl",
+        intrinsics_unit="pixels",
+    )
     out = tmp_path / "out"
-    assert main(["generate", "--images", *paths, "--cameras", cams, "--out", str(out), "--weights", str(tiny_weights), "--timestep", "399"]) == 0
+    assert (
+        main(
+            [
+                "generate",
+                "--images",
+                *paths,
+                "--cameras",
+                cams,
+                "--out",
+                str(out),
+                "--weights",
+                str(tiny_weights),
+                "--timestep",
+                "399",
+            ]
+        )
+        == 0
+    )
     extrinsics = torch.tensor(json.loads((out / "report.json").read_text())["cameras"]["extrinsics"])
     torch.testing.assert_close(extrinsics[0], cameras.extrinsics[0], atol=1e-5, rtol=0)
 
@@ -159,7 +232,10 @@ def test_generate_cli_accepts_opengl_cameras_in_pixels(tiny_weights, tmp_path):
         ("one_image", "exactly two images"),
         ("sizes", "differ in size"),
         ("unreadable", "cannot be read"),
-        ("no_cameras_same_image", "same picture"),  # without --cameras they are estimated; one image twice is refused
+        (
+            "no_cameras_same_image",
+            "same picture",
+        ),  # without --cameras they are estimated; one image twice is refused
         ("camera_shape", "4x4"),
         ("one_camera", "exactly one per image"),
         ("no_weights", "not a VideoScene weights folder"),
@@ -180,7 +256,14 @@ def test_generate_bad_inputs_exit_non_zero_without_output(tiny_weights, tmp_path
     elif case == "unreadable":
         Path(paths[1]).write_bytes(b"not an image")
     elif case == "camera_shape":
-        Path(cams).write_text(json.dumps({"cameras": [{"extrinsics": [[1, 0, 0]], "intrinsics": [[1, 0, 0], [0, 1, 0], [0, 0, 1]]}] * 2}))
+        Path(cams).write_text(
+            json.dumps(
+                {
+                    "cameras": [{"extrinsics": [[1, 0, 0]], "intrinsics": [[1, 0, 0], [0, 1, 0], [0, 0, 1]]}]
+                    * 2
+                }
+            )
+        )
     elif case == "one_camera":
         raw = json.loads(Path(cams).read_text())
         Path(cams).write_text(json.dumps({"cameras": raw["cameras"][:1]}))

@@ -75,7 +75,11 @@ def test_per_clip_baseline_learns_when_clip_levels_swamp_the_arm_signal(one_thre
     for baseline, pulls in (("running_mean", 1), ("per_clip", 4)):
         torch.manual_seed(0)
         policy = PolicyConfig(
-            candidates=CANDIDATES, hidden_channels=16, learning_rate=1e-3, pulls_per_clip=pulls, baseline=baseline
+            candidates=CANDIDATES,
+            hidden_channels=16,
+            learning_rate=1e-3,
+            pulls_per_clip=pulls,
+            baseline=baseline,
         )
         net = make_net(policy)
         trainer = BanditTrainer(net, policy)
@@ -100,7 +104,10 @@ def test_leave_one_out_baseline_matches_a_per_row_loop():
     rewards = torch.tensor([1.0, 2.0, 4.0, 10.0, 20.0, -3.0, 5.0])
     groups = torch.tensor([0, 0, 0, 1, 1, 2, 2])
     expected = torch.stack(
-        [torch.stack([rewards[j] for j in range(7) if groups[j] == groups[i] and j != i]).mean() for i in range(7)]
+        [
+            torch.stack([rewards[j] for j in range(7) if groups[j] == groups[i] and j != i]).mean()
+            for i in range(7)
+        ]
     )
     torch.testing.assert_close(leave_one_out_baseline(rewards, groups), expected)
     with pytest.raises(VideoSceneError, match="at least 2 pulls"):
@@ -158,7 +165,9 @@ def test_baseline_never_uses_the_pulls_own_reward():
     policy = PolicyConfig(candidates=CANDIDATES, hidden_channels=8, pulls_per_clip=1, baseline="running_mean")
     net = make_net(policy)
     trainer = BanditTrainer(net, policy)
-    outcome = trainer.step(torch.randn(4, 3, 4, 8, 12), lambda t: torch.full((4,), 2.0), torch.Generator().manual_seed(0))
+    outcome = trainer.step(
+        torch.randn(4, 3, 4, 8, 12), lambda t: torch.full((4,), 2.0), torch.Generator().manual_seed(0)
+    )
     assert outcome.baseline == 0.0 and trainer.statistics.baseline == pytest.approx(2.0)
     with unchecked(), pytest.raises(VideoSceneError, match="one clip label per pull"):
         leave_one_out_baseline(torch.zeros(4), torch.tensor([0, 0, 1]))

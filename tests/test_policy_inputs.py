@@ -31,18 +31,32 @@ def camera_views(count: int, batch: int = 1) -> Views:
     extrinsics[..., 0, 3] = torch.linspace(-0.2, 0.2, count)
     intrinsics = torch.tensor([[1.0, 0, 0.5], [0, 1.5, 0.5], [0, 0, 1]]).repeat(batch, count, 1, 1)
     return Views(
-        torch.zeros(batch, count, 3, HEIGHT, WIDTH), extrinsics, intrinsics, torch.ones(batch, count), torch.full((batch, count), 10.0)
+        torch.zeros(batch, count, 3, HEIGHT, WIDTH),
+        extrinsics,
+        intrinsics,
+        torch.ones(batch, count),
+        torch.full((batch, count), 10.0),
     )
 
 
 def wall(colour: float, count: int = 300, seed: int = 0) -> Gaussians:
     """Opaque Gaussians covering a wall at depth 4 in front of the cameras, of one grey level."""
     generator = torch.Generator().manual_seed(seed)
-    means = torch.cat([(torch.rand(count, 2, generator=generator) - 0.5) * torch.tensor([6.0, 5.0]), torch.full((count, 1), 4.0)], -1)
+    means = torch.cat(
+        [
+            (torch.rand(count, 2, generator=generator) - 0.5) * torch.tensor([6.0, 5.0]),
+            torch.full((count, 1), 4.0),
+        ],
+        -1,
+    )
     harmonics = torch.zeros(count, 1, 3)
     harmonics[:, 0] = (colour - 0.5) / 0.28209479177387814  # SH band 0: colour = c₀·Y₀ + 0.5
     return Gaussians(
-        means[None], torch.full((1, count, 3), 0.25), torch.tensor([1.0, 0, 0, 0]).repeat(1, count, 1), harmonics[None], torch.full((1, count), 0.99)
+        means[None],
+        torch.full((1, count, 3), 0.25),
+        torch.tensor([1.0, 0, 0, 0]).repeat(1, count, 1),
+        harmonics[None],
+        torch.full((1, count), 0.99),
     )
 
 
@@ -81,10 +95,23 @@ def test_matches_two_separate_renders():
 def test_policy_inputs_on_the_latent_grid():
     assert policy_frames(17, 4) == [0, 4, 8, 12, 16] and policy_frames(49, 4)[-1] == 48
     gaussians = concat(wall(0.3), wall(0.7))
-    inputs = policy_inputs(gaussians, camera_views(2), camera_views(9).cameras, (HEIGHT, WIDTH), temporal_compression=4, spatial_compression=4)
+    inputs = policy_inputs(
+        gaussians,
+        camera_views(2),
+        camera_views(9).cameras,
+        (HEIGHT, WIDTH),
+        temporal_compression=4,
+        spatial_compression=4,
+    )
     assert inputs.shape == (1, 3, 2, HEIGHT // 4, WIDTH // 4)
     with pytest.raises(VideoSceneError, match="cannot be split"):
-        view_disagreement(concat(wall(0.3), wall(0.7, count=11)), 2, camera_views(2), camera_views(3).cameras, (HEIGHT, WIDTH))
+        view_disagreement(
+            concat(wall(0.3), wall(0.7, count=11)),
+            2,
+            camera_views(2),
+            camera_views(3).cameras,
+            (HEIGHT, WIDTH),
+        )
 
 
 def test_ddpnet_reading_the_disagreement_checks_it_and_keeps_it_in_its_file(tmp_path):
@@ -112,11 +139,21 @@ def test_bandit_learns_the_arm_from_the_disagreement_alone(one_thread):
         disagreement = torch.stack([spread, torch.ones_like(spread)], dim=2)
         return torch.randn(count, 3, 4, 8, 12, generator=generator), disagreement, best
 
-    policy = PolicyConfig(candidates=CANDIDATES, hidden_channels=16, learning_rate=1e-3, pulls_per_clip=2, view_disagreement=True)
+    policy = PolicyConfig(
+        candidates=CANDIDATES,
+        hidden_channels=16,
+        learning_rate=1e-3,
+        pulls_per_clip=2,
+        view_disagreement=True,
+    )
     spreads = [SimpleNamespace(view_disagreement=contexts(1, generator)[1][0]) for _ in range(64)]
     scale = disagreement_scale(spreads)
     assert 50 < scale < 200  # spreads of about 0.01
-    net = DDPNet(replace(DDPNetConfig.from_policy(policy, latent_frames=3, latent_channels=4), disagreement_scale=scale))
+    net = DDPNet(
+        replace(
+            DDPNetConfig.from_policy(policy, latent_frames=3, latent_channels=4), disagreement_scale=scale
+        )
+    )
     trainer = BanditTrainer(net, policy)
     for _ in range(300):
         latents, disagreement, best = contexts(8, generator)
@@ -125,8 +162,14 @@ def test_bandit_learns_the_arm_from_the_disagreement_alone(one_thread):
         def reward(timesteps: torch.Tensor) -> torch.Tensor:
             return -(torch.searchsorted(net.candidates, timesteps) - best).abs().float()
 
-        trainer.step(latents, reward, generator, groups=torch.arange(8).repeat_interleave(2), disagreement=disagreement)
+        trainer.step(
+            latents, reward, generator, groups=torch.arange(8).repeat_interleave(2), disagreement=disagreement
+        )
     latents, disagreement, best = contexts(300, torch.Generator().manual_seed(9))
     net.eval()
-    accuracy = (torch.searchsorted(net.candidates, net.choose_timestep(latents, disagreement)) == best).float().mean()
+    accuracy = (
+        (torch.searchsorted(net.candidates, net.choose_timestep(latents, disagreement)) == best)
+        .float()
+        .mean()
+    )
     assert accuracy > 0.8, accuracy

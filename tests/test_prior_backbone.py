@@ -45,7 +45,10 @@ def test_changing_view_1_changes_view_0_through_the_transformer_only(backbone):
     images = torch.rand(1, 2, 3, HEIGHT, WIDTH)
     edited = images.clone()
     edited[:, 1] = torch.rand(3, HEIGHT, WIDTH)
-    (transformer, cnn), (transformer_edited, cnn_edited) = features(backbone, images), features(backbone, edited)
+    (transformer, cnn), (transformer_edited, cnn_edited) = (
+        features(backbone, images),
+        features(backbone, edited),
+    )
     torch.testing.assert_close(cnn_edited[:, 0], cnn[:, 0])  # the CNN sees each view alone
     assert not torch.allclose(cnn_edited[:, 1], cnn[:, 1])
     # Cross-view attention: view 0's features depend on view 1's content, at every position.
@@ -80,9 +83,15 @@ def test_gradients_reach_every_parameter_and_the_images():
     transformer, _ = model(images)
     generator = torch.Generator().manual_seed(1)
     (transformer * torch.randn(transformer.shape, generator=generator)).sum().backward()
-    missing = [name for name, p in model.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all() or p.grad.abs().sum() == 0]
+    missing = [
+        name
+        for name, p in model.named_parameters()
+        if p.grad is None or not torch.isfinite(p.grad).all() or p.grad.abs().sum() == 0
+    ]
     assert not missing, missing
-    assert images.grad is not None and images.grad[:, 1].abs().sum() > 0  # view 1's pixels shape view 0's (and its own) features
+    assert (
+        images.grad is not None and images.grad[:, 1].abs().sum() > 0
+    )  # view 1's pixels shape view 0's (and its own) features
 
 
 def test_window_partition_and_merge_are_inverse():
@@ -110,4 +119,6 @@ def test_sine_position_encoding_gives_every_position_its_own_code():
     flat = code.flatten(1).T  # [positions, channels]
     assert torch.cdist(flat, flat).add(torch.eye(24)).min() > 1e-3
     # The first half encodes y only, the second half x only.
-    assert torch.equal(code[:8, :, 0:1].expand(8, 4, 6), code[:8]) and torch.equal(code[8:, 0:1].expand(8, 4, 6), code[8:])
+    assert torch.equal(code[:8, :, 0:1].expand(8, 4, 6), code[:8]) and torch.equal(
+        code[8:, 0:1].expand(8, 4, 6), code[8:]
+    )

@@ -10,13 +10,20 @@ from videoscene.prior.config import MVSPLAT, PRESETS, TINY, EncoderConfig, encod
 
 def test_presets():
     assert PRESETS["mvsplat"] == EncoderConfig()
-    assert (MVSPLAT.d_feature, MVSPLAT.num_depth_candidates, MVSPLAT.transformer_blocks, MVSPLAT.sh_degree) == (128, 128, 6, 4)
+    assert (
+        MVSPLAT.d_feature,
+        MVSPLAT.num_depth_candidates,
+        MVSPLAT.transformer_blocks,
+        MVSPLAT.sh_degree,
+    ) == (128, 128, 6, 4)
     assert MVSPLAT.d_sh == 25 and MVSPLAT.size_multiple == 16  # MVSplat's "patch 4 x downscale 4"
     assert TINY.sh_degree == 3 and TINY.size_multiple == 8
     assert 64 % TINY.size_multiple == 0 and 96 % TINY.size_multiple == 0 and 192 % TINY.size_multiple == 0
 
 
-@pytest.mark.parametrize("config", [TINY, MVSPLAT, TINY.replace(gaussians_per_pixel=3, transformer_shifted_windows=False)])
+@pytest.mark.parametrize(
+    "config", [TINY, MVSPLAT, TINY.replace(gaussians_per_pixel=3, transformer_shifted_windows=False)]
+)
 def test_json_round_trip(tmp_path, config):
     config.save(tmp_path / "encoder.json")
     assert EncoderConfig.load(tmp_path / "encoder.json") == config

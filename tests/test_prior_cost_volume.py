@@ -36,21 +36,35 @@ def test_pixel_rays_go_through_pixel_centres_with_z_one():
     intrinsics = torch.tensor([[fx, 0, cx], [0, fy, cy], [0, 0, 1.0]], dtype=torch.float64)
     rays = pixel_rays(intrinsics, h, w)
     assert rays.shape == (3, h * w)
-    y, x = torch.meshgrid(torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64), indexing="ij")
-    expected = torch.stack([((x.flatten() + 0.5) / w - cx) / fx, ((y.flatten() + 0.5) / h - cy) / fy, torch.ones(h * w, dtype=torch.float64)])
+    y, x = torch.meshgrid(
+        torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64), indexing="ij"
+    )
+    expected = torch.stack(
+        [
+            ((x.flatten() + 0.5) / w - cx) / fx,
+            ((y.flatten() + 0.5) / h - cy) / fy,
+            torch.ones(h * w, dtype=torch.float64),
+        ]
+    )
     torch.testing.assert_close(rays, expected)
-    assert rays[:, 2 * w + 5].tolist() == pytest.approx([((5.5 / 6) - cx) / fx, ((2.5 / 4) - cy) / fy, 1.0])  # row 2, column 5
+    assert rays[:, 2 * w + 5].tolist() == pytest.approx(
+        [((5.5 / 6) - cx) / fx, ((2.5 / 4) - cy) / fy, 1.0]
+    )  # row 2, column 5
     # Batched, and with a skewed K: projecting the rays gives back the normalised pixel centres.
     skewed = intrinsics.clone()
     skewed[0, 1] = 0.05
     batch = torch.stack([intrinsics, skewed]).expand(3, 2, 3, 3)
     rays = pixel_rays(batch, h, w)
     assert rays.shape == (3, 2, 3, h * w)
-    centres = torch.stack([(x.flatten() + 0.5) / w, (y.flatten() + 0.5) / h, torch.ones(h * w, dtype=torch.float64)])
+    centres = torch.stack(
+        [(x.flatten() + 0.5) / w, (y.flatten() + 0.5) / h, torch.ones(h * w, dtype=torch.float64)]
+    )
     torch.testing.assert_close(batch @ rays, centres.expand(3, 2, 3, h * w))
 
 
-def painted_plane(extrinsics: torch.Tensor, intrinsics: torch.Tensor, depth: float, h: int, w: int) -> torch.Tensor:
+def painted_plane(
+    extrinsics: torch.Tensor, intrinsics: torch.Tensor, depth: float, h: int, w: int
+) -> torch.Tensor:
     """Features [1, V, 32, h, w] that are a function of the world point on the plane z = `depth` each pixel sees."""
     frequencies = torch.randn(16, 2, generator=torch.Generator().manual_seed(0)) * 3  # below Nyquist
     features = []
@@ -58,7 +72,9 @@ def painted_plane(extrinsics: torch.Tensor, intrinsics: torch.Tensor, depth: flo
         rays = extrinsics[0, v, :3, :3] @ pixel_rays(intrinsics[0, v], h, w)  # world directions
         centre = extrinsics[0, v, :3, 3]
         points = (rays * ((depth - centre[2]) / rays[2])).T + centre  # [hw, 3] on the plane
-        phase = points[:, :2] @ frequencies.T  # (cos, sin) pairs: constant norm, so the dot product peaks at alignment
+        phase = (
+            points[:, :2] @ frequencies.T
+        )  # (cos, sin) pairs: constant norm, so the dot product peaks at alignment
         features.append(torch.cat([phase.cos(), phase.sin()], dim=-1).T.reshape(32, h, w))
     return torch.stack(features)[None]
 
@@ -87,7 +103,9 @@ def test_plane_sweep_finds_a_plane_seen_by_a_turned_camera():
     h, w, depth = 24, 32, 5.0
     extrinsics = torch.eye(4).repeat(1, 2, 1, 1)
     angle = -0.1
-    extrinsics[0, 1, :3, :3] = torch.tensor([[math.cos(angle), 0, math.sin(angle)], [0, 1, 0], [-math.sin(angle), 0, math.cos(angle)]])
+    extrinsics[0, 1, :3, :3] = torch.tensor(
+        [[math.cos(angle), 0, math.sin(angle)], [0, 1, 0], [-math.sin(angle), 0, math.cos(angle)]]
+    )
     extrinsics[0, 1, 0, 3] = 0.8
     intrinsics = torch.tensor([[0.8, 0, 0.5], [0, 1.1, 0.5], [0, 0, 1]]).repeat(1, 2, 1, 1)
     features = painted_plane(extrinsics, intrinsics, depth, h, w)
@@ -150,8 +168,12 @@ def test_depth_and_density_lie_in_their_ranges(predictor):
     assert (prediction.depth >= near * (1 - 1e-5)).all() and (prediction.depth <= far * (1 + 1e-5)).all()
     assert ((prediction.density > 0) & (prediction.density < 1)).all()
     disparity = prediction.coarse_disparity
-    assert (disparity >= 1 / context.far[..., None, None] - 1e-6).all() and (disparity <= 1 / context.near[..., None, None] + 1e-6).all()
-    assert (prediction.confidence >= 1 / TINY.num_depth_candidates - 1e-6).all() and (prediction.confidence <= 1).all()
+    assert (disparity >= 1 / context.far[..., None, None] - 1e-6).all() and (
+        disparity <= 1 / context.near[..., None, None] + 1e-6
+    ).all()
+    assert (prediction.confidence >= 1 / TINY.num_depth_candidates - 1e-6).all() and (
+        prediction.confidence <= 1
+    ).all()
 
 
 def test_depth_is_clamped_to_near_far_even_for_huge_corrections(predictor):

@@ -51,16 +51,21 @@ def test_two_gaussians_per_pixel_and_more_views():
     assert output.gaussians.opacities.max() < 0.5
 
 
-
-
 def test_gradients_reach_every_parameter():
     torch.manual_seed(0)
     model = GaussianEncoder(TINY).train()
     g = model(make_context(batch=1)).gaussians
     generator = torch.Generator().manual_seed(1)
-    loss = sum((torch.randn(t.shape, generator=generator) * t).sum() for t in (g.means, g.scales, g.rotations, g.harmonics, g.opacities))
+    loss = sum(
+        (torch.randn(t.shape, generator=generator) * t).sum()
+        for t in (g.means, g.scales, g.rotations, g.harmonics, g.opacities)
+    )
     loss.backward()
-    missing = [name for name, p in model.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all() or p.grad.abs().sum() == 0]
+    missing = [
+        name
+        for name, p in model.named_parameters()
+        if p.grad is None or not torch.isfinite(p.grad).all() or p.grad.abs().sum() == 0
+    ]
     assert not missing, missing
 
 
@@ -80,23 +85,23 @@ def test_gradient_checkpointing_matches_plain_forward_and_backward():
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
 
 
-
-
-
-
-
-
 def test_global_rigid_transform_moves_gaussians_and_keeps_renders(encoder):
     """Moving every camera by one rigid transform T moves the Gaussians by T and leaves renders unchanged."""
     context = make_context(batch=1)
     transform = torch.eye(4)
     transform[:3, :3] = random_rotation(torch.Generator().manual_seed(3))
     transform[:3, 3] = torch.tensor([0.7, -1.2, 2.0])
-    moved = Views(context.image, transform @ context.extrinsics, context.intrinsics, context.near, context.far)
+    moved = Views(
+        context.image, transform @ context.extrinsics, context.intrinsics, context.near, context.far
+    )
     with torch.no_grad():
         a, b = encoder(context).gaussians, encoder(moved).gaussians
-    torch.testing.assert_close(b.means, a.means @ transform[:3, :3].T + transform[:3, 3], atol=1e-4, rtol=1e-4)
-    torch.testing.assert_close(b.covariances(), transform[:3, :3] @ a.covariances() @ transform[:3, :3].T, atol=1e-6, rtol=1e-3)
+    torch.testing.assert_close(
+        b.means, a.means @ transform[:3, :3].T + transform[:3, 3], atol=1e-4, rtol=1e-4
+    )
+    torch.testing.assert_close(
+        b.covariances(), transform[:3, :3] @ a.covariances() @ transform[:3, :3].T, atol=1e-6, rtol=1e-3
+    )
     torch.testing.assert_close(b.opacities, a.opacities)
 
     targets = context.extrinsics.clone()
@@ -126,12 +131,31 @@ def test_save_load_round_trip(tmp_path, encoder):
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        (lambda c: Views(c.image[..., :30, :], c.extrinsics, c.intrinsics, c.near, c.far), "not a multiple of 8"),
+        (
+            lambda c: Views(c.image[..., :30, :], c.extrinsics, c.intrinsics, c.near, c.far),
+            "not a multiple of 8",
+        ),
         (lambda c: Views(c.image, c.extrinsics, c.intrinsics, c.far, c.near), "near < far"),
-        (lambda c: Views(c.image, c.extrinsics @ torch.diag(torch.tensor([2.0, 1, 1, 1])), c.intrinsics, c.near, c.far), "not rigid"),
-        (lambda c: Views(c.image, c.extrinsics[:, :1].repeat(1, 2, 1, 1), c.intrinsics, c.near, c.far), "same position"),
-        (lambda c: Views(c.image[:, :1], c.extrinsics[:, :1], c.intrinsics[:, :1], c.near[:, :1], c.far[:, :1]), "at least 2 context views"),
-        (lambda c: Views(c.image, c.extrinsics, c.intrinsics[:, :, :2], c.near, c.far), "intrinsics must have shape"),
+        (
+            lambda c: Views(
+                c.image, c.extrinsics @ torch.diag(torch.tensor([2.0, 1, 1, 1])), c.intrinsics, c.near, c.far
+            ),
+            "not rigid",
+        ),
+        (
+            lambda c: Views(c.image, c.extrinsics[:, :1].repeat(1, 2, 1, 1), c.intrinsics, c.near, c.far),
+            "same position",
+        ),
+        (
+            lambda c: Views(
+                c.image[:, :1], c.extrinsics[:, :1], c.intrinsics[:, :1], c.near[:, :1], c.far[:, :1]
+            ),
+            "at least 2 context views",
+        ),
+        (
+            lambda c: Views(c.image, c.extrinsics, c.intrinsics[:, :, :2], c.near, c.far),
+            "intrinsics must have shape",
+        ),
         (lambda c: Views(c.image * float("nan"), c.extrinsics, c.intrinsics, c.near, c.far), "NaN"),
     ],
 )
@@ -144,7 +168,9 @@ def test_views_of_different_sizes_are_rejected():
     images = [torch.rand(3, 32, 48), torch.rand(3, 40, 48)]
     with pytest.raises(VideoSceneError, match="different sizes"):
         stack_context(images, torch.eye(4).repeat(2, 1, 1), torch.eye(3).repeat(2, 1, 1), 1.0, 10.0)
-    views = stack_context([torch.rand(3, 32, 48)] * 2, torch.eye(4).repeat(2, 1, 1), torch.eye(3).repeat(2, 1, 1), 1.0, 10.0)
+    views = stack_context(
+        [torch.rand(3, 32, 48)] * 2, torch.eye(4).repeat(2, 1, 1), torch.eye(3).repeat(2, 1, 1), 1.0, 10.0
+    )
     assert views.image.shape == (1, 2, 3, 32, 48) and views.near.shape == (1, 2)
 
 

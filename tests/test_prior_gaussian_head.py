@@ -34,7 +34,9 @@ def head_inputs(batch=1, views=2, gpp=1, seed=0):
         for v in range(views):
             extrinsics[b, v, :3, :3] = random_rotation(generator)
             extrinsics[b, v, :3, 3] = torch.randn(3, generator=generator)
-    intrinsics = torch.tensor([[0.9, 0.0, 0.45], [0.0, 1.3, 0.55], [0.0, 0.0, 1.0]]).repeat(batch, views, 1, 1)
+    intrinsics = torch.tensor([[0.9, 0.0, 0.45], [0.0, 1.3, 0.55], [0.0, 0.0, 1.0]]).repeat(
+        batch, views, 1, 1
+    )
     return images, depth, extrinsics, intrinsics
 
 
@@ -45,7 +47,11 @@ def make_head(gpp=1, seed=0) -> GaussianHead:
 
 def run(head, images, depth, extrinsics, intrinsics, raw_out=None):
     """The head's Gaussians; `raw_out` (a list) receives its raw per-pixel output [b·v, channels, h, w]."""
-    hook = head.net.register_forward_hook(lambda module, args, output: raw_out.append(output)) if raw_out is not None else None
+    hook = (
+        head.net.register_forward_hook(lambda module, args, output: raw_out.append(output))
+        if raw_out is not None
+        else None
+    )
     try:
         with torch.no_grad():
             return head(images, depth, extrinsics, intrinsics)
@@ -86,8 +92,12 @@ def test_with_no_offset_the_mean_is_the_camera_centre_plus_the_rotated_ray_times
     gaussians = run(head, images, depth, extrinsics, intrinsics)
     for v in range(2):
         rays = pixel_rays(intrinsics[0, v], H, W)  # [3, hw], z = 1
-        expected = (extrinsics[0, v, :3, :3] @ (rays * depth.depth[0, v, 0].flatten())).T + extrinsics[0, v, :3, 3]
-        torch.testing.assert_close(gaussians.means[0, v * H * W : (v + 1) * H * W], expected, atol=1e-5, rtol=1e-5)
+        expected = (extrinsics[0, v, :3, :3] @ (rays * depth.depth[0, v, 0].flatten())).T + extrinsics[
+            0, v, :3, 3
+        ]
+        torch.testing.assert_close(
+            gaussians.means[0, v * H * W : (v + 1) * H * W], expected, atol=1e-5, rtol=1e-5
+        )
 
 
 @pytest.mark.parametrize("gpp", [1, 2])
@@ -98,13 +108,18 @@ def test_rotations_scales_opacities_and_harmonics_are_valid(gpp):
     count = 2 * gpp * H * W
     assert gaussians.means.shape == gaussians.scales.shape == (2, count, 3)
     assert gaussians.rotations.shape == (2, count, 4) and gaussians.opacities.shape == (2, count)
-    assert gaussians.harmonics.shape == (2, count, (TINY.sh_degree + 1) ** 2, 3) and gaussians.sh_degree == TINY.sh_degree
+    assert (
+        gaussians.harmonics.shape == (2, count, (TINY.sh_degree + 1) ** 2, 3)
+        and gaussians.sh_degree == TINY.sh_degree
+    )
     torch.testing.assert_close(gaussians.rotations.norm(dim=-1), torch.ones(2, count), atol=1e-5, rtol=0)
     # Scales: z · pixel footprint · a multiplier in [s_min, s_max].
     footprint = 0.5 * (1 / (0.9 * W) + 1 / (1.3 * H))
     multiplier = gaussians.scales / (depth.depth.reshape(2, count, 1) * footprint)
     assert (gaussians.scales > 0).all()
-    assert (multiplier >= config.gaussian_scale_min - 1e-5).all() and (multiplier <= config.gaussian_scale_max + 1e-5).all()
+    assert (multiplier >= config.gaussian_scale_min - 1e-5).all() and (
+        multiplier <= config.gaussian_scale_max + 1e-5
+    ).all()
     # Opacity = density / gaussians per pixel: in (0, 1), and never more than one Gaussian's worth per pixel.
     torch.testing.assert_close(gaussians.opacities, depth.density.reshape(2, count) / gpp)
     assert ((gaussians.opacities > 0) & (gaussians.opacities < 1 / gpp)).all()
@@ -116,7 +131,9 @@ def test_higher_sh_bands_are_damped():
     raw = []
     gaussians = run(make_head(), images, depth, torch.eye(4).repeat(1, 2, 1, 1), intrinsics, raw)
     d_sh = (TINY.sh_degree + 1) ** 2
-    sh_raw = raw[0].reshape(2, -1, H, W)[:, 9:].permute(0, 2, 3, 1).reshape(2 * H * W, d_sh, 3)  # after 2 + 3 + 4 channels
+    sh_raw = (
+        raw[0].reshape(2, -1, H, W)[:, 9:].permute(0, 2, 3, 1).reshape(2 * H * W, d_sh, 3)
+    )  # after 2 + 3 + 4 channels
     bands = torch.tensor([0] + [1] * 3 + [2] * 5 + [3] * 7)
     damping = torch.where(bands == 0, 1.0, 0.1 * 0.25 ** bands.float())
     torch.testing.assert_close(gaussians.harmonics[0], sh_raw * damping[:, None], atol=1e-6, rtol=1e-5)
@@ -134,10 +151,14 @@ def test_moving_the_cameras_moves_the_gaussians_rigidly():
     b = run(head, images, depth, transform @ extrinsics, intrinsics)
     rotation = transform[:3, :3]
     torch.testing.assert_close(b.means, a.means @ rotation.T + transform[:3, 3], atol=1e-4, rtol=1e-4)
-    torch.testing.assert_close(quaternion_to_matrix(b.rotations), rotation @ quaternion_to_matrix(a.rotations), atol=1e-5, rtol=0)
+    torch.testing.assert_close(
+        quaternion_to_matrix(b.rotations), rotation @ quaternion_to_matrix(a.rotations), atol=1e-5, rtol=0
+    )
     torch.testing.assert_close(b.scales, a.scales)
     torch.testing.assert_close(b.opacities, a.opacities)
-    directions = torch.nn.functional.normalize(torch.randn(20, 3, generator=torch.Generator().manual_seed(6)), dim=-1)
+    directions = torch.nn.functional.normalize(
+        torch.randn(20, 3, generator=torch.Generator().manual_seed(6)), dim=-1
+    )
     colour_a = torch.einsum("nd,gdc->gnc", sh_basis(TINY.sh_degree, directions), a.harmonics[0])
     colour_b = torch.einsum("nd,gdc->gnc", sh_basis(TINY.sh_degree, directions @ rotation.T), b.harmonics[0])
     torch.testing.assert_close(colour_b, colour_a, atol=1e-4, rtol=1e-4)
@@ -151,10 +172,17 @@ def test_world_quaternion_is_the_camera_rotation_composed_with_the_predicted_one
     in_camera = run(head, images, depth, torch.eye(4).repeat(1, 2, 1, 1), intrinsics)
     rotations = quaternion_to_matrix(in_world.rotations[0].reshape(2, H * W, 4))
     camera_rotations = quaternion_to_matrix(in_camera.rotations[0].reshape(2, H * W, 4))
-    torch.testing.assert_close(rotations, extrinsics[0, :, None, :3, :3] @ camera_rotations, atol=1e-5, rtol=0)
+    torch.testing.assert_close(
+        rotations, extrinsics[0, :, None, :3, :3] @ camera_rotations, atol=1e-5, rtol=0
+    )
     # In the camera frame the quaternion is the normalised raw output (channels 5–8).
     predicted = raw[0][:, 5:9].permute(0, 2, 3, 1).reshape(2, H * W, 4)
-    torch.testing.assert_close(in_camera.rotations[0].reshape(2, H * W, 4), torch.nn.functional.normalize(predicted, dim=-1), atol=1e-6, rtol=0)
+    torch.testing.assert_close(
+        in_camera.rotations[0].reshape(2, H * W, 4),
+        torch.nn.functional.normalize(predicted, dim=-1),
+        atol=1e-6,
+        rtol=0,
+    )
 
 
 def test_gradients_reach_the_head_and_the_depth():
@@ -164,7 +192,10 @@ def test_gradients_reach_the_head_and_the_depth():
     depth.density.requires_grad_(True)
     g = head(images, depth, extrinsics, intrinsics)
     generator = torch.Generator().manual_seed(1)
-    loss = sum((torch.randn(t.shape, generator=generator) * t).sum() for t in (g.means, g.scales, g.rotations, g.harmonics, g.opacities))
+    loss = sum(
+        (torch.randn(t.shape, generator=generator) * t).sum()
+        for t in (g.means, g.scales, g.rotations, g.harmonics, g.opacities)
+    )
     loss.backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in head.parameters())
     assert depth.depth.grad.abs().min() > 0 and depth.density.grad.abs().min() > 0
@@ -185,9 +216,15 @@ def test_sh_rotation_is_exact_and_composes():
         torch.testing.assert_close(
             sh_rotation_matrices(rotation @ other, degree),
             sh_rotation_matrices(rotation, degree) @ sh_rotation_matrices(other, degree),
-            atol=1e-9, rtol=0,
-        )  # fmt: skip
-        torch.testing.assert_close(sh_rotation_matrices(torch.eye(3, dtype=torch.float64), degree), torch.eye(d_sh, dtype=torch.float64), atol=1e-10, rtol=0)
+            atol=1e-9,
+            rtol=0,
+        )
+        torch.testing.assert_close(
+            sh_rotation_matrices(torch.eye(3, dtype=torch.float64), degree),
+            torch.eye(d_sh, dtype=torch.float64),
+            atol=1e-10,
+            rtol=0,
+        )
 
 
 def test_quaternion_multiply_matches_matrix_product():
@@ -195,5 +232,8 @@ def test_quaternion_multiply_matches_matrix_product():
     a, b = torch.randn(10, 4, generator=generator), torch.randn(10, 4, generator=generator)
     a, b = a / a.norm(dim=-1, keepdim=True), b / b.norm(dim=-1, keepdim=True)
     torch.testing.assert_close(
-        quaternion_to_matrix(quaternion_multiply(a, b)), quaternion_to_matrix(a) @ quaternion_to_matrix(b), atol=1e-5, rtol=0
+        quaternion_to_matrix(quaternion_multiply(a, b)),
+        quaternion_to_matrix(a) @ quaternion_to_matrix(b),
+        atol=1e-5,
+        rtol=0,
     )

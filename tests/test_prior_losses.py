@@ -15,9 +15,14 @@ from videoscene.prior.losses import PhotometricLoss, PhotometricLossConfig
 
 def skimage_ssim(x: torch.Tensor, y: torch.Tensor) -> float:
     return structural_similarity(
-        x.double().numpy(), y.double().numpy(), channel_axis=0, data_range=1.0,
-        gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
-    )  # fmt: skip
+        x.double().numpy(),
+        y.double().numpy(),
+        channel_axis=0,
+        data_range=1.0,
+        gaussian_weights=True,
+        sigma=1.5,
+        use_sample_covariance=False,
+    )
 
 
 @pytest.mark.parametrize("size", [(32, 48), (23, 40)])
@@ -58,15 +63,33 @@ def _random_lpips_files(tmp_path):
     """Random weights in the two layouts users have: torchvision's VGG16 state dict (.pth) and the LPIPS
     linear layers (.safetensors here)."""
     generator = torch.Generator().manual_seed(0)
-    widths = [(3, 64), (64, 64), (64, 128), (128, 128), (128, 256), (256, 256), (256, 256),
-              (256, 512), (512, 512), (512, 512), (512, 512), (512, 512), (512, 512)]  # fmt: skip
+    widths = [
+        (3, 64),
+        (64, 64),
+        (64, 128),
+        (128, 128),
+        (128, 256),
+        (256, 256),
+        (256, 256),
+        (256, 512),
+        (512, 512),
+        (512, 512),
+        (512, 512),
+        (512, 512),
+        (512, 512),
+    ]
     indices = [0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28]
     vgg = {}
     for index, (cin, cout) in zip(indices, widths):
-        vgg[f"features.{index}.weight"] = torch.randn(cout, cin, 3, 3, generator=generator) * (2 / (9 * cin)) ** 0.5
+        vgg[f"features.{index}.weight"] = (
+            torch.randn(cout, cin, 3, 3, generator=generator) * (2 / (9 * cin)) ** 0.5
+        )
         vgg[f"features.{index}.bias"] = torch.zeros(cout)
     vgg["classifier.0.weight"] = torch.zeros(2, 2)  # extra torchvision keys are ignored
-    lins = {f"lin{k}.model.1.weight": torch.rand(1, c, 1, 1, generator=generator) for k, c in enumerate([64, 128, 256, 512, 512])}
+    lins = {
+        f"lin{k}.model.1.weight": torch.rand(1, c, 1, 1, generator=generator)
+        for k, c in enumerate([64, 128, 256, 512, 512])
+    }
     torch.save(vgg, tmp_path / "vgg16.pth")
     save_file(lins, str(tmp_path / "lpips_vgg.safetensors"))
     return [tmp_path / "vgg16.pth", tmp_path / "lpips_vgg.safetensors"]
@@ -102,7 +125,9 @@ def test_photometric_loss_terms(tmp_path):
     assert "lpips" not in terms  # no weights given: the term is skipped
     expected = (x - y).square().mean() + 0.5 * (1 - ssim(x, y).mean())
     torch.testing.assert_close(terms["total"], expected)
-    with_lpips = PhotometricLoss(PhotometricLossConfig(0.5, 0.05, [str(p) for p in _random_lpips_files(tmp_path)]))
+    with_lpips = PhotometricLoss(
+        PhotometricLossConfig(0.5, 0.05, [str(p) for p in _random_lpips_files(tmp_path)])
+    )
     terms = with_lpips(x, y)
     torch.testing.assert_close(terms["total"], expected + 0.05 * terms["lpips"])
     assert np.isfinite(terms["lpips"].item()) and terms["lpips"].item() > 0

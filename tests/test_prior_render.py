@@ -24,23 +24,46 @@ def views_at(centres: torch.Tensor, height=8, width=12, near=1.0, far=10.0) -> V
     for i in range(b):
         for j in range(v):
             angle = 0.7 * j - 0.3 * i
-            extrinsics[i, j, :3, :3] = torch.tensor([[math.cos(angle), 0, math.sin(angle)], [0, 1, 0], [-math.sin(angle), 0, math.cos(angle)]])
+            extrinsics[i, j, :3, :3] = torch.tensor(
+                [[math.cos(angle), 0, math.sin(angle)], [0, 1, 0], [-math.sin(angle), 0, math.cos(angle)]]
+            )
     extrinsics[..., :3, 3] = centres
-    image = (10 * torch.arange(b)[:, None] + torch.arange(v)[None]).float()[..., None, None, None].expand(b, v, 3, height, width)
+    image = (
+        (10 * torch.arange(b)[:, None] + torch.arange(v)[None])
+        .float()[..., None, None, None]
+        .expand(b, v, 3, height, width)
+    )
     intrinsics = torch.tensor([[1.0, 0, 0.5], [0, 1.5, 0.5], [0, 0, 1]]).repeat(b, v, 1, 1)
     return Views(image.clone(), extrinsics, intrinsics, torch.full((b, v), near), torch.full((b, v), far))
 
 
 def test_nearest_context_image_is_the_one_with_the_closest_camera_centre():
     x = torch.tensor
-    context = views_at(torch.stack([
-        x([[0.0, 0, 0], [1.0, 0, 0], [5.0, 0, 0]]),
-        x([[0.0, 0, 0], [0.0, 3.0, 0], [0.0, 0, -4.0]]),
-    ]))  # fmt: skip
-    target = views_at(torch.stack([
-        x([[-1.0, 0, 0], [0.4, 0, 0], [0.6, 0, 0], [2.9, 0, 0], [3.1, 0, 0], [9.0, 0, 0]]),
-        x([[0.0, 1.4, 0], [0.0, 1.6, 0], [0.0, 0, -2.1], [0.0, 2.0, -3.0], [0.0, 0, 0.5], [0.0, 10.0, 0]]),
-    ]))  # fmt: skip
+    context = views_at(
+        torch.stack(
+            [
+                x([[0.0, 0, 0], [1.0, 0, 0], [5.0, 0, 0]]),
+                x([[0.0, 0, 0], [0.0, 3.0, 0], [0.0, 0, -4.0]]),
+            ]
+        )
+    )
+    target = views_at(
+        torch.stack(
+            [
+                x([[-1.0, 0, 0], [0.4, 0, 0], [0.6, 0, 0], [2.9, 0, 0], [3.1, 0, 0], [9.0, 0, 0]]),
+                x(
+                    [
+                        [0.0, 1.4, 0],
+                        [0.0, 1.6, 0],
+                        [0.0, 0, -2.1],
+                        [0.0, 2.0, -3.0],
+                        [0.0, 0, 0.5],
+                        [0.0, 10.0, 0],
+                    ]
+                ),
+            ]
+        )
+    )
     images = nearest_context_images(Example(context, target))
     assert images.shape == (2, 6, 3, 8, 12)
     expected = torch.tensor([[0, 0, 1, 1, 2, 2], [10, 11, 12, 12, 10, 11]]).float()
@@ -56,14 +79,19 @@ def test_nearest_context_image_is_the_one_with_the_closest_camera_centre():
 def wall(depth: float, colour: float, count: int = 300, seed: int = 0) -> Gaussians:
     """Opaque Gaussians of one grey level covering a wall at z = `depth` in front of cameras near the origin."""
     generator = torch.Generator().manual_seed(seed)
-    xy = (torch.rand(count, 2, generator=generator) - 0.5) * torch.tensor([1.3, 1.0]) * depth  # the view at that depth, and more
+    xy = (
+        (torch.rand(count, 2, generator=generator) - 0.5) * torch.tensor([1.3, 1.0]) * depth
+    )  # the view at that depth, and more
     means = torch.cat([xy, torch.full((count, 1), depth)], -1)
     harmonics = torch.zeros(count, 1, 3)
     harmonics[:, 0] = (colour - 0.5) / 0.28209479177387814  # SH band 0: colour = c₀·Y₀ + 0.5
     return Gaussians(
-        means[None], torch.full((1, count, 3), 0.06 * depth), torch.tensor([1.0, 0, 0, 0]).repeat(1, count, 1), harmonics[None],
+        means[None],
+        torch.full((1, count, 3), 0.06 * depth),
+        torch.tensor([1.0, 0, 0, 0]).repeat(1, count, 1),
+        harmonics[None],
         torch.full((1, count), 0.99),
-    )  # fmt: skip
+    )
 
 
 def straight_views(count: int, height=16, width=24) -> Views:
@@ -98,9 +126,14 @@ def test_render_coarse_culls_only_what_is_right_at_the_camera(depth):
 def test_render_coarse_uses_a_background_per_batch_element():
     context, target = straight_views(2), straight_views(2)
     target.extrinsics[..., :3, :3] = torch.diag(torch.tensor([-1.0, 1.0, -1.0]))  # looking away from the wall
-    context, target = (Views(*(torch.cat([t, t]) for t in (v.image, v.extrinsics, v.intrinsics, v.near, v.far))) for v in (context, target))
+    context, target = (
+        Views(*(torch.cat([t, t]) for t in (v.image, v.extrinsics, v.intrinsics, v.near, v.far)))
+        for v in (context, target)
+    )
     one = wall(4.0, 0.3)
-    gaussians = Gaussians(*(torch.cat([t, t]) for t in (one.means, one.scales, one.rotations, one.harmonics, one.opacities)))
+    gaussians = Gaussians(
+        *(torch.cat([t, t]) for t in (one.means, one.scales, one.rotations, one.harmonics, one.opacities))
+    )
     background = torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
     color = render_coarse(gaussians, context, target.cameras, (8, 12), background)
     torch.testing.assert_close(color, background[:, None, :, None, None].expand(2, 2, 3, 8, 12))
@@ -116,7 +149,9 @@ def test_render_targets_renders_the_encoders_gaussians_at_the_target_cameras(enc
     context = make_context(batch=1)
     targets = context.extrinsics.clone()
     targets[..., 0, 3] += 0.1
-    target = Views(torch.zeros(1, 2, 3, HEIGHT // 2, WIDTH // 2), targets, context.intrinsics, context.near, context.far)
+    target = Views(
+        torch.zeros(1, 2, 3, HEIGHT // 2, WIDTH // 2), targets, context.intrinsics, context.near, context.far
+    )
     background = torch.tensor([[0.2, 0.4, 0.6]])
     with torch.no_grad():
         color = render_targets(encoder, Example(context, target), background)
@@ -132,6 +167,13 @@ def test_render_targets_renders_the_encoders_gaussians_at_the_target_cameras(enc
     torch.testing.assert_close(blank, background[:, None, :, None, None].expand_as(blank))
     # At the context cameras the render is built from the context's own Gaussians: the same as rendering them directly.
     with torch.no_grad():
-        at_context = render_targets(encoder, Example(context, Views(context.image, context.extrinsics, context.intrinsics, context.near, context.far)), background)
+        at_context = render_targets(
+            encoder,
+            Example(
+                context,
+                Views(context.image, context.extrinsics, context.intrinsics, context.near, context.far),
+            ),
+            background,
+        )
         direct = render_coarse(gaussians, context, context.cameras, (HEIGHT, WIDTH), background)
     torch.testing.assert_close(at_context, direct)

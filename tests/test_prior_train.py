@@ -30,12 +30,16 @@ def plane_scene(key: str, depth: float, phase: float):
     intrinsics = torch.tensor([[0.9, 0, 0.5], [0, 1.35, 0.5], [0, 0, 1]])
     extrinsics = torch.eye(4).repeat(FRAMES, 1, 1)
     frames = []
-    ys, xs = torch.meshgrid((torch.arange(HEIGHT) + 0.5) / HEIGHT, (torch.arange(WIDTH) + 0.5) / WIDTH, indexing="ij")
+    ys, xs = torch.meshgrid(
+        (torch.arange(HEIGHT) + 0.5) / HEIGHT, (torch.arange(WIDTH) + 0.5) / WIDTH, indexing="ij"
+    )
     pixels = torch.stack([xs, ys, torch.ones_like(xs)], dim=-1)  # [H, W, 3]
     for i in range(FRAMES):
         s = i / (FRAMES - 1) - 0.5
         yaw = 0.15 * s
-        rotation = torch.tensor([[math.cos(yaw), 0, math.sin(yaw)], [0, 1, 0], [-math.sin(yaw), 0, math.cos(yaw)]])
+        rotation = torch.tensor(
+            [[math.cos(yaw), 0, math.sin(yaw)], [0, 1, 0], [-math.sin(yaw), 0, math.cos(yaw)]]
+        )
         extrinsics[i, :3, :3] = rotation
         extrinsics[i, :3, 3] = torch.tensor([0.8 * s, 0.05 * s, 0.0])
         rays = pixels @ torch.linalg.inv(intrinsics).T @ rotation.T  # world directions
@@ -43,7 +47,11 @@ def plane_scene(key: str, depth: float, phase: float):
         points = extrinsics[i, :3, 3] + rays * t[..., None]
         x, y = points[..., 0] + phase, points[..., 1]
         image = torch.stack(
-            [0.5 + 0.3 * torch.sin(5 * x) * torch.cos(4 * y), 0.5 + 0.3 * torch.sin(7 * y + x), 0.5 + 0.3 * torch.cos(6 * (x + y))]
+            [
+                0.5 + 0.3 * torch.sin(5 * x) * torch.cos(4 * y),
+                0.5 + 0.3 * torch.sin(7 * y + x),
+                0.5 + 0.3 * torch.cos(6 * (x + y)),
+            ]
         )
         frames.append(image.clamp(0, 1))
     return scene_from_frames(key, torch.stack(frames), extrinsics, intrinsics.repeat(FRAMES, 1, 1))
@@ -62,11 +70,25 @@ def plane_data(tmp_path_factory):
 
 def small_config(plane_data, **changes) -> PriorTrainConfig:
     values = dict(
-        encoder="tiny", train_data=[str(plane_data / "train")], validation_data=[str(plane_data / "test")],
-        image_size=(HEIGHT, WIDTH), num_frames=FRAMES, max_stride=1, near=1.0, far=20.0, targets_per_step=2,
-        batch_size=2, steps=4, lr=2e-3, warmup_steps=1, checkpoint_every=2, validate_every=1000,
-        log_every=1, num_threads=1, seed=3,
-    )  # fmt: skip
+        encoder="tiny",
+        train_data=[str(plane_data / "train")],
+        validation_data=[str(plane_data / "test")],
+        image_size=(HEIGHT, WIDTH),
+        num_frames=FRAMES,
+        max_stride=1,
+        near=1.0,
+        far=20.0,
+        targets_per_step=2,
+        batch_size=2,
+        steps=4,
+        lr=2e-3,
+        warmup_steps=1,
+        checkpoint_every=2,
+        validate_every=1000,
+        log_every=1,
+        num_threads=1,
+        seed=3,
+    )
     values.update(changes)
     return PriorTrainConfig(**values)
 
@@ -92,7 +114,9 @@ def test_resume_after_interruption_equals_an_uninterrupted_run(plane_data, tmp_p
     train_prior(config, tmp_path / "interrupted", stop_after=2)  # as if killed after the step-2 checkpoint
     assert [step for step, _ in checkpoint_folders(tmp_path / "interrupted")] == [2]
     assert not (tmp_path / "interrupted" / "prior.safetensors").exists()
-    (tmp_path / "interrupted" / "checkpoints" / ".step_0000003.x.partial").mkdir()  # debris of a crash mid-save
+    (
+        tmp_path / "interrupted" / "checkpoints" / ".step_0000003.x.partial"
+    ).mkdir()  # debris of a crash mid-save
     with pytest.raises(VideoSceneError, match="--resume"):
         train_prior(config, tmp_path / "interrupted")
     summary = train_prior(config, tmp_path / "interrupted", resume=True)
@@ -102,8 +126,12 @@ def test_resume_after_interruption_equals_an_uninterrupted_run(plane_data, tmp_p
     assert straight.keys() == resumed.keys()
     for key in straight:
         assert torch.equal(straight[key], resumed[key]), key
-    optimizer_a = load_file(str(tmp_path / "straight" / "checkpoints" / "step_0000004" / "optimizer.safetensors"))
-    optimizer_b = load_file(str(tmp_path / "interrupted" / "checkpoints" / "step_0000004" / "optimizer.safetensors"))
+    optimizer_a = load_file(
+        str(tmp_path / "straight" / "checkpoints" / "step_0000004" / "optimizer.safetensors")
+    )
+    optimizer_b = load_file(
+        str(tmp_path / "interrupted" / "checkpoints" / "step_0000004" / "optimizer.safetensors")
+    )
     assert all(torch.equal(optimizer_a[k], optimizer_b[k]) for k in optimizer_a)
     state = json.loads((tmp_path / "interrupted" / "checkpoints" / "step_0000004" / "state.json").read_text())
     assert state["step"] == 4 and state["scheduler"]["last_epoch"] == 4
@@ -123,7 +151,9 @@ def test_a_corrupt_newest_checkpoint_falls_back_to_the_one_before(plane_data, tm
     straight = load_file(str(tmp_path / "straight" / "prior.safetensors"))
     resumed = load_file(str(tmp_path / "run" / "prior.safetensors"))
     assert all(torch.equal(straight[key], resumed[key]) for key in straight)
-    log = [json.loads(line)["step"] for line in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()]
+    log = [
+        json.loads(line)["step"] for line in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()
+    ]
     assert log == [1, 2, 3, 4]  # step 3 was replayed from the step-2 checkpoint but is logged once
 
 
@@ -133,7 +163,17 @@ def test_sigkill_mid_training_then_resume_matches_an_uninterrupted_run(plane_dat
     config = small_config(plane_data, steps=6)
     config_path = tmp_path / "prior.json"
     config_path.write_text(json.dumps(config.to_dict()))
-    command = [sys.executable, "-m", "videoscene.cli", "train", "prior", "--config", str(config_path), "--out", str(tmp_path / "run")]
+    command = [
+        sys.executable,
+        "-m",
+        "videoscene.cli",
+        "train",
+        "prior",
+        "--config",
+        str(config_path),
+        "--out",
+        str(tmp_path / "run"),
+    ]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
     while not checkpoint_folders(tmp_path / "run") and process.poll() is None and time.monotonic() < deadline:
@@ -182,7 +222,9 @@ def test_step_batches_are_a_function_of_the_step():
     # Two processes see disjoint samples that together are the single-process stream at twice the batch.
     p0 = list(StepBatches(5, 3, 7, 0, 2, process=0, processes=2))
     p1 = list(StepBatches(5, 3, 7, 0, 2, process=1, processes=2))
-    assert [item for pair in zip(p0, p1) for batch in pair for item in batch] == [item for batch in full[:4] for item in batch]
+    assert [item for pair in zip(p0, p1) for batch in pair for item in batch] == [
+        item for batch in full[:4] for item in batch
+    ]
 
 
 def test_cli_trains_and_refuses_to_overwrite(plane_data, tmp_path, capsys):
@@ -193,9 +235,25 @@ def test_cli_trains_and_refuses_to_overwrite(plane_data, tmp_path, capsys):
     args = ["train", "prior", "--config", str(config_path), "--data", str(plane_data), "--out", str(out)]
     assert cli_main(args) == 0
     assert (out / "prior.safetensors").is_file() and (out / "prior_config.json").is_file()
-    assert json.loads((out / "train_config.json").read_text())["validation_data"] == [str(plane_data / "test")]
+    assert json.loads((out / "train_config.json").read_text())["validation_data"] == [
+        str(plane_data / "test")
+    ]
     assert (out / "validation.jsonl").is_file()  # the dataset root's test/ split became validation data
     assert cli_main(args) == 2
     assert "--resume" in capsys.readouterr().err
     assert cli_main(args + ["--resume"]) == 0  # already finished: nothing to do
-    assert cli_main(["train", "prior", "--config", str(config_path), "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "x")]) == 2
+    assert (
+        cli_main(
+            [
+                "train",
+                "prior",
+                "--config",
+                str(config_path),
+                "--data",
+                str(tmp_path / "nowhere"),
+                "--out",
+                str(tmp_path / "x"),
+            ]
+        )
+        == 2
+    )

@@ -43,7 +43,9 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def pose_errors(estimate: RelativePoseEstimate, true_extrinsics: torch.Tensor) -> tuple[float, float]:
     """(rotation error, translation direction error) in degrees of the estimated relative pose."""
     truth = relative_pose(true_extrinsics[0].double(), true_extrinsics[1].double())
-    estimated = relative_pose(estimate.cameras.extrinsics[0].double(), estimate.cameras.extrinsics[1].double())
+    estimated = relative_pose(
+        estimate.cameras.extrinsics[0].double(), estimate.cameras.extrinsics[1].double()
+    )
     rotation = estimated[:3, :3] @ truth[:3, :3].T
     rotation_error = math.degrees(math.acos(float(((torch.trace(rotation) - 1) / 2).clamp(-1, 1))))
     direction = torch.nn.functional.cosine_similarity(estimated[:3, 3], truth[:3, 3], dim=0)
@@ -90,16 +92,26 @@ def test_lego_pairs_rotation_and_direction_within_a_few_degrees(shared_data):
 
     def load(index: int) -> torch.Tensor:
         rgba = np.asarray(Image.open(root / "test" / f"r_{index}.png")).astype(np.float32) / 255
-        return torch.from_numpy(rgba[..., :3] * rgba[..., 3:] + (1 - rgba[..., 3:])).permute(2, 0, 1)  # on white
+        return torch.from_numpy(rgba[..., :3] * rgba[..., 3:] + (1 - rgba[..., 3:])).permute(
+            2, 0, 1
+        )  # on white
 
     errors = []
     for first, second in LEGO_PAIRS:
         images = torch.stack([load(first), load(second)])
-        truth = opengl_to_opencv(torch.tensor([meta["frames"][i]["transform_matrix"] for i in (first, second)]))
+        truth = opengl_to_opencv(
+            torch.tensor([meta["frames"][i]["transform_matrix"] for i in (first, second)])
+        )
         estimate = estimate_cameras(images, fov_degrees=fov)
         check_estimate_conventions(estimate, RelativePoseConfig().baseline)
         errors.append(pose_errors(estimate, truth))
-        logger.info("lego r_%d r_%d: rotation %.2f°, direction %.2f°, %d inliers", first, second, *errors[-1], estimate.num_inliers)
+        logger.info(
+            "lego r_%d r_%d: rotation %.2f°, direction %.2f°, %d inliers",
+            first,
+            second,
+            *errors[-1],
+            estimate.num_inliers,
+        )
     rotation_errors, direction_errors = np.array(errors).T
     assert rotation_errors.max() < 3.0, rotation_errors
     assert direction_errors.max() < 5.0, direction_errors
@@ -120,7 +132,9 @@ def test_depth_range_scales_with_the_baseline():
     images, _, fov = synthetic_pair(5)
     unit = estimate_cameras(images, fov_degrees=fov)
     doubled = estimate_cameras(images, RelativePoseConfig(baseline=2.0), fov_degrees=fov)
-    assert doubled.near == pytest.approx(2 * unit.near, rel=1e-3) and doubled.far == pytest.approx(2 * unit.far, rel=1e-3)
+    assert doubled.near == pytest.approx(2 * unit.near, rel=1e-3) and doubled.far == pytest.approx(
+        2 * unit.far, rel=1e-3
+    )
     torch.testing.assert_close(doubled.cameras.extrinsics[1, :3, 3], 2 * unit.cameras.extrinsics[1, :3, 3])
 
 
@@ -176,11 +190,18 @@ def test_exif_focal_lengths(tmp_path):
     exif = Image.Exif()
     exif.get_ifd(0x8769)[0xA405] = 28  # FocalLengthIn35mmFilm: 28 mm on the 43.27 mm full-frame diagonal
     image.save(tmp_path / "equivalent.jpg", exif=exif)
-    assert exif_focal(tmp_path / "equivalent.jpg") == pytest.approx(28 / math.hypot(36, 24) * math.hypot(720, 480) / 720)
+    assert exif_focal(tmp_path / "equivalent.jpg") == pytest.approx(
+        28 / math.hypot(36, 24) * math.hypot(720, 480) / 720
+    )
 
     exif = Image.Exif()
     sub = exif.get_ifd(0x8769)
-    sub[0x920A], sub[0xA20E], sub[0xA210], sub[0xA002] = 4.0, 1000.0, 4, 1440  # 4 mm, 1000 px/mm, 1440 px wide
+    sub[0x920A], sub[0xA20E], sub[0xA210], sub[0xA002] = (
+        4.0,
+        1000.0,
+        4,
+        1440,
+    )  # 4 mm, 1000 px/mm, 1440 px wide
     image.save(tmp_path / "sensor.jpg", exif=exif)
     assert exif_focal(tmp_path / "sensor.jpg") == pytest.approx(4.0 * 1000 / 1440)
 
@@ -211,12 +232,28 @@ def save_pair(folder: Path, images: torch.Tensor) -> list[str]:
 def test_generate_without_cameras_estimates_them(tiny_weights, tmp_path, capsys):
     paths = save_pair(tmp_path / "in", synthetic_pair(5)[0])
     out = tmp_path / "out"
-    arguments = ["generate", "--images", *paths, "--out", str(out), "--weights", str(tiny_weights), "--fov", "70", "--baseline", "0.5"]
+    arguments = [
+        "generate",
+        "--images",
+        *paths,
+        "--out",
+        str(out),
+        "--weights",
+        str(tiny_weights),
+        "--fov",
+        "70",
+        "--baseline",
+        "0.5",
+    ]
     assert main(arguments) == 0
     assert "inlier matches" in capsys.readouterr().out
     report = json.loads((out / "report.json").read_text())
     estimated = report["estimated_cameras"]
-    assert estimated["num_inliers"] >= 20 and estimated["focal_source"] == "fov" and estimated["fov_degrees"] == pytest.approx(70)
+    assert (
+        estimated["num_inliers"] >= 20
+        and estimated["focal_source"] == "fov"
+        and estimated["fov_degrees"] == pytest.approx(70)
+    )
     extrinsics = torch.tensor(report["cameras"]["extrinsics"])
     assert extrinsics.shape == (FRAMES, 4, 4)
     torch.testing.assert_close(extrinsics[0], torch.eye(4))
@@ -226,14 +263,34 @@ def test_generate_without_cameras_estimates_them(tiny_weights, tmp_path, capsys)
 
 @pytest.mark.parametrize(
     "extra, message",
-    [(["--fov", "0"], "field of view"), (["--baseline", "-1"], "--baseline"), (["--cameras", "CAMS", "--fov", "50"], "apply only")],
+    [
+        (["--fov", "0"], "field of view"),
+        (["--baseline", "-1"], "--baseline"),
+        (["--cameras", "CAMS", "--fov", "50"], "apply only"),
+    ],
 )
 def test_generate_estimation_flags_are_validated(tiny_weights, tmp_path, capsys, extra, message):
     paths = save_pair(tmp_path / "in", synthetic_pair(5)[0])
     cams = tmp_path / "cams.json"
-    cams.write_text(json.dumps({"cameras": [{"extrinsics": np.eye(4).tolist(), "intrinsics": np.eye(3).tolist()}] * 2}))
+    cams.write_text(
+        json.dumps({"cameras": [{"extrinsics": np.eye(4).tolist(), "intrinsics": np.eye(3).tolist()}] * 2})
+    )
     extra = [str(cams) if word == "CAMS" else word for word in extra]
-    assert main(["generate", "--images", *paths, "--out", str(tmp_path / "out"), "--weights", str(tiny_weights), *extra]) == 2
+    assert (
+        main(
+            [
+                "generate",
+                "--images",
+                *paths,
+                "--out",
+                str(tmp_path / "out"),
+                "--weights",
+                str(tiny_weights),
+                *extra,
+            ]
+        )
+        == 2
+    )
     error = capsys.readouterr().err.strip()
     assert message in error and len(error.splitlines()) == 1
     assert not (tmp_path / "out").exists()

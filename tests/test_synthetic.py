@@ -54,13 +54,20 @@ def test_atlas_lookup_matches_reference():
     textures = [rng.random((16, 16, 3), dtype=np.float32) for _ in range(3)]
     atlas = tex.TextureAtlas.build(textures)
     # Level 1 texel (0, 0) is the mean of the four level-0 texels it covers.
-    np.testing.assert_allclose(atlas.texels[atlas.offsets[1, 1]], textures[1][:2, :2].reshape(4, 3).mean(0), rtol=1e-6)
+    np.testing.assert_allclose(
+        atlas.texels[atlas.offsets[1, 1]], textures[1][:2, :2].reshape(4, 3).mean(0), rtol=1e-6
+    )
     count = 200
     texture = rng.integers(0, 3, count)
     x, y = rng.uniform(-40, 40, count).astype(np.float32), rng.uniform(-40, 40, count).astype(np.float32)
     lod = rng.uniform(-1, 6, count).astype(np.float32)
     fast = atlas.sample(texture, x, y, lod)
-    reference = np.stack([_reference_trilinear(atlas, int(k), float(a), float(b), float(l)) for k, a, b, l in zip(texture, x, y, lod)])
+    reference = np.stack(
+        [
+            _reference_trilinear(atlas, int(k), float(a), float(b), float(l))
+            for k, a, b, l in zip(texture, x, y, lod)
+        ]
+    )
     np.testing.assert_allclose(fast, reference, atol=2e-5)
 
 
@@ -100,17 +107,25 @@ def _sphere_trace(primitive, origin: np.ndarray, direction: np.ndarray) -> float
     ],
     ids=["box", "turned_box", "cylinder", "sphere"],
 )
-@pytest.mark.parametrize("origin", [(0.9, 1.4, -0.5), (1.0, 0.4, -0.4), (3.0, 0.5, 2.2)], ids=["above", "level", "side"])
+@pytest.mark.parametrize(
+    "origin", [(0.9, 1.4, -0.5), (1.0, 0.4, -0.4), (3.0, 0.5, 2.2)], ids=["above", "level", "side"]
+)
 def test_intersections_match_sphere_tracing(primitive, origin):
     origin = np.asarray(origin, np.float64)
     rng = np.random.default_rng(2)
-    centre = np.asarray(primitive.center if hasattr(primitive, "center") else (primitive.center_xz[0], 0.5, primitive.center_xz[1]))
+    centre = np.asarray(
+        primitive.center
+        if hasattr(primitive, "center")
+        else (primitive.center_xz[0], 0.5, primitive.center_xz[1])
+    )
     directions = (centre[None, :] - origin[None, :]) + rng.normal(0, 0.4, (64, 3))
     directions[0] = 0.0
     directions[0, 1] = -1.0  # an axis-parallel ray (exact zeros in the direction)
     d = directions.T.astype(np.float32)
     fast = primitive.intersect(origin, d, 1.0 / np.where(d == 0, np.float32(1e-20), d))
-    reference = np.array([_sphere_trace(primitive, origin, direction) for direction in d.T.astype(np.float64)])
+    reference = np.array(
+        [_sphere_trace(primitive, origin, direction) for direction in d.T.astype(np.float64)]
+    )
     hits = np.isfinite(reference)
     assert hits.sum() > 10 and (~hits).sum() > 0
     np.testing.assert_array_equal(np.isfinite(fast), hits)
@@ -135,7 +150,11 @@ def test_render_scene_is_deterministic_and_depends_on_seed():
     assert frames.shape == (3, 24, 32, 3) and frames.dtype == np.uint8
     assert extrinsics.shape == (3, 4, 4) and intrinsics.shape == (3, 3, 3) and depth.shape == (3, 24, 32)
     assert np.isfinite(depth).all() and depth.min() > 0.3
-    np.testing.assert_allclose(extrinsics[:, :3, :3] @ extrinsics[:, :3, :3].transpose(0, 2, 1), np.broadcast_to(np.eye(3), (3, 3, 3)), atol=1e-5)
+    np.testing.assert_allclose(
+        extrinsics[:, :3, :3] @ extrinsics[:, :3, :3].transpose(0, 2, 1),
+        np.broadcast_to(np.eye(3), (3, 3, 3)),
+        atol=1e-5,
+    )
     # Realistic horizontal field of view, square pixels, centred principal point.
     fov = 2 * np.degrees(np.arctan(0.5 / intrinsics[0, 0, 0]))
     assert 55 <= fov <= 75
@@ -168,10 +187,16 @@ def _two_views(seed: int, index: int, height: int, width: int, s=(0.0, 1.0)):
 def _reprojection_error(views, poses, intrinsics, height, width, target_pose):
     """Warp view 0 into the target camera with view 0's depth; compare colours where view 1's depth agrees."""
     (image0, depth0), (image1, depth1) = views
-    points = unproject_depth_map(torch.from_numpy(depth0).double(), torch.from_numpy(poses[0]), torch.from_numpy(intrinsics))
-    pixels, z = project(points.flatten(0, 1), torch.from_numpy(target_pose), torch.from_numpy(intrinsics), (height, width))
+    points = unproject_depth_map(
+        torch.from_numpy(depth0).double(), torch.from_numpy(poses[0]), torch.from_numpy(intrinsics)
+    )
+    pixels, z = project(
+        points.flatten(0, 1), torch.from_numpy(target_pose), torch.from_numpy(intrinsics), (height, width)
+    )
     # cv2.remap puts pixel centres at integers.
-    map_x, map_y = [(pixels[:, axis] - 0.5).reshape(height, width).numpy().astype(np.float32) for axis in (0, 1)]
+    map_x, map_y = [
+        (pixels[:, axis] - 0.5).reshape(height, width).numpy().astype(np.float32) for axis in (0, 1)
+    ]
     z = z.reshape(height, width).numpy()
     warped = cv2.remap(image1.astype(np.float32) / 255, map_x, map_y, cv2.INTER_LINEAR)
     warped_depth = cv2.remap(depth1, map_x, map_y, cv2.INTER_LINEAR)
@@ -204,13 +229,27 @@ def test_walk_scale_stretches_the_walk_and_keeps_default_walks():
     for index in range(40):
         rng = scene_rng(7, index)
         room = sample_room(rng, 64)
-        plain, scaled = sample_path(copy.deepcopy(rng), room), sample_path(copy.deepcopy(rng), room, walk_scale=2.0)
+        plain, scaled = (
+            sample_path(copy.deepcopy(rng), room),
+            sample_path(copy.deepcopy(rng), room, walk_scale=2.0),
+        )
         again = sample_path(copy.deepcopy(rng), room, walk_scale=1.0)
         assert plain is not None and again is not None and np.array_equal(plain.positions, again.positions)
-        if scaled is None or not np.array_equal(scaled.positions[0], plain.positions[0]) or plain.motion == "arc":
+        if (
+            scaled is None
+            or not np.array_equal(scaled.positions[0], plain.positions[0])
+            or plain.motion == "arc"
+        ):
             continue
         compared += 1
-        travel, scaled_travel = plain.positions[3] - plain.positions[0], scaled.positions[3] - scaled.positions[0]
-        np.testing.assert_allclose(scaled_travel[[0, 2]], 2 * travel[[0, 2]], atol=1e-9)  # height drift is not scaled
-        np.testing.assert_allclose(scaled.yaw[3] - scaled.yaw[0], 2 * (plain.yaw[3] - plain.yaw[0]), atol=1e-9)
+        travel, scaled_travel = (
+            plain.positions[3] - plain.positions[0],
+            scaled.positions[3] - scaled.positions[0],
+        )
+        np.testing.assert_allclose(
+            scaled_travel[[0, 2]], 2 * travel[[0, 2]], atol=1e-9
+        )  # height drift is not scaled
+        np.testing.assert_allclose(
+            scaled.yaw[3] - scaled.yaw[0], 2 * (plain.yaw[3] - plain.yaw[0]), atol=1e-9
+        )
     assert compared >= 2

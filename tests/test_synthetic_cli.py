@@ -18,12 +18,19 @@ SMALL = ["--frames", "9", "--height", "48", "--width", "64"]
 
 
 def synth(out: Path, *extra: str, scenes: int = 2, seed: int = 0) -> int:
-    return main(["data", "synth", "--scenes", str(scenes), "--seed", str(seed), "--out", str(out), *SMALL, *extra])
+    return main(
+        ["data", "synth", "--scenes", str(scenes), "--seed", str(seed), "--out", str(out), *SMALL, *extra]
+    )
 
 
 def _chunk_contents(split_dir: Path) -> list[tuple]:
     return [
-        (scene.key, scene.cameras.numpy().tobytes(), scene.timestamps.tolist(), [bytes(image.numpy()) for image in scene.images])
+        (
+            scene.key,
+            scene.cameras.numpy().tobytes(),
+            scene.timestamps.tolist(),
+            [bytes(image.numpy()) for image in scene.images],
+        )
         for scene in iter_scenes(split_dir)
     ]
 
@@ -57,7 +64,9 @@ def test_stored_scene_matches_render_scene(dataset):
     """Decoded pixels, stored cameras and stored depth are exactly what render_scene returns."""
     scene = next(iter_scenes(dataset / "train"))
     frames, extrinsics, intrinsics, depth = render_scene(0, 0, 9, 48, 64)
-    np.testing.assert_array_equal((scene.frames() * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy(), frames)
+    np.testing.assert_array_equal(
+        (scene.frames() * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy(), frames
+    )
     np.testing.assert_allclose(scene.extrinsics.numpy(), extrinsics, atol=1e-5)
     np.testing.assert_allclose(scene.intrinsics.numpy(), intrinsics, atol=1e-7)
     stored_depth = np.load(dataset / "train" / "depth" / f"{scene.key}.npz")["depth"]
@@ -86,7 +95,25 @@ def test_stored_cameras_pass_the_epipolar_check(tmp_path):
     """SIFT matches between frames read back from the chunks lie on the epipolar lines of the stored
     cameras (median Sampson distance < 1 px, pooled over three scenes); a camera turned by 1 degree fails."""
     out = tmp_path / "sift"
-    assert main(["data", "synth", "--scenes", "3", "--frames", "3", "--height", "192", "--width", "288", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "data",
+                "synth",
+                "--scenes",
+                "3",
+                "--frames",
+                "3",
+                "--height",
+                "192",
+                "--width",
+                "288",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     turn = torch.from_numpy(cv2.Rodrigues(np.array([math.radians(1.0), 0.0, 0.0]))[0]).float()
     right, wrong = [], []
     for scene in iter_scenes(out / "train"):
@@ -94,7 +121,9 @@ def test_stored_cameras_pass_the_epipolar_check(tmp_path):
         turned = extrinsics[1].clone()
         turned[:3, :3] = turned[:3, :3] @ turn
         for cameras, distances in ((extrinsics[1], right), (turned, wrong)):
-            result = pair_consistency(frames[0], frames[1], extrinsics[0], intrinsics[0], cameras, intrinsics[1])
+            result = pair_consistency(
+                frames[0], frames[1], extrinsics[0], intrinsics[0], cameras, intrinsics[1]
+            )
             distances.append(result.sampson_px)
     right, wrong = np.concatenate(right), np.concatenate(wrong)
     assert len(right) >= 50

@@ -62,13 +62,19 @@ def log_steps(out: Path, name: str = "train_log.jsonl") -> list[int]:
 def test_resume_in_slices_equals_one_run(tmp_path):
     straight = LeastSquares(tmp_path / "straight")
     summary = straight.train()
-    assert summary["step"] == 6 and summary["validation"] == {"step": 6, "weight_sum": pytest.approx(straight.net.weight.sum().item()), "final": True}
+    assert summary["step"] == 6 and summary["validation"] == {
+        "step": 6,
+        "weight_sum": pytest.approx(straight.net.weight.sum().item()),
+        "final": True,
+    }
     LeastSquares(tmp_path / "sliced").train(stop_after=3)  # checkpoints at 2 and 3 (the slice's end)
     assert [step for step, _ in checkpoint_folders(tmp_path / "sliced")] == [2, 3]
     resumed = LeastSquares(tmp_path / "sliced", resume=True)
     assert resumed.step == 3
     resumed.train()
-    assert torch.equal(straight.net.weight, resumed.net.weight) and torch.equal(straight.net.bias, resumed.net.bias)
+    assert torch.equal(straight.net.weight, resumed.net.weight) and torch.equal(
+        straight.net.bias, resumed.net.bias
+    )
     assert log_steps(tmp_path / "sliced") == list(range(1, 7))
     assert log_steps(tmp_path / "sliced", "validation.jsonl") == [3, 6]
     record = json.loads((tmp_path / "sliced" / "train_log.jsonl").read_text().splitlines()[-1])

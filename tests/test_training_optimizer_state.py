@@ -29,7 +29,10 @@ def test_round_trip_restores_every_tensor_and_scalar(tmp_path):
     assert [{**g, "betas": tuple(g["betas"])} for g in got["param_groups"]] == want["param_groups"]
     for index, values in want["state"].items():
         for key, value in values.items():
-            assert torch.equal(torch.as_tensor(got["state"][index][key]), torch.as_tensor(value)), (index, key)
+            assert torch.equal(torch.as_tensor(got["state"][index][key]), torch.as_tensor(value)), (
+                index,
+                key,
+            )
 
 
 def test_a_file_without_the_metadata_is_a_one_line_error(tmp_path):

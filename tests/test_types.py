@@ -113,17 +113,23 @@ def test_covariance_of_a_hand_made_gaussian():
         harmonics=torch.zeros(1, 1, 3),
         opacities=torch.ones(1),
     )
-    torch.testing.assert_close(gaussians.covariances()[0], torch.diag(torch.tensor([4.0, 1.0, 9.0])), atol=1e-6, rtol=0)
+    torch.testing.assert_close(
+        gaussians.covariances()[0], torch.diag(torch.tensor([4.0, 1.0, 9.0])), atol=1e-6, rtol=0
+    )
 
 
 def test_covariances_are_symmetric_psd_and_equal_r_s_s_r_transposed():
-    gaussians = make_gaussians(batch=2, count=20, generator=torch.Generator().manual_seed(0)).to(torch.float64)
+    gaussians = make_gaussians(batch=2, count=20, generator=torch.Generator().manual_seed(0)).to(
+        torch.float64
+    )
     covariances = gaussians.covariances()
     assert covariances.shape == (2, 20, 3, 3)
     torch.testing.assert_close(covariances, covariances.transpose(-1, -2), atol=1e-12, rtol=0)
     # Eigenvalues are the squared scales: positive semi-definite, with the scales as standard deviations.
     eigenvalues = torch.linalg.eigvalsh(covariances)
-    torch.testing.assert_close(eigenvalues, gaussians.scales.square().sort(dim=-1).values, atol=1e-10, rtol=1e-10)
+    torch.testing.assert_close(
+        eigenvalues, gaussians.scales.square().sort(dim=-1).values, atol=1e-10, rtol=1e-10
+    )
     # An independent Σ = R S Sᵀ Rᵀ: R from scipy (xyzw order), S = diag(scales).
     wxyz = gaussians.rotations.reshape(-1, 4).numpy()
     rotation = torch.from_numpy(Rotation.from_quat(wxyz[:, [1, 2, 3, 0]]).as_matrix())
@@ -131,12 +137,16 @@ def test_covariances_are_symmetric_psd_and_equal_r_s_s_r_transposed():
     expected = rotation @ scale @ scale.transpose(-1, -2) @ rotation.transpose(-1, -2)
     torch.testing.assert_close(covariances.reshape(-1, 3, 3), expected, atol=1e-12, rtol=1e-10)
     # The quaternion's length does not matter (it is normalised, as in gsplat).
-    longer = Gaussians(gaussians.means, gaussians.scales, 3.0 * gaussians.rotations, gaussians.harmonics, gaussians.opacities)
+    longer = Gaussians(
+        gaussians.means, gaussians.scales, 3.0 * gaussians.rotations, gaussians.harmonics, gaussians.opacities
+    )
     torch.testing.assert_close(longer.covariances(), covariances, atol=1e-12, rtol=1e-10)
 
 
 def test_render_output_select():
-    output = RenderOutput(color=torch.rand(2, 3, 3, 4, 6), depth=torch.rand(2, 3, 4, 6), alpha=torch.rand(2, 3, 4, 6))
+    output = RenderOutput(
+        color=torch.rand(2, 3, 3, 4, 6), depth=torch.rand(2, 3, 4, 6), alpha=torch.rand(2, 3, 4, 6)
+    )
     view = output.select((1, 2))
     assert view.color.shape == (3, 4, 6) and view.depth.shape == (4, 6)
     assert torch.equal(view.alpha, output.alpha[1, 2])

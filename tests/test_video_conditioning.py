@@ -65,9 +65,15 @@ def test_each_frame_is_encoded_alone_and_placed_at_the_ends(video_backbone):
 def test_conditioning_is_seeded_and_noise_changes_it(video_backbone):
     first, last = torch.rand(1, 3, 32, 48), torch.rand(1, 3, 32, 48)
     with torch.no_grad():
-        a = encode_condition_frames(video_backbone, first, last, 3, generator=torch.Generator().manual_seed(1))
-        b = encode_condition_frames(video_backbone, first, last, 3, generator=torch.Generator().manual_seed(1))
-        c = encode_condition_frames(video_backbone, first, last, 3, generator=torch.Generator().manual_seed(2))
+        a = encode_condition_frames(
+            video_backbone, first, last, 3, generator=torch.Generator().manual_seed(1)
+        )
+        b = encode_condition_frames(
+            video_backbone, first, last, 3, generator=torch.Generator().manual_seed(1)
+        )
+        c = encode_condition_frames(
+            video_backbone, first, last, 3, generator=torch.Generator().manual_seed(2)
+        )
     torch.testing.assert_close(a, b)
     assert not torch.equal(a, c)
     with unchecked(), pytest.raises(VideoSceneError, match="first and last"):

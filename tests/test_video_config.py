@@ -36,9 +36,22 @@ def test_presets_have_the_documented_latent_geometry():
     assert (TINY.num_frames, TINY.height, TINY.width) == (17, 64, 96)
     assert (TINY.latent_frames, TINY.latent_channels, TINY.latent_height, TINY.latent_width) == (5, 8, 16, 24)
     # paper (CogVideoX-5B-I2V): 49 frames at 480×720 → 13 latent frames of 16×60×90.
-    assert (PAPER.latent_frames, PAPER.latent_channels, PAPER.latent_height, PAPER.latent_width) == (13, 16, 60, 90)
-    assert (PAPER.denoiser.num_layers, PAPER.denoiser.num_attention_heads, PAPER.denoiser.attention_head_dim) == (42, 48, 64)
-    assert PAPER.denoiser.inner_dim == 3072 and PAPER.vae.spatial_compression == 8 and TINY.vae.spatial_compression == 4
+    assert (PAPER.latent_frames, PAPER.latent_channels, PAPER.latent_height, PAPER.latent_width) == (
+        13,
+        16,
+        60,
+        90,
+    )
+    assert (
+        PAPER.denoiser.num_layers,
+        PAPER.denoiser.num_attention_heads,
+        PAPER.denoiser.attention_head_dim,
+    ) == (42, 48, 64)
+    assert (
+        PAPER.denoiser.inner_dim == 3072
+        and PAPER.vae.spatial_compression == 8
+        and TINY.vae.spatial_compression == 4
+    )
 
 
 @pytest.mark.parametrize("name", ["tiny", "paper"])
@@ -48,7 +61,9 @@ def test_presets_load_by_name_and_equal_their_json_files(name):
 
 
 def test_unknown_preset_names_the_choices():
-    with pytest.raises(VideoSceneError, match=r"unknown video preset 'huge'; choose one of \['paper', 'tiny'\]"):
+    with pytest.raises(
+        VideoSceneError, match=r"unknown video preset 'huge'; choose one of \['paper', 'tiny'\]"
+    ):
         preset("huge")
 
 
@@ -73,15 +88,38 @@ def test_frame_counts_off_the_8k_plus_1_rule_are_refused(frames):
         (dict(width=44), "32x44 must be positive and divisible by 8"),
         (dict(height=0), "0x48 must be positive"),
         (dict(width=-8), "32x-8 must be positive"),
-        (dict(denoiser=replace(TINY_DENOISER, attention_head_dim=24)), "attention_head_dim=24 must be divisible by 16"),
-        (dict(denoiser=replace(TINY_DENOISER, use_rotary_positional_embeddings=False, use_learned_positional_embeddings=True)),
-         "learned positional embeddings need rotary ones too"),
-        (dict(vae=replace(TINY_VAE, block_out_channels=(16, 32))), "temporal_compression_ratio=4 needs at least 3 VAE blocks, got 2"),
-        (dict(vae=replace(TINY_VAE, latents_mean=(0.0,) * 8)), "latents_mean and latents_std must both be given"),
-        (dict(vae=replace(TINY_VAE, latents_mean=(0.0,) * 8, latents_std=(1.0,) * 7 + (0.0,))), "positive stds"),
-        (dict(vae=replace(TINY_VAE, block_out_channels=(16, 32, 36))), "VAE width 36 is not divisible by norm_num_groups=8"),
+        (
+            dict(denoiser=replace(TINY_DENOISER, attention_head_dim=24)),
+            "attention_head_dim=24 must be divisible by 16",
+        ),
+        (
+            dict(
+                denoiser=replace(
+                    TINY_DENOISER,
+                    use_rotary_positional_embeddings=False,
+                    use_learned_positional_embeddings=True,
+                )
+            ),
+            "learned positional embeddings need rotary ones too",
+        ),
+        (
+            dict(vae=replace(TINY_VAE, block_out_channels=(16, 32))),
+            "temporal_compression_ratio=4 needs at least 3 VAE blocks, got 2",
+        ),
+        (
+            dict(vae=replace(TINY_VAE, latents_mean=(0.0,) * 8)),
+            "latents_mean and latents_std must both be given",
+        ),
+        (
+            dict(vae=replace(TINY_VAE, latents_mean=(0.0,) * 8, latents_std=(1.0,) * 7 + (0.0,))),
+            "positive stds",
+        ),
+        (
+            dict(vae=replace(TINY_VAE, block_out_channels=(16, 32, 36))),
+            "VAE width 36 is not divisible by norm_num_groups=8",
+        ),
     ],
-)  # fmt: skip
+)
 def test_invalid_configs_raise_one_line_naming_the_config(changes, message):
     with pytest.raises(VideoSceneError, match=message) as error:
         tiny(**changes)
@@ -91,7 +129,13 @@ def test_invalid_configs_raise_one_line_naming_the_config(changes, message):
 def test_with_size_keeps_the_model_and_checks_the_new_size():
     small = TINY.with_size(num_frames=9, height=32, width=48)
     assert (small.latent_frames, small.latent_height, small.latent_width) == (3, 8, 12)
-    assert (small.vae, small.denoiser, small.text, small.schedule, small.name) == (TINY.vae, TINY.denoiser, TINY.text, TINY.schedule, "tiny")
+    assert (small.vae, small.denoiser, small.text, small.schedule, small.name) == (
+        TINY.vae,
+        TINY.denoiser,
+        TINY.text,
+        TINY.schedule,
+        "tiny",
+    )
     with pytest.raises(VideoSceneError, match="8k\\+1"):
         TINY.with_size(num_frames=12, height=32, width=48)
     with pytest.raises(VideoSceneError, match="divisible by 8"):
@@ -110,7 +154,9 @@ def test_config_json_round_trip_and_validation(tmp_path):
     with pytest.raises(VideoSceneError, match="8k\\+1"):
         VideoModelConfig.load_json(tmp_path / "bad.json")
     measured = replace(TINY, vae=replace(TINY_VAE, latents_mean=tuple(range(8)), latents_std=(0.5,) * 8))
-    assert VideoModelConfig.from_dict(json.loads(json.dumps(measured.to_dict()))) == measured  # lists back to tuples
+    assert (
+        VideoModelConfig.from_dict(json.loads(json.dumps(measured.to_dict()))) == measured
+    )  # lists back to tuples
 
 
 @pytest.mark.parametrize(
@@ -122,8 +168,14 @@ def test_config_json_round_trip_and_validation(tmp_path):
         (lambda d: d | {"num_frames": "17"}, "'num_frames' must be a whole number, got '17'"),
         (lambda d: d | {"height": 64.0}, "'height' must be a whole number, got 64.0"),
         (lambda d: d | {"vae": "small"}, "'vae' must be a JSON object, got 'small'"),
-        (lambda d: d | {"vae": d["vae"] | {"latent_channels": "8"}}, "video config: vae: 'latent_channels' must be a whole number"),
-        (lambda d: d | {"text": d["text"] | {"kind": "clip"}}, "text: 'kind' must be one of 'learned', 'file', 't5'"),
+        (
+            lambda d: d | {"vae": d["vae"] | {"latent_channels": "8"}},
+            "video config: vae: 'latent_channels' must be a whole number",
+        ),
+        (
+            lambda d: d | {"text": d["text"] | {"kind": "clip"}},
+            "text: 'kind' must be one of 'learned', 'file', 't5'",
+        ),
         (lambda d: [d], "video config .* must hold a JSON object"),
     ],
 )
@@ -148,18 +200,38 @@ def test_unreadable_files_are_one_clear_error(tmp_path):
 
 def test_transformer_kwargs_derive_the_geometry_from_the_video_size_and_the_vae():
     kwargs = PAPER.transformer_kwargs()
-    assert (kwargs["in_channels"], kwargs["out_channels"], kwargs["num_layers"], kwargs["num_attention_heads"]) == (32, 16, 42, 48)
+    assert (
+        kwargs["in_channels"],
+        kwargs["out_channels"],
+        kwargs["num_layers"],
+        kwargs["num_attention_heads"],
+    ) == (32, 16, 42, 48)
     assert (kwargs["sample_frames"], kwargs["sample_height"], kwargs["sample_width"]) == (49, 60, 90)
     for config in (TINY, PAPER, TINY.with_size(num_frames=9, height=32, width=48)):
         kwargs = config.transformer_kwargs()
-        assert kwargs["in_channels"] == 2 * config.latent_channels and kwargs["out_channels"] == config.latent_channels
-        assert (kwargs["sample_height"], kwargs["sample_width"]) == (config.latent_height, config.latent_width)
+        assert (
+            kwargs["in_channels"] == 2 * config.latent_channels
+            and kwargs["out_channels"] == config.latent_channels
+        )
+        assert (kwargs["sample_height"], kwargs["sample_width"]) == (
+            config.latent_height,
+            config.latent_width,
+        )
         assert kwargs["sample_frames"] == config.num_frames  # pixel frames, as diffusers expects
-        assert (kwargs["text_embed_dim"], kwargs["max_text_seq_length"]) == (config.text.dim, config.text.num_tokens)
+        assert (kwargs["text_embed_dim"], kwargs["max_text_seq_length"]) == (
+            config.text.dim,
+            config.text.num_tokens,
+        )
         assert kwargs["temporal_compression_ratio"] == config.vae.temporal_compression_ratio
         vae = config.vae_kwargs()
-        assert len(vae["down_block_types"]) == len(vae["up_block_types"]) == len(config.vae.block_out_channels)
-        assert (vae["sample_height"], vae["sample_width"], vae["latent_channels"]) == (config.height, config.width, config.latent_channels)
+        assert (
+            len(vae["down_block_types"]) == len(vae["up_block_types"]) == len(config.vae.block_out_channels)
+        )
+        assert (vae["sample_height"], vae["sample_width"], vae["latent_channels"]) == (
+            config.height,
+            config.width,
+            config.latent_channels,
+        )
 
 
 @pytest.mark.parametrize("name", ["tiny", "paper"])
@@ -169,27 +241,53 @@ def test_diffusers_accepts_the_kwargs_and_reads_back_the_same_architecture(name)
         transformer = CogVideoXTransformer3DModel(**config.transformer_kwargs())
         vae = AutoencoderKLCogVideoX(**config.vae_kwargs())
     patch = config.denoiser.patch_size
-    assert transformer.patch_embed.proj.weight.shape == (config.denoiser.inner_dim, 2 * config.latent_channels, patch, patch)
+    assert transformer.patch_embed.proj.weight.shape == (
+        config.denoiser.inner_dim,
+        2 * config.latent_channels,
+        patch,
+        patch,
+    )
     assert len(transformer.transformer_blocks) == config.denoiser.num_layers
     assert len(vae.encoder.down_blocks) == len(config.vae.block_out_channels)
-    loaded = VideoModelConfig.from_diffusers(name, dict(transformer.config), dict(vae.config), config.schedule, config.text.kind)
-    assert (loaded.num_frames, loaded.height, loaded.width) == (config.num_frames, config.height, config.width)
+    loaded = VideoModelConfig.from_diffusers(
+        name, dict(transformer.config), dict(vae.config), config.schedule, config.text.kind
+    )
+    assert (loaded.num_frames, loaded.height, loaded.width) == (
+        config.num_frames,
+        config.height,
+        config.width,
+    )
     assert loaded.denoiser.architecture() == config.denoiser.architecture()
     assert loaded.vae.architecture() == config.vae.architecture()
-    assert loaded.vae.scaling_factor == config.vae.scaling_factor and loaded.vae.enable_tiling and loaded.vae.enable_slicing
+    assert (
+        loaded.vae.scaling_factor == config.vae.scaling_factor
+        and loaded.vae.enable_tiling
+        and loaded.vae.enable_slicing
+    )
     assert loaded.text == replace(config.text, prompt="")
 
 
 def test_schedule_kwargs_build_the_cogvideox_ddim_scheduler_and_read_back():
     scheduler = CogVideoXDDIMScheduler(**ScheduleConfig().diffusers_kwargs())
-    assert scheduler.config.prediction_type == "v_prediction" and scheduler.config.timestep_spacing == "trailing"
+    assert (
+        scheduler.config.prediction_type == "v_prediction" and scheduler.config.timestep_spacing == "trailing"
+    )
     assert ScheduleConfig.from_diffusers(dict(scheduler.config)) == ScheduleConfig()
 
 
 def test_architecture_ignores_measured_scaling_and_memory_switches():
-    trained = replace(TINY_VAE, scaling_factor=1.7, latents_mean=(0.1,) * 8, latents_std=(2.0,) * 8, enable_tiling=True, enable_slicing=True)
+    trained = replace(
+        TINY_VAE,
+        scaling_factor=1.7,
+        latents_mean=(0.1,) * 8,
+        latents_std=(2.0,) * 8,
+        enable_tiling=True,
+        enable_slicing=True,
+    )
     assert trained != TINY_VAE and trained.architecture() == TINY_VAE.architecture()
     assert replace(TINY_VAE, latent_channels=4).architecture() != TINY_VAE.architecture()
     assert replace(TINY_DENOISER, gradient_checkpointing=True).architecture() == TINY_DENOISER.architecture()
     assert replace(TINY_DENOISER, num_layers=2).architecture() != TINY_DENOISER.architecture()
-    assert isinstance(trained.architecture(), VAEConfig) and isinstance(TINY_DENOISER.architecture(), DenoiserConfig)
+    assert isinstance(trained.architecture(), VAEConfig) and isinstance(
+        TINY_DENOISER.architecture(), DenoiserConfig
+    )

@@ -12,8 +12,9 @@ from weights_factory import SMALL_VIDEO
 from videoscene.video.cpu_conv3d import use_onednn_conv3d
 from videoscene.video.models import VideoBackbone
 
-pytestmark = pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="this PyTorch build has no oneDNN")
-
+pytestmark = pytest.mark.skipif(
+    not torch.backends.mkldnn.is_available(), reason="this PyTorch build has no oneDNN"
+)
 
 
 def twin_pair(layer: nn.Module) -> tuple[nn.Module, nn.Module]:
@@ -47,7 +48,9 @@ def test_single_convolution_matches_pytorch_forward_and_backward(options, shape)
     x_fast = x_reference.detach().clone().requires_grad_(True)
     y_reference, y_fast = reference(x_reference), fast(x_fast)
     torch.testing.assert_close(y_fast, y_reference, atol=1e-5, rtol=1e-5)
-    for g_fast, g_reference in zip(gradients(fast, x_fast, y_fast), gradients(reference, x_reference, y_reference)):
+    for g_fast, g_reference in zip(
+        gradients(fast, x_fast, y_fast), gradients(reference, x_reference, y_reference)
+    ):
         torch.testing.assert_close(g_fast, g_reference, atol=1e-4, rtol=1e-4)
 
 
@@ -61,7 +64,9 @@ def test_float64_and_the_original_dispatch_are_left_alone():
 def test_single_clip_takes_the_onednn_kernel_instead_of_slow_conv3d():
     torch.manual_seed(0)
     reference, fast = twin_pair(nn.Conv3d(8, 8, 3, padding=(0, 1, 1)))
-    x = torch.randn(1, 8, 5, 16, 24)  # batch·channels·frames·height = 640 < 20480: PyTorch's heuristic picks slow_conv3d
+    x = torch.randn(
+        1, 8, 5, 16, 24
+    )  # batch·channels·frames·height = 640 < 20480: PyTorch's heuristic picks slow_conv3d
 
     def kernels(layer):
         with torch.no_grad(), profile() as trace:
@@ -83,10 +88,15 @@ def test_cogvideox_vae_encode_decode_match_pytorch_forward_and_backward():
 
     x_reference = video.clone().requires_grad_(True)
     x_fast = video.clone().requires_grad_(True)
-    (z_reference, y_reference), (z_fast, y_fast) = round_trip(reference, x_reference), round_trip(fast, x_fast)
+    (z_reference, y_reference), (z_fast, y_fast) = (
+        round_trip(reference, x_reference),
+        round_trip(fast, x_fast),
+    )
     torch.testing.assert_close(z_fast, z_reference, atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(y_fast, y_reference, atol=1e-5, rtol=1e-4)
-    for g_fast, g_reference in zip(gradients(fast, x_fast, y_fast), gradients(reference, x_reference, y_reference)):
+    for g_fast, g_reference in zip(
+        gradients(fast, x_fast, y_fast), gradients(reference, x_reference, y_reference)
+    ):
         # float32 sums over whole clips in a different order: compare against the gradient's own size
         assert (g_fast - g_reference).norm() <= 1e-4 * g_reference.norm()
 

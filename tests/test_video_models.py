@@ -93,7 +93,12 @@ def test_save_load_round_trip_gives_identical_outputs(video_backbone, tmp_path):
         latents = loaded.encode_video(video, sample_posterior=False)
         torch.testing.assert_close(latents, video_backbone.encode_video(video, sample_posterior=False) * 0.8)
         noisy = torch.randn_like(latents)
-        torch.testing.assert_close(loaded.predict_v(noisy, latents, 300), video_backbone.predict_v(noisy, latents, 300), rtol=0, atol=0)
+        torch.testing.assert_close(
+            loaded.predict_v(noisy, latents, 300),
+            video_backbone.predict_v(noisy, latents, 300),
+            rtol=0,
+            atol=0,
+        )
     # Same VAE weights, different latent scale: latents scaled by 0.8 decode to the same video.
     with torch.no_grad():
         z = torch.randn(1, 3, 8, 8, 12)
@@ -150,7 +155,13 @@ def test_paper_preset_on_the_meta_device_has_the_cogvideox_5b_i2v_layout():
     assert 5.4e9 < count < 5.7e9
     vae = model.vae.state_dict()
     assert vae["encoder.conv_in.conv.weight"].shape == (128, 3, 3, 3, 3)
-    assert vae["encoder.conv_out.conv.weight"].shape == (32, 512, 3, 3, 3)  # mean and log-variance of 16 channels
+    assert vae["encoder.conv_out.conv.weight"].shape == (
+        32,
+        512,
+        3,
+        3,
+        3,
+    )  # mean and log-variance of 16 channels
     assert vae["decoder.conv_in.conv.weight"].shape == (512, 16, 3, 3, 3)
     assert vae["decoder.conv_out.conv.weight"].shape == (3, 128, 3, 3, 3)
     assert model.vae.config.scaling_factor == 0.7 and model.vae.use_tiling and model.vae.use_slicing
@@ -158,5 +169,6 @@ def test_paper_preset_on_the_meta_device_has_the_cogvideox_5b_i2v_layout():
     cos, _ = model.rotary_embedding(13, 60, 90)
     assert cos.shape == (13 * 30 * 45, 64)
     with pytest.raises(VideoSceneError, match="learned positions"):
-        model.predict_v(torch.zeros(1, 13, 16, 30, 46, device="meta"), torch.zeros(1, 13, 16, 30, 46, device="meta"), 1)
-
+        model.predict_v(
+            torch.zeros(1, 13, 16, 30, 46, device="meta"), torch.zeros(1, 13, 16, 30, 46, device="meta"), 1
+        )

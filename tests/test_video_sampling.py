@@ -15,19 +15,27 @@ def test_one_ddim_step_from_a_render_is_the_closed_form_x0(video_backbone):
     condition, render = torch.randn(LATENT_SHAPE), torch.randn(LATENT_SHAPE)
     t = 549
     sampled = sample_latents(
-        video_backbone, condition, SamplingConfig(num_steps=1, start_timestep=t), torch.Generator().manual_seed(0), render
+        video_backbone,
+        condition,
+        SamplingConfig(num_steps=1, start_timestep=t),
+        torch.Generator().manual_seed(0),
+        render,
     )
     noise = torch.randn(LATENT_SHAPE, generator=torch.Generator().manual_seed(0))
     alpha_bar = NoiseSchedule().alphas_cumprod[t].item()
     x_t = alpha_bar**0.5 * render + (1 - alpha_bar) ** 0.5 * noise
     with torch.no_grad():
         v = video_backbone.predict_v(x_t, condition, t)
-    torch.testing.assert_close(sampled, alpha_bar**0.5 * x_t - (1 - alpha_bar) ** 0.5 * v, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        sampled, alpha_bar**0.5 * x_t - (1 - alpha_bar) ** 0.5 * v, atol=1e-5, rtol=1e-5
+    )
 
 
 def test_two_ddim_steps_from_noise_follow_the_closed_form(video_backbone):
     condition = torch.randn(LATENT_SHAPE)
-    sampled = sample_latents(video_backbone, condition, SamplingConfig(num_steps=2), torch.Generator().manual_seed(5))
+    sampled = sample_latents(
+        video_backbone, condition, SamplingConfig(num_steps=2), torch.Generator().manual_seed(5)
+    )
     schedule = NoiseSchedule()
     x = torch.randn(LATENT_SHAPE, generator=torch.Generator().manual_seed(5))
     with torch.no_grad():
@@ -51,7 +59,9 @@ def test_same_seed_same_video_different_seed_different(video_backbone, solver):
 def test_starting_from_a_render_keeps_more_of_it_than_starting_from_noise(video_backbone):
     condition, render = torch.randn(LATENT_SHAPE), torch.randn(LATENT_SHAPE)
     generator = lambda: torch.Generator().manual_seed(0)  # noqa: E731
-    from_render = sample_latents(video_backbone, condition, SamplingConfig(num_steps=4, start_timestep=300), generator(), render)
+    from_render = sample_latents(
+        video_backbone, condition, SamplingConfig(num_steps=4, start_timestep=300), generator(), render
+    )
     from_noise = sample_latents(video_backbone, condition, SamplingConfig(num_steps=4), generator())
     distance_render = (from_render - render).pow(2).mean()
     distance_noise = (from_noise - render).pow(2).mean()
@@ -60,7 +70,9 @@ def test_starting_from_a_render_keeps_more_of_it_than_starting_from_noise(video_
 
 def test_guidance_runs_both_branches_and_changes_the_result(video_backbone):
     condition = torch.randn(LATENT_SHAPE)
-    plain = sample_latents(video_backbone, condition, SamplingConfig(num_steps=2), torch.Generator().manual_seed(0))
+    plain = sample_latents(
+        video_backbone, condition, SamplingConfig(num_steps=2), torch.Generator().manual_seed(0)
+    )
     guided = sample_latents(
         video_backbone,
         condition,
@@ -72,7 +84,9 @@ def test_guidance_runs_both_branches_and_changes_the_result(video_backbone):
         sample_latents(
             video_backbone,
             condition,
-            SamplingConfig(num_steps=2, guidance_scale=3.0, guidance_drop_text=False, guidance_drop_image=False),
+            SamplingConfig(
+                num_steps=2, guidance_scale=3.0, guidance_drop_text=False, guidance_drop_image=False
+            ),
         )
 
 
@@ -81,4 +95,10 @@ def test_bad_sampling_requests_are_refused(video_backbone):
     with pytest.raises(VideoSceneError, match="start"):
         sample_latents(video_backbone, condition, SamplingConfig(num_steps=4, start_timestep=500))
     with pytest.raises(VideoSceneError, match="8k\\+1"):
-        sample_video(video_backbone, torch.rand(1, 3, 32, 48), torch.rand(1, 3, 32, 48), SamplingConfig(num_steps=1), num_frames=13)
+        sample_video(
+            video_backbone,
+            torch.rand(1, 3, 32, 48),
+            torch.rand(1, 3, 32, 48),
+            SamplingConfig(num_steps=1),
+            num_frames=13,
+        )

@@ -40,11 +40,23 @@ def trained_vae(micro_data, tmp_path_factory):  # noqa: F811
 
 def micro_teacher_config(root, vae, tmp_path, **changes) -> TeacherTrainConfig:
     values = dict(
-        video=str(root / "micro_video.json"), vae=vae and str(vae), train_data=[str(root / "train")],
-        validation_data=[str(root / "test")], max_stride=1, clips_per_scene=2, cache_dir=str(tmp_path / "cache"),
-        batch_size=2, steps=4, lr=2e-3, warmup_steps=1, checkpoint_every=2, validate_every=1000,
-        validation_clips=1, validation_steps=2, log_every=1,
-    )  # fmt: skip
+        video=str(root / "micro_video.json"),
+        vae=vae and str(vae),
+        train_data=[str(root / "train")],
+        validation_data=[str(root / "test")],
+        max_stride=1,
+        clips_per_scene=2,
+        cache_dir=str(tmp_path / "cache"),
+        batch_size=2,
+        steps=4,
+        lr=2e-3,
+        warmup_steps=1,
+        checkpoint_every=2,
+        validate_every=1000,
+        validation_clips=1,
+        validation_steps=2,
+        log_every=1,
+    )
     values.update(changes)
     return TeacherTrainConfig(**values)
 
@@ -53,11 +65,22 @@ def test_teacher_steps_reduce_the_v_loss_on_a_fixed_batch(micro_data, trained_va
     config = micro_teacher_config(micro_data, trained_vae, tmp_path)
     backbone = build_teacher(config)
     cache = build_latent_cache(config, backbone.vae)
-    batch = draw_batch(backbone, NoiseSchedule(backbone.config.schedule), cache, [0, 1, 2], torch.Generator().manual_seed(0), 0.0)
+    batch = draw_batch(
+        backbone,
+        NoiseSchedule(backbone.config.schedule),
+        cache,
+        [0, 1, 2],
+        torch.Generator().manual_seed(0),
+        0.0,
+    )
     optimizer = torch.optim.AdamW([p for p in backbone.parameters() if p.requires_grad], lr=2e-3)
     losses = []
     for _ in range(10):
-        loss = (backbone.predict_v(batch.noisy, batch.condition, batch.timesteps) - batch.v_target).square().mean()
+        loss = (
+            (backbone.predict_v(batch.noisy, batch.condition, batch.timesteps) - batch.v_target)
+            .square()
+            .mean()
+        )
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()
@@ -76,11 +99,18 @@ def test_teacher_latents_are_standardised_per_channel(micro_data, trained_vae, t
     # The statistics describe posterior samples (this barely trained VAE's posterior is still wide).
     latents = backbone.normalize_latents(cache.mean + cache.std * torch.randn(cache.std.shape))
     per_channel = latents.transpose(0, 2).flatten(1)
-    assert per_channel.mean(1).abs().max() < 0.5 and ((per_channel.std(1) > 0.5) & (per_channel.std(1) < 2)).all()
+    assert (
+        per_channel.mean(1).abs().max() < 0.5
+        and ((per_channel.std(1) > 0.5) & (per_channel.std(1) < 2)).all()
+    )
     # Encoding through the backbone applies the same standardisation.
     clip = held_out_clips(config.validation_data, backbone.config, (1, 1), None, 0)[0]
     encoded = backbone.encode_video(clip[None], sample_posterior=False)
-    posterior = backbone.vae.encode(clip[None].permute(0, 2, 1, 3, 4) * 2 - 1).latent_dist.mode().permute(0, 2, 1, 3, 4)
+    posterior = (
+        backbone.vae.encode(clip[None].permute(0, 2, 1, 3, 4) * 2 - 1)
+        .latent_dist.mode()
+        .permute(0, 2, 1, 3, 4)
+    )
     assert torch.allclose(encoded, backbone.normalize_latents(posterior), atol=1e-5)
 
 
@@ -88,7 +118,11 @@ def test_latent_cache_is_built_once_and_holds_every_clip(micro_data, trained_vae
     config = micro_teacher_config(micro_data, trained_vae, tmp_path)
     backbone = build_teacher(config)
     cache = build_latent_cache(config, backbone.vae)
-    assert len(cache) == 3 * 2 and cache.mean.shape[1:] == (3, 4, 4, 6) and cache.ends.shape[1:] == (2, 3, 16, 24)
+    assert (
+        len(cache) == 3 * 2
+        and cache.mean.shape[1:] == (3, 4, 4, 6)
+        and cache.ends.shape[1:] == (2, 3, 16, 24)
+    )
     assert (cache.std > 0).all()
     again = build_latent_cache(config, backbone.vae)
     assert torch.equal(cache.mean, again.mean) and torch.equal(cache.ends, again.ends)
@@ -113,7 +147,9 @@ def test_resume_with_ema_continues_identically(micro_data, trained_vae, tmp_path
     teacher = VideoBackbone.from_pretrained(tmp_path / "straight" / "teacher")
     vae = load_file(trained_vae / "diffusion_pytorch_model.safetensors")
     assert all(torch.equal(teacher.vae.state_dict()[key], vae[key]) for key in vae)
-    assert teacher.scaling_factor == pytest.approx(json.loads((trained_vae / "config.json").read_text())["scaling_factor"])
+    assert teacher.scaling_factor == pytest.approx(
+        json.loads((trained_vae / "config.json").read_text())["scaling_factor"]
+    )
     run = json.loads((tmp_path / "straight" / "run.json").read_text())
     assert run["held_out"]["clips"] == 1 and (tmp_path / "straight" / "validation" / "final.mp4").is_file()
 
@@ -150,16 +186,33 @@ def test_init_teacher_fine_tunes_the_given_model_in_either_folder_format(micro_d
     # A diffusers folder loads with VAE tiling on, tiles sized sample_height/2 × sample_width/2: give the
     # config CogVideoX's 480×720 so that the 16×24 micro clips are encoded whole, as the other folder does.
     vae_config = json.loads((diffusers_folder / "vae" / "config.json").read_text())
-    (diffusers_folder / "vae" / "config.json").write_text(json.dumps({**vae_config, "sample_height": 480, "sample_width": 720}))
+    (diffusers_folder / "vae" / "config.json").write_text(
+        json.dumps({**vae_config, "sample_height": 480, "sample_width": 720})
+    )
     first.transformer.save_pretrained(diffusers_folder / "transformer")
-    save_file({"prompt_embeds": first.prompt_embedding(1).detach().contiguous()}, diffusers_folder / "prompt.safetensors")
-    for folder, prompt in ((tmp_path / "first" / "teacher", None), (diffusers_folder, diffusers_folder / "prompt.safetensors")):
-        config = micro_teacher_config(micro_data, None, tmp_path, init_teacher=str(folder),
-                                      init_prompt_embeds=prompt and str(prompt), lr=1e-9, steps=2)  # fmt: skip
+    save_file(
+        {"prompt_embeds": first.prompt_embedding(1).detach().contiguous()},
+        diffusers_folder / "prompt.safetensors",
+    )
+    for folder, prompt in (
+        (tmp_path / "first" / "teacher", None),
+        (diffusers_folder, diffusers_folder / "prompt.safetensors"),
+    ):
+        config = micro_teacher_config(
+            micro_data,
+            None,
+            tmp_path,
+            init_teacher=str(folder),
+            init_prompt_embeds=prompt and str(prompt),
+            lr=1e-9,
+            steps=2,
+        )
         start = build_teacher(config)
         for name in ("vae", "transformer"):
             reference = getattr(first, name).state_dict()
-            assert all(torch.equal(value, reference[key]) for key, value in getattr(start, name).state_dict().items())
+            assert all(
+                torch.equal(value, reference[key]) for key, value in getattr(start, name).state_dict().items()
+            )
         assert not any(p.requires_grad for p in start.vae.parameters())
     # Fine-tuning continues from those weights (at lr 1e-9 it barely moves); a new teacher starts elsewhere.
     train_teacher(config, tmp_path / "tuned")
@@ -180,7 +233,9 @@ def test_init_teacher_must_match_the_video_config(micro_data, trained_vae, tmp_p
     with pytest.raises(VideoSceneError, match="set init_teacher too"):
         micro_teacher_config(micro_data, trained_vae, tmp_path, init_prompt_embeds="p.safetensors")
     bundled = REPO_ROOT / "src" / "videoscene" / "weights" / "tiny" / "teacher"
-    with pytest.raises(VideoSceneError, match="differs from the video config in its clip size and VAE and transformer"):
+    with pytest.raises(
+        VideoSceneError, match="differs from the video config in its clip size and VAE and transformer"
+    ):
         build_teacher(micro_teacher_config(micro_data, None, tmp_path, init_teacher=str(bundled)))
 
 
@@ -214,8 +269,12 @@ def test_a_cogvideox_5b_i2v_folder_passes_the_paper_preset_check():
     """What `VideoBackbone.from_pretrained` reads from a CogVideoX-5b-I2V folder's configs (here: the configs
     diffusers builds from the paper preset) is the paper preset's architecture."""
     paper = preset("paper")
-    loaded = VideoModelConfig.from_diffusers("CogVideoX-5b-I2V", paper.transformer_kwargs(), paper.vae_kwargs(), paper.schedule, "file")
+    loaded = VideoModelConfig.from_diffusers(
+        "CogVideoX-5b-I2V", paper.transformer_kwargs(), paper.vae_kwargs(), paper.schedule, "file"
+    )
     check_same_architecture(loaded, paper, "CogVideoX-5b-I2V")
     assert (loaded.num_frames, loaded.height, loaded.width, loaded.latent_channels) == (49, 480, 720, 16)
     with pytest.raises(VideoSceneError, match="in its transformer"):
-        check_same_architecture(replace(loaded, denoiser=replace(loaded.denoiser, num_layers=30)), paper, "CogVideoX-2b")
+        check_same_architecture(
+            replace(loaded, denoiser=replace(loaded.denoiser, num_layers=30)), paper, "CogVideoX-2b"
+        )

@@ -34,13 +34,27 @@ MICRO_VIDEO = {
     "num_frames": 9,
     "height": HEIGHT,
     "width": WIDTH,
-    "vae": {"block_out_channels": [8, 8, 8], "latent_channels": 4, "layers_per_block": 1, "norm_num_groups": 4,
-            "temporal_compression_ratio": 4, "scaling_factor": 1.0},
-    "denoiser": {"num_layers": 1, "num_attention_heads": 2, "attention_head_dim": 16, "time_embed_dim": 16,
-                 "patch_size": 2, "use_rotary_positional_embeddings": True, "use_learned_positional_embeddings": False,
-                 "spatial_interpolation_scale": 1.0, "temporal_interpolation_scale": 1.0},
+    "vae": {
+        "block_out_channels": [8, 8, 8],
+        "latent_channels": 4,
+        "layers_per_block": 1,
+        "norm_num_groups": 4,
+        "temporal_compression_ratio": 4,
+        "scaling_factor": 1.0,
+    },
+    "denoiser": {
+        "num_layers": 1,
+        "num_attention_heads": 2,
+        "attention_head_dim": 16,
+        "time_embed_dim": 16,
+        "patch_size": 2,
+        "use_rotary_positional_embeddings": True,
+        "use_learned_positional_embeddings": False,
+        "spatial_interpolation_scale": 1.0,
+        "temporal_interpolation_scale": 1.0,
+    },
     "text": {"kind": "learned", "num_tokens": 4, "dim": 16},
-}  # fmt: skip
+}
 
 
 def moving_pattern_scene(key: str, phase: float):
@@ -49,9 +63,19 @@ def moving_pattern_scene(key: str, phase: float):
     frames = []
     for i in range(SCENE_FRAMES):
         x = xs + 0.04 * i + phase
-        frames.append(torch.stack([0.5 + 0.4 * torch.sin(6 * x), 0.5 + 0.4 * torch.cos(5 * ys + 3 * x), 0.5 + 0.3 * torch.sin(4 * (x + ys))]))
+        frames.append(
+            torch.stack(
+                [
+                    0.5 + 0.4 * torch.sin(6 * x),
+                    0.5 + 0.4 * torch.cos(5 * ys + 3 * x),
+                    0.5 + 0.3 * torch.sin(4 * (x + ys)),
+                ]
+            )
+        )
     intrinsics = torch.tensor([[1.0, 0, 0.5], [0, 1.5, 0.5], [0, 0, 1]]).repeat(SCENE_FRAMES, 1, 1)
-    return scene_from_frames(key, torch.stack(frames).clamp(0, 1), torch.eye(4).repeat(SCENE_FRAMES, 1, 1), intrinsics)
+    return scene_from_frames(
+        key, torch.stack(frames).clamp(0, 1), torch.eye(4).repeat(SCENE_FRAMES, 1, 1), intrinsics
+    )
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -68,10 +92,22 @@ def micro_data(tmp_path_factory):
 
 def micro_vae_config(root, **changes) -> VAETrainConfig:
     values = dict(
-        video=str(root / "micro_video.json"), train_data=[str(root / "train")], validation_data=[str(root / "test")],
-        num_frames=9, crop_size=(8, 16), max_stride=1, batch_size=2, steps=4, lr=3e-3, warmup_steps=1,
-        checkpoint_every=2, validate_every=1000, validation_clips=1, scale_clips=2, log_every=1,
-    )  # fmt: skip
+        video=str(root / "micro_video.json"),
+        train_data=[str(root / "train")],
+        validation_data=[str(root / "test")],
+        num_frames=9,
+        crop_size=(8, 16),
+        max_stride=1,
+        batch_size=2,
+        steps=4,
+        lr=3e-3,
+        warmup_steps=1,
+        checkpoint_every=2,
+        validate_every=1000,
+        validation_clips=1,
+        scale_clips=2,
+        log_every=1,
+    )
     values.update(changes)
     return VAETrainConfig(**values)
 
@@ -127,7 +163,10 @@ def test_resume_continues_identically_and_export_carries_the_scale(micro_data, t
     assert math.isclose(vae.config.scaling_factor, straight["scaling_factor"], rel_tol=1e-6)
     run = json.loads((tmp_path / "straight" / "run.json").read_text())
     assert run["held_out"]["clips"] == 1 and 0 < run["held_out"]["psnr"] < 60
-    logged = [json.loads(line)["step"] for line in (tmp_path / "straight" / "train_log.jsonl").read_text().splitlines()]
+    logged = [
+        json.loads(line)["step"]
+        for line in (tmp_path / "straight" / "train_log.jsonl").read_text().splitlines()
+    ]
     assert logged == [1, 2, 3, 4]
 
 
@@ -144,7 +183,11 @@ def test_cli_trains_and_bad_configs_are_one_line_errors(micro_data, tmp_path, ca
     assert cli_main(["train", "vae", "--config", str(config_path), "--out", str(tmp_path / "cli")]) == 0
     assert (tmp_path / "cli" / "vae" / "config.json").is_file()
 
-    for change, message in (({"crop_size": [7, 16]}, "crop_size"), ({"learning_rate": 1.0}, "unknown keys"), ({"num_frames": 8}, "8k+1")):
+    for change, message in (
+        ({"crop_size": [7, 16]}, "crop_size"),
+        ({"learning_rate": 1.0}, "unknown keys"),
+        ({"num_frames": 8}, "8k+1"),
+    ):
         config_path.write_text(json.dumps({**values, **change}))
         capsys.readouterr()
         assert cli_main(["train", "vae", "--config", str(config_path), "--out", str(tmp_path / "bad")]) == 2
@@ -169,7 +212,12 @@ def test_latent_statistics_must_match_the_channels():
 def test_decoder_fine_tuning_keeps_the_encoder_and_its_latent_statistics(micro_data, tmp_path):
     base = train_vae(micro_vae_config(micro_data, steps=2), tmp_path / "base")
     config = micro_vae_config(
-        micro_data, steps=3, init_vae=str(tmp_path / "base" / "vae"), trainable="decoder", crop_size=None, lr=1e-2
+        micro_data,
+        steps=3,
+        init_vae=str(tmp_path / "base" / "vae"),
+        trainable="decoder",
+        crop_size=None,
+        lr=1e-2,
     )
     tuned = train_vae(config, tmp_path / "tuned")
 
@@ -180,7 +228,10 @@ def test_decoder_fine_tuning_keeps_the_encoder_and_its_latent_statistics(micro_d
     assert encoder and decoder and len(encoder) + len(decoder) == len(before)
     assert all(torch.equal(before[key], after[key]) for key in encoder)  # the same latents for the same clip
     assert any(not torch.equal(before[key], after[key]) for key in decoder)
-    statistics = [json.loads((tmp_path / run / "vae" / "latent_statistics.json").read_text()) for run in ("base", "tuned")]
+    statistics = [
+        json.loads((tmp_path / run / "vae" / "latent_statistics.json").read_text())
+        for run in ("base", "tuned")
+    ]
     assert statistics[0] == statistics[1] and tuned["scaling_factor"] == base["scaling_factor"]
 
 

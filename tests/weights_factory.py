@@ -30,7 +30,14 @@ SMALL_VIDEO = PRESETS["tiny"].with_size(num_frames=FRAMES, height=HEIGHT, width=
 def tiny_video_config(frames: int = FRAMES, height: int = HEIGHT, width: int = WIDTH) -> VideoModelConfig:
     """The tiny preset named "test" at frames×height×width with one transformer block (9×32×48 → latents [3, 8, 8, 12])."""
     base = PRESETS["tiny"]
-    return replace(base, name="test", num_frames=frames, height=height, width=width, denoiser=replace(base.denoiser, num_layers=1))
+    return replace(
+        base,
+        name="test",
+        num_frames=frames,
+        height=height,
+        width=width,
+        denoiser=replace(base.denoiser, num_layers=1),
+    )
 
 
 def random_rotation(generator=None, dtype=torch.float32) -> torch.Tensor:
@@ -63,7 +70,9 @@ def make_context(batch=2, views=2, height=HEIGHT, width=WIDTH, baseline=0.3) -> 
     )
 
 
-def make_tiny_weights(folder: Path, height: int = HEIGHT, width: int = WIDTH, frames: int = FRAMES, seed: int = 0) -> Path:
+def make_tiny_weights(
+    folder: Path, height: int = HEIGHT, width: int = WIDTH, frames: int = FRAMES, seed: int = 0
+) -> Path:
     """Write pipeline.json, prior/, teacher/ and distilled/ (student = the teacher's weights, with a DDPNet)."""
     from videoscene.video.models import VideoBackbone  # diffusers: imported only by the tests that build one
 
@@ -74,7 +83,13 @@ def make_tiny_weights(folder: Path, height: int = HEIGHT, width: int = WIDTH, fr
     teacher.save_pretrained(folder / "teacher")
     teacher.save_pretrained(folder / "distilled" / "student")
     (folder / "distilled" / "distill_config.json").write_text(
-        json.dumps({"format": "videoscene.distill/1", "teacher": "unused", "data": {"train_cache": "unused", "val_cache": "unused"}})
+        json.dumps(
+            {
+                "format": "videoscene.distill/1",
+                "teacher": "unused",
+                "data": {"train_cache": "unused", "val_cache": "unused"},
+            }
+        )
     )
     DDPNet(DDPNetConfig(video_config.latent_frames, video_config.latent_channels, DDPNET_TIMESTEPS, 8)).save(
         folder / "distilled" / "ddpnet.safetensors"

@@ -47,7 +47,9 @@ Progress = Callable[..., object]
 
 @dataclass(frozen=True)
 class AppConfig:
-    max_upload_bytes: int = 20 * 1024**2  # per file; Gradio refuses larger uploads before they reach the handler
+    max_upload_bytes: int = (
+        20 * 1024**2
+    )  # per file; Gradio refuses larger uploads before they reach the handler
     max_image_pixels: int = 24_000_000  # e.g. 6000 × 4000; decoded photos above this are refused
     min_image_side: int = MIN_IMAGE_SIDE  # the same floor as `videoscene generate`
     max_cameras_bytes: int = 1024**2
@@ -70,7 +72,9 @@ class VideoSceneApp:
     def __init__(self, pipeline, config: AppConfig = AppConfig()):
         self.pipeline = pipeline
         self.config = config
-        if config.output_root is None:  # ours alone: removed with the app (at the latest when the process exits)
+        if (
+            config.output_root is None
+        ):  # ours alone: removed with the app (at the latest when the process exits)
             self.output_root = Path(tempfile.mkdtemp(prefix="videoscene-app-"))
             self._cleanup = weakref.finalize(self, shutil.rmtree, self.output_root, ignore_errors=True)
         else:
@@ -100,9 +104,13 @@ class VideoSceneApp:
             raise _user_error(self._without_server_paths(str(error))) from None
         except Exception as error:  # a bug: the page gets one line, the server log the traceback
             logger.exception("request failed")
-            raise _user_error(f"generation failed with an internal error ({type(error).__name__}); the server log has the details") from None
+            raise _user_error(
+                f"generation failed with an internal error ({type(error).__name__}); the server log has the details"
+            ) from None
 
-    def _generate(self, image_a, image_b, cameras_file, frames, timestep, seed, fov, progress: Progress) -> AppResult:
+    def _generate(
+        self, image_a, image_b, cameras_file, frames, timestep, seed, fov, progress: Progress
+    ) -> AppResult:
         # 1. Check the uploads and the settings
         progress(0.0, desc="checking the uploads")
         if not image_a or not image_b:
@@ -136,14 +144,29 @@ class VideoSceneApp:
         progress(0.3, desc="generating the video")
         with self._lock:
             output = self.pipeline(
-                images, cameras, target_cameras=targets, num_frames=num_frames, timestep=start, seed=seed, near=near, far=far
+                images,
+                cameras,
+                target_cameras=targets,
+                num_frames=num_frames,
+                timestep=start,
+                seed=seed,
+                near=near,
+                far=far,
             )
 
         # 4. Write the outputs atomically into this run's folder, and drop the oldest runs
         progress(0.9, desc="writing the outputs")
         out = self.output_root / f"run-{next(self._run_numbers):05d}"
-        record = {"images": [Path(path).name for path in paths], "frames": num_frames, "timestep": start, "seed": seed, "fov": fov}
-        write_outputs(out, images, output, self.pipeline, record, extra_report={"cameras_source": camera_report})
+        record = {
+            "images": [Path(path).name for path in paths],
+            "frames": num_frames,
+            "timestep": start,
+            "seed": seed,
+            "fov": fov,
+        }
+        write_outputs(
+            out, images, output, self.pipeline, record, extra_report={"cameras_source": camera_report}
+        )
         self._prune_runs()
         progress(1.0, desc="done")
         report = {
@@ -167,7 +190,9 @@ class VideoSceneApp:
     def _check_size(self, path: str, what: str, limit: int) -> None:
         size = os.path.getsize(path)
         if size > limit:
-            raise VideoSceneError(f"the {what} is {size / 1024**2:.1f} MB; the limit is {limit / 1024**2:.0f} MB")
+            raise VideoSceneError(
+                f"the {what} is {size / 1024**2:.1f} MB; the limit is {limit / 1024**2:.0f} MB"
+            )
 
     def _load_photo(self, path: str, which: str) -> torch.Tensor:
         if not os.path.isfile(path):
@@ -180,7 +205,9 @@ class VideoSceneApp:
 
     def _without_server_paths(self, message: str) -> str:
         """Messages name uploads and runs by file name only, never by the server's folders."""
-        for root in {str(self.output_root), tempfile.gettempdir(), os.environ.get("GRADIO_TEMP_DIR", "")} - {""}:
+        for root in {str(self.output_root), tempfile.gettempdir(), os.environ.get("GRADIO_TEMP_DIR", "")} - {
+            ""
+        }:
             message = re.sub(re.escape(root) + r"[^\s;,'\"]*/([^\s;,'\"/]+)", r"\1", message)
         return message
 
@@ -201,7 +228,9 @@ class VideoSceneApp:
 
         # Gradio finds the progress tracker by this default value, so it has to be a call in the signature.
         def on_generate(image_a, image_b, cameras_file, frames, timestep, seed, fov, progress=gr.Progress()):  # noqa: B008
-            result = self.generate(image_a, image_b, cameras_file, frames, timestep, seed, fov, progress=progress)
+            result = self.generate(
+                image_a, image_b, cameras_file, frames, timestep, seed, fov, progress=progress
+            )
             return result.coarse_video, result.video, result.summary, result.downloads
 
         # Gradio keeps every upload in its cache: delete files older than an hour, checked hourly.
@@ -213,31 +242,63 @@ class VideoSceneApp:
             with gr.Row():
                 with gr.Column(scale=2):
                     with gr.Row():
-                        image_a = gr.Image(label="First view", type="filepath", sources=["upload"], elem_id="image-a")
-                        image_b = gr.Image(label="Last view", type="filepath", sources=["upload"], elem_id="image-b")
+                        image_a = gr.Image(
+                            label="First view", type="filepath", sources=["upload"], elem_id="image-a"
+                        )
+                        image_b = gr.Image(
+                            label="Last view", type="filepath", sources=["upload"], elem_id="image-b"
+                        )
                     cameras_file = gr.File(
-                        label="Cameras (optional cams.json)", file_types=[".json"], type="filepath", height=120, elem_id="cameras"
+                        label="Cameras (optional cams.json)",
+                        file_types=[".json"],
+                        type="filepath",
+                        height=120,
+                        elem_id="cameras",
                     )
                     with gr.Row():
                         frames = gr.Dropdown(
-                            [str(count) for count in FRAME_CHOICES], value=str(config.num_frames), label="Frames", elem_id="frames"
+                            [str(count) for count in FRAME_CHOICES],
+                            value=str(config.num_frames),
+                            label="Frames",
+                            elem_id="frames",
                         )
-                        timestep = gr.Textbox(value="auto", label="Timestep t ('auto' = DDPNet, or 1-999)", elem_id="timestep")
+                        timestep = gr.Textbox(
+                            value="auto", label="Timestep t ('auto' = DDPNet, or 1-999)", elem_id="timestep"
+                        )
                         seed = gr.Number(value=0, precision=0, label="Seed", elem_id="seed")
                     with gr.Accordion("Estimated cameras", open=False):
-                        fov = gr.Number(value=None, label="Horizontal field of view in degrees (empty: EXIF, else 60)", elem_id="fov")
+                        fov = gr.Number(
+                            value=None,
+                            label="Horizontal field of view in degrees (empty: EXIF, else 60)",
+                            elem_id="fov",
+                        )
                     run = gr.Button("Generate", variant="primary", elem_id="generate")
                     gr.Examples(  # the demo's held-out synthetic room, shipped in the package
-                        examples=[[str(DEMO_ASSETS / "view_0.png"), str(DEMO_ASSETS / "view_1.png"), str(DEMO_ASSETS / "cams.json")]],
+                        examples=[
+                            [
+                                str(DEMO_ASSETS / "view_0.png"),
+                                str(DEMO_ASSETS / "view_1.png"),
+                                str(DEMO_ASSETS / "cams.json"),
+                            ]
+                        ],
                         inputs=[image_a, image_b, cameras_file],
                         label="Example: a held-out synthetic room (the bundled weights' domain)",
                     )
                 with gr.Column(scale=3):
                     with gr.Row():
-                        coarse_video = gr.Video(label="Coarse render (3D Gaussians)", elem_id="coarse-video", loop=True, autoplay=True)
+                        coarse_video = gr.Video(
+                            label="Coarse render (3D Gaussians)",
+                            elem_id="coarse-video",
+                            loop=True,
+                            autoplay=True,
+                        )
                         video = gr.Video(label="Generated video", elem_id="video", loop=True, autoplay=True)
                     summary = gr.Markdown(elem_id="summary")
-                    downloads = gr.File(label="Downloads: video.mp4, gaussians.ply", file_count="multiple", elem_id="downloads")
+                    downloads = gr.File(
+                        label="Downloads: video.mp4, gaussians.ply",
+                        file_count="multiple",
+                        elem_id="downloads",
+                    )
             run.click(
                 on_generate,
                 inputs=[image_a, image_b, cameras_file, frames, timestep, seed, fov],
@@ -267,7 +328,9 @@ def _parse_frames(frames) -> int | None:
     try:
         count = int(frames)
     except (TypeError, ValueError):
-        raise VideoSceneError(f"frames must be one of {', '.join(map(str, FRAME_CHOICES))}, got {frames!r}") from None
+        raise VideoSceneError(
+            f"frames must be one of {', '.join(map(str, FRAME_CHOICES))}, got {frames!r}"
+        ) from None
     if count not in FRAME_CHOICES:
         raise VideoSceneError(f"frames must be one of {', '.join(map(str, FRAME_CHOICES))}, got {count}")
     return count
@@ -279,7 +342,10 @@ def _parse_timestep(timestep) -> int | str:
         start = arguments.timestep(text)
     except argparse.ArgumentTypeError:
         start = None
-    if start in (None, "none"):  # unparsable, or pure noise: the app runs the leap student, which starts from the render
+    if start in (
+        None,
+        "none",
+    ):  # unparsable, or pure noise: the app runs the leap student, which starts from the render
         raise VideoSceneError(f"timestep must be 'auto' or a whole number t, got {timestep!r}")
     return start
 
@@ -328,23 +394,34 @@ def _user_error(message: str) -> Exception:
 
 # ---------------------------------------------------------------------------------------------------- CLI
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)"
+    )
     parser.add_argument("--port", type=int, help="port (default: Gradio's, 7860 or the next free one)")
     parser.add_argument("--weights", help="weights folder (default: the bundled tiny weights)")
     parser.add_argument("--device", type=arguments.device, default="cpu", help="cpu, cuda, cuda:N or auto")
-    parser.add_argument("--max-upload-mb", type=float, default=AppConfig.max_upload_bytes / 1024**2, help="largest photo accepted")
+    parser.add_argument(
+        "--max-upload-mb",
+        type=float,
+        default=AppConfig.max_upload_bytes / 1024**2,
+        help="largest photo accepted",
+    )
 
 
 def run(args: argparse.Namespace) -> None:
     if gr is None:
-        raise VideoSceneError("the web app needs Gradio: pip install 'videoscene[demo]' (or pip install 'gradio>=5')")
+        raise VideoSceneError(
+            "the web app needs Gradio: pip install 'videoscene[demo]' (or pip install 'gradio>=5')"
+        )
     if args.port is not None and not 0 < args.port < 65536:
         raise VideoSceneError(f"--port must be between 1 and 65535, got {args.port}")
     if not args.max_upload_mb > 0:
         raise VideoSceneError(f"--max-upload-mb must be positive, got {args.max_upload_mb}")
     from videoscene.pipeline import VideoScenePipeline
 
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # Gradio's own health checks, one line each otherwise
+    logging.getLogger("httpx").setLevel(
+        logging.WARNING
+    )  # Gradio's own health checks, one line each otherwise
     pipeline = VideoScenePipeline.from_pretrained(args.weights, device=resolve_device(args.device))
     app = VideoSceneApp(pipeline, AppConfig(max_upload_bytes=int(args.max_upload_mb * 1024**2)))
     if args.host not in ("127.0.0.1", "localhost", "::1"):

@@ -36,9 +36,13 @@ def frame_count(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"a frame count is a whole number 8k+1 (9, 17, 25, 49), got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"a frame count is a whole number 8k+1 (9, 17, 25, 49), got {text!r}"
+        ) from None
     if value < 9 or (value - 1) % 8:
-        raise argparse.ArgumentTypeError(f"the frame count must be 8k+1 (9, 17, 25, 49 …) so the VAE round-trips, got {value}")
+        raise argparse.ArgumentTypeError(
+            f"the frame count must be 8k+1 (9, 17, 25, 49 …) so the VAE round-trips, got {value}"
+        )
     return value
 
 
@@ -49,7 +53,9 @@ def timestep(text: str) -> int | str:
     if word in ("auto", "none"):
         return word
     if not re.fullmatch(r"[0-9]+", word) or int(word) < 1:
-        raise argparse.ArgumentTypeError(f"the timestep must be 'auto', 'none' or a whole number t >= 1, got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"the timestep must be 'auto', 'none' or a whole number t >= 1, got {text!r}"
+        )
     return int(word)
 
 
@@ -74,7 +80,9 @@ def resolve_device(name: str | torch.device | None) -> torch.device:
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise InputError("CUDA was requested but this machine has no usable CUDA device; use --device cpu")
     if resolved.type == "cuda" and resolved.index is not None and resolved.index >= torch.cuda.device_count():
-        raise InputError(f"{name} was requested but this machine has {torch.cuda.device_count()} CUDA devices")
+        raise InputError(
+            f"{name} was requested but this machine has {torch.cuda.device_count()} CUDA devices"
+        )
     if resolved.type == "mps" and not torch.backends.mps.is_available():
         raise InputError("MPS was requested but is not available here; use --device cpu")
     if resolved.type not in ("cpu", "cuda", "mps"):

@@ -15,18 +15,51 @@ from videoscene.errors import VideoSceneError
 
 # (group, command) -> (module, one-line help). A group of None means a top-level command.
 COMMANDS: dict[tuple[str | None, str], tuple[str, str]] = {
-    ("data", "synth"): ("videoscene.data.synthetic_cli", "render procedural indoor scenes to RealEstate10K chunks"),
-    ("data", "convert"): ("videoscene.data.convert", "convert nerf / instant-ngp / llff / colmap scenes to RealEstate10K chunks"),
-    ("data", "make-index"): ("videoscene.data.evaluation_index", "pick context pairs and targets: write an evaluation index"),
-    ("train", "prior"): ("videoscene.prior.train", "train the feed-forward Gaussian prior (MVSplat-style) on RealEstate10K-format chunks"),
-    ("train", "vae"): ("videoscene.video.train_vae", "train the tiny CogVideoX VAE from scratch on RealEstate10K-format chunks"),
-    ("train", "teacher"): ("videoscene.video.train_teacher", "train the first/last-frame video diffusion teacher (v-prediction) on cached VAE latents"),
-    ("train", "distill"): ("videoscene.distill.train", "3D-aware leap flow distillation of the one-step student, with DDPNet"),
-    ("policy", "oracle"): ("videoscene.evaluation.oracle", "DDPNet's timestep choice vs the per-clip oracle and the best fixed t (regret in dB)"),
-    (None, "generate"): ("videoscene.generate", "two images (+ cameras) -> video.mp4, coarse.mp4, frames/, gaussians.ply, report.json"),
+    ("data", "synth"): (
+        "videoscene.data.synthetic_cli",
+        "render procedural indoor scenes to RealEstate10K chunks",
+    ),
+    ("data", "convert"): (
+        "videoscene.data.convert",
+        "convert nerf / instant-ngp / llff / colmap scenes to RealEstate10K chunks",
+    ),
+    ("data", "make-index"): (
+        "videoscene.data.evaluation_index",
+        "pick context pairs and targets: write an evaluation index",
+    ),
+    ("train", "prior"): (
+        "videoscene.prior.train",
+        "train the feed-forward Gaussian prior (MVSplat-style) on RealEstate10K-format chunks",
+    ),
+    ("train", "vae"): (
+        "videoscene.video.train_vae",
+        "train the tiny CogVideoX VAE from scratch on RealEstate10K-format chunks",
+    ),
+    ("train", "teacher"): (
+        "videoscene.video.train_teacher",
+        "train the first/last-frame video diffusion teacher (v-prediction) on cached VAE latents",
+    ),
+    ("train", "distill"): (
+        "videoscene.distill.train",
+        "3D-aware leap flow distillation of the one-step student, with DDPNet",
+    ),
+    ("policy", "oracle"): (
+        "videoscene.evaluation.oracle",
+        "DDPNet's timestep choice vs the per-clip oracle and the best fixed t (regret in dB)",
+    ),
+    (None, "generate"): (
+        "videoscene.generate",
+        "two images (+ cameras) -> video.mp4, coarse.mp4, frames/, gaussians.ply, report.json",
+    ),
     (None, "demo"): ("videoscene.demo", "run `generate` on a bundled example with the bundled tiny weights"),
-    (None, "app"): ("videoscene.app", "web app (Gradio, 127.0.0.1 by default): two photos in, coarse and generated videos out"),
-    (None, "eval"): ("videoscene.evaluation.cli", "generate the target views of an evaluation index with each method; score against ground truth"),
+    (None, "app"): (
+        "videoscene.app",
+        "web app (Gradio, 127.0.0.1 by default): two photos in, coarse and generated videos out",
+    ),
+    (None, "eval"): (
+        "videoscene.evaluation.cli",
+        "generate the target views of an evaluation index with each method; score against ground truth",
+    ),
 }
 GROUP_HELP = {
     "data": "make and convert datasets",
@@ -36,7 +69,9 @@ GROUP_HELP = {
 
 
 def _build_parser(selected: tuple[str | None, str] | None) -> argparse.ArgumentParser:
-    parser = ArgumentParser(prog="videoscene", description="VideoScene: two photos in, a 3D-consistent video out.")
+    parser = ArgumentParser(
+        prog="videoscene", description="VideoScene: two photos in, a 3D-consistent video out."
+    )
     parser.add_argument("--version", action="version", version=f"videoscene {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     top = parser.add_subparsers(dest="group", metavar="COMMAND")
@@ -80,7 +115,9 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as done:  # --help, --version, or a bad argument (already said in one line)
         return int(done.code or 0)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
+    )
     if not hasattr(args, "_module"):
         parser.print_help()
         return 2
@@ -98,9 +135,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.verbose:
             traceback.print_exc()
         first = (str(error).splitlines() or [""])[0]
-        _error_line(f"videoscene: internal error: {type(error).__name__}: {first} (a bug: rerun with -v for the traceback and report it)")
+        _error_line(
+            f"videoscene: internal error: {type(error).__name__}: {first} (a bug: rerun with -v for the traceback and report it)"
+        )
         return 1
     return 0
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -20,7 +20,9 @@ def check_json_types(cls: type, data: dict[str, Any], source: str) -> None:
     hints = typing.get_type_hints(cls)
     for field in dataclasses.fields(cls):
         if field.name in data and not _fits(data[field.name], hints[field.name]):
-            raise InputError(f"{source}: {field.name!r} must be {_describe(hints[field.name])}, got {data[field.name]!r}")
+            raise InputError(
+                f"{source}: {field.name!r} must be {_describe(hints[field.name])}, got {data[field.name]!r}"
+            )
 
 
 def with_tuples(cls: type, data: dict[str, Any]) -> dict[str, Any]:
@@ -30,8 +32,14 @@ def with_tuples(cls: type, data: dict[str, Any]) -> dict[str, Any]:
     converted = dict(data)
     for field in dataclasses.fields(cls):
         annotation = hints[field.name]
-        options = typing.get_args(annotation) if typing.get_origin(annotation) in (Union, types.UnionType) else (annotation,)
-        if isinstance(data.get(field.name), list) and any(typing.get_origin(option) is tuple for option in options):
+        options = (
+            typing.get_args(annotation)
+            if typing.get_origin(annotation) in (Union, types.UnionType)
+            else (annotation,)
+        )
+        if isinstance(data.get(field.name), list) and any(
+            typing.get_origin(option) is tuple for option in options
+        ):
             converted[field.name] = tuple(data[field.name])
     return converted
 
@@ -79,5 +87,14 @@ def _describe(annotation: Any) -> str:
         if origin is tuple and args and args[-1] is not Ellipsis:
             return f"a list of {len(args)} ({', '.join(_describe(a) for a in args)})"
         return f"a list of {_describe(args[0])}" if args else "a list"
-    names = {bool: "true or false", int: "a whole number", float: "a number (not NaN)", str: "a string", Path: "a path string"}
-    return names.get(annotation, "a JSON object" if origin is dict or dataclasses.is_dataclass(annotation) else str(annotation))
+    names = {
+        bool: "true or false",
+        int: "a whole number",
+        float: "a number (not NaN)",
+        str: "a string",
+        Path: "a path string",
+    }
+    return names.get(
+        annotation,
+        "a JSON object" if origin is dict or dataclasses.is_dataclass(annotation) else str(annotation),
+    )

@@ -15,4 +15,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    generate(args, [str(DEMO_ASSETS / "view_0.png"), str(DEMO_ASSETS / "view_1.png")], str(DEMO_ASSETS / "cams.json"))
+    generate(
+        args,
+        [str(DEMO_ASSETS / "view_0.png"), str(DEMO_ASSETS / "view_1.png")],
+        str(DEMO_ASSETS / "cams.json"),
+    )

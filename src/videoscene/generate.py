@@ -40,14 +40,20 @@ from videoscene.io_utils import check_output_dir, read_json_object, staged_outpu
 from videoscene.types import Cameras
 
 
-def load_image(path: str | Path, max_pixels: int = MAX_IMAGE_PIXELS, min_side: int = MIN_IMAGE_SIDE) -> torch.Tensor:
+def load_image(
+    path: str | Path, max_pixels: int = MAX_IMAGE_PIXELS, min_side: int = MIN_IMAGE_SIDE
+) -> torch.Tensor:
     """An image file -> float [3, H, W] in [0, 1] (transparency composited onto white, docs/generate.md)."""
-    return torch.from_numpy(read_rgb(path, "white", max_pixels, min_side).copy()).permute(2, 0, 1).float() / 255
+    return (
+        torch.from_numpy(read_rgb(path, "white", max_pixels, min_side).copy()).permute(2, 0, 1).float() / 255
+    )
 
 
 def _camera_list(entries, what: str, convention: str, unit: str, image_size: tuple[int, int]) -> Cameras:
     if not isinstance(entries, list) or not entries:
-        raise VideoSceneError(f"cameras file: {what!r} must be a non-empty list of {{extrinsics, intrinsics}} objects")
+        raise VideoSceneError(
+            f"cameras file: {what!r} must be a non-empty list of {{extrinsics, intrinsics}} objects"
+        )
     try:
         extrinsics = torch.tensor([entry["extrinsics"] for entry in entries], dtype=torch.float64)
         intrinsics = torch.tensor([entry["intrinsics"] for entry in entries], dtype=torch.float64)
@@ -69,7 +75,9 @@ def _camera_list(entries, what: str, convention: str, unit: str, image_size: tup
     return Cameras(extrinsics.float(), intrinsics.float())
 
 
-def load_cameras_file(path: str | Path, image_size: tuple[int, int]) -> tuple[Cameras, Cameras | None, float | None, float | None]:
+def load_cameras_file(
+    path: str | Path, image_size: tuple[int, int]
+) -> tuple[Cameras, Cameras | None, float | None, float | None]:
     holds = "a JSON object with a 'cameras' list (see docs/generate.md)"
     raw = read_json_object(path, "cameras file", holds=holds)
     if "cameras" not in raw:
@@ -77,11 +85,17 @@ def load_cameras_file(path: str | Path, image_size: tuple[int, int]) -> tuple[Ca
     convention = raw.get("convention", "opencv")
     unit = raw.get("intrinsics_unit", "normalized")
     if convention not in ("opencv", "opengl") or unit not in ("normalized", "pixels"):
-        raise VideoSceneError("cameras file: convention must be opencv|opengl and intrinsics_unit normalized|pixels")
+        raise VideoSceneError(
+            "cameras file: convention must be opencv|opengl and intrinsics_unit normalized|pixels"
+        )
     cameras = _camera_list(raw["cameras"], "cameras", convention, unit, image_size)
     if len(cameras) != 2:
-        raise VideoSceneError(f"cameras file {path} has {len(cameras)} cameras; give exactly one per image (2)")
-    targets = _camera_list(raw["targets"], "targets", convention, unit, image_size) if "targets" in raw else None
+        raise VideoSceneError(
+            f"cameras file {path} has {len(cameras)} cameras; give exactly one per image (2)"
+        )
+    targets = (
+        _camera_list(raw["targets"], "targets", convention, unit, image_size) if "targets" in raw else None
+    )
     near, far = (_depth(path, raw, key) for key in ("near", "far"))
     if near is not None and far is not None and not near < far:
         raise VideoSceneError(f"cameras file {path}: near ({near}) must be less than far ({far})")
@@ -92,8 +106,14 @@ def _depth(path, raw: dict, key: str) -> float | None:
     value = raw.get(key)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (value > 0 and math.isfinite(value)):
-        raise VideoSceneError(f"cameras file {path}: {key!r} must be a positive number of scene units, got {value!r}")
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not (value > 0 and math.isfinite(value))
+    ):
+        raise VideoSceneError(
+            f"cameras file {path}: {key!r} must be a positive number of scene units, got {value!r}"
+        )
     return float(value)
 
 
@@ -113,7 +133,9 @@ def plot_comparison(path: Path, images: torch.Tensor, output, columns: int = 5) 
         f"generated\n{output.method}, {start}": {c: frames[k] for c, k in enumerate(picks)},
     }
     panel = 1.7  # inches per panel width: 5 columns at 100 dpi are 850 pixels wide
-    figure = Figure(figsize=(panel * columns + 0.5, panel * height / width * len(rows) + 0.5), layout="constrained")
+    figure = Figure(
+        figsize=(panel * columns + 0.5, panel * height / width * len(rows) + 0.5), layout="constrained"
+    )
     grid = figure.subplots(len(rows), columns, squeeze=False)
     for r, (label, panels) in enumerate(rows.items()):
         for c in range(columns):
@@ -134,7 +156,13 @@ def plot_comparison(path: Path, images: torch.Tensor, output, columns: int = 5) 
 
 
 def write_outputs(
-    out: Path, images: torch.Tensor, output, pipeline, args_record: dict, overwrite: bool = False, extra_report: dict | None = None
+    out: Path,
+    images: torch.Tensor,
+    output,
+    pipeline,
+    args_record: dict,
+    overwrite: bool = False,
+    extra_report: dict | None = None,
 ) -> None:
     with staged_output_dir(out, overwrite=overwrite) as stage:
         write_mp4(stage / "video.mp4", output.frames)
@@ -190,7 +218,9 @@ def generate(args: argparse.Namespace, image_paths: list[str], cameras_path: str
     extra_report = {}
     if cameras_path is not None:
         if fov is not None or baseline is not None:
-            raise VideoSceneError("--fov and --baseline apply only to estimated cameras; drop them or drop --cameras")
+            raise VideoSceneError(
+                "--fov and --baseline apply only to estimated cameras; drop them or drop --cameras"
+            )
         cameras, targets, near, far = load_cameras_file(cameras_path, tuple(images.shape[-2:]))
     else:
         estimate = estimate_cameras_for_files(images, image_paths, fov, baseline)
@@ -220,7 +250,9 @@ def generate(args: argparse.Namespace, image_paths: list[str], cameras_path: str
     cameras_note = f"; cameras estimated from {estimated['num_inliers']} inlier matches" if estimated else ""
     print(f"wrote {out} ({output.method}, t={output.timestep}; {timings}{cameras_note})")
     print(f"  open first: {out / 'comparison.png'} (inputs, coarse render, generated)")
-    print(f"  also: video.mp4, coarse.mp4, frames/ ({output.frames.shape[0]} PNGs), gaussians.ply, report.json")
+    print(
+        f"  also: video.mp4, coarse.mp4, frames/ ({output.frames.shape[0]} PNGs), gaussians.ply, report.json"
+    )
 
 
 def estimate_cameras_for_files(
@@ -230,34 +262,57 @@ def estimate_cameras_for_files(
     if baseline is not None and not (baseline > 0 and math.isfinite(baseline)):
         raise VideoSceneError(f"--baseline must be a positive number of scene units, got {baseline}")
     config = RelativePoseConfig() if baseline is None else RelativePoseConfig(baseline=baseline)
-    return estimate_cameras(images, config, fov_degrees=fov, exif_focals=[exif_focal(path) for path in image_paths])
+    return estimate_cameras(
+        images, config, fov_degrees=fov, exif_focals=[exif_focal(path) for path in image_paths]
+    )
 
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="output folder (must not exist, unless --overwrite)")
-    parser.add_argument("--frames", type=arguments.frame_count, help="number of frames, 8k+1 (default: the model's, 17 for tiny)")
     parser.add_argument(
-        "--timestep", type=arguments.timestep,
-        help="'auto' (DDPNet), an integer t from 1 to T-1 of the model's schedule (999 for CogVideoX), or 'none' (pure noise); "
-        "default: auto for the student, none for the teacher"
+        "--frames",
+        type=arguments.frame_count,
+        help="number of frames, 8k+1 (default: the model's, 17 for tiny)",
     )
-    parser.add_argument("--steps", type=arguments.positive_int, default=1, help="denoising steps (1 for the student; 1/4/50 with --model teacher)")
+    parser.add_argument(
+        "--timestep",
+        type=arguments.timestep,
+        help="'auto' (DDPNet), an integer t from 1 to T-1 of the model's schedule (999 for CogVideoX), or 'none' (pure noise); "
+        "default: auto for the student, none for the teacher",
+    )
+    parser.add_argument(
+        "--steps",
+        type=arguments.positive_int,
+        default=1,
+        help="denoising steps (1 for the student; 1/4/50 with --model teacher)",
+    )
     parser.add_argument("--model", default="student", choices=["student", "student-noleap", "teacher"])
     parser.add_argument("--seed", type=arguments.seed, default=0)
     parser.add_argument("--device", type=arguments.device, default="cpu", help="cpu, cuda, cuda:N or auto")
     parser.add_argument("--weights", help="weights folder (default: the bundled tiny weights)")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder that videoscene wrote")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace an existing output folder that videoscene wrote"
+    )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--images", nargs="+", required=True, metavar="IMAGE", help="the two input views")
     parser.add_argument(
-        "--cameras", help="cams.json with the two cameras (docs/generate.md); without it they are estimated from the images"
+        "--cameras",
+        help="cams.json with the two cameras (docs/generate.md); without it they are estimated from the images",
     )
     parser.add_argument(
-        "--fov", type=float, metavar="DEG", help="horizontal field of view for estimated cameras (default: EXIF, else 60)"
+        "--fov",
+        type=float,
+        metavar="DEG",
+        help="horizontal field of view for estimated cameras (default: EXIF, else 60)",
     )
-    parser.add_argument("--baseline", type=float, metavar="B", help="distance between estimated cameras, scene units (default 1.0)")
+    parser.add_argument(
+        "--baseline",
+        type=float,
+        metavar="B",
+        help="distance between estimated cameras, scene units (default 1.0)",
+    )
     add_common_arguments(parser)
 
 

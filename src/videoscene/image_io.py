@@ -34,7 +34,10 @@ def image_size(path: str | Path) -> tuple[int, int]:
 
 
 def read_rgb(
-    path: str | Path, background: str = "white", max_pixels: int = MAX_IMAGE_PIXELS, min_side: int = MIN_IMAGE_SIDE
+    path: str | Path,
+    background: str = "white",
+    max_pixels: int = MAX_IMAGE_PIXELS,
+    min_side: int = MIN_IMAGE_SIDE,
 ) -> np.ndarray:
     """An image file -> uint8 [H, W, 3].
 
@@ -46,15 +49,21 @@ def read_rgb(
     with _opened(path) as image:
         width, height = image.size
         if width * height > max_pixels:
-            raise InputError(f"image {path} is {width}x{height} ({width * height / 1e6:.0f} megapixels); the limit is "
-                             f"{max_pixels / 1e6:.0f} megapixels, so shrink it first")
+            raise InputError(
+                f"image {path} is {width}x{height} ({width * height / 1e6:.0f} megapixels); the limit is "
+                f"{max_pixels / 1e6:.0f} megapixels, so shrink it first"
+            )
         if min(width, height) < min_side:
-            raise InputError(f"image {path} is {width}x{height}; images need at least {min_side} pixels a side")
+            raise InputError(
+                f"image {path} is {width}x{height}; images need at least {min_side} pixels a side"
+            )
         try:
             image.load()
             array = _to_rgb_or_rgba(image)
         except (OSError, ValueError, SyntaxError) as error:
-            raise InputError(f"image {path} cannot be decoded ({type(error).__name__}: {error}); give a PNG or JPEG file") from None
+            raise InputError(
+                f"image {path} cannot be decoded ({type(error).__name__}: {error}); give a PNG or JPEG file"
+            ) from None
     if array.shape[-1] == 3:
         return array
     if background not in BACKGROUNDS:
@@ -90,7 +99,9 @@ def _opened(path: str | Path) -> Iterator[Image.Image]:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise InputError(f"image {path} declares an enormous size (a decompression bomb?); refused") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as error:
-        raise InputError(f"image {path} cannot be read, it is not an image file ({type(error).__name__}); give a PNG or JPEG file") from None
+        raise InputError(
+            f"image {path} cannot be read, it is not an image file ({type(error).__name__}); give a PNG or JPEG file"
+        ) from None
     try:
         yield image
     finally:
@@ -127,7 +138,9 @@ def encode_mp4(pixels: np.ndarray, fps: int = 8) -> bytes:
         stream.width, stream.height, stream.pix_fmt = pixels.shape[2], pixels.shape[1], "yuv420p"
         stream.codec_context.thread_count = 1
         for frame in pixels:
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")))
+            container.mux(
+                stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24"))
+            )
         container.mux(stream.encode())
     return buffer.getvalue()
 

@@ -72,7 +72,9 @@ def check_output_dir(out: str | os.PathLike, overwrite: bool = False) -> Path:
     out = check_output_location(out)
     if out.is_dir() and any(out.iterdir()):
         if not overwrite:
-            raise OutputError(f"output folder {out} already exists and is not empty; choose another --out or pass --overwrite")
+            raise OutputError(
+                f"output folder {out} already exists and is not empty; choose another --out or pass --overwrite"
+            )
         if not (out / OUTPUT_MARKER).is_file():
             raise OutputError(
                 f"output folder {out} was not written by videoscene (it has no {OUTPUT_MARKER}), so --overwrite leaves it alone; "
@@ -83,7 +85,10 @@ def check_output_dir(out: str | os.PathLike, overwrite: bool = False) -> Path:
 
 def _write_marker(folder: Path) -> None:
     (folder / OUTPUT_MARKER).write_text(
-        json.dumps({"written_by": f"videoscene {__version__}", "host": socket.gethostname(), "pid": os.getpid()}) + "\n"
+        json.dumps(
+            {"written_by": f"videoscene {__version__}", "host": socket.gethostname(), "pid": os.getpid()}
+        )
+        + "\n"
     )
 
 
@@ -120,7 +125,9 @@ def remove_stale_stages(parent: Path) -> list[Path]:
             if not names:  # killed between creating it and marking it
                 folder.rmdir()
                 removed.append(folder)
-            elif names == {OUTPUT_MARKER} and _marker(folder) is None:  # killed while marking it: nothing else inside
+            elif (
+                names == {OUTPUT_MARKER} and _marker(folder) is None
+            ):  # killed while marking it: nothing else inside
                 shutil.rmtree(folder, ignore_errors=True)
                 removed.append(folder)
             elif _is_stale_stage(folder):
@@ -137,7 +144,9 @@ def write_boundary(what: str | os.PathLike) -> Iterator[None]:
     except OSError as error:
         if error.errno not in _WRITE_ERRNOS:
             raise
-        raise OutputError(f"could not write {what} ({error.strerror}); free space or choose another output location") from None
+        raise OutputError(
+            f"could not write {what} ({error.strerror}); free space or choose another output location"
+        ) from None
 
 
 def _umask() -> int:
@@ -197,7 +206,9 @@ def staged_output_dir(out: str | os.PathLike, overwrite: bool = False) -> Iterat
 
 
 # -- inputs -----------------------------------------------------------------------------------------------------------
-def read_json_object(path: str | os.PathLike, what: str, hint: str = "", holds: str = "a JSON object") -> dict:
+def read_json_object(
+    path: str | os.PathLike, what: str, hint: str = "", holds: str = "a JSON object"
+) -> dict:
     """A JSON object from `path`, or one clear line naming `what` is wrong (missing, not JSON, not `holds`)."""
     path = Path(path)
     if not path.is_file():
@@ -213,7 +224,9 @@ def read_json_object(path: str | os.PathLike, what: str, hint: str = "", holds: 
     return data
 
 
-def save_safetensors(path: str | os.PathLike, tensors: dict[str, Tensor], metadata: dict[str, str] | None = None) -> None:
+def save_safetensors(
+    path: str | os.PathLike, tensors: dict[str, Tensor], metadata: dict[str, str] | None = None
+) -> None:
     """Write a .safetensors file atomically, byte-for-byte the same for the same tensors and metadata.
 
     safetensors orders the header's metadata keys differently from process to process; the header is
@@ -222,7 +235,9 @@ def save_safetensors(path: str | os.PathLike, tensors: dict[str, Tensor], metada
     """
     raw = safetensors_bytes({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, metadata=metadata)
     length = int.from_bytes(raw[:8], "little")
-    header = json.dumps(json.loads(raw[8 : 8 + length]), sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    header = json.dumps(
+        json.loads(raw[8 : 8 + length]), sort_keys=True, separators=(",", ":"), ensure_ascii=False
+    ).encode()
     if len(header) <= length:
         raw = raw[:8] + header + b" " * (length - len(header)) + raw[8 + length :]
     with atomic_path(path) as tmp:
@@ -234,7 +249,9 @@ def load_safetensors(path: str | os.PathLike, what: str, device: str = "cpu") ->
     return read_safetensors(path, what, device)[0]
 
 
-def read_safetensors(path: str | os.PathLike, what: str, device: str = "cpu") -> tuple[dict[str, Tensor], dict[str, str]]:
+def read_safetensors(
+    path: str | os.PathLike, what: str, device: str = "cpu"
+) -> tuple[dict[str, Tensor], dict[str, str]]:
     """(tensors, metadata) of a .safetensors file; a missing, truncated or foreign file (e.g. a pickle renamed
     .safetensors) is one line naming it. Nothing is ever unpickled."""
     path = Path(path)
@@ -245,16 +262,22 @@ def read_safetensors(path: str | os.PathLike, what: str, device: str = "cpu") ->
             return {key: handle.get_tensor(key) for key in handle.keys()}, handle.metadata() or {}
     except (SafetensorError, OSError, ValueError, RuntimeError) as error:
         reason = (str(error).splitlines() or [type(error).__name__])[0]
-        raise LoadError(f"{what} {path} is not a readable .safetensors file ({reason}); restore or re-create it") from None
+        raise LoadError(
+            f"{what} {path} is not a readable .safetensors file ({reason}); restore or re-create it"
+        ) from None
 
 
-def load_state(module: nn.Module, state: dict[str, Tensor], path: str | os.PathLike, what: str, **options) -> None:
+def load_state(
+    module: nn.Module, state: dict[str, Tensor], path: str | os.PathLike, what: str, **options
+) -> None:
     """`module.load_state_dict(state)`, with weights of another architecture as one line naming the file."""
     try:
         module.load_state_dict(state, **options)
     except (RuntimeError, ValueError) as error:
         detail = " ".join(str(error).split())[:160]
-        raise LoadError(f"{what} {path} does not fit this model's architecture ({detail}); give the weights made for it") from None
+        raise LoadError(
+            f"{what} {path} does not fit this model's architecture ({detail}); give the weights made for it"
+        ) from None
 
 
 def inside(root: str | os.PathLike, relative: str | os.PathLike, what: str) -> Path:
@@ -262,6 +285,7 @@ def inside(root: str | os.PathLike, relative: str | os.PathLike, what: str) -> P
     root = Path(root).resolve()
     path = (root / relative).resolve()
     if path != root and root not in path.parents:
-        raise InputError(f"{what} {str(relative)!r} points outside {root}; paths in a dataset must stay inside its folder")
+        raise InputError(
+            f"{what} {str(relative)!r} points outside {root}; paths in a dataset must stay inside its folder"
+        )
     return path
-

@@ -103,7 +103,10 @@ class VideoScenePipeline:
 
     @classmethod
     def from_pretrained(
-        cls, folder: str | os.PathLike | None = None, device: str | torch.device | None = "cpu", torch_dtype: torch.dtype | None = None
+        cls,
+        folder: str | os.PathLike | None = None,
+        device: str | torch.device | None = "cpu",
+        torch_dtype: torch.dtype | None = None,
     ) -> VideoScenePipeline:
         """Load a weights folder (default: the bundled tiny weights). bf16 by default on CUDA."""
         folder = Path(folder) if folder is not None else BUNDLED_WEIGHTS
@@ -124,8 +127,17 @@ class VideoScenePipeline:
 
         teacher = None
         if (folder / "teacher").is_dir():
-            teacher = VideoBackbone.from_pretrained(folder / "teacher", torch_dtype=torch_dtype).to(device).eval()
-        return cls(config, prior, optional_distilled("distilled"), teacher, optional_distilled("distilled_noleap"), device)
+            teacher = (
+                VideoBackbone.from_pretrained(folder / "teacher", torch_dtype=torch_dtype).to(device).eval()
+            )
+        return cls(
+            config,
+            prior,
+            optional_distilled("distilled"),
+            teacher,
+            optional_distilled("distilled_noleap"),
+            device,
+        )
 
     # ---------------------------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -162,7 +174,9 @@ class VideoScenePipeline:
             raise VideoSceneError(f"need 0 < near < far, got near={near}, far={far}")
 
         # 2. Bring the views to the model's resolution (the intrinsics follow the crop and resize)
-        context_images, context_intrinsics = crop_to_aspect_and_resize(images.float(), cameras.intrinsics.float(), (height, width))
+        context_images, context_intrinsics = crop_to_aspect_and_resize(
+            images.float(), cameras.intrinsics.float(), (height, width)
+        )
         context = Views(
             image=context_images[None],
             extrinsics=cameras.extrinsics.float()[None],
@@ -172,7 +186,9 @@ class VideoScenePipeline:
         ).to(self.device)
 
         # 3. The camera path the video follows
-        path = self._camera_path(cameras, context_intrinsics, target_cameras, num_frames, tuple(images.shape[-2:]))
+        path = self._camera_path(
+            cameras, context_intrinsics, target_cameras, num_frames, tuple(images.shape[-2:])
+        )
         check_memory(len(path), height, width, self.device)
         path_cameras = Cameras(path.extrinsics[None], path.intrinsics[None]).to(self.device)
 
@@ -190,12 +206,18 @@ class VideoScenePipeline:
             dtype = backbone.vae.dtype
             render_latents = backbone.encode_video(coarse.to(dtype), generator=generator)
             condition = encode_condition_frames(
-                backbone, context.image[:, 0].to(dtype), context.image[:, 1].to(dtype), render_latents.shape[1], generator=generator
+                backbone,
+                context.image[:, 0].to(dtype),
+                context.image[:, 1].to(dtype),
+                render_latents.shape[1],
+                generator=generator,
             )
 
         # 7. Choose where the denoising starts (DDPNet reads x₀ʳ and, if trained so, the views' disagreement)
         with _timed(timings, "policy"):
-            start = self._start_timestep(backbone, model, timestep, render_latents, gaussians, context, path_cameras)
+            start = self._start_timestep(
+                backbone, model, timestep, render_latents, gaussians, context, path_cameras
+            )
         start_t = None if start is None else int(start[0])
 
         # 8. Denoise: one student step from the leap, or the multi-step teacher
@@ -203,7 +225,9 @@ class VideoScenePipeline:
             if model == "teacher":
                 sampling = SamplingConfig(num_steps=num_steps, start_timestep=start_t)
                 start_latents = None if start is None else render_latents
-                latents = sample_latents(backbone, condition, sampling, generator=generator, start_latents=start_latents)
+                latents = sample_latents(
+                    backbone, condition, sampling, generator=generator, start_latents=start_latents
+                )
             else:
                 latents = self._student(model).generate(render_latents, condition, start, generator=generator)
 
@@ -228,7 +252,9 @@ class VideoScenePipeline:
         student = self.distilled_noleap if model == "student-noleap" else self.distilled
         if student is None:
             folder = "distilled_noleap/" if model == "student-noleap" else "distilled/"
-            raise VideoSceneError(f"the weights folder has no {folder} (a `videoscene train distill` output) for model {model!r}")
+            raise VideoSceneError(
+                f"the weights folder has no {folder} (a `videoscene train distill` output) for model {model!r}"
+            )
         return student
 
     def _backbone(self, model: str, num_steps: int) -> VideoBackbone:
@@ -239,12 +265,16 @@ class VideoScenePipeline:
         if model not in ("student", "student-noleap"):
             raise VideoSceneError(f"unknown model {model!r}; use student, student-noleap or teacher")
         if num_steps != 1:
-            raise VideoSceneError(f"the distilled student takes exactly one step (got {num_steps}); use the teacher for more")
+            raise VideoSceneError(
+                f"the distilled student takes exactly one step (got {num_steps}); use the teacher for more"
+            )
         return self._student(model).student
 
     def _check_inputs(self, images: Tensor, cameras: Cameras, target_cameras: Cameras | None) -> None:
         if images.ndim != 4 or images.shape[0] != 2 or images.shape[1] != 3:
-            raise VideoSceneError(f"need exactly two RGB images as a [2, 3, H, W] tensor, got shape {list(images.shape)}")
+            raise VideoSceneError(
+                f"need exactly two RGB images as a [2, 3, H, W] tensor, got shape {list(images.shape)}"
+            )
         check_finite("images", images)
         if images.min() < 0 or images.max() > 1:
             raise VideoSceneError("images must be floats in [0, 1]")
@@ -257,28 +287,45 @@ class VideoScenePipeline:
         check_rigid(cameras.extrinsics, "camera extrinsics")
         check_finite("camera intrinsics", cameras.intrinsics)
         if torch.dist(cameras.extrinsics[0, :3, 3], cameras.extrinsics[1, :3, 3]) < 1e-6:
-            raise VideoSceneError("the two cameras are at the same position; two views with some baseline are needed")
+            raise VideoSceneError(
+                "the two cameras are at the same position; two views with some baseline are needed"
+            )
         if target_cameras is not None:
             count = len(target_cameras)
             if count < 9 or (count - 1) % 8:
-                raise VideoSceneError(f"target cameras must number 8k+1 (9, 17, 25, 49) so the VAE round-trips, got {count}")
+                raise VideoSceneError(
+                    f"target cameras must number 8k+1 (9, 17, 25, 49) so the VAE round-trips, got {count}"
+                )
             check_rigid(target_cameras.extrinsics, "target camera extrinsics")
 
     def _camera_path(
-        self, cameras: Cameras, context_intrinsics: Tensor, target_cameras: Cameras | None, num_frames: int | None, input_shape: tuple[int, int]
+        self,
+        cameras: Cameras,
+        context_intrinsics: Tensor,
+        target_cameras: Cameras | None,
+        num_frames: int | None,
+        input_shape: tuple[int, int],
     ) -> Cameras:
         size = (self.config.height, self.config.width)
         if target_cameras is not None:
             # Target intrinsics are given for the input image size; apply the same crop and resize as the views.
-            intrinsics = crop_to_aspect_and_resize_intrinsics(target_cameras.intrinsics.float(), input_shape, size)
+            intrinsics = crop_to_aspect_and_resize_intrinsics(
+                target_cameras.intrinsics.float(), input_shape, size
+            )
             return Cameras(target_cameras.extrinsics.float(), intrinsics)
         count = self.config.num_frames if num_frames is None else num_frames
         if count < 9 or (count - 1) % 8:
-            raise VideoSceneError(f"--frames must be 8k+1 (9, 17, 25, 49) so the VAE round-trips, got {count}")
+            raise VideoSceneError(
+                f"--frames must be 8k+1 (9, 17, 25, 49) so the VAE round-trips, got {count}"
+            )
         extrinsics, intrinsics = interpolate_cameras(
-            cameras.extrinsics[0].float(), cameras.extrinsics[1].float(), context_intrinsics[0], context_intrinsics[1], count,
+            cameras.extrinsics[0].float(),
+            cameras.extrinsics[1].float(),
+            context_intrinsics[0],
+            context_intrinsics[1],
+            count,
             assume_rigid=True,
-        )  # fmt: skip
+        )
         return Cameras(extrinsics, intrinsics)
 
     def _start_timestep(
@@ -298,16 +345,22 @@ class VideoScenePipeline:
             return None
         if timestep is None:
             if model != "teacher":
-                raise VideoSceneError("the leap student starts from the render: give timestep='auto' or an int t")
+                raise VideoSceneError(
+                    "the leap student starts from the render: give timestep='auto' or an int t"
+                )
             return None
         policy = self.distilled.ddpnet if timestep == "auto" and self.distilled is not None else None
         disagreement = None
         if policy is not None and policy.config.view_disagreement:
             vae = self.distilled.student.config.vae
             disagreement = policy_inputs(
-                gaussians, context, path_cameras, (self.config.height, self.config.width),
-                vae.temporal_compression_ratio, vae.spatial_compression,
-            )  # fmt: skip
+                gaussians,
+                context,
+                path_cameras,
+                (self.config.height, self.config.width),
+                vae.temporal_compression_ratio,
+                vae.spatial_compression,
+            )
         fixed = self.config.fallback_timestep if timestep == "auto" else timestep
         num_train_timesteps = backbone.config.schedule.num_train_timesteps
         return start_timestep(policy, fixed, False, num_train_timesteps, render_latents.float(), disagreement)

@@ -33,7 +33,9 @@ class _TensorContainer:
         """`Tensor.to` on every tensor field, as `nn.Module.to` does it: a dtype converts only the floating-point
         fields (indices stay integers)."""
         device, dtype, non_blocking, _ = torch._C._nn._parse_to(*args, **kwargs)
-        return _map_tensors(self, lambda t: t.to(device, dtype if t.is_floating_point() else None, non_blocking=non_blocking))
+        return _map_tensors(
+            self, lambda t: t.to(device, dtype if t.is_floating_point() else None, non_blocking=non_blocking)
+        )
 
     def select(self, item):
         """Index every tensor field along the leading (batch/view) axes."""

@@ -63,17 +63,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--input", required=True, type=Path, help="scene folder (or a transforms*.json file)")
     parser.add_argument("--out", required=True, type=Path, help="output dataset folder (must not exist)")
-    parser.add_argument("--split", default="test", help="split folder to write inside --out; NeRF reads transforms_<split>.json (default: test)")
+    parser.add_argument(
+        "--split",
+        default="test",
+        help="split folder to write inside --out; NeRF reads transforms_<split>.json (default: test)",
+    )
     parser.add_argument(
         "--max-size", type=int, default=None, help="shrink images so the longer side is at most N px"
     )
     background = parser.add_mutually_exclusive_group()
     background.add_argument(
-        "--white-background", dest="background", action="store_const", const="white",
+        "--white-background",
+        dest="background",
+        action="store_const",
+        const="white",
         help="composite transparent pixels on white (default)",
-    )  # fmt: skip
+    )
     background.add_argument(
-        "--black-background", dest="background", action="store_const", const="black", help="composite on black"
+        "--black-background",
+        dest="background",
+        action="store_const",
+        const="black",
+        help="composite on black",
     )
     parser.set_defaults(background="white")
     parser.add_argument(

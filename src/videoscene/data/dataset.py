@@ -31,9 +31,13 @@ class ClipSamplerConfig:
 
     def __post_init__(self) -> None:
         if self.num_frames < 2 or (self.num_frames - 1) % 8 != 0:
-            raise VideoSceneError(f"num_frames must be 8k+1 (9, 17, 25, 49) so the VAE round-trips, got {self.num_frames}")
+            raise VideoSceneError(
+                f"num_frames must be 8k+1 (9, 17, 25, 49) so the VAE round-trips, got {self.num_frames}"
+            )
         if not 1 <= self.min_stride <= self.max_stride:
-            raise VideoSceneError(f"need 1 <= min_stride <= max_stride, got {self.min_stride}, {self.max_stride}")
+            raise VideoSceneError(
+                f"need 1 <= min_stride <= max_stride, got {self.min_stride}, {self.max_stride}"
+            )
         if not 0 < self.near < self.far:
             raise VideoSceneError(f"need 0 < near < far, got near={self.near}, far={self.far}")
 
@@ -52,11 +56,17 @@ def views_from_scene(scene: Scene, indices: Sequence[int], near: float, far: flo
     )
 
 
-def example_from_scene(scene: Scene, context: Sequence[int], target: Sequence[int], near: float, far: float) -> Example:
+def example_from_scene(
+    scene: Scene, context: Sequence[int], target: Sequence[int], near: float, far: float
+) -> Example:
     for i in list(context) + list(target):
         if not 0 <= i < len(scene):
-            raise VideoSceneError(f"scene {scene.key} has {len(scene)} frames; frame index {i} is out of range")
-    return Example(views_from_scene(scene, context, near, far), views_from_scene(scene, target, near, far), scene.key)
+            raise VideoSceneError(
+                f"scene {scene.key} has {len(scene)} frames; frame index {i} is out of range"
+            )
+    return Example(
+        views_from_scene(scene, context, near, far), views_from_scene(scene, target, near, far), scene.key
+    )
 
 
 class SceneStore:
@@ -64,7 +74,9 @@ class SceneStore:
 
     def __init__(self, split_dirs: Sequence[str | Path]):
         if not split_dirs:
-            raise VideoSceneError("no data folders given; pass at least one split folder of RealEstate10K chunks")
+            raise VideoSceneError(
+                "no data folders given; pass at least one split folder of RealEstate10K chunks"
+            )
         self.location: dict[str, Path] = {}
         for split_dir in map(Path, split_dirs):
             for key, chunk in load_index(split_dir).items():
@@ -92,7 +104,13 @@ class ClipDataset(Dataset):
     """One clip per scene per epoch. Training draws stride and start at random; with `deterministic`
     (validation) each scene always yields the same clip, derived from `seed` and the scene position."""
 
-    def __init__(self, split_dirs: Sequence[str | Path], config: ClipSamplerConfig, seed: int = 0, deterministic: bool = False):
+    def __init__(
+        self,
+        split_dirs: Sequence[str | Path],
+        config: ClipSamplerConfig,
+        seed: int = 0,
+        deterministic: bool = False,
+    ):
         self.store = SceneStore(split_dirs)
         self.config = config
         self.seed = seed
@@ -100,7 +118,9 @@ class ClipDataset(Dataset):
         shortest = (config.num_frames - 1) * config.min_stride + 1
         self.keys = [key for key in self.store.keys if self._length(key) >= shortest]
         if not self.keys:
-            raise VideoSceneError(f"no scene has the {shortest} frames a {config.num_frames}-frame clip needs; lower num_frames")
+            raise VideoSceneError(
+                f"no scene has the {shortest} frames a {config.num_frames}-frame clip needs; lower num_frames"
+            )
 
     def _length(self, key: str) -> int:
         return len(self.store[key])
@@ -122,7 +142,9 @@ class ClipDataset(Dataset):
         seed = hash((self.seed, position)) if self.deterministic else int(torch.randint(0, 2**62, ()).item())
         rng = random.Random(seed)
         target = self.clip_indices(key, rng)
-        return example_from_scene(self.store[key], [target[0], target[-1]], target, self.config.near, self.config.far)
+        return example_from_scene(
+            self.store[key], [target[0], target[-1]], target, self.config.near, self.config.far
+        )
 
 
 def collate_examples(examples: list[Example]) -> Example:
@@ -140,4 +162,8 @@ def collate_examples(examples: list[Example]) -> Example:
             index=torch.stack([v.index for v in views]) if views[0].index is not None else None,
         )
 
-    return Example(stack([e.context for e in examples]), stack([e.target for e in examples]), ",".join(e.scene for e in examples))
+    return Example(
+        stack([e.context for e in examples]),
+        stack([e.target for e in examples]),
+        ",".join(e.scene for e in examples),
+    )

@@ -56,7 +56,9 @@ class Scene:
         decoded = [decode_image(self.images[i]) for i in indices]
         shapes = {tuple(image.shape) for image in decoded}
         if len(shapes) > 1:
-            raise VideoSceneError(f"scene {self.key} has images of different sizes {sorted(shapes)}; re-convert it at one size")
+            raise VideoSceneError(
+                f"scene {self.key} has images of different sizes {sorted(shapes)}; re-convert it at one size"
+            )
         return torch.stack(decoded)
 
     def to_dict(self) -> dict:
@@ -95,7 +97,9 @@ def decode_image(data: Tensor) -> Float[Tensor, "3 height width"]:
         with Image.open(io.BytesIO(data.numpy().tobytes())) as image:
             array = np.asarray(image.convert("RGB"))
     except Exception as error:  # PIL raises many types for corrupt data
-        raise VideoSceneError(f"an image in the chunk cannot be decoded ({type(error).__name__}); the chunk is corrupt") from None
+        raise VideoSceneError(
+            f"an image in the chunk cannot be decoded ({type(error).__name__}); the chunk is corrupt"
+        ) from None
     return torch.from_numpy(array.copy()).permute(2, 0, 1).float() / 255
 
 
@@ -119,7 +123,9 @@ def scene_from_frames(
         )
     images = [encode_image(frame, fmt) for frame in frames]
     timestamps = torch.arange(count, dtype=torch.int64) if timestamps is None else timestamps.to(torch.int64)
-    return Scene(key, images, cameras_to_re10k_vector(extrinsics.float(), intrinsics.float()), timestamps, url)
+    return Scene(
+        key, images, cameras_to_re10k_vector(extrinsics.float(), intrinsics.float()), timestamps, url
+    )
 
 
 def _validate_scene_dict(raw, source: str) -> Scene:
@@ -127,7 +133,9 @@ def _validate_scene_dict(raw, source: str) -> Scene:
         raise VideoSceneError(f"{source}: a chunk entry is {type(raw).__name__}, expected a scene dict")
     missing = {"key", "timestamps", "cameras", "images"} - raw.keys()
     if missing:
-        raise VideoSceneError(f"{source}: scene entry lacks {sorted(missing)}; is this a RealEstate10K chunk?")
+        raise VideoSceneError(
+            f"{source}: scene entry lacks {sorted(missing)}; is this a RealEstate10K chunk?"
+        )
     key, cameras, images, timestamps = raw["key"], raw["cameras"], raw["images"], raw["timestamps"]
     if not isinstance(cameras, Tensor) or cameras.ndim != 2 or cameras.shape[1] != 18:
         shape = list(cameras.shape) if isinstance(cameras, Tensor) else type(cameras).__name__
@@ -138,8 +146,12 @@ def _validate_scene_dict(raw, source: str) -> Scene:
         raise VideoSceneError(
             f"{source}: scene {key}: {len(images)} images, {len(timestamps)} timestamps and {cameras.shape[0]} cameras disagree"
         )
-    if not all(isinstance(image, Tensor) and image.dtype == torch.uint8 and image.ndim == 1 for image in images):
-        raise VideoSceneError(f"{source}: scene {key}: images must be uint8 1-D tensors of encoded JPEG/PNG bytes")
+    if not all(
+        isinstance(image, Tensor) and image.dtype == torch.uint8 and image.ndim == 1 for image in images
+    ):
+        raise VideoSceneError(
+            f"{source}: scene {key}: images must be uint8 1-D tensors of encoded JPEG/PNG bytes"
+        )
     return Scene(str(key), list(images), cameras.float(), timestamps.to(torch.int64), str(raw.get("url", "")))
 
 
@@ -151,7 +163,9 @@ def read_chunk(path: str | Path) -> list[Scene]:
         raw = torch.load(path, weights_only=True, map_location="cpu")
     except (RuntimeError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError, ValueError, OSError) as error:
         reason = str(error).splitlines()[0][:120] if str(error) else type(error).__name__
-        raise VideoSceneError(f"chunk {path} is corrupt or truncated ({reason}); re-create or re-download it") from None
+        raise VideoSceneError(
+            f"chunk {path} is corrupt or truncated ({reason}); re-create or re-download it"
+        ) from None
     if not isinstance(raw, list):
         raise VideoSceneError(f"chunk {path} holds {type(raw).__name__}, expected a list of scene dicts")
     return [_validate_scene_dict(entry, str(path)) for entry in raw]
@@ -195,7 +209,9 @@ def load_index(split_dir: str | Path) -> dict[str, str]:
     split_dir = Path(split_dir)
     path = split_dir / INDEX_FILE
     if not path.is_file():
-        raise VideoSceneError(f"{split_dir} has no {INDEX_FILE}; point at a split folder (e.g. DATA/train) of RealEstate10K chunks")
+        raise VideoSceneError(
+            f"{split_dir} has no {INDEX_FILE}; point at a split folder (e.g. DATA/train) of RealEstate10K chunks"
+        )
     holds = "an object mapping scene keys to chunk file names"
     index = read_json_object(path, "scene index", holds=holds)
     if not all(isinstance(k, str) and isinstance(v, str) for k, v in index.items()):

@@ -69,7 +69,12 @@ class Materials:
     emission: list[float] = field(default_factory=list)  # 0: lit (Lambertian); > 0: self-lit at that strength
 
     def add(
-        self, texture: int, texels_per_metre: tuple[float, float], tint=(1.0, 1.0, 1.0), offset=(0.0, 0.0), emission: float = 0.0
+        self,
+        texture: int,
+        texels_per_metre: tuple[float, float],
+        tint=(1.0, 1.0, 1.0),
+        offset=(0.0, 0.0),
+        emission: float = 0.0,
     ) -> int:
         self.texture.append(texture)
         self.tint.append(tuple(float(c) for c in tint))
@@ -192,7 +197,11 @@ class Cylinder:
         cap_sign = np.where(to_top < to_bottom, 1.0, -1.0)
         safe = np.maximum(radial, 1e-6)
         normal = np.stack(
-            [np.where(on_cap, 0.0, rx / safe), np.where(on_cap, cap_sign, 0.0), np.where(on_cap, 0.0, rz / safe)]
+            [
+                np.where(on_cap, 0.0, rx / safe),
+                np.where(on_cap, cap_sign, 0.0),
+                np.where(on_cap, 0.0, rz / safe),
+            ]
         ).astype(np.float32)
         angle_u = (np.arctan2(rx, rz) / (2 * np.pi) + 0.5) * self.u_period
         u = np.where(on_cap, rx, angle_u)
@@ -307,7 +316,9 @@ def cast_rays(
     return t_best, surface
 
 
-def _room_surface(room: Room, face: int, p: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _room_surface(
+    room: Room, face: int, p: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     axis, high = divmod(face, 2)
     normal = np.zeros_like(p)
     normal[axis] = -1.0 if high else 1.0  # inward
@@ -382,12 +393,15 @@ def shade(
     # geometric mean of the two axes balances blur against aliasing at grazing angles.
     footprint = t * np.float32(texel_angle) / np.sqrt(np.maximum(cosine, 0.02))
     lod = np.log2(np.maximum(footprint * np.sqrt(np.abs(scale[:, 0] * scale[:, 1])), 1e-8))
-    albedo = room.atlas.sample(
-        mats["texture"][material],
-        u * scale[:, 0] + mats["offset"][material, 0],
-        v * scale[:, 1] + mats["offset"][material, 1],
-        lod,
-    ) * mats["tint"][material]
+    albedo = (
+        room.atlas.sample(
+            mats["texture"][material],
+            u * scale[:, 0] + mats["offset"][material, 0],
+            v * scale[:, 1] + mats["offset"][material, 1],
+            lod,
+        )
+        * mats["tint"][material]
+    )
 
     irradiance = np.asarray(room.ambient, np.float32)[None, :] * occlusion[:, None]
     direct_occlusion = np.sqrt(occlusion)
@@ -414,7 +428,11 @@ def camera_rays(intrinsics: Float[np.ndarray, "3 3"], height: int, width: int) -
 
 
 def pixel_rays(
-    intrinsics: Float[np.ndarray, "3 3"], height: int, width: int, x: Float[np.ndarray, " n"], y: Float[np.ndarray, " n"]
+    intrinsics: Float[np.ndarray, "3 3"],
+    height: int,
+    width: int,
+    x: Float[np.ndarray, " n"],
+    y: Float[np.ndarray, " n"],
 ) -> Float[np.ndarray, "3 n"]:
     """Camera-space directions (x, y, 1) through pixel coordinates (x, y) (pixel centres at +0.5)."""
     fx, fy = intrinsics[0, 0] * width, intrinsics[1, 1] * height
@@ -457,12 +475,17 @@ def render_view(
         for start in range(0, camera_directions.shape[1], _RAYS_PER_BLOCK):
             rays = (rotation @ camera_directions[:, start : start + _RAYS_PER_BLOCK]).astype(np.float32)
             t, surface = cast_rays(room, origin, rays)
-            radiance, normal, material = shade(room, origin, rays, t, surface, texel_angle=1.0 / (focal_pixels * footprint_scale))
+            radiance, normal, material = shade(
+                room, origin, rays, t, surface, texel_angle=1.0 / (focal_pixels * footprint_scale)
+            )
             outputs.append((tone_map(radiance, room.exposure), t, surface, normal, material))
         colour, t, surface, normal, material = zip(*outputs)
         return (
-            np.concatenate(colour), np.concatenate(t), np.concatenate(surface),
-            np.concatenate(normal, axis=1), np.concatenate(material),
+            np.concatenate(colour),
+            np.concatenate(t),
+            np.concatenate(surface),
+            np.concatenate(normal, axis=1),
+            np.concatenate(material),
         )
 
     colour, t, surface, normal, material = trace(_centre_rays(intrinsics, height, width), 1)
@@ -470,14 +493,20 @@ def render_view(
     depth = t.reshape(height, width)
     if supersample > 1:
         edges = np.flatnonzero(
-            _edge_pixels(surface.reshape(height, width), normal.reshape(3, height, width), material.reshape(height, width))
+            _edge_pixels(
+                surface.reshape(height, width),
+                normal.reshape(3, height, width),
+                material.reshape(height, width),
+            )
         )
         if edges.size:
             offsets = (np.arange(supersample) + 0.5) / supersample
             sub_x = (edges % width)[:, None, None] + offsets[None, None, :]
             sub_y = (edges // width)[:, None, None] + offsets[None, :, None]
             sub_x, sub_y = np.broadcast_arrays(sub_x, sub_y)
-            sub_colour = trace(pixel_rays(intrinsics, height, width, sub_x.ravel(), sub_y.ravel()), supersample)[0]
+            sub_colour = trace(
+                pixel_rays(intrinsics, height, width, sub_x.ravel(), sub_y.ravel()), supersample
+            )[0]
             colour[edges] = sub_colour.reshape(edges.size, supersample * supersample, 3).mean(axis=1)
     image = to_uint8(torch.from_numpy(colour.reshape(height, width, 3))).numpy()
     return image, depth.astype(np.float32)
@@ -521,13 +550,24 @@ class _RoomBuilder:
 
     def colour(self, saturation: tuple[float, float], value: tuple[float, float], hue_spread: float = 0.5):
         rng = self.rng
-        return _hsv(self.base_hue + rng.uniform(-hue_spread, hue_spread), rng.uniform(*saturation), rng.uniform(*value))
+        return _hsv(
+            self.base_hue + rng.uniform(-hue_spread, hue_spread),
+            rng.uniform(*saturation),
+            rng.uniform(*value),
+        )
 
     def texture(self, image: np.ndarray) -> int:
         self.textures.append(np.clip(image, 0.0, 1.0).astype(np.float32))
         return len(self.textures) - 1
 
-    def tiled(self, image: np.ndarray, tile_metres: float, tint=(1.0, 1.0, 1.0), emission: float = 0.0, stretch: float = 1.0) -> int:
+    def tiled(
+        self,
+        image: np.ndarray,
+        tile_metres: float,
+        tint=(1.0, 1.0, 1.0),
+        emission: float = 0.0,
+        stretch: float = 1.0,
+    ) -> int:
         """A material tiling `image` once per `tile_metres` (times `stretch` along u), randomly shifted."""
         tpm = self.size / tile_metres
         offset = tuple(self.rng.uniform(0, self.size, 2))
@@ -536,17 +576,23 @@ class _RoomBuilder:
     def paint(self, light: bool = True) -> np.ndarray:
         a = self.colour((0.03, 0.25), (0.65, 0.92) if light else (0.35, 0.75))
         b = tuple(c * self.rng.uniform(0.85, 0.97) for c in a)
-        return tex.noise_texture(self.rng, self.size, a, b, cells=int(self.rng.integers(3, 9)), contrast=self.rng.uniform(0.6, 1.2))
+        return tex.noise_texture(
+            self.rng, self.size, a, b, cells=int(self.rng.integers(3, 9)), contrast=self.rng.uniform(0.6, 1.2)
+        )
 
     def wall_material(self) -> int:
         rng, size = self.rng, self.size
-        kind = rng.choice(["paint", "stripes", "brick", "plaster", "tiles", "photo"], p=[0.3, 0.2, 0.15, 0.15, 0.1, 0.1])
+        kind = rng.choice(
+            ["paint", "stripes", "brick", "plaster", "tiles", "photo"], p=[0.3, 0.2, 0.15, 0.15, 0.1, 0.1]
+        )
         if kind == "paint":
             return self.tiled(self.paint(), rng.uniform(1.0, 2.5))
         if kind == "stripes":
             a = self.colour((0.05, 0.35), (0.6, 0.92))
             b = self.colour((0.05, 0.45), (0.45, 0.85))
-            image = tex.stripes_texture(rng, size, a, b, stripes=int(rng.choice([4, 8, 16])), duty=rng.uniform(0.3, 0.7))
+            image = tex.stripes_texture(
+                rng, size, a, b, stripes=int(rng.choice([4, 8, 16])), duty=rng.uniform(0.3, 0.7)
+            )
             return self.tiled(image, rng.uniform(0.8, 2.0))
         if kind == "brick":
             tint = self.colour((0.1, 0.5), (0.55, 0.95), hue_spread=0.08)
@@ -568,14 +614,20 @@ class _RoomBuilder:
         if kind == "wood":
             light = _hsv(rng.uniform(0.05, 0.11), rng.uniform(0.35, 0.65), rng.uniform(0.55, 0.9))
             dark = tuple(c * rng.uniform(0.45, 0.7) for c in light)
-            return self.tiled(tex.wood_texture(rng, size, light, dark, planks=int(rng.choice([4, 8]))), rng.uniform(1.2, 2.4))
+            return self.tiled(
+                tex.wood_texture(rng, size, light, dark, planks=int(rng.choice([4, 8]))),
+                rng.uniform(1.2, 2.4),
+            )
         if kind == "tiles":
             tile, grout = self.colour((0.0, 0.35), (0.5, 0.9)), self.colour((0.0, 0.1), (0.2, 0.5))
             image = tex.tiles_texture(rng, size, tile, grout, tiles=4)
             return self.tiled(image, rng.uniform(1.2, 2.4))
         if kind == "carpet":
             name = str(rng.choice(["gravel.png", "grass.png"]))
-            return self.tiled(tex.photo_texture(rng, name, size, tint=self.colour((0.1, 0.5), (0.35, 0.8))), rng.uniform(0.5, 1.2))
+            return self.tiled(
+                tex.photo_texture(rng, name, size, tint=self.colour((0.1, 0.5), (0.35, 0.8))),
+                rng.uniform(0.5, 1.2),
+            )
         if kind == "checker":
             light, dark = self.colour((0.0, 0.2), (0.75, 0.95)), self.colour((0.0, 0.4), (0.1, 0.4))
             image = tex.checker_texture(rng, size, light, dark, squares=4)
@@ -594,21 +646,33 @@ class _RoomBuilder:
 
     def furniture_material(self) -> int:
         rng, size = self.rng, self.size
-        kind = rng.choice(["wood", "fabric", "photo", "grey_photo", "stripes", "checker"], p=[0.3, 0.25, 0.15, 0.15, 0.1, 0.05])
+        kind = rng.choice(
+            ["wood", "fabric", "photo", "grey_photo", "stripes", "checker"],
+            p=[0.3, 0.25, 0.15, 0.15, 0.1, 0.05],
+        )
         if kind == "wood":
             light = _hsv(rng.uniform(0.04, 0.12), rng.uniform(0.3, 0.7), rng.uniform(0.4, 0.9))
             dark = tuple(c * rng.uniform(0.4, 0.7) for c in light)
-            return self.tiled(tex.wood_texture(rng, size, light, dark, planks=int(rng.choice([2, 4]))), rng.uniform(0.6, 1.2))
+            return self.tiled(
+                tex.wood_texture(rng, size, light, dark, planks=int(rng.choice([2, 4]))),
+                rng.uniform(0.6, 1.2),
+            )
         if kind == "fabric":
             a = self.colour((0.2, 0.7), (0.3, 0.85), hue_spread=0.5)
             b = tuple(c * rng.uniform(0.6, 0.85) for c in a)
-            return self.tiled(tex.noise_texture(rng, size, a, b, cells=int(rng.integers(6, 16)), contrast=1.3), rng.uniform(0.3, 0.8))
+            return self.tiled(
+                tex.noise_texture(rng, size, a, b, cells=int(rng.integers(6, 16)), contrast=1.3),
+                rng.uniform(0.3, 0.8),
+            )
         if kind == "photo":
             name = str(rng.choice(tex.MATERIAL_PHOTOS_COLOUR))
             return self.tiled(tex.photo_texture(rng, name, size), rng.uniform(0.5, 1.2))
         if kind == "grey_photo":
             name = str(rng.choice(tex.MATERIAL_PHOTOS_GREY))
-            return self.tiled(tex.photo_texture(rng, name, size, tint=self.colour((0.1, 0.6), (0.4, 0.9))), rng.uniform(0.4, 1.0))
+            return self.tiled(
+                tex.photo_texture(rng, name, size, tint=self.colour((0.1, 0.6), (0.4, 0.9))),
+                rng.uniform(0.4, 1.0),
+            )
         if kind == "stripes":
             a, b = self.colour((0.2, 0.6), (0.5, 0.9)), self.colour((0.2, 0.6), (0.2, 0.6))
             image = tex.stripes_texture(rng, size, a, b, stripes=int(rng.choice([4, 8])))
@@ -626,9 +690,14 @@ class _RoomBuilder:
 
     def free(self, rect: tuple[float, float, float, float], gap: float = 0.08) -> bool:
         x0, z0, x1, z1 = rect
-        return all(x1 + gap <= b[0] or b[2] + gap <= x0 or z1 + gap <= b[1] or b[3] + gap <= z0 for b in self.blockers)
+        return all(
+            x1 + gap <= b[0] or b[2] + gap <= x0 or z1 + gap <= b[1] or b[3] + gap <= z0
+            for b in self.blockers
+        )
 
-    def wall_frame(self, wall: int, along: float, out: float, room: tuple[float, float, float]) -> tuple[float, float, float]:
+    def wall_frame(
+        self, wall: int, along: float, out: float, room: tuple[float, float, float]
+    ) -> tuple[float, float, float]:
         """(x, z, yaw) of a point `along` the wall and `out` from it, facing into the room (local +z inward).
         Walls: 0 x=0, 1 x=W, 2 z=0, 3 z=D; `along` runs in the wall's local +x direction."""
         width, _, depth = room
@@ -645,22 +714,42 @@ class _RoomBuilder:
         return room[2] if wall in (0, 1) else room[0]
 
     def add_box(self, center, half, yaw, material, blocks: bool = True, casts_occlusion: bool = True) -> Box:
-        box = Box(tuple(float(c) for c in center), tuple(float(h) for h in half), float(yaw), material, casts_occlusion)
+        box = Box(
+            tuple(float(c) for c in center),
+            tuple(float(h) for h in half),
+            float(yaw),
+            material,
+            casts_occlusion,
+        )
         self.primitives.append(box)
         if blocks:
             self.blockers.append(box.footprint())
         return box
 
-    def add_cylinder(self, x, z, radius, bottom, top, material, blocks: bool = True, casts_occlusion: bool = True) -> Cylinder:
-        cylinder = Cylinder((float(x), float(z)), float(radius), float(bottom), float(top), material,
-                            self.u_period(material, 2 * math.pi * radius), casts_occlusion)
+    def add_cylinder(
+        self, x, z, radius, bottom, top, material, blocks: bool = True, casts_occlusion: bool = True
+    ) -> Cylinder:
+        cylinder = Cylinder(
+            (float(x), float(z)),
+            float(radius),
+            float(bottom),
+            float(top),
+            material,
+            self.u_period(material, 2 * math.pi * radius),
+            casts_occlusion,
+        )
         self.primitives.append(cylinder)
         if blocks:
             self.blockers.append(cylinder.footprint())
         return cylinder
 
     def add_sphere(self, center, radius, material, blocks: bool = True) -> Sphere:
-        sphere = Sphere(tuple(float(c) for c in center), float(radius), material, self.u_period(material, 2 * math.pi * radius))
+        sphere = Sphere(
+            tuple(float(c) for c in center),
+            float(radius),
+            material,
+            self.u_period(material, 2 * math.pi * radius),
+        )
         self.primitives.append(sphere)
         if blocks:
             self.blockers.append(sphere.footprint())
@@ -695,21 +784,35 @@ class _RoomBuilder:
         if kind in ("cabinet", "wardrobe"):
             width = rng.uniform(0.6, 1.6) if kind == "cabinet" else rng.uniform(0.8, 1.8)
             depth = rng.uniform(0.35, 0.6)
-            height = rng.uniform(0.45, 1.1) if kind == "cabinet" else rng.uniform(1.7, min(2.2, room[1] - 0.3))
+            height = (
+                rng.uniform(0.45, 1.1) if kind == "cabinet" else rng.uniform(1.7, min(2.2, room[1] - 0.3))
+            )
             spot = self.against_wall(room, width, depth)
             if spot is None:
                 return
             x, z, yaw, _ = spot
-            self.add_box((x, height / 2, z), (width / 2, height / 2, depth / 2), yaw, self.furniture_material())
+            self.add_box(
+                (x, height / 2, z), (width / 2, height / 2, depth / 2), yaw, self.furniture_material()
+            )
             self.points_of_interest.append((x, height * 0.7, z))
             if kind == "cabinet" and rng.random() < 0.6:
                 radius = rng.uniform(0.06, 0.14)
                 offset = rng.uniform(-0.3, 0.3) * width
                 ox, oz = x + offset * math.cos(yaw), z - offset * math.sin(yaw)
                 if rng.random() < 0.5:
-                    self.add_sphere((ox, height + radius, oz), radius, self.furniture_material(), blocks=False)
+                    self.add_sphere(
+                        (ox, height + radius, oz), radius, self.furniture_material(), blocks=False
+                    )
                 else:
-                    self.add_cylinder(ox, oz, radius, height, height + rng.uniform(0.15, 0.4), self.furniture_material(), blocks=False)
+                    self.add_cylinder(
+                        ox,
+                        oz,
+                        radius,
+                        height,
+                        height + rng.uniform(0.15, 0.4),
+                        self.furniture_material(),
+                        blocks=False,
+                    )
         elif kind == "sofa":
             width, depth = rng.uniform(1.3, 2.2), rng.uniform(0.75, 1.0)
             spot = self.against_wall(room, width, depth)
@@ -722,7 +825,9 @@ class _RoomBuilder:
             # The back sits along the wall side of the seat (local -z).
             shift = depth / 2 - back_depth / 2
             bx, bz = x - shift * math.sin(yaw), z - shift * math.cos(yaw)
-            self.add_box((bx, back / 2, bz), (width / 2, back / 2, back_depth / 2), yaw, material, blocks=False)
+            self.add_box(
+                (bx, back / 2, bz), (width / 2, back / 2, back_depth / 2), yaw, material, blocks=False
+            )
             self.points_of_interest.append((x, seat, z))
         elif kind == "table":
             width, depth = rng.uniform(0.8, 1.6), rng.uniform(0.6, 1.0)
@@ -732,10 +837,17 @@ class _RoomBuilder:
                 return
             x, z = spot
             height, thickness = rng.uniform(0.7, 0.78), rng.uniform(0.035, 0.06)
-            top = self.add_box((x, height - thickness / 2, z), (width / 2, thickness / 2, depth / 2), rng.uniform(-math.pi, math.pi),
-                               self.furniture_material(), blocks=False)
+            top = self.add_box(
+                (x, height - thickness / 2, z),
+                (width / 2, thickness / 2, depth / 2),
+                rng.uniform(-math.pi, math.pi),
+                self.furniture_material(),
+                blocks=False,
+            )
             self.blockers.append(top.footprint())
-            self.add_cylinder(x, z, rng.uniform(0.05, 0.1), 0.0, height - thickness, self.furniture_material(), blocks=False)
+            self.add_cylinder(
+                x, z, rng.uniform(0.05, 0.1), 0.0, height - thickness, self.furniture_material(), blocks=False
+            )
             self.points_of_interest.append((x, height, z))
             if rng.random() < 0.6:
                 r = rng.uniform(0.07, 0.15)
@@ -765,14 +877,23 @@ class _RoomBuilder:
                 return
             x, z = spot
             height = rng.uniform(1.3, 1.7)
-            self.add_cylinder(x, z, rng.uniform(0.015, 0.03), 0.0, height, self.furniture_material(), casts_occlusion=False)
+            self.add_cylinder(
+                x, z, rng.uniform(0.015, 0.03), 0.0, height, self.furniture_material(), casts_occlusion=False
+            )
             shade_colour = _hsv(rng.uniform(0.05, 0.15), rng.uniform(0.1, 0.5), 1.0)
-            shade_material = self.tiled(tex.noise_texture(rng, self.size, shade_colour, tuple(c * 0.9 for c in shade_colour), cells=8), 0.5,
-                                        emission=rng.uniform(0.9, 1.3))
+            shade_material = self.tiled(
+                tex.noise_texture(
+                    rng, self.size, shade_colour, tuple(c * 0.9 for c in shade_colour), cells=8
+                ),
+                0.5,
+                emission=rng.uniform(0.9, 1.3),
+            )
             if rng.random() < 0.5:
                 self.add_sphere((x, height + 0.15, z), rng.uniform(0.13, 0.2), shade_material, blocks=False)
             else:
-                self.add_cylinder(x, z, rng.uniform(0.15, 0.25), height - 0.1, height + 0.2, shade_material, blocks=False)
+                self.add_cylinder(
+                    x, z, rng.uniform(0.15, 0.25), height - 0.1, height + 0.2, shade_material, blocks=False
+                )
             self.blockers.append((x - 0.25, z - 0.25, x + 0.25, z + 0.25))
             self.points_of_interest.append((x, height, z))
         elif kind == "pouf":
@@ -783,7 +904,9 @@ class _RoomBuilder:
             if rng.random() < 0.5:
                 self.add_sphere((spot[0], radius, spot[1]), radius, self.furniture_material())
             else:
-                self.add_cylinder(spot[0], spot[1], radius, 0.0, rng.uniform(0.35, 0.5), self.furniture_material())
+                self.add_cylinder(
+                    spot[0], spot[1], radius, 0.0, rng.uniform(0.35, 0.5), self.furniture_material()
+                )
             self.points_of_interest.append((spot[0], radius, spot[1]))
         elif kind == "plant":
             radius = rng.uniform(0.14, 0.24)
@@ -794,7 +917,9 @@ class _RoomBuilder:
             pot = rng.uniform(0.3, 0.5)
             self.add_cylinder(x, z, radius, 0.0, pot, self.furniture_material())
             green = _hsv(rng.uniform(0.22, 0.38), rng.uniform(0.4, 0.8), rng.uniform(0.35, 0.7))
-            leaves = self.tiled(tex.photo_texture(rng, "grass.png", self.size, tint=green), rng.uniform(0.3, 0.6))
+            leaves = self.tiled(
+                tex.photo_texture(rng, "grass.png", self.size, tint=green), rng.uniform(0.3, 0.6)
+            )
             foliage = rng.uniform(0.25, 0.45)
             self.add_sphere((x, pot + foliage * 0.85, z), foliage, leaves, blocks=False)
             self.blockers.append((x - foliage, z - foliage, x + foliage, z + foliage))
@@ -848,19 +973,34 @@ def sample_room(rng: np.random.Generator, texture_size: int = 256) -> Room:
     builder = _RoomBuilder(rng, texture_size)
     size = (float(rng.uniform(3.5, 7.0)), float(rng.uniform(2.4, 3.2)), float(rng.uniform(4.0, 9.0)))
     surfaces = (
-        builder.wall_material(), builder.wall_material(), builder.floor_material(),
-        builder.ceiling_material(), builder.wall_material(), builder.wall_material(),
+        builder.wall_material(),
+        builder.wall_material(),
+        builder.floor_material(),
+        builder.ceiling_material(),
+        builder.wall_material(),
+        builder.wall_material(),
     )
     trim_colour = _hsv(rng.uniform(0.0, 0.12), rng.uniform(0.0, 0.3), rng.uniform(0.2, 0.95))
-    trim = builder.tiled(tex.noise_texture(rng, texture_size, trim_colour, tuple(c * 0.92 for c in trim_colour), cells=8), 1.0)
+    trim = builder.tiled(
+        tex.noise_texture(rng, texture_size, trim_colour, tuple(c * 0.92 for c in trim_colour), cells=8), 1.0
+    )
 
     if rng.random() < 0.5:  # a rug: flat on the floor, so it blocks nothing
         width, depth = rng.uniform(1.2, min(2.6, size[0] - 1.0)), rng.uniform(0.8, min(1.8, size[2] - 1.0))
-        x, z = rng.uniform(0.5 + width / 2, size[0] - 0.5 - width / 2), rng.uniform(0.5 + depth / 2, size[2] - 0.5 - depth / 2)
+        x, z = (
+            rng.uniform(0.5 + width / 2, size[0] - 0.5 - width / 2),
+            rng.uniform(0.5 + depth / 2, size[2] - 0.5 - depth / 2),
+        )
         rug = builder.furniture_material() if rng.random() < 0.5 else builder.floor_material()
         yaw = float(rng.choice([0.0, math.pi / 2])) if rng.random() < 0.7 else rng.uniform(0, math.pi)
-        builder.add_box((x, 0.006, z), (width / 2, 0.006, depth / 2), yaw, rug, blocks=False, casts_occlusion=False)
-    for kind in ["door"] * int(rng.random() < 0.7) + ["window"] * int(rng.integers(0, 3)) + ["picture"] * int(rng.integers(1, 4)):
+        builder.add_box(
+            (x, 0.006, z), (width / 2, 0.006, depth / 2), yaw, rug, blocks=False, casts_occlusion=False
+        )
+    for kind in (
+        ["door"] * int(rng.random() < 0.7)
+        + ["window"] * int(rng.integers(0, 3))
+        + ["picture"] * int(rng.integers(1, 4))
+    ):
         builder.add_wall_panel(kind, size)
 
     kinds = ["cabinet", "wardrobe", "sofa", "table", "round_table", "pillar", "lamp", "pouf", "plant"]
@@ -874,9 +1014,15 @@ def sample_room(rng: np.random.Generator, texture_size: int = 256) -> Room:
         x, z = rng.uniform(0.2, 0.8) * size[0], rng.uniform(0.2, 0.8) * size[2]
         colour = np.asarray([1.0 + 0.08 * warmth, 1.0, 1.0 - 0.12 * warmth]) * rng.uniform(0.45, 0.8)
         lights.append(Light((x, size[1] - 0.08, z), tuple(colour), falloff=float(rng.uniform(2.0, 3.5))))
-        fixture = builder.tiled(tex.noise_texture(rng, texture_size, (1.0, 0.97, 0.9), (0.95, 0.93, 0.88), cells=4), 0.5, emission=1.4)
+        fixture = builder.tiled(
+            tex.noise_texture(rng, texture_size, (1.0, 0.97, 0.9), (0.95, 0.93, 0.88), cells=4),
+            0.5,
+            emission=1.4,
+        )
         radius, thickness = rng.uniform(0.1, 0.22), rng.uniform(0.03, 0.08)
-        builder.add_cylinder(x, z, radius, size[1] - thickness, size[1], fixture, blocks=False, casts_occlusion=False)
+        builder.add_cylinder(
+            x, z, radius, size[1] - thickness, size[1], fixture, blocks=False, casts_occlusion=False
+        )
     ambient = tuple(np.asarray(_hsv(builder.base_hue, rng.uniform(0.0, 0.12), 1.0)) * rng.uniform(0.3, 0.45))
     # Brighter rooms would clip: scale exposure by the light the middle of the room receives.
     middle_light = ambient[1] + sum(l.colour[1] / (1 + (0.5 * size[1] / l.falloff) ** 2) for l in lights)
@@ -956,7 +1102,9 @@ def _rotate_xz(vector: np.ndarray, angle: float) -> np.ndarray:
 
 def _position_is_clear(room: Room, position: np.ndarray) -> bool:
     x, y, z = position
-    if not (_WALL_MARGIN <= x <= room.size[0] - _WALL_MARGIN and _WALL_MARGIN <= z <= room.size[2] - _WALL_MARGIN):
+    if not (
+        _WALL_MARGIN <= x <= room.size[0] - _WALL_MARGIN and _WALL_MARGIN <= z <= room.size[2] - _WALL_MARGIN
+    ):
         return False
     if not 0.5 <= y <= room.size[1] - 0.3:
         return False
@@ -964,7 +1112,9 @@ def _position_is_clear(room: Room, position: np.ndarray) -> bool:
     return all(not (b[0] - m < x < b[2] + m and b[1] - m < z < b[3] + m) for b in room.blockers)
 
 
-def coarse_view(room: Room, camera_to_world: np.ndarray, intrinsics: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def coarse_view(
+    room: Room, camera_to_world: np.ndarray, intrinsics: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Camera-space ray directions of the acceptance grid and their z-depths."""
     rows, columns = _CHECK_GRID
     rays = camera_rays(intrinsics, rows, columns)
@@ -1005,7 +1155,9 @@ def path_is_acceptable(room: Room, path: CameraPath) -> bool:
     )
 
 
-def sample_path(rng: np.random.Generator, room: Room, attempts: int = 200, walk_scale: float = 1.0) -> CameraPath | None:
+def sample_path(
+    rng: np.random.Generator, room: Room, attempts: int = 200, walk_scale: float = 1.0
+) -> CameraPath | None:
     """Draw camera walks until one is acceptable (None if `attempts` run out). `walk_scale` multiplies how
     far the camera travels and turns (wider baselines between the walk's ends); the draws stay the same."""
     fov_x = math.radians(rng.uniform(55.0, 75.0))
@@ -1025,7 +1177,10 @@ def sample_path(rng: np.random.Generator, room: Room, attempts: int = 200, walk_
         motion = str(rng.choice(MOTIONS, p=_MOTION_PROBABILITIES))
         fractions = _KEY_S
         if motion == "arc":
-            radius, sweep = rng.uniform(1.8, 3.5), math.radians(rng.uniform(12.0, 28.0)) * rng.choice([-1, 1]) * walk_scale
+            radius, sweep = (
+                rng.uniform(1.8, 3.5),
+                math.radians(rng.uniform(12.0, 28.0)) * rng.choice([-1, 1]) * walk_scale,
+            )
             centre = start + radius * forward
             positions = np.stack([centre + _rotate_xz(start - centre, sweep * f) for f in fractions])
             yaw = yaw0 + sweep * fractions
@@ -1132,6 +1287,11 @@ def render_scene(
     depths = np.empty((frames, height, width), np.float32)
     for i in range(frames):
         images[i], depths[i] = render_view(
-            room, extrinsics[i].astype(np.float64), intrinsics[i].astype(np.float64), height, width, config.supersample
+            room,
+            extrinsics[i].astype(np.float64),
+            intrinsics[i].astype(np.float64),
+            height,
+            width,
+            config.supersample,
         )
     return images, extrinsics, intrinsics, depths

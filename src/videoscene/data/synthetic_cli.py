@@ -33,20 +33,34 @@ logger = logging.getLogger(__name__)
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scenes", type=int, required=True, help="number of scenes (clips) to render")
-    parser.add_argument("--frames", type=int, default=25, help="frames per clip (8k+1 suits the video VAE: 9, 17, 25, 49)")
+    parser.add_argument(
+        "--frames", type=int, default=25, help="frames per clip (8k+1 suits the video VAE: 9, 17, 25, 49)"
+    )
     parser.add_argument("--height", type=int, default=128, help="image height in pixels")
     parser.add_argument("--width", type=int, default=192, help="image width in pixels")
     parser.add_argument("--seed", type=int, default=0, help="dataset seed; scene i draws from (seed, i)")
     parser.add_argument("--out", type=Path, required=True, help="output folder (must not exist or be empty)")
-    parser.add_argument("--split", choices=("train", "test"), default="train", help="split folder name inside --out")
-    parser.add_argument("--depth", action="store_true", help="also store float16 z-depth per frame in <split>/depth/<key>.npz")
+    parser.add_argument(
+        "--split", choices=("train", "test"), default="train", help="split folder name inside --out"
+    )
+    parser.add_argument(
+        "--depth", action="store_true", help="also store float16 z-depth per frame in <split>/depth/<key>.npz"
+    )
     parser.add_argument("--scenes-per-chunk", type=int, default=16, help="scenes per .torch chunk")
-    parser.add_argument("--supersample", type=int, default=SynthConfig.supersample,
-                        help="rays per pixel side at edges (anti-aliasing); 1 = one ray per pixel")
+    parser.add_argument(
+        "--supersample",
+        type=int,
+        default=SynthConfig.supersample,
+        help="rays per pixel side at edges (anti-aliasing); 1 = one ray per pixel",
+    )
     parser.add_argument("--workers", type=int, default=1, help="processes rendering scenes in parallel")
-    parser.add_argument("--walk-scale", type=float, default=1.0,
-                        help="scale how far each camera walk travels and turns (2: twice the baseline; walks that "
-                        "would hit walls are redrawn)")  # fmt: skip
+    parser.add_argument(
+        "--walk-scale",
+        type=float,
+        default=1.0,
+        help="scale how far each camera walk travels and turns (2: twice the baseline; walks that "
+        "would hit walls are redrawn)",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
 
 
@@ -80,7 +94,11 @@ def write_depth(path: Path, depth: np.ndarray) -> None:
 def _scenes(args: argparse.Namespace, config: SynthConfig, depth_dir: Path | None) -> Iterator[Scene]:
     jobs = [(args.seed, index, args.frames, args.height, args.width, config) for index in range(args.scenes)]
     start = time.perf_counter()
-    pool = multiprocessing.get_context("spawn").Pool(args.workers, initializer=_init_worker) if args.workers > 1 else None
+    pool = (
+        multiprocessing.get_context("spawn").Pool(args.workers, initializer=_init_worker)
+        if args.workers > 1
+        else None
+    )
     try:
         results = pool.imap(_render_job, jobs) if pool else map(_render_job, jobs)
         for index, (frames, extrinsics, intrinsics, depth) in enumerate(results):
@@ -88,13 +106,18 @@ def _scenes(args: argparse.Namespace, config: SynthConfig, depth_dir: Path | Non
             if depth_dir is not None:
                 write_depth(depth_dir / f"{key}.npz", depth)
             yield scene_from_frames(
-                key, frames, torch.from_numpy(extrinsics), torch.from_numpy(intrinsics),
+                key,
+                frames,
+                torch.from_numpy(extrinsics),
+                torch.from_numpy(intrinsics),
                 url=f"videoscene-synthetic:seed={args.seed}:index={index}",
             )
             done = index + 1
             if done % max(1, args.scenes // 10) == 0 or done == args.scenes:
                 elapsed = time.perf_counter() - start
-                logger.info("rendered %d/%d scenes (%.1f frames/s)", done, args.scenes, done * args.frames / elapsed)
+                logger.info(
+                    "rendered %d/%d scenes (%.1f frames/s)", done, args.scenes, done * args.frames / elapsed
+                )
     finally:
         if pool:
             pool.terminate()
@@ -121,16 +144,21 @@ def run(args: argparse.Namespace) -> None:
         if depth_dir is not None:
             depth_dir.mkdir(parents=True)
         index = write_split(split_dir, _scenes(args, config, depth_dir), args.scenes_per_chunk)
-        write_json_atomic(stage / "synthetic.json", {
-            "generator": "videoscene.data.synthetic",
-            "version": __version__,
-            "seed": args.seed,
-            "scenes": args.scenes,
-            "frames": args.frames,
-            "height": args.height,
-            "width": args.width,
-            "split": args.split,
-            "depth": bool(args.depth),
-            **asdict(config),
-        })
-    logger.info("wrote %d scenes in %d chunks to %s", len(index), len(set(index.values())), args.out / args.split)
+        write_json_atomic(
+            stage / "synthetic.json",
+            {
+                "generator": "videoscene.data.synthetic",
+                "version": __version__,
+                "seed": args.seed,
+                "scenes": args.scenes,
+                "frames": args.frames,
+                "height": args.height,
+                "width": args.width,
+                "split": args.split,
+                "depth": bool(args.depth),
+                **asdict(config),
+            },
+        )
+    logger.info(
+        "wrote %d scenes in %d chunks to %s", len(index), len(set(index.values())), args.out / args.split
+    )

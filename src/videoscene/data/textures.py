@@ -30,7 +30,13 @@ Texture = Float[np.ndarray, "size size 3"]
 MATERIAL_PHOTOS_GREY = ("brick.png", "gravel.png", "grass.png", "moon.png", "coins.png", "camera.png")
 MATERIAL_PHOTOS_COLOUR = ("coffee.png", "motorcycle_left.png", "ihc.png", "chelsea.png")
 PICTURE_PHOTOS = (
-    "astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "motorcycle_left.png", "camera.png", "hubble_deep_field.jpg",
+    "astronaut.png",
+    "chelsea.png",
+    "coffee.png",
+    "rocket.jpg",
+    "motorcycle_left.png",
+    "camera.png",
+    "hubble_deep_field.jpg",
 )
 
 
@@ -39,7 +45,9 @@ def load_package_photo(name: str) -> Float[np.ndarray, "height width 3"]:
     """One of scikit-image's bundled photographs as float RGB in [0, 1] (cached per process)."""
     path = resources.files("skimage") / "data" / name
     if not path.is_file():
-        raise VideoSceneError(f"scikit-image's bundled image {name} is missing; reinstall scikit-image (pip install scikit-image)")
+        raise VideoSceneError(
+            f"scikit-image's bundled image {name} is missing; reinstall scikit-image (pip install scikit-image)"
+        )
     image = iio.imread(path)
     if image.ndim == 2:
         image = np.repeat(image[..., None], 3, axis=2)
@@ -51,7 +59,9 @@ def load_package_photo(name: str) -> Float[np.ndarray, "height width 3"]:
 def _resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
     # INTER_AREA when shrinking (no aliasing), cubic when enlarging.
     shrinking = height <= image.shape[0] and width <= image.shape[1]
-    resized = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_CUBIC)
+    resized = cv2.resize(
+        image, (width, height), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_CUBIC
+    )
     return resized.reshape(height, width, -1)
 
 
@@ -78,7 +88,9 @@ def periodic_noise(
         rows, cols = min(rows, size), min(cols, size)
         lattice = rng.random((rows, cols), dtype=np.float32)
         tiled = np.tile(lattice, (3, 3))
-        up = cv2.resize(tiled, (3 * size, 3 * size), interpolation=cv2.INTER_CUBIC)[size : 2 * size, size : 2 * size]
+        up = cv2.resize(tiled, (3 * size, 3 * size), interpolation=cv2.INTER_CUBIC)[
+            size : 2 * size, size : 2 * size
+        ]
         total += amplitude * up
         weight += amplitude
         amplitude *= persistence
@@ -92,7 +104,9 @@ def _mix(a: np.ndarray, b: np.ndarray, weight: np.ndarray) -> np.ndarray:
     return a * (1.0 - weight[..., None]) + b * weight[..., None]
 
 
-def noise_texture(rng: np.random.Generator, size: int, colour_a, colour_b, cells: int = 4, contrast: float = 1.0) -> Texture:
+def noise_texture(
+    rng: np.random.Generator, size: int, colour_a, colour_b, cells: int = 4, contrast: float = 1.0
+) -> Texture:
     """Paint, plaster, fabric or carpet: two colours mixed by fBm."""
     noise = periodic_noise(rng, size, (cells, cells))
     weight = np.clip(0.5 + (noise - 0.5) * contrast, 0.0, 1.0)
@@ -103,18 +117,26 @@ def checker_texture(rng: np.random.Generator, size: int, colour_a, colour_b, squ
     index = np.arange(size) * squares // size
     pattern = ((index[:, None] + index[None, :]) % 2).astype(np.float32)
     grain = 0.9 + 0.2 * periodic_noise(rng, size, (8, 8), octaves=3)
-    return _mix(np.asarray(colour_a, np.float32), np.asarray(colour_b, np.float32), pattern) * grain[..., None]
+    return (
+        _mix(np.asarray(colour_a, np.float32), np.asarray(colour_b, np.float32), pattern) * grain[..., None]
+    )
 
 
-def stripes_texture(rng: np.random.Generator, size: int, colour_a, colour_b, stripes: int = 8, duty: float = 0.5) -> Texture:
+def stripes_texture(
+    rng: np.random.Generator, size: int, colour_a, colour_b, stripes: int = 8, duty: float = 0.5
+) -> Texture:
     """Wallpaper-like vertical stripes (along texture columns) with faint paper grain."""
     phase = (np.arange(size) * stripes / size) % 1.0
     pattern = np.broadcast_to((phase < duty).astype(np.float32)[None, :], (size, size))
     grain = 0.92 + 0.16 * periodic_noise(rng, size, (16, 16), octaves=3)
-    return _mix(np.asarray(colour_a, np.float32), np.asarray(colour_b, np.float32), pattern) * grain[..., None]
+    return (
+        _mix(np.asarray(colour_a, np.float32), np.asarray(colour_b, np.float32), pattern) * grain[..., None]
+    )
 
 
-def tiles_texture(rng: np.random.Generator, size: int, tile_colour, grout_colour, tiles: int = 4, grout: float = 0.06) -> Texture:
+def tiles_texture(
+    rng: np.random.Generator, size: int, tile_colour, grout_colour, tiles: int = 4, grout: float = 0.06
+) -> Texture:
     """Square tiles with per-tile shade variation and grout lines."""
     index = np.arange(size) * tiles // size
     phase = (np.arange(size) * tiles / size) % 1.0
@@ -175,12 +197,18 @@ def picture_texture(photo: np.ndarray, size: int, frame_colour, mat_colour, bord
     texture[:] = np.asarray(frame_colour, np.float32)
     texture[frame_px : size - frame_px, frame_px : size - frame_px] = np.asarray(mat_colour, np.float32)
     start = frame_px + mat_px
-    texture[start : start + inner, start : start + inner] = _resize(photo[top : top + side, left : left + side], inner, inner)
+    texture[start : start + inner, start : start + inner] = _resize(
+        photo[top : top + side, left : left + side], inner, inner
+    )
     return texture
 
 
 def photo_texture(
-    rng: np.random.Generator, name: str, size: int, tint=None, crop_fraction: tuple[float, float] = (0.35, 0.8)
+    rng: np.random.Generator,
+    name: str,
+    size: int,
+    tint=None,
+    crop_fraction: tuple[float, float] = (0.35, 0.8),
 ) -> Texture:
     """A random square crop of a bundled photograph, resized and made periodic. A grey photo is
     normalised to mean 1 and multiplied by `tint` so it takes the room's palette."""
@@ -194,7 +222,9 @@ def photo_texture(
     if tint is not None:
         grey = texture.mean(axis=2, keepdims=True)
         # Compress the grey photo's contrast so tinted surfaces stay in range.
-        texture = np.asarray(tint, np.float32) * np.clip(0.35 + 0.65 * grey / max(float(grey.mean()), 1e-3), 0.0, 1.6)
+        texture = np.asarray(tint, np.float32) * np.clip(
+            0.35 + 0.65 * grey / max(float(grey.mean()), 1e-3), 0.0, 1.6
+        )
     return np.clip(texture, 0.0, 1.0).astype(np.float32)
 
 
@@ -219,7 +249,9 @@ class TextureAtlas:
             raise VideoSceneError("a texture atlas needs at least one texture")
         size = textures[0].shape[0]
         if size & (size - 1) or any(t.shape != (size, size, 3) for t in textures):
-            raise VideoSceneError(f"atlas textures must all be [S, S, 3] with S a power of two, got {[t.shape for t in textures]}")
+            raise VideoSceneError(
+                f"atlas textures must all be [S, S, 3] with S a power of two, got {[t.shape for t in textures]}"
+            )
         levels = size.bit_length()
         flat, offsets, cursor = [], np.zeros((len(textures), levels), np.int64), 0
         for k, texture in enumerate(textures):
@@ -230,7 +262,9 @@ class TextureAtlas:
                 cursor += level.shape[0] * level.shape[1]
                 # 2x2 box filter: each mip texel is the mean of the four it covers (periodic textures).
                 if l + 1 < levels:
-                    level = 0.25 * (level[0::2, 0::2] + level[1::2, 0::2] + level[0::2, 1::2] + level[1::2, 1::2])
+                    level = 0.25 * (
+                        level[0::2, 0::2] + level[1::2, 0::2] + level[0::2, 1::2] + level[1::2, 1::2]
+                    )
         return cls(np.concatenate(flat).astype(np.float32), offsets, size)
 
     def _bilinear(self, texture: np.ndarray, level: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -272,4 +306,6 @@ class TextureAtlas:
         lower = np.minimum(np.floor(lod).astype(np.int64), self.levels - 1)
         upper = np.minimum(lower + 1, self.levels - 1)
         blend = (lod - lower)[:, None]
-        return self._bilinear(texture, lower, x, y) * (1 - blend) + self._bilinear(texture, upper, x, y) * blend
+        return (
+            self._bilinear(texture, lower, x, y) * (1 - blend) + self._bilinear(texture, upper, x, y) * blend
+        )

@@ -170,10 +170,15 @@ class ClipCache(torch.utils.data.Dataset):
             )
         shape, count = manifest.get("latent_shape"), manifest.get("num_clips")
         if (
-            not isinstance(count, int) or count < 1 or not isinstance(manifest.get("has_frames"), bool)
-            or not isinstance(shape, list) or not all(isinstance(n, int) and n > 0 for n in shape)
-        ):  # fmt: skip
-            raise LoadError(f"cache manifest {manifest_path} is malformed (num_clips, latent_shape, has_frames); delete the folder to rebuild it")
+            not isinstance(count, int)
+            or count < 1
+            or not isinstance(manifest.get("has_frames"), bool)
+            or not isinstance(shape, list)
+            or not all(isinstance(n, int) and n > 0 for n in shape)
+        ):
+            raise LoadError(
+                f"cache manifest {manifest_path} is malformed (num_clips, latent_shape, has_frames); delete the folder to rebuild it"
+            )
         self.manifest = manifest
         self.latent_shape: tuple[int, ...] = tuple(shape)
         self.has_frames: bool = manifest["has_frames"]
@@ -188,7 +193,9 @@ class ClipCache(torch.utils.data.Dataset):
 
     def latent_batch(self, indices: Sequence[int]) -> LatentBatch:
         clips = [self[i] for i in indices]
-        return LatentBatch(*(torch.stack([getattr(clip, key) for clip in clips]) for key in (*LATENT_KEYS, POLICY_KEY)))
+        return LatentBatch(
+            *(torch.stack([getattr(clip, key) for clip in clips]) for key in (*LATENT_KEYS, POLICY_KEY))
+        )
 
 
 # -- building a cache from data, prior and VAE --------------------------------------------------------------------------
@@ -246,7 +253,12 @@ def encode_clip(
     gaussians = prior(context_batch).gaussians
     coarse = render_coarse(gaussians, context_batch, target_batch.cameras, size, background_color).clamp(0, 1)
     disagreement = policy_inputs(
-        gaussians, context_batch, target_batch.cameras, size, config.vae.temporal_compression_ratio, config.vae.spatial_compression
+        gaussians,
+        context_batch,
+        target_batch.cameras,
+        size,
+        config.vae.temporal_compression_ratio,
+        config.vae.spatial_compression,
     )
 
     # 3. VAE latents of the render and of the ground truth; condition latents from the first and last frames.

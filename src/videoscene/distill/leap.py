@@ -270,4 +270,3 @@ def ema_update(target: Iterable[nn.Parameter], online: Iterable[nn.Parameter], d
     """θ⁻ ← μ·θ⁻ + (1−μ)·θ, in place, parameter by parameter."""
     for target_parameter, online_parameter in zip(target, online, strict=True):
         target_parameter.lerp_(online_parameter.to(target_parameter.dtype), 1 - decay)
-

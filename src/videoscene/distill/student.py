@@ -58,8 +58,14 @@ def start_timestep(
             "this student has no DDPNet (distilled without the leap, or policy.train_steps = 0); pass a fixed timestep"
         )
     last = num_train_timesteps - 1
-    if isinstance(fixed_timestep, bool) or not isinstance(fixed_timestep, numbers.Integral) or not 1 <= fixed_timestep <= last:
-        raise VideoSceneError(f"timestep must be 'auto' or a whole number from 1 to {last}, got {fixed_timestep!r}")
+    if (
+        isinstance(fixed_timestep, bool)
+        or not isinstance(fixed_timestep, numbers.Integral)
+        or not 1 <= fixed_timestep <= last
+    ):
+        raise VideoSceneError(
+            f"timestep must be 'auto' or a whole number from 1 to {last}, got {fixed_timestep!r}"
+        )
     return torch.full((batch,), int(fixed_timestep), device=device)
 
 
@@ -82,7 +88,12 @@ class DistilledStudent:
         """`start_timestep` for this student: DDPNet's t when `timestep` is None, else `timestep`."""
         policy = self.ddpnet if timestep is None else None
         return start_timestep(
-            policy, timestep, self.leap.no_leap, self.schedule.num_train_timesteps, render_latents, disagreement
+            policy,
+            timestep,
+            self.leap.no_leap,
+            self.schedule.num_train_timesteps,
+            render_latents,
+            disagreement,
         )
 
     @torch.no_grad()
@@ -99,9 +110,17 @@ class DistilledStudent:
         disagreement D when it was trained with it), decided here."""
         if not isinstance(timestep, Tensor):
             timestep = self.start_timestep(render_latents, timestep, disagreement)
-        noise = torch.randn(render_latents.shape, generator=generator, dtype=torch.float32).to(render_latents.device)
+        noise = torch.randn(render_latents.shape, generator=generator, dtype=torch.float32).to(
+            render_latents.device
+        )
         return one_step_generate(
-            self.student.predict_v, self.schedule, render_latents, condition_latents, timestep, noise, self.leap
+            self.student.predict_v,
+            self.schedule,
+            render_latents,
+            condition_latents,
+            timestep,
+            noise,
+            self.leap,
         )
 
 
@@ -115,6 +134,8 @@ def load_distilled(
             f"{folder} is not a distilled student (needs {STUDENT_FOLDER}/ and {CONFIG_FILE}); run `videoscene train distill`"
         )
     leap = DistillConfig.load_json(folder / CONFIG_FILE).leap
-    student = VideoBackbone.from_pretrained(folder / STUDENT_FOLDER, torch_dtype=torch_dtype).to(device).eval()
+    student = (
+        VideoBackbone.from_pretrained(folder / STUDENT_FOLDER, torch_dtype=torch_dtype).to(device).eval()
+    )
     ddpnet = DDPNet.load(folder / DDPNET_FILE, device).eval() if (folder / DDPNET_FILE).is_file() else None
     return DistilledStudent(student, ddpnet, leap)

@@ -65,7 +65,12 @@ logger = logging.getLogger(__name__)
 def copy_backbone(teacher: VideoBackbone) -> VideoBackbone:
     """A copy of the teacher's transformer and prompt that shares its (frozen) VAE: the student starts as the
     teacher (LCM practice, PAPER.md §6 item 5)."""
-    return VideoBackbone(teacher.config, teacher.vae, copy.deepcopy(teacher.transformer), copy.deepcopy(teacher.prompt_embedding))
+    return VideoBackbone(
+        teacher.config,
+        teacher.vae,
+        copy.deepcopy(teacher.transformer),
+        copy.deepcopy(teacher.prompt_embedding),
+    )
 
 
 class DistillTrainer(Trainer):
@@ -85,8 +90,15 @@ class DistillTrainer(Trainer):
     ):
         self.teacher, self.train_cache, self.val_cache = teacher, train_cache, val_cache
         train = config.train
-        settings = LoopSettings(train.steps, train.seed, train.max_grad_norm, train.checkpoint_every, train.keep_checkpoints,
-                                train.validate_every, mixed_precision=train.mixed_precision)  # fmt: skip
+        settings = LoopSettings(
+            train.steps,
+            train.seed,
+            train.max_grad_norm,
+            train.checkpoint_every,
+            train.keep_checkpoints,
+            train.validate_every,
+            mixed_precision=train.mixed_precision,
+        )
         super().__init__(config, settings, out_dir, resume)
 
     @property
@@ -99,8 +111,10 @@ class DistillTrainer(Trainer):
         expected = (config.latent_frames, config.latent_channels, config.latent_height, config.latent_width)
         for name, cache in (("training", self.train_cache), ("validation", self.val_cache)):
             if cache is not None and tuple(cache.latent_shape) != expected:
-                raise VideoSceneError(f"{name} cache {cache.folder} holds latents {tuple(cache.latent_shape)}, the teacher makes "
-                                      f"{expected}; rebuild the cache with this teacher")  # fmt: skip
+                raise VideoSceneError(
+                    f"{name} cache {cache.folder} holds latents {tuple(cache.latent_shape)}, the teacher makes "
+                    f"{expected}; rebuild the cache with this teacher"
+                )
 
     def build(self) -> Optimisation:
         # Frozen teacher φ; student θ and target θ⁻ start as copies of it.
@@ -115,10 +129,19 @@ class DistillTrainer(Trainer):
         self.target_trainable = [target_parameters[name] for name in self.trainable_names]
         if train.gradient_checkpointing:
             self.student.transformer.enable_gradient_checkpointing()
-        logger.info("student: %d of %d transformer parameters trainable (%s)", sum(p.numel() for p in trainable),
-                    sum(p.numel() for p in student_parameters.values()), train.trainable)  # fmt: skip
-        optimizer = torch.optim.AdamW(trainable, lr=train.learning_rate, betas=train.adam_betas, eps=train.adam_epsilon,
-                                      weight_decay=train.weight_decay)  # fmt: skip
+        logger.info(
+            "student: %d of %d transformer parameters trainable (%s)",
+            sum(p.numel() for p in trainable),
+            sum(p.numel() for p in student_parameters.values()),
+            train.trainable,
+        )
+        optimizer = torch.optim.AdamW(
+            trainable,
+            lr=train.learning_rate,
+            betas=train.adam_betas,
+            eps=train.adam_epsilon,
+            weight_decay=train.weight_decay,
+        )
 
         # DDPNet ψ (only with the leap: without it the student starts from pure noise).
         self.bandit: BanditTrainer | None = None
@@ -137,8 +160,12 @@ class DistillTrainer(Trainer):
     def identity(self) -> dict[str, Any]:
         # Frozen student weights come from the teacher on resume: it must be the same teacher.
         config = self.config
-        return {"leap": asdict(config.leap), "policy": asdict(config.policy), "trainable": config.train.trainable,
-                "teacher": self.teacher_fingerprint}  # fmt: skip
+        return {
+            "leap": asdict(config.leap),
+            "policy": asdict(config.policy),
+            "trainable": config.train.trainable,
+            "teacher": self.teacher_fingerprint,
+        }
 
     def write_config(self) -> None:
         self.config.save_json(self.out / CONFIG_FILE)
@@ -146,11 +173,19 @@ class DistillTrainer(Trainer):
     # -- one step ------------------------------------------------------------------------------------------------------
     def loss(self, generator: torch.Generator) -> tuple[Tensor, dict[str, Any]]:
         config, accelerator = self.config, self.accelerator
-        indices = batch_indices(len(self.train_cache), config.train.batch_size, accelerator.num_processes,
-                                accelerator.process_index, self.step, config.train.seed)  # fmt: skip
+        indices = batch_indices(
+            len(self.train_cache),
+            config.train.batch_size,
+            accelerator.num_processes,
+            accelerator.process_index,
+            self.step,
+            config.train.seed,
+        )
         self.batch = self.train_cache.latent_batch(indices).to(accelerator.device)
         draw = draw_leap(self.grid, self.batch.latents, generator)
-        loss = leap_distillation_loss(self.model, self.target.predict_v, self.teacher, self.schedule, self.batch, draw, config.leap).loss
+        loss = leap_distillation_loss(
+            self.model, self.target.predict_v, self.teacher, self.schedule, self.batch, draw, config.leap
+        ).loss
         return loss, {"t_mean": draw.start_timesteps.float().mean()}
 
     def after_step(self, generator: torch.Generator) -> dict[str, Any]:
@@ -173,15 +208,32 @@ class DistillTrainer(Trainer):
         def reward(timesteps: Tensor) -> Tensor:
             noise = torch.randn(pulled.latents.shape, generator=generator).to(accelerator.device)
             with accelerator.autocast():
-                result = one_step_generate(self.student.predict_v, self.schedule, pulled.render_latents,
-                                           pulled.condition_latents, timesteps, noise, config.leap)  # fmt: skip
+                result = one_step_generate(
+                    self.student.predict_v,
+                    self.schedule,
+                    pulled.render_latents,
+                    pulled.condition_latents,
+                    timesteps,
+                    noise,
+                    config.leap,
+                )
             return -latent_mse(result, pulled.latents)
 
         self.student.eval()
-        outcome = self.bandit.step(pulled.render_latents, reward, generator, self._average_gradients, groups=clip_of_pull,
-                                   disagreement=pulled.view_disagreement)  # fmt: skip
-        return {"ddpnet_reward": outcome.rewards.mean(), "ddpnet_baseline": outcome.baseline,
-                "ddpnet_entropy": outcome.entropy, "ddpnet_t_mean": outcome.timesteps.float().mean()}  # fmt: skip
+        outcome = self.bandit.step(
+            pulled.render_latents,
+            reward,
+            generator,
+            self._average_gradients,
+            groups=clip_of_pull,
+            disagreement=pulled.view_disagreement,
+        )
+        return {
+            "ddpnet_reward": outcome.rewards.mean(),
+            "ddpnet_baseline": outcome.baseline,
+            "ddpnet_entropy": outcome.entropy,
+            "ddpnet_t_mean": outcome.timesteps.float().mean(),
+        }
 
     def _average_gradients(self, module: nn.Module) -> None:
         """DDPNet is not wrapped by accelerate (it is small): average its gradients across processes by hand."""
@@ -204,22 +256,46 @@ class DistillTrainer(Trainer):
         records = []
         for index in range(min(self.config.train.validation_clips, len(cache))):
             clip = cache[index]
-            batch = LatentBatch(clip.render_latents[None], clip.latents[None], clip.condition_latents[None],
-                                clip.view_disagreement[None]).to(device)  # fmt: skip
+            batch = LatentBatch(
+                clip.render_latents[None],
+                clip.latents[None],
+                clip.condition_latents[None],
+                clip.view_disagreement[None],
+            ).to(device)
             timestep = self.policy_timestep(batch.render_latents, batch.view_disagreement)
-            noise = torch.randn(batch.latents.shape, generator=clip_generator(self.config.train.seed, index)).to(device)
-            result = one_step_generate(self.student.predict_v, self.schedule, batch.render_latents, batch.condition_latents,
-                                       timestep, noise, self.config.leap)  # fmt: skip
-            record = {"clip": index, "t": int(timestep[0]), "latent_mse": latent_mse(result, batch.latents).item()}
+            noise = torch.randn(
+                batch.latents.shape, generator=clip_generator(self.config.train.seed, index)
+            ).to(device)
+            result = one_step_generate(
+                self.student.predict_v,
+                self.schedule,
+                batch.render_latents,
+                batch.condition_latents,
+                timestep,
+                noise,
+                self.config.leap,
+            )
+            record = {
+                "clip": index,
+                "t": int(timestep[0]),
+                "latent_mse": latent_mse(result, batch.latents).item(),
+            }
             if clip.target_frames is not None:
                 video = self.student.decode_latents(result)[0].cpu()
                 target, coarse = frames_to_float(clip.target_frames), frames_to_float(clip.render_frames)
-                record.update(psnr=psnr(video, target).mean().item(), coarse_psnr=psnr(coarse, target).mean().item())
+                record.update(
+                    psnr=psnr(video, target).mean().item(), coarse_psnr=psnr(coarse, target).mean().item()
+                )
                 if index == 0:
-                    write_mp4(self.out / "validation" / f"step_{self.step:07d}.mp4", torch.cat([target, coarse, video], dim=-1))
+                    write_mp4(
+                        self.out / "validation" / f"step_{self.step:07d}.mp4",
+                        torch.cat([target, coarse, video], dim=-1),
+                    )
             records.append(record)
         summary = {key: float(np.mean([r[key] for r in records])) for key in records[0] if key != "clip"}
-        logger.info("validation step %d: %s", self.step, ", ".join(f"{k}={v:.4g}" for k, v in summary.items()))
+        logger.info(
+            "validation step %d: %s", self.step, ", ".join(f"{k}={v:.4g}" for k, v in summary.items())
+        )
         return {**summary, "clips": records}
 
     def policy_timestep(self, render_latents: Tensor, disagreement: Tensor | None = None) -> Tensor:
@@ -237,7 +313,10 @@ class DistillTrainer(Trainer):
     def checkpoint_tensors(self) -> dict[str, dict[str, Tensor]]:
         student = dict(self.student.transformer.named_parameters())
         target = dict(self.target.transformer.named_parameters())
-        tensors = {"student": {n: student[n] for n in self.trainable_names}, "target": {n: target[n] for n in self.trainable_names}}
+        tensors = {
+            "student": {n: student[n] for n in self.trainable_names},
+            "target": {n: target[n] for n in self.trainable_names},
+        }
         if self.bandit is not None:
             tensors["ddpnet"] = self.bandit.net.state_dict()
         return tensors
@@ -245,7 +324,9 @@ class DistillTrainer(Trainer):
     def restore(self, tensors: dict[str, dict[str, Tensor]], state: dict[str, Any], folder: Path) -> None:
         for name in ("student", "target"):
             if any(key not in tensors[name] for key in self.trainable_names):
-                raise LoadError(f"checkpoint {folder}: {name}.safetensors lacks trainable parameters of this student")
+                raise LoadError(
+                    f"checkpoint {folder}: {name}.safetensors lacks trainable parameters of this student"
+                )
         with torch.no_grad():
             for module, name in ((self.student, "student"), (self.target, "target")):
                 parameters = dict(module.transformer.named_parameters())
@@ -293,7 +374,11 @@ def prepare_caches(config: DistillConfig, teacher: VideoBackbone) -> tuple[ClipC
         # Render on the background the prior was trained with (its train_config.json), as the pipeline does.
         prior_train_config = Path(config.prior) / "train_config.json"
         if prior_train_config.is_file():
-            background = tuple(read_json_object(prior_train_config, "the prior's training config").get("background", background))
+            background = tuple(
+                read_json_object(prior_train_config, "the prior's training config").get(
+                    "background", background
+                )
+            )
     sampler = ClipSamplerConfig(data.num_frames, data.min_stride, data.max_stride, data.near, data.far)
 
     def open_or_build(folder, dirs, name, clips_per_scene, max_clips):
@@ -323,16 +408,28 @@ def prepare_caches(config: DistillConfig, teacher: VideoBackbone) -> tuple[ClipC
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_training_arguments(parser, "configs/distill_tiny.json", "training split folders (override data.train_dirs)",
-                           "held-out split folders (override data.val_dirs)")  # fmt: skip
-    parser.add_argument("--no-leap", action="store_true", help="the paper's ablation: consistency distillation from noised ground truth")
+    add_training_arguments(
+        parser,
+        "configs/distill_tiny.json",
+        "training split folders (override data.train_dirs)",
+        "held-out split folders (override data.val_dirs)",
+    )
+    parser.add_argument(
+        "--no-leap",
+        action="store_true",
+        help="the paper's ablation: consistency distillation from noised ground truth",
+    )
 
 
 def run(args: argparse.Namespace) -> None:
     config = DistillConfig.load_json(args.config)
     if args.no_leap:
         config = config.with_no_leap()
-    changes = {key: tuple(value) for key, value in (("train_dirs", args.data), ("val_dirs", args.val_data)) if value is not None}
+    changes = {
+        key: tuple(value)
+        for key, value in (("train_dirs", args.data), ("val_dirs", args.val_data))
+        if value is not None
+    }
     if changes:
         config = replace(config, data=replace(config.data, **changes))
     if args.steps is not None:
@@ -341,8 +438,14 @@ def run(args: argparse.Namespace) -> None:
     check_new_run(out, args.resume)  # before the teacher and the caches, which take a while
     device = "cuda" if torch.cuda.is_available() else "cpu"
     with torch_threads(config.train.num_threads):
-        teacher = VideoBackbone.from_pretrained(config.teacher, prompt_embeds_path=config.prompt_embeds).to(device)
-        with PartialState(cpu=not torch.cuda.is_available()).main_process_first():  # the others reuse its caches
+        teacher = VideoBackbone.from_pretrained(config.teacher, prompt_embeds_path=config.prompt_embeds).to(
+            device
+        )
+        with PartialState(
+            cpu=not torch.cuda.is_available()
+        ).main_process_first():  # the others reuse its caches
             train_cache, val_cache = prepare_caches(config, teacher)
-        summary = DistillTrainer(config, teacher, train_cache, val_cache, out, resume=args.resume).train(args.stop_after)
+        summary = DistillTrainer(config, teacher, train_cache, val_cache, out, resume=args.resume).train(
+            args.stop_after
+        )
     logger.info("distillation finished: %s", json.dumps(summary.get("validation")))

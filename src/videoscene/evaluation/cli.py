@@ -50,28 +50,100 @@ def _image_size(text: str) -> tuple[int, int]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", required=True, type=Path, help="split folder of RealEstate10K chunks (holding index.json)")
-    parser.add_argument("--index", required=True, type=Path, help="evaluation index JSON {scene: {context: [i, j], target: [...]}}")
+    parser.add_argument(
+        "--data", required=True, type=Path, help="split folder of RealEstate10K chunks (holding index.json)"
+    )
+    parser.add_argument(
+        "--index",
+        required=True,
+        type=Path,
+        help="evaluation index JSON {scene: {context: [i, j], target: [...]}}",
+    )
     parser.add_argument("--methods", required=True, help=f"comma-separated methods: {valid_names()}")
-    parser.add_argument("--out", required=True, type=Path, help="output folder for metrics.json, metrics.md and the plots")
-    parser.add_argument("--weights", type=Path, default=None, help="weights folder (the prior for coarse; the video models for the rest)")
-    parser.add_argument("--seed", type=arguments.seed, default=0, help="run seed (each scene's seed derives from it and the scene key)")
-    parser.add_argument("--make-index", type=int, default=None, metavar="GAP",
-                        help="first write --index (must not exist): per scene a context pair GAP frames apart, the frames between as targets")
-    parser.add_argument("--target-stride", type=int, default=1, help="with --make-index: every Nth frame between the pair is a target")
+    parser.add_argument(
+        "--out", required=True, type=Path, help="output folder for metrics.json, metrics.md and the plots"
+    )
+    parser.add_argument(
+        "--weights",
+        type=Path,
+        default=None,
+        help="weights folder (the prior for coarse; the video models for the rest)",
+    )
+    parser.add_argument(
+        "--seed",
+        type=arguments.seed,
+        default=0,
+        help="run seed (each scene's seed derives from it and the scene key)",
+    )
+    parser.add_argument(
+        "--make-index",
+        type=int,
+        default=None,
+        metavar="GAP",
+        help="first write --index (must not exist): per scene a context pair GAP frames apart, the frames between as targets",
+    )
+    parser.add_argument(
+        "--target-stride",
+        type=int,
+        default=1,
+        help="with --make-index: every Nth frame between the pair is a target",
+    )
     from_weights = "default: from --weights' pipeline.json, else"
-    parser.add_argument("--size", type=_image_size, default=None, metavar="HxW",
-                        help=f"the model's resolution; images are centre-cropped to its aspect ratio and resized ({from_weights} 64x96)")
-    parser.add_argument("--frames", type=int, default=None, help=f"frames each method generates along the path ({from_weights} 17)")
-    parser.add_argument("--near", type=float, default=None, help=f"near depth of the scenes, for the prior ({from_weights} {EvalConfig.near})")
-    parser.add_argument("--far", type=float, default=None, help=f"far depth of the scenes, for the prior ({from_weights} {EvalConfig.far})")
-    parser.add_argument("--pair-gap", type=int, default=EvalConfig.pair_gap, help="3D-consistency pairs (k, k+gap) of target frames")
-    parser.add_argument("--scenes", type=int, default=None, help="evaluate only the first N scenes of the index")
-    parser.add_argument("--lpips", type=Path, nargs="+", default=None, metavar="FILE",
-                        help="LPIPS weights: torchvision VGG16 + LPIPS linear layers (.safetensors/.pth); LPIPS is skipped without them")
-    parser.add_argument("--fvd-detector", type=Path, default=None, metavar="FILE",
-                        help="StyleGAN-V's I3D TorchScript file (i3d_torchscript.pt, never downloaded); without it FVD is null")
-    parser.add_argument("--device", type=arguments.device, default="auto", help="cpu, cuda, cuda:1 … (auto: cuda when available)")
+    parser.add_argument(
+        "--size",
+        type=_image_size,
+        default=None,
+        metavar="HxW",
+        help=f"the model's resolution; images are centre-cropped to its aspect ratio and resized ({from_weights} 64x96)",
+    )
+    parser.add_argument(
+        "--frames",
+        type=int,
+        default=None,
+        help=f"frames each method generates along the path ({from_weights} 17)",
+    )
+    parser.add_argument(
+        "--near",
+        type=float,
+        default=None,
+        help=f"near depth of the scenes, for the prior ({from_weights} {EvalConfig.near})",
+    )
+    parser.add_argument(
+        "--far",
+        type=float,
+        default=None,
+        help=f"far depth of the scenes, for the prior ({from_weights} {EvalConfig.far})",
+    )
+    parser.add_argument(
+        "--pair-gap",
+        type=int,
+        default=EvalConfig.pair_gap,
+        help="3D-consistency pairs (k, k+gap) of target frames",
+    )
+    parser.add_argument(
+        "--scenes", type=int, default=None, help="evaluate only the first N scenes of the index"
+    )
+    parser.add_argument(
+        "--lpips",
+        type=Path,
+        nargs="+",
+        default=None,
+        metavar="FILE",
+        help="LPIPS weights: torchvision VGG16 + LPIPS linear layers (.safetensors/.pth); LPIPS is skipped without them",
+    )
+    parser.add_argument(
+        "--fvd-detector",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="StyleGAN-V's I3D TorchScript file (i3d_torchscript.pt, never downloaded); without it FVD is null",
+    )
+    parser.add_argument(
+        "--device",
+        type=arguments.device,
+        default="auto",
+        help="cpu, cuda, cuda:1 … (auto: cuda when available)",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
 
 
@@ -94,14 +166,26 @@ def run(args: argparse.Namespace) -> None:
     # 1. Check inputs (cheap checks first: nothing heavy happens before a typo is reported).
     specs = parse_methods(args.methods)
     config = EvalConfig.for_weights(
-        args.weights, image_size=args.size, num_frames=args.frames, near=args.near, far=args.far, pair_gap=args.pair_gap,
-        seed=args.seed, max_scenes=args.scenes,
-    )  # fmt: skip
-    _check_pipeline_resolution(args.weights, config, [s.name for s in specs if FAMILIES[s.family].builder is build_with_pipeline])
+        args.weights,
+        image_size=args.size,
+        num_frames=args.frames,
+        near=args.near,
+        far=args.far,
+        pair_gap=args.pair_gap,
+        seed=args.seed,
+        max_scenes=args.scenes,
+    )
+    _check_pipeline_resolution(
+        args.weights, config, [s.name for s in specs if FAMILIES[s.family].builder is build_with_pipeline]
+    )
     if args.make_index is not None and args.index.exists():
-        raise VideoSceneError(f"{args.index} already exists; drop --make-index to evaluate it, or choose another --index")
+        raise VideoSceneError(
+            f"{args.index} already exists; drop --make-index to evaluate it, or choose another --index"
+        )
     if args.make_index is None and not args.index.is_file():
-        raise VideoSceneError(f"evaluation index {args.index} does not exist; pass --make-index GAP to create it")
+        raise VideoSceneError(
+            f"evaluation index {args.index} does not exist; pass --make-index GAP to create it"
+        )
     device = resolve_device(args.device)
     check_output_dir(args.out, args.overwrite)
 
@@ -121,12 +205,18 @@ def run(args: argparse.Namespace) -> None:
 
         # 4. Evaluate and report.
         result = evaluate(args.data, index, methods, config, device, lpips, fvd_detector)
-        extra = {"data": str(args.data), "index": str(args.index), "methods": [s.name for s in specs],
-                 "weights": None if args.weights is None else str(args.weights),
-                 "fvd_detector": None if args.fvd_detector is None else str(args.fvd_detector)}  # fmt: skip
+        extra = {
+            "data": str(args.data),
+            "index": str(args.index),
+            "methods": [s.name for s in specs],
+            "weights": None if args.weights is None else str(args.weights),
+            "fvd_detector": None if args.fvd_detector is None else str(args.fvd_detector),
+        }
         document = write_report(result, stage, extra, device)
     if args.make_index is not None:  # only once the evaluation succeeded, so that rerunning the command works
         write_evaluation_index(args.index, index)
-        logger.info("wrote evaluation index %s (%d scenes)", args.index, sum(e is not None for e in index.values()))
+        logger.info(
+            "wrote evaluation index %s (%d scenes)", args.index, sum(e is not None for e in index.values())
+        )
     print(markdown_table(document["methods"], document["reference"]), end="")
     logger.info("evaluation written to %s", args.out)

@@ -43,7 +43,6 @@ from videoscene.video.config import NUM_TRAIN_TIMESTEPS
 logger = logging.getLogger(__name__)
 
 
-
 @dataclass(frozen=True)
 class GenerationRequest:
     """Everything a method may use for one scene. It never sees the target images."""
@@ -111,7 +110,9 @@ def _prior_folder(weights: Path | None, spec: MethodSpec) -> Path:
     from videoscene.prior.encoder import WEIGHTS_FILE
 
     if weights is None:
-        raise VideoSceneError(f"method {spec.name} needs prior weights: pass --weights DIR (a folder holding {WEIGHTS_FILE} or prior/{WEIGHTS_FILE})")
+        raise VideoSceneError(
+            f"method {spec.name} needs prior weights: pass --weights DIR (a folder holding {WEIGHTS_FILE} or prior/{WEIGHTS_FILE})"
+        )
     for folder in (weights, weights / "prior"):
         if (folder / WEIGHTS_FILE).is_file():
             return folder
@@ -137,11 +138,21 @@ def build_coarse(spec: MethodSpec, resources: MethodResources) -> GenerateFn:
 
     def generate(request: GenerationRequest) -> Tensor:
         context = request.context.to(resources.device)
-        batched = Views(context.image[None], context.extrinsics[None], context.intrinsics[None], context.near[None], context.far[None])
+        batched = Views(
+            context.image[None],
+            context.extrinsics[None],
+            context.intrinsics[None],
+            context.near[None],
+            context.far[None],
+        )
         path = request.path.to(resources.device)
         cameras = Cameras(path.extrinsics[None], path.intrinsics[None])
         color = render_coarse(
-            prior(batched).gaussians, batched, cameras, request.image_shape, torch.tensor([background], device=resources.device)
+            prior(batched).gaussians,
+            batched,
+            cameras,
+            request.image_shape,
+            torch.tensor([background], device=resources.device),
         )
         return color[0].clamp(0, 1)
 
@@ -152,14 +163,20 @@ def build_with_pipeline(spec: MethodSpec, resources: MethodResources) -> Generat
     """teacher@N, teacher-leap@N, student, student@tT and student-noleap: `VideoScenePipeline` on the request's
     context views and path, with the family's model, start and step count."""
     if resources.weights is None:
-        raise VideoSceneError(f"method {spec.name} needs trained weights: pass --weights DIR (a VideoScene weights folder)")
+        raise VideoSceneError(
+            f"method {spec.name} needs trained weights: pass --weights DIR (a VideoScene weights folder)"
+        )
     if not resources.weights.is_dir():
-        raise VideoSceneError(f"weights folder {resources.weights} does not exist; pass the folder of the trained VideoScene models")
+        raise VideoSceneError(
+            f"weights folder {resources.weights} does not exist; pass the folder of the trained VideoScene models"
+        )
     pipeline = _cached_pipeline(Path(resources.weights), torch.device(resources.device))
     settings = {
         "teacher": dict(model="teacher", timestep=None, num_steps=spec.num_steps),
         "teacher-leap": dict(model="teacher", timestep="auto", num_steps=spec.num_steps),
-        "student": dict(model="student", timestep=spec.timestep if spec.timestep is not None else "auto", num_steps=1),
+        "student": dict(
+            model="student", timestep=spec.timestep if spec.timestep is not None else "auto", num_steps=1
+        ),
         "student-noleap": dict(model="student-noleap", timestep=None, num_steps=1),
     }[spec.family]
 
@@ -210,7 +227,10 @@ _NAME = re.compile(r"(?P<family>[a-z][a-z0-9-]*)(?:@(?P<parameter>[^@]+))?")
 
 
 def valid_names() -> str:
-    return ", ".join(family.usage for family in FAMILIES.values()) + f" (N = steps >= 1, T = timestep 0-{NUM_TRAIN_TIMESTEPS - 1})"
+    return (
+        ", ".join(family.usage for family in FAMILIES.values())
+        + f" (N = steps >= 1, T = timestep 0-{NUM_TRAIN_TIMESTEPS - 1})"
+    )
 
 
 def parse_method(name: str) -> MethodSpec:
@@ -222,21 +242,27 @@ def parse_method(name: str) -> MethodSpec:
     parameter = match["parameter"]
     if parameter is None:
         if family.parameter_required:
-            raise VideoSceneError(f"method {name!r} needs its parameter: {family.usage}, e.g. {match['family']}@4")
+            raise VideoSceneError(
+                f"method {name!r} needs its parameter: {family.usage}, e.g. {match['family']}@4"
+            )
         return MethodSpec(name, match["family"])
     if family.parameter == "steps" and re.fullmatch(r"[0-9]+", parameter) and int(parameter) >= 1:
         return MethodSpec(name, match["family"], num_steps=int(parameter))
     timestep = re.fullmatch(r"t([0-9]+)", parameter)
     if family.parameter == "timestep" and timestep and int(timestep[1]) < NUM_TRAIN_TIMESTEPS:
         return MethodSpec(name, match["family"], timestep=int(timestep[1]))
-    raise VideoSceneError(f"method {name!r} has a bad parameter {parameter!r}; valid methods: {valid_names()}")
+    raise VideoSceneError(
+        f"method {name!r} has a bad parameter {parameter!r}; valid methods: {valid_names()}"
+    )
 
 
 def parse_methods(text: str) -> list[MethodSpec]:
     """A comma-separated list of method names, each once."""
     names = [name.strip() for name in text.split(",") if name.strip()]
     if not names:
-        raise VideoSceneError(f"no methods given; pass e.g. --methods nearest,coarse (valid methods: {valid_names()})")
+        raise VideoSceneError(
+            f"no methods given; pass e.g. --methods nearest,coarse (valid methods: {valid_names()})"
+        )
     repeated = sorted({name for name in names if names.count(name) > 1})
     if repeated:
         raise VideoSceneError(f"methods {repeated} are listed more than once")

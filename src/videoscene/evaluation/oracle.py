@@ -191,8 +191,11 @@ def oracle_analysis(
     choices = torch.stack(
         [
             ddpnet(
-                cache[i].render_latents[None].to(student.device), cache[i].view_disagreement[None].to(student.device)
-            ).argmax(dim=-1)[0].cpu()
+                cache[i].render_latents[None].to(student.device),
+                cache[i].view_disagreement[None].to(student.device),
+            )
+            .argmax(dim=-1)[0]
+            .cpu()
             for i in range(table.shape[0])
         ]
     )

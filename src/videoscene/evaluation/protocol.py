@@ -91,7 +91,9 @@ def _monotone_matching(small: Sequence[float], large: Sequence[float]) -> list[i
 def plan_frames(context: Sequence[int], targets: Sequence[int], num_frames: int) -> FramePlan:
     """Give each target frame a slot of the F-frame video (module docstring)."""
     if num_frames < 3:
-        raise VideoSceneError(f"the generated video needs at least 3 frames (two context ends and one between), got {num_frames}")
+        raise VideoSceneError(
+            f"the generated video needs at least 3 frames (two context ends and one between), got {num_frames}"
+        )
     first, last = (int(c) for c in context)
     if first == last:
         raise VideoSceneError(f"the two context frames must differ, got [{first}, {last}]")
@@ -113,7 +115,9 @@ def plan_frames(context: Sequence[int], targets: Sequence[int], num_frames: int)
         chosen = _monotone_matching(slot_times, interior_times)
         interior, interior_slots = [interior[c] for c in chosen], list(range(1, num_frames - 1))
     dropped = sorted(set(times) - set(ends) - set(interior))
-    slot_of = {k: (0 if times[k] == 0 else num_frames - 1) for k in ends} | dict(zip(interior, interior_slots))
+    slot_of = {k: (0 if times[k] == 0 else num_frames - 1) for k in ends} | dict(
+        zip(interior, interior_slots)
+    )
     evaluated = sorted(slot_of, key=slot_of.get)
     return FramePlan(
         num_frames=num_frames,
@@ -137,9 +141,14 @@ def path_cameras(
     """The F cameras of the video: the context cameras at both ends, each target's own camera at its slot,
     the slots between interpolated along the path through them. `targets` are in `plan.targets` order."""
     if len(context) != 2 or len(targets) != len(plan.targets):
-        raise VideoSceneError(f"need 2 context cameras and {len(plan.targets)} target cameras, got {len(context)} and {len(targets)}")
+        raise VideoSceneError(
+            f"need 2 context cameras and {len(plan.targets)} target cameras, got {len(context)} and {len(targets)}"
+        )
     last_slot = plan.num_frames - 1
-    keys = {0: (context.extrinsics[0], context.intrinsics[0]), last_slot: (context.extrinsics[1], context.intrinsics[1])}
+    keys = {
+        0: (context.extrinsics[0], context.intrinsics[0]),
+        last_slot: (context.extrinsics[1], context.intrinsics[1]),
+    }
     for position, slot in enumerate(plan.slots):
         if 0 < slot < last_slot:
             keys[slot] = (targets.extrinsics[position], targets.intrinsics[position])

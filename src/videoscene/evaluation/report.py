@@ -52,7 +52,18 @@ COLUMNS = (
     ("seconds", "s / scene ↓"),
 )
 _OPTIONAL = ("lpips", "fvd")  # columns shown only when computed (they need user-supplied network weights)
-_MEANS = ("psnr", "ssim", "lpips", "sampson_px", "share_within_1px", "inlier_ratio", "ransac_inliers", "temporal_error", "seconds", "max_time_error")
+_MEANS = (
+    "psnr",
+    "ssim",
+    "lpips",
+    "sampson_px",
+    "share_within_1px",
+    "inlier_ratio",
+    "ransac_inliers",
+    "temporal_error",
+    "seconds",
+    "max_time_error",
+)
 _FIGURE_COLUMNS = 6  # held-out targets shown in the frames figure
 _FIGURE_MIN_HEIGHT = 192  # matching figures are upscaled to at least this many rows so lines stay visible
 
@@ -81,7 +92,10 @@ def summarise(result: EvaluationResult) -> dict[str, dict[str, float | int | Non
 def summarise_reference(result: EvaluationResult) -> dict[str, float | int | None]:
     """The ground-truth frames' 3D-consistency means (quality, temporal and time do not apply)."""
     means = _means([r for r in result.per_scene if r.method == REFERENCE])
-    return {key: means.get(key) for key in ("sampson_px", "share_within_1px", "inlier_ratio", "ransac_inliers", "scenes")}
+    return {
+        key: means.get(key)
+        for key in ("sampson_px", "share_within_1px", "inlier_ratio", "ransac_inliers", "scenes")
+    }
 
 
 def environment(device: torch.device | str) -> dict[str, str | int]:
@@ -133,17 +147,27 @@ def markdown_table(summary: dict[str, dict], reference: dict[str, dict] | None =
     """One row per method; `reference` rows (the ground-truth frames) last, in italics."""
     rows = list(summary.values())
     columns = [
-        (key, title) for key, title in COLUMNS
-        if any(key in row for row in rows) and (key not in _OPTIONAL or any(row.get(key) is not None for row in rows))
-    ]  # fmt: skip
+        (key, title)
+        for key, title in COLUMNS
+        if any(key in row for row in rows)
+        and (key not in _OPTIONAL or any(row.get(key) is not None for row in rows))
+    ]
     lines = [
         "| method | " + " | ".join(title for _, title in columns) + " | scenes |",
         "|---|" + "---|" * (len(columns) + 1),
     ]
     for method, row in summary.items():
-        lines.append(f"| `{method}` | " + " | ".join(_format(row.get(key), key) for key, _ in columns) + f" | {row['scenes']} |")
+        lines.append(
+            f"| `{method}` | "
+            + " | ".join(_format(row.get(key), key) for key, _ in columns)
+            + f" | {row['scenes']} |"
+        )
     for name, row in (reference or {}).items():
-        lines.append(f"| *{name} (reference)* | " + " | ".join(_format(row.get(key), key) for key, _ in columns) + f" | {row['scenes']} |")
+        lines.append(
+            f"| *{name} (reference)* | "
+            + " | ".join(_format(row.get(key), key) for key, _ in columns)
+            + f" | {row['scenes']} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -153,7 +177,7 @@ def plot_metrics(summary: dict[str, dict], path: Path) -> None:
     figure = Figure(figsize=(3.2 * min(4, len(columns)), 3.0 * rows), layout="constrained")
     methods = list(summary)
     grid = figure.subplots(rows, min(4, len(columns)), squeeze=False).ravel()
-    for axes in grid[len(columns):]:
+    for axes in grid[len(columns) :]:
         axes.set_visible(False)
     for axes, (key, title) in zip(grid, columns):
         values = [summary[m].get(key) for m in methods]
@@ -169,7 +193,9 @@ def plot_quality_vs_seconds(summary: dict[str, dict], path: Path) -> None:
     for method, row in summary.items():
         if row.get("psnr") is not None and row.get("seconds") is not None:
             axes.scatter(row["seconds"], row["psnr"])
-            axes.annotate(method, (row["seconds"], row["psnr"]), fontsize=8, xytext=(3, 3), textcoords="offset points")
+            axes.annotate(
+                method, (row["seconds"], row["psnr"]), fontsize=8, xytext=(3, 3), textcoords="offset points"
+            )
     axes.set_xscale("log")
     axes.set_xlabel("seconds per scene (log)")
     axes.set_ylabel("PSNR (dB)")
@@ -182,11 +208,18 @@ def plot_frames(showcase: Showcase, path: Path) -> None:
     held_out = [position for position, held in enumerate(showcase.plan.held_out) if held]
     if not held_out:
         return
-    chosen = [held_out[i] for i in np.unique(np.linspace(0, len(held_out) - 1, min(_FIGURE_COLUMNS, len(held_out))).round().astype(int))]
+    chosen = [
+        held_out[i]
+        for i in np.unique(
+            np.linspace(0, len(held_out) - 1, min(_FIGURE_COLUMNS, len(held_out))).round().astype(int)
+        )
+    ]
     rows = {"ground truth": showcase.truth, **showcase.frames}
     height, width = showcase.truth.shape[-2:]
     panel = 1.7  # inches per panel width
-    figure = Figure(figsize=(panel * len(chosen) + 0.4, panel * height / width * len(rows) + 0.4), layout="constrained")
+    figure = Figure(
+        figsize=(panel * len(chosen) + 0.4, panel * height / width * len(rows) + 0.4), layout="constrained"
+    )
     grid = figure.subplots(len(rows), len(chosen), squeeze=False)
     for r, (label, frames) in enumerate(rows.items()):
         for c, position in enumerate(chosen):
@@ -234,4 +267,3 @@ def write_report(result: EvaluationResult, out: Path, extra_config: dict, device
                 Image.fromarray(figure).save(figures / f"matches_{method.replace('@', '_at_')}.png")
     logger.debug("wrote %s", out / "metrics.json")
     return document
-

@@ -90,7 +90,12 @@ class EvalConfig:
             )
 
             model = PipelineConfig.load(Path(weights) / "pipeline.json")
-            settings = {"image_size": (model.height, model.width), "num_frames": model.num_frames, "near": model.near, "far": model.far}
+            settings = {
+                "image_size": (model.height, model.width),
+                "num_frames": model.num_frames,
+                "near": model.near,
+                "far": model.far,
+            }
             logger.info("model settings from %s: %s", Path(weights) / "pipeline.json", settings)
         return cls(**(settings | {key: value for key, value in overrides.items() if value is not None}))
 
@@ -123,7 +128,9 @@ class SceneResult:
         if math.isnan(self.lpips):
             del values["lpips"]
         return {
-            key: list(value) if isinstance(value, tuple) else (None if isinstance(value, float) and math.isnan(value) else value)
+            key: list(value)
+            if isinstance(value, tuple)
+            else (None if isinstance(value, float) and math.isnan(value) else value)
             for key, value in values.items()
         }
 
@@ -169,17 +176,32 @@ def prepare_scene(scene: Scene, entry: IndexEntry, config: EvalConfig) -> Prepar
     """Steps 1-2 of the module docstring."""
     plan = plan_frames(entry.context, entry.target, config.num_frames)
     if plan.dropped:
-        logger.info("scene %s: %d targets but %d frames; evaluating %d of them", scene.key, len(entry.target), config.num_frames, len(plan.targets))
+        logger.info(
+            "scene %s: %d targets but %d frames; evaluating %d of them",
+            scene.key,
+            len(entry.target),
+            config.num_frames,
+            len(plan.targets),
+        )
     example = example_from_scene(scene, plan.context, plan.targets, config.near, config.far)
-    context, targets = fit_views(example.context, config.image_size), fit_views(example.target, config.image_size)
+    context, targets = (
+        fit_views(example.context, config.image_size),
+        fit_views(example.target, config.image_size),
+    )
     path, times = path_cameras(plan, context.cameras, targets.cameras)
     request = GenerationRequest(context, path, times, scene_seed(config.seed, scene.key), scene.key)
     return PreparedScene(plan, request, targets)
 
 
-def _generate(method: str, generate: GenerateFn, request: GenerationRequest, device: torch.device) -> tuple[Tensor, float]:
+def _generate(
+    method: str, generate: GenerateFn, request: GenerationRequest, device: torch.device
+) -> tuple[Tensor, float]:
     """Run one method, timed; its global-RNG draws (if any) are seeded by the request and leave no trace."""
-    cuda_devices = [torch.cuda.current_device() if device.index is None else device.index] if device.type == "cuda" else []
+    cuda_devices = (
+        [torch.cuda.current_device() if device.index is None else device.index]
+        if device.type == "cuda"
+        else []
+    )
     with torch.random.fork_rng(devices=cuda_devices), torch.no_grad():
         torch.manual_seed(request.seed)
         if device.type == "cuda":
@@ -192,22 +214,35 @@ def _generate(method: str, generate: GenerateFn, request: GenerationRequest, dev
     expected = (request.num_frames, 3, *request.image_shape)
     if not isinstance(frames, Tensor) or tuple(frames.shape) != expected:
         got = list(frames.shape) if isinstance(frames, Tensor) else type(frames).__name__
-        raise VideoSceneError(f"method {method} returned frames {got} for scene {request.scene}; expected {list(expected)}")
+        raise VideoSceneError(
+            f"method {method} returned frames {got} for scene {request.scene}; expected {list(expected)}"
+        )
     if not torch.isfinite(frames).all():
         raise VideoSceneError(f"method {method} returned NaN or inf frames for scene {request.scene}")
     return frames.detach().float().cpu().clamp(0, 1), seconds
 
 
-def _consistency(frames_at_targets: Tensor, prepared: PreparedScene, config: EvalConfig) -> dict[str, float | int]:
+def _consistency(
+    frames_at_targets: Tensor, prepared: PreparedScene, config: EvalConfig
+) -> dict[str, float | int]:
     """3D-consistency scores of the frames at the target cameras, pairs (k, k + gap) in path order."""
     nan = float("nan")
     count = len(prepared.plan.targets)
     if count < 2:
-        return {"sampson_px": nan, "share_within_1px": nan, "inlier_ratio": nan, "ransac_inliers": 0, "num_matches": 0}
+        return {
+            "sampson_px": nan,
+            "share_within_1px": nan,
+            "inlier_ratio": nan,
+            "ransac_inliers": 0,
+            "num_matches": 0,
+        }
     scores = video_consistency(
-        frames_at_targets, prepared.targets.extrinsics, prepared.targets.intrinsics,
-        gap=min(config.pair_gap, count - 1), config=consistency_config(config.seed),
-    )  # fmt: skip
+        frames_at_targets,
+        prepared.targets.extrinsics,
+        prepared.targets.intrinsics,
+        gap=min(config.pair_gap, count - 1),
+        config=consistency_config(config.seed),
+    )
     return {
         "sampson_px": scores.median_sampson_px,
         "share_within_1px": scores.share_within if scores.num_matches else nan,
@@ -220,9 +255,15 @@ def _consistency(frames_at_targets: Tensor, prepared: PreparedScene, config: Eva
 def _result(method: str, prepared: PreparedScene, **scores) -> SceneResult:
     plan = prepared.plan
     return SceneResult(
-        scene=prepared.request.scene, method=method, context=plan.context, targets=plan.targets, slots=plan.slots,
-        dropped=plan.dropped, max_time_error=plan.max_time_error, **scores,
-    )  # fmt: skip
+        scene=prepared.request.scene,
+        method=method,
+        context=plan.context,
+        targets=plan.targets,
+        slots=plan.slots,
+        dropped=plan.dropped,
+        max_time_error=plan.max_time_error,
+        **scores,
+    )
 
 
 def score_frames(
@@ -247,9 +288,13 @@ def score_frames(
             device = next(lpips.buffers()).device
             quality["lpips"] = lpips(generated.to(device), reference.to(device)).mean().item()
     return _result(
-        method, prepared, seconds=seconds, **quality, **_consistency(at_targets, prepared, config),
+        method,
+        prepared,
+        seconds=seconds,
+        **quality,
+        **_consistency(at_targets, prepared, config),
         temporal_error=warping_error(frames).warp_error,
-    )  # fmt: skip
+    )
 
 
 def reference_scores(prepared: PreparedScene, config: EvalConfig) -> SceneResult:
@@ -258,12 +303,20 @@ def reference_scores(prepared: PreparedScene, config: EvalConfig) -> SceneResult
     the data). Quality, temporal and time scores do not apply (NaN)."""
     nan = float("nan")
     return _result(
-        REFERENCE, prepared, seconds=nan, psnr=nan, ssim=nan, lpips=nan,
-        **_consistency(prepared.targets.image, prepared, config), temporal_error=nan,
-    )  # fmt: skip
+        REFERENCE,
+        prepared,
+        seconds=nan,
+        psnr=nan,
+        ssim=nan,
+        lpips=nan,
+        **_consistency(prepared.targets.image, prepared, config),
+        temporal_error=nan,
+    )
 
 
-def frechet_video_distances(features: Mapping[str, list[np.ndarray]], methods: list[str]) -> dict[str, float | None]:
+def frechet_video_distances(
+    features: Mapping[str, list[np.ndarray]], methods: list[str]
+) -> dict[str, float | None]:
     """Step 5: FVD of each method's per-scene I3D features against the ground truth's (REFERENCE key).
     None without features, or with fewer than two scenes (a covariance needs two samples)."""
     reference = features.get(REFERENCE, [])
@@ -272,8 +325,15 @@ def frechet_video_distances(features: Mapping[str, list[np.ndarray]], methods: l
     if len(reference) < 2:
         return {method: None for method in methods}
     if len(reference) <= reference[0].size:
-        logger.info("FVD over %d scenes of %d-dimensional features: a rank-deficient, noisy estimate", len(reference), reference[0].size)
-    return {method: frechet_distance_of_features(np.stack(reference), np.stack(features[method])) for method in methods}
+        logger.info(
+            "FVD over %d scenes of %d-dimensional features: a rank-deficient, noisy estimate",
+            len(reference),
+            reference[0].size,
+        )
+    return {
+        method: frechet_distance_of_features(np.stack(reference), np.stack(features[method]))
+        for method in methods
+    }
 
 
 def evaluate(
@@ -297,28 +357,41 @@ def evaluate(
     entries = {key: entry for key, entry in index.items() if entry is not None}
     missing = [key for key in entries if key not in chunks]
     if missing:
-        logger.warning("%d of the index's scenes are not in %s (e.g. %s); they are skipped", len(missing), data_dir, missing[0])
+        logger.warning(
+            "%d of the index's scenes are not in %s (e.g. %s); they are skipped",
+            len(missing),
+            data_dir,
+            missing[0],
+        )
     wanted = [key for key in entries if key in chunks][: config.max_scenes]
     if not wanted:
-        raise VideoSceneError(f"none of the index's {len(entries)} scenes is in {data_dir}; is it the index of this split?")
+        raise VideoSceneError(
+            f"none of the index's {len(entries)} scenes is in {data_dir}; is it the index of this split?"
+        )
 
     # 2. Scene by scene, chunk by chunk (each chunk read once), every method.
     per_scene: list[SceneResult] = []
     showcase: Showcase | None = None
-    video_features: dict[str, list[np.ndarray]] = {}  # name -> one I3D feature vector per scene (with a detector)
+    video_features: dict[
+        str, list[np.ndarray]
+    ] = {}  # name -> one I3D feature vector per scene (with a detector)
 
     def add_video_features(name: str, video_at_targets: Tensor, scene: str) -> None:
         if fvd_detector is None:
             return
         try:
             features = fvd_detector(video_at_targets[None])[0]
-        except (RuntimeError, torch.jit.Error) as error:  # TorchScript tracebacks end with the actual error line
+        except (
+            RuntimeError,
+            torch.jit.Error,
+        ) as error:  # TorchScript tracebacks end with the actual error line
             cause = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
             raise VideoSceneError(
                 f"the FVD detector failed on the {len(video_at_targets)}-frame video of scene {scene} ({cause}); "
                 "I3D needs enough target frames per scene: use an index with more targets, or drop --fvd-detector"
             ) from None
         video_features.setdefault(name, []).append(features)
+
     progress = tqdm(total=len(wanted) * len(methods), desc="eval", unit="run")
     wanted_set = set(wanted)
     for chunk in dict.fromkeys(chunks[key] for key in wanted):
@@ -339,4 +412,6 @@ def evaluate(
                     showcase.frames[name] = frames[list(prepared.plan.slots)]
                 progress.update(1)
     progress.close()
-    return EvaluationResult(config, list(methods), per_scene, showcase, frechet_video_distances(video_features, list(methods)))
+    return EvaluationResult(
+        config, list(methods), per_scene, showcase, frechet_video_distances(video_features, list(methods))
+    )

@@ -89,7 +89,9 @@ def load_ply(path: str | os.PathLike) -> Gaussians:
     try:
         ply = PlyData.read(str(path))
     except Exception as error:  # plyfile raises several types for malformed headers and bodies
-        raise VideoSceneError(f"{path} is not a readable PLY file ({type(error).__name__}: {error})") from error
+        raise VideoSceneError(
+            f"{path} is not a readable PLY file ({type(error).__name__}: {error})"
+        ) from error
     if "vertex" not in ply:
         raise VideoSceneError(f"{path} has no 'vertex' element; it is not a 3D Gaussian splatting PLY")
     vertex = ply["vertex"]
@@ -107,7 +109,9 @@ def load_ply(path: str | os.PathLike) -> Gaussians:
     required = [name for name in _property_names(d_sh) if not name.startswith("n")]
     missing = [name for name in required if name not in present]
     if missing:
-        raise VideoSceneError(f"{path} lacks 3D Gaussian properties {', '.join(missing)}; is it a plain point cloud?")
+        raise VideoSceneError(
+            f"{path} lacks 3D Gaussian properties {', '.join(missing)}; is it a plain point cloud?"
+        )
 
     def column(name: str) -> np.ndarray:
         return np.asarray(vertex[name], dtype=np.float64)

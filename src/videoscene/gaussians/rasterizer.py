@@ -71,7 +71,9 @@ class TorchRasterizerConfig:
 
     tile_size: int = 4  # pixels per tile side; small Gaussians (the prior's) waste less work on small tiles
     chunk_elements: int = 1 << 19  # Gaussian x pixel evaluations per compositing chunk (bounds memory)
-    chunk_fill: float = 0.75  # tiles in a chunk have lists at least this fraction of its longest (less padding)
+    chunk_fill: float = (
+        0.75  # tiles in a chunk have lists at least this fraction of its longest (less padding)
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -106,11 +108,20 @@ def render(
     backend = _resolve_backend(backend, gaussians)
     # 2. Rasterize.
     if backend == "gsplat":
-        return _render_gsplat(gaussians, extrinsics, intrinsics, image_shape, background, near, far, sh_degree)
+        return _render_gsplat(
+            gaussians, extrinsics, intrinsics, image_shape, background, near, far, sh_degree
+        )
     return _render_torch(
-        gaussians, extrinsics, intrinsics, image_shape, background, near, far, sh_degree,
+        gaussians,
+        extrinsics,
+        intrinsics,
+        image_shape,
+        background,
+        near,
+        far,
+        sh_degree,
         config or TorchRasterizerConfig(),
-    )  # fmt: skip
+    )
 
 
 def render_reference(
@@ -170,9 +181,7 @@ def render_reference(
             means_2d = vmap(pinhole)(means_camera)
 
             camera_centre = camera_to_world[:3, 3]
-            color = eval_sh(
-                gaussians.harmonics[b][keep], gaussians.means[b][keep] - camera_centre, sh_degree
-            )
+            color = eval_sh(gaussians.harmonics[b][keep], gaussians.means[b][keep] - camera_centre, sh_degree)
             opacity = gaussians.opacities[b][keep]
 
             offset = pixels[:, None, :] - means_2d[None]  # [H*W, n, 2]
@@ -192,8 +201,12 @@ def render_reference(
                 accumulated_depth = accumulated_depth + weight * depth[i]
                 transmittance = torch.where(done, transmittance, next_transmittance)
             alpha_image = 1 - transmittance
-            colors.append((accumulated_color + transmittance[:, None] * background[b]).T.reshape(3, height, width))
-            depths.append((accumulated_depth / alpha_image.clamp_min(DEPTH_ALPHA_FLOOR)).reshape(height, width))
+            colors.append(
+                (accumulated_color + transmittance[:, None] * background[b]).T.reshape(3, height, width)
+            )
+            depths.append(
+                (accumulated_depth / alpha_image.clamp_min(DEPTH_ALPHA_FLOOR)).reshape(height, width)
+            )
             alphas.append(alpha_image.reshape(height, width))
     return RenderOutput(
         color=torch.stack(colors).unflatten(0, (batch, views)),
@@ -227,7 +240,9 @@ def _check_inputs(gaussians, extrinsics, intrinsics, image_shape, background, ne
     }
     for name, (tensor, shape) in expected.items():
         if tuple(tensor.shape) != shape:
-            raise VideoSceneError(f"Gaussians.{name} must have shape {list(shape)} to match means, got {list(tensor.shape)}")
+            raise VideoSceneError(
+                f"Gaussians.{name} must have shape {list(shape)} to match means, got {list(tensor.shape)}"
+            )
     harmonics = gaussians.harmonics
     if harmonics.ndim != 4 or tuple(harmonics.shape[:2]) != (batch, count) or harmonics.shape[-1] != 3:
         raise VideoSceneError(
@@ -237,16 +252,17 @@ def _check_inputs(gaussians, extrinsics, intrinsics, image_shape, background, ne
     if sh_degree is None:
         sh_degree = available
     if not 0 <= sh_degree <= min(available, MAX_SH_DEGREE):
-        raise VideoSceneError(f"sh_degree must be between 0 and {available} for these Gaussians, got {sh_degree}")
+        raise VideoSceneError(
+            f"sh_degree must be between 0 and {available} for these Gaussians, got {sh_degree}"
+        )
     if extrinsics.ndim != 4 or extrinsics.shape[-2:] != (4, 4) or extrinsics.shape[0] != batch:
         raise VideoSceneError(f"extrinsics must have shape [{batch}, V, 4, 4], got {list(extrinsics.shape)}")
     if tuple(intrinsics.shape) != (*extrinsics.shape[:2], 3, 3):
         raise VideoSceneError(
             f"intrinsics must have shape {[*extrinsics.shape[:2], 3, 3]} to match the extrinsics, got {list(intrinsics.shape)}"
         )
-    if (
-        len(image_shape) != 2
-        or not all(isinstance(side, numbers.Integral) and side > 0 for side in image_shape)
+    if len(image_shape) != 2 or not all(
+        isinstance(side, numbers.Integral) and side > 0 for side in image_shape
     ):
         raise VideoSceneError(f"image_shape must be two positive integers (height, width), got {image_shape}")
     if not 0 < near < far:
@@ -271,7 +287,9 @@ def _check_inputs(gaussians, extrinsics, intrinsics, image_shape, background, ne
 def _resolve_backend(backend: str, gaussians: Gaussians) -> str:
     if backend not in BACKENDS:
         raise VideoSceneError(f"unknown rasterizer backend {backend!r}; choose one of {', '.join(BACKENDS)}")
-    dtypes = {getattr(gaussians, name).dtype for name in ("means", "scales", "rotations", "harmonics", "opacities")}
+    dtypes = {
+        getattr(gaussians, name).dtype for name in ("means", "scales", "rotations", "harmonics", "opacities")
+    }
     on_cuda, single = gaussians.means.device.type == "cuda", dtypes == {torch.float32}
     if backend == "auto":
         return "gsplat" if on_cuda and single and gsplat_available() else "torch"
@@ -285,7 +303,9 @@ def _resolve_backend(backend: str, gaussians: Gaussians) -> str:
                 "cast them or use backend='torch'"
             )
         if not gsplat_available():
-            raise VideoSceneError("the gsplat backend needs the gsplat package: pip install 'videoscene[cuda]'")
+            raise VideoSceneError(
+                "the gsplat backend needs the gsplat package: pip install 'videoscene[cuda]'"
+            )
     return backend
 
 
@@ -334,8 +354,16 @@ def project_gaussians(
     means_2d = torch.stack([fx * x / z + cx, fy * y / z + cy], dim=-1)
 
     # EWA (Zwicker et al. 2002): J = ∂π/∂x at the mean, x/z and y/z pulled back into 1.3x the frustum.
-    slope_x = torch.clamp(x / z, min=-(cx + FRUSTUM_MARGIN * 0.5 * width) / fx, max=(width - cx + FRUSTUM_MARGIN * 0.5 * width) / fx)
-    slope_y = torch.clamp(y / z, min=-(cy + FRUSTUM_MARGIN * 0.5 * height) / fy, max=(height - cy + FRUSTUM_MARGIN * 0.5 * height) / fy)
+    slope_x = torch.clamp(
+        x / z,
+        min=-(cx + FRUSTUM_MARGIN * 0.5 * width) / fx,
+        max=(width - cx + FRUSTUM_MARGIN * 0.5 * width) / fx,
+    )
+    slope_y = torch.clamp(
+        y / z,
+        min=-(cy + FRUSTUM_MARGIN * 0.5 * height) / fy,
+        max=(height - cy + FRUSTUM_MARGIN * 0.5 * height) / fy,
+    )
     # Rows of J·W (W = world->camera rotation): J = [[fx/z, 0, -fx·x/z²], [0, fy/z, -fy·y/z²]].
     row_x = (fx / z)[..., None] * (rotation[:, :, None, 0] - slope_x[..., None] * rotation[:, :, None, 2])
     row_y = (fy / z)[..., None] * (rotation[:, :, None, 1] - slope_y[..., None] * rotation[:, :, None, 2])
@@ -359,9 +387,11 @@ def project_gaussians(
         level = 2.02 * torch.log(opacities.clamp_min(ALPHA_MIN) / ALPHA_MIN)
         extents = torch.stack([(level * var_x).sqrt(), (level * var_y).sqrt()], dim=-1) + 0.01
         on_screen = (
-            (means_2d[..., 0] + extents[..., 0] > 0) & (means_2d[..., 0] - extents[..., 0] < width)
-            & (means_2d[..., 1] + extents[..., 1] > 0) & (means_2d[..., 1] - extents[..., 1] < height)
-        )  # fmt: skip
+            (means_2d[..., 0] + extents[..., 0] > 0)
+            & (means_2d[..., 0] - extents[..., 0] < width)
+            & (means_2d[..., 1] + extents[..., 1] > 0)
+            & (means_2d[..., 1] - extents[..., 1] < height)
+        )
         visible = visible & on_screen
 
     camera_centres = extrinsics[..., :3, 3]  # [B, V, 3]
@@ -372,9 +402,14 @@ def project_gaussians(
         return t.flatten(0, 1)
 
     return ProjectedGaussians(
-        means_2d=images(means_2d), conics=images(conics), depths=images(z), colors=images(colors),
-        opacities=images(opacities), extents=images(extents), visible=images(visible),
-    )  # fmt: skip
+        means_2d=images(means_2d),
+        conics=images(conics),
+        depths=images(z),
+        colors=images(colors),
+        opacities=images(opacities),
+        extents=images(extents),
+        visible=images(visible),
+    )
 
 
 # --------------------------------------------------------------------------------------------------

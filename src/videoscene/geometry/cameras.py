@@ -271,7 +271,9 @@ def _frame_lens_values(path: Path, values: dict) -> tuple[list[float], list[int]
     if any(float(values.get(key, 0.0)) != 0 for key in ("k3", "k4")):
         raise VideoSceneError(f"{path}: distortion terms k3/k4 are not supported; only k1 k2 p1 p2")
     if not (fl_x > 0 and fl_y > 0 and math.isfinite(fl_x * fl_y * cx * cy)):
-        raise VideoSceneError(f"{path}: frame {values['file_path']} needs positive, finite focal lengths (fl_x={fl_x}, fl_y={fl_y})")
+        raise VideoSceneError(
+            f"{path}: frame {values['file_path']} needs positive, finite focal lengths (fl_x={fl_x}, fl_y={fl_y})"
+        )
     return [fl_x, fl_y, cx, cy], [height, width], [float(values.get(key, 0.0)) for key in DISTORTION_NAMES]
 
 
@@ -279,7 +281,9 @@ def _field_of_view(path: Path, values: dict, key: str) -> float:
     """A field of view in radians, which must lie strictly between 0 and π for a pinhole camera."""
     angle = float(values[key])
     if not 0 < angle < math.pi:
-        raise VideoSceneError(f"{path}: {key} = {values[key]} is not a field of view in radians (0 < angle < π)")
+        raise VideoSceneError(
+            f"{path}: {key} = {values[key]} is not a field of view in radians (0 < angle < π)"
+        )
     return angle
 
 
@@ -352,8 +356,13 @@ def write_transforms_json(path: str | Path, cameras: CaptureCameras, style: str 
         values = {
             "camera_angle_x": 2 * math.atan(0.5 * width / fl_x),
             "camera_angle_y": 2 * math.atan(0.5 * height / fl_y),
-            "fl_x": fl_x, "fl_y": fl_y, "cx": cx, "cy": cy, "w": width, "h": height,
-        }  # fmt: skip
+            "fl_x": fl_x,
+            "fl_y": fl_y,
+            "cx": cx,
+            "cy": cy,
+            "w": width,
+            "h": height,
+        }
         if style == "instant-ngp":
             values.update(zip(DISTORTION_NAMES, distortion))
         per_frame.append(values)

@@ -74,7 +74,11 @@ def crop(
 
 
 def _cropped_intrinsics(
-    intrinsics: Float[Tensor, "*batch 3 3"], image_shape: tuple[int, int], top: int, left: int, size: tuple[int, int]
+    intrinsics: Float[Tensor, "*batch 3 3"],
+    image_shape: tuple[int, int],
+    top: int,
+    left: int,
+    size: tuple[int, int],
 ) -> Float[Tensor, "*batch 3 3"]:
     (height, width), (out_height, out_width) = image_shape, size
     adjusted = intrinsics.clone()

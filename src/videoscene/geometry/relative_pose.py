@@ -168,7 +168,9 @@ def estimate_cameras(
     """Estimate both cameras of an image pair (see the module docstring for the conventions)."""
     # 1. Check inputs and pick the intrinsics
     if images.ndim != 4 or images.shape[:2] != (2, 3):
-        raise VideoSceneError(f"need two RGB images as a [2, 3, H, W] tensor to estimate cameras, got {list(images.shape)}")
+        raise VideoSceneError(
+            f"need two RGB images as a [2, 3, H, W] tensor to estimate cameras, got {list(images.shape)}"
+        )
     height, width = images.shape[-2:]
     focal, focal_source = choose_focal(fov_degrees, exif_focals or [], config)
     intrinsics = pinhole_intrinsics(focal, width, height)
@@ -200,8 +202,13 @@ def estimate_cameras(
     # 4. Pure rotation: one homography H = K R K⁻¹ explains the matches, and once R is undone the matched rays
     #    are parallel, so depth and translation are unobservable (cheirality would then reject most matches)
     rays_a, rays_b = _calibrated(matches.points_a, pixel_k), _calibrated(matches.points_b, pixel_k)
-    homography_inliers, rotation_parallax = _homography_check(matches, ransac_inliers, pixel_k, rays_a, rays_b, config)
-    if homography_inliers >= config.homography_share * ransac_inliers.sum() and rotation_parallax < config.min_parallax_degrees:
+    homography_inliers, rotation_parallax = _homography_check(
+        matches, ransac_inliers, pixel_k, rays_a, rays_b, config
+    )
+    if (
+        homography_inliers >= config.homography_share * ransac_inliers.sum()
+        and rotation_parallax < config.min_parallax_degrees
+    ):
         raise VideoSceneError(
             f"the camera only turned between the two photos (a rotation explains {homography_inliers} of "
             f"{int(ransac_inliers.sum())} matches, median parallax {rotation_parallax:.2f}°), so depth is unobservable; "
@@ -218,7 +225,9 @@ def estimate_cameras(
     # parallax that the homography check let through) keeps a small, arbitrary subset.
     if inliers.sum() < max(config.min_inliers, config.min_cheirality_share * ransac_inliers.sum()):
         raise VideoSceneError(_no_motion_message(len(matches), int(inliers.sum()), config))
-    parallax = _ray_angles_degrees(rotation @ _homogeneous(rays_a[inliers]).T, _homogeneous(rays_b[inliers]).T)
+    parallax = _ray_angles_degrees(
+        rotation @ _homogeneous(rays_a[inliers]).T, _homogeneous(rays_b[inliers]).T
+    )
 
     # 6. Scale: translation of length `baseline`; near/far from the triangulated inliers
     translation = translation.ravel() / np.linalg.norm(translation) * config.baseline
@@ -229,7 +238,9 @@ def estimate_cameras(
     # 7. Camera-to-world: camera 0 is the world; x₁ = R x₀ + t, so camera 1's c2w is [Rᵀ, −Rᵀt]
     second = np.eye(4)
     second[:3, :3], second[:3, 3] = rotation.T, -rotation.T @ translation
-    cameras = Cameras(torch.stack([torch.eye(4), torch.from_numpy(second).float()]), intrinsics.expand(2, 3, 3).clone())
+    cameras = Cameras(
+        torch.stack([torch.eye(4), torch.from_numpy(second).float()]), intrinsics.expand(2, 3, 3).clone()
+    )
     estimate = RelativePoseEstimate(
         cameras=cameras,
         near=near,
@@ -246,11 +257,15 @@ def estimate_cameras(
     return estimate
 
 
-def _resize_for_matching(image: Float[Tensor, "3 height width"], size: tuple[int, int]) -> Float[Tensor, "3 h w"]:
+def _resize_for_matching(
+    image: Float[Tensor, "3 height width"], size: tuple[int, int]
+) -> Float[Tensor, "3 h w"]:
     """Resize in 8 bits with OpenCV: the result, and so the matches, must not depend on torch's thread count."""
     pixels = to_uint8(image).permute(1, 2, 0).numpy()
     shrinking = size[0] < image.shape[-2]
-    resized = cv2.resize(pixels, (size[1], size[0]), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_CUBIC)
+    resized = cv2.resize(
+        pixels, (size[1], size[0]), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_CUBIC
+    )
     return torch.from_numpy(resized).permute(2, 0, 1).float() / 255
 
 
@@ -294,7 +309,12 @@ def _ray_angles_degrees(rays_a: np.ndarray, rays_b: np.ndarray) -> np.ndarray:
 
 
 def _homography_check(
-    matches: Matches, candidates: np.ndarray, pixel_k: np.ndarray, rays_a: np.ndarray, rays_b: np.ndarray, config: RelativePoseConfig
+    matches: Matches,
+    candidates: np.ndarray,
+    pixel_k: np.ndarray,
+    rays_a: np.ndarray,
+    rays_b: np.ndarray,
+    config: RelativePoseConfig,
 ) -> tuple[int, float]:
     """Fit a homography to the essential matrix's inliers: how many it explains, and the median angle between
     matched rays once the rotation nearest to K⁻¹HK is undone (≈ 0 for a pure rotation; for a plane seen
@@ -308,7 +328,8 @@ def _homography_check(
     u, _, vt = np.linalg.svd(np.linalg.inv(pixel_k) @ homography @ pixel_k)
     rotation = u @ np.diag([1.0, 1.0, np.linalg.det(u @ vt)]) @ vt
     angles = _ray_angles_degrees(
-        rotation @ _homogeneous(rays_a[candidates][explained]).T, _homogeneous(rays_b[candidates][explained]).T
+        rotation @ _homogeneous(rays_a[candidates][explained]).T,
+        _homogeneous(rays_b[candidates][explained]).T,
     )
     return int(explained.sum()), float(np.median(angles))
 
@@ -326,5 +347,7 @@ def _triangulated_depths(
     depths = np.stack([points_a[:, 2], points_b[:, 2]], axis=1)
     depths = depths[np.isfinite(depths).all(1) & (depths > 0).all(1)]
     if not len(depths):
-        raise VideoSceneError("no matched point triangulates in front of both cameras; give two overlapping photos or pass --cameras")
+        raise VideoSceneError(
+            "no matched point triangulates in front of both cameras; give two overlapping photos or pass --cameras"
+        )
     return depths.min(1), depths.max(1)

@@ -15,12 +15,18 @@ def quaternion_to_matrix(quaternions: Float[Tensor, "*batch 4"]) -> Float[Tensor
     w, x, y, z = F.normalize(quaternions, dim=-1).unbind(-1)
     matrix = torch.stack(
         [
-            1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
-            2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
-            2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
+            1 - 2 * (y * y + z * z),
+            2 * (x * y - w * z),
+            2 * (x * z + w * y),
+            2 * (x * y + w * z),
+            1 - 2 * (x * x + z * z),
+            2 * (y * z - w * x),
+            2 * (x * z - w * y),
+            2 * (y * z + w * x),
+            1 - 2 * (x * x + y * y),
         ],
         dim=-1,
-    )  # fmt: skip
+    )
     return matrix.unflatten(-1, (3, 3))
 
 

@@ -30,13 +30,17 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
         offset = np.eye(sigma1.shape[0]) * 1e-6
         covariance_mean = scipy.linalg.sqrtm((sigma1 + offset) @ (sigma2 + offset))
     covariance_mean = covariance_mean.real
-    return float(((mu1 - mu2) ** 2).sum() + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covariance_mean))
+    return float(
+        ((mu1 - mu2) ** 2).sum() + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covariance_mean)
+    )
 
 
 def feature_statistics(features: Float[np.ndarray, "sample feature"]) -> tuple[np.ndarray, np.ndarray]:
     features = np.asarray(features, np.float64)
     if features.ndim != 2 or features.shape[0] < 2:
-        raise VideoSceneError(f"need at least 2 feature vectors [N, D] for a Fréchet distance, got {features.shape}")
+        raise VideoSceneError(
+            f"need at least 2 feature vectors [N, D] for a Fréchet distance, got {features.shape}"
+        )
     return features.mean(axis=0), np.cov(features, rowvar=False)
 
 
@@ -50,16 +54,24 @@ class I3DFeatures:
     def __init__(self, detector_path: str | os.PathLike, device: str | torch.device = "cpu"):
         path = Path(detector_path)
         if not path.is_file():
-            raise VideoSceneError(f"I3D detector {path} not found; pass the path of i3d_torchscript.pt (it is never downloaded)")
+            raise VideoSceneError(
+                f"I3D detector {path} not found; pass the path of i3d_torchscript.pt (it is never downloaded)"
+            )
         # TorchScript runs the code stored in the file: give only a detector you trust (docs/conventions.md)
         try:
             self.detector = torch.jit.load(str(path), map_location=device).eval()
-        except Exception as error:  # torch.jit raises RuntimeError, ValueError, zip errors … for a foreign file
-            raise LoadError(f"I3D detector {path} is not a TorchScript file ({type(error).__name__}); pass i3d_torchscript.pt") from None
+        except (
+            Exception
+        ) as error:  # torch.jit raises RuntimeError, ValueError, zip errors … for a foreign file
+            raise LoadError(
+                f"I3D detector {path} is not a TorchScript file ({type(error).__name__}); pass i3d_torchscript.pt"
+            ) from None
         self.device = torch.device(device)
 
     @torch.no_grad()
-    def __call__(self, videos: Float[Tensor, "batch frame 3 height width"]) -> Float[np.ndarray, "batch feature"]:
+    def __call__(
+        self, videos: Float[Tensor, "batch frame 3 height width"]
+    ) -> Float[np.ndarray, "batch feature"]:
         """Videos in [0, 1]; the detector resizes to 224×224 and rescales to [-1, 1] itself."""
         clips = (videos.to(self.device) * 255).permute(0, 2, 1, 3, 4)  # [B, 3, F, H, W] in [0, 255]
         return self.detector(clips, rescale=True, resize=True, return_features=True).cpu().numpy()

@@ -36,9 +36,13 @@ def _gaussian_window(dtype, device) -> Tensor:
 def ssim(x: Float[Tensor, "*batch c h w"], y: Float[Tensor, "*batch c h w"]) -> Float[Tensor, "*batch"]:
     """Mean SSIM per image (over channels and valid pixels) for images in [0, 1]; differentiable."""
     if x.shape != y.shape or x.ndim < 3:
-        raise VideoSceneError(f"ssim needs two images of one shape [..., C, H, W], got {list(x.shape)} and {list(y.shape)}")
+        raise VideoSceneError(
+            f"ssim needs two images of one shape [..., C, H, W], got {list(x.shape)} and {list(y.shape)}"
+        )
     if min(x.shape[-2:]) < SSIM_WINDOW:
-        raise VideoSceneError(f"ssim needs images of at least {SSIM_WINDOW}x{SSIM_WINDOW} pixels, got {list(x.shape[-2:])}")
+        raise VideoSceneError(
+            f"ssim needs images of at least {SSIM_WINDOW}x{SSIM_WINDOW} pixels, got {list(x.shape[-2:])}"
+        )
     batch_shape, (c, h, w) = x.shape[:-3], x.shape[-3:]
     window = _gaussian_window(x.dtype, x.device)
     stacked = torch.cat([x, y, x * x, y * y, x * y], dim=-3).reshape(-1, 1, h, w)

@@ -53,7 +53,9 @@ class LPIPS(nn.Module):
                 layers += [nn.Conv2d(in_channels, entry, 3, padding=1), nn.ReLU()]
                 in_channels = entry
         self.features = nn.Sequential(*layers)
-        widths = [c for i, c in enumerate(_VGG16) if c != "M" and (i + 1 == len(_VGG16) or _VGG16[i + 1] == "M")]
+        widths = [
+            c for i, c in enumerate(_VGG16) if c != "M" and (i + 1 == len(_VGG16) or _VGG16[i + 1] == "M")
+        ]
         self.lins = nn.ModuleList(nn.Conv2d(width, 1, 1, bias=False) for width in widths)
         self.register_buffer("shift", torch.tensor(_LPIPS_SHIFT).view(3, 1, 1), persistent=False)
         self.register_buffer("scale", torch.tensor(_LPIPS_SCALE).view(3, 1, 1), persistent=False)
@@ -65,14 +67,18 @@ class LPIPS(nn.Module):
         state: dict[str, Tensor] = {}
         for path in map(Path, weight_files):
             if not path.is_file():
-                raise VideoSceneError(f"LPIPS weights file {path} does not exist; give the VGG16 and LPIPS-linear weight files")
+                raise VideoSceneError(
+                    f"LPIPS weights file {path} does not exist; give the VGG16 and LPIPS-linear weight files"
+                )
             if path.suffix == ".safetensors":
                 state.update(load_safetensors(path, "LPIPS weights"))
             else:
                 try:
                     state.update(torch.load(path, map_location="cpu", weights_only=True))
                 except Exception as error:  # pickle/zip errors come in many types
-                    raise VideoSceneError(f"cannot read LPIPS weights {path} as a tensor file ({type(error).__name__})") from None
+                    raise VideoSceneError(
+                        f"cannot read LPIPS weights {path} as a tensor file ({type(error).__name__})"
+                    ) from None
         mapped = {key: value for key, value in state.items() if key.startswith("features.")}
         for index in range(len(self.lins)):
             key = f"lin{index}.model.1.weight"
@@ -88,9 +94,13 @@ class LPIPS(nn.Module):
         try:
             self.load_state_dict(mapped)
         except RuntimeError:
-            raise VideoSceneError("LPIPS weight files have tensors of the wrong shape; they must be for VGG16") from None
+            raise VideoSceneError(
+                "LPIPS weight files have tensors of the wrong shape; they must be for VGG16"
+            ) from None
 
-    def forward(self, x: Float[Tensor, "*batch 3 h w"], y: Float[Tensor, "*batch 3 h w"]) -> Float[Tensor, "*batch"]:
+    def forward(
+        self, x: Float[Tensor, "*batch 3 h w"], y: Float[Tensor, "*batch 3 h w"]
+    ) -> Float[Tensor, "*batch"]:
         batch_shape = x.shape[:-3]
         both = torch.cat([x.reshape(-1, *x.shape[-3:]), y.reshape(-1, *y.shape[-3:])])
         h = ((2 * both - 1) - self.shift) / self.scale  # LPIPS expects [-1, 1] inputs, then its scaling layer
@@ -105,8 +115,9 @@ class LPIPS(nn.Module):
         return distance.reshape(batch_shape)
 
 
-
-def load_lpips(weight_files: Sequence[str | os.PathLike] | None, device: str | torch.device = "cpu") -> LPIPS | None:
+def load_lpips(
+    weight_files: Sequence[str | os.PathLike] | None, device: str | torch.device = "cpu"
+) -> LPIPS | None:
     """The LPIPS network from the given weight files, or None (LPIPS skipped) when none are given.
 
     Files that are given but missing or malformed raise a one-line VideoSceneError: asking for LPIPS and

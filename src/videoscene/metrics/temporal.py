@@ -44,7 +44,9 @@ class FlowConfig:
 
 @dataclass
 class TemporalConsistency:
-    warp_error: float  # mean over consecutive pairs of the mean |I_t − Î_t| over visible pixels (nan: none visible)
+    warp_error: (
+        float  # mean over consecutive pairs of the mean |I_t − Î_t| over visible pixels (nan: none visible)
+    )
     visible_fraction: float  # mean share of pixels that passed the occlusion test
     pair_errors: Float[np.ndarray, " pair"] = field(repr=False, default_factory=lambda: np.zeros(0))
 
@@ -54,19 +56,33 @@ def _grey_uint8(image: Float[Tensor, "3 height width"]) -> np.ndarray:
     return cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2GRAY)
 
 
-def farneback_flow(source: np.ndarray, destination: np.ndarray, config: FlowConfig) -> Float[np.ndarray, "height width 2"]:
+def farneback_flow(
+    source: np.ndarray, destination: np.ndarray, config: FlowConfig
+) -> Float[np.ndarray, "height width 2"]:
     """Flow f with source(x) ≈ destination(x + f(x)), for uint8 grey images."""
     return cv2.calcOpticalFlowFarneback(
-        source, destination, None, config.pyramid_scale, config.levels, config.window,
-        config.iterations, config.poly_n, config.poly_sigma, 0,
-    )  # fmt: skip
+        source,
+        destination,
+        None,
+        config.pyramid_scale,
+        config.levels,
+        config.window,
+        config.iterations,
+        config.poly_n,
+        config.poly_sigma,
+        0,
+    )
 
 
-def warp_by_flow(image: Float[np.ndarray, "height width channel"], flow: Float[np.ndarray, "height width 2"]) -> np.ndarray:
+def warp_by_flow(
+    image: Float[np.ndarray, "height width channel"], flow: Float[np.ndarray, "height width 2"]
+) -> np.ndarray:
     """image sampled at x + flow(x) (bilinear). Flow and the sampling grid share OpenCV's pixel indices."""
     height, width = flow.shape[:2]
     grid_x, grid_y = np.meshgrid(np.arange(width, dtype=np.float32), np.arange(height, dtype=np.float32))
-    warped = cv2.remap(image, grid_x + flow[..., 0], grid_y + flow[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    warped = cv2.remap(
+        image, grid_x + flow[..., 0], grid_y + flow[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+    )
     return warped.reshape(image.shape)
 
 
@@ -82,11 +98,15 @@ def visible_mask(forward: np.ndarray, backward: np.ndarray, config: FlowConfig) 
     return inside & (mismatch < config.occlusion_alpha * magnitude + config.occlusion_beta)
 
 
-def warping_error(frames: Float[Tensor, "frame 3 height width"], config: FlowConfig | None = None) -> TemporalConsistency:
+def warping_error(
+    frames: Float[Tensor, "frame 3 height width"], config: FlowConfig | None = None
+) -> TemporalConsistency:
     """Flow-warping error of consecutive frames (module docstring), for frames in [0, 1]."""
     config = config or FlowConfig()
     if frames.ndim != 4 or frames.shape[1] != 3 or frames.shape[0] < 2:
-        raise VideoSceneError(f"temporal consistency needs a video [frames >= 2, 3, H, W], got {list(frames.shape)}")
+        raise VideoSceneError(
+            f"temporal consistency needs a video [frames >= 2, 3, H, W], got {list(frames.shape)}"
+        )
     grey = [_grey_uint8(frame) for frame in frames]
     colour = frames.detach().float().clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy()
     errors, visible = [], []

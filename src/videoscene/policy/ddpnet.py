@@ -73,13 +73,17 @@ class PolicyConfig:
     exploration: float = 0.05  # ε of the behaviour policy μ = (1−ε)π + ε/K
     entropy_weight: float = 0.01  # β
     baseline_momentum: float = 0.99  # running mean / variance of the reward
-    baseline: Literal["per_clip", "running_mean"] = "per_clip"  # leave-one-out over a clip's pulls, or one mean
+    baseline: Literal["per_clip", "running_mean"] = (
+        "per_clip"  # leave-one-out over a clip's pulls, or one mean
+    )
     # Also give DDPNet the context views' disagreement D (module docstring); False = x₀ʳ only, as in the paper.
     view_disagreement: bool = False
 
     def __post_init__(self) -> None:
         if self.baseline not in ("per_clip", "running_mean"):
-            raise VideoSceneError(f"policy.baseline must be 'per_clip' or 'running_mean', got {self.baseline!r}")
+            raise VideoSceneError(
+                f"policy.baseline must be 'per_clip' or 'running_mean', got {self.baseline!r}"
+            )
         if self.baseline == "per_clip" and self.pulls_per_clip < 2:
             raise VideoSceneError(
                 "policy.baseline 'per_clip' compares a clip's pulls with each other: set policy.pulls_per_clip ≥ 2 "
@@ -124,7 +128,11 @@ class DDPNetConfig:
     @classmethod
     def from_policy(cls, policy: PolicyConfig, latent_frames: int, latent_channels: int) -> DDPNetConfig:
         return cls(
-            latent_frames, latent_channels, tuple(policy.candidates), policy.hidden_channels, policy.view_disagreement
+            latent_frames,
+            latent_channels,
+            tuple(policy.candidates),
+            policy.hidden_channels,
+            policy.view_disagreement,
         )
 
 
@@ -153,7 +161,9 @@ def policy_inputs(
 ) -> Float[Tensor, "batch latent_frames 2 latent_height latent_width"]:
     """D on the latent grid: the views' disagreement at `policy_frames` of the video's [B, F] `cameras` (frames
     of `image_shape`), average-pooled by the VAE's spatial factor."""
-    frames = torch.tensor(policy_frames(cameras.extrinsics.shape[1], temporal_compression), device=cameras.extrinsics.device)
+    frames = torch.tensor(
+        policy_frames(cameras.extrinsics.shape[1], temporal_compression), device=cameras.extrinsics.device
+    )
     keys = Cameras(cameras.extrinsics[:, frames], cameras.intrinsics[:, frames])
     disagreement = view_disagreement(gaussians, context.image.shape[1], context, keys, image_shape)
     return F.avg_pool2d(disagreement.flatten(0, 1), spatial_compression).unflatten(0, disagreement.shape[:2])
@@ -168,7 +178,9 @@ class DDPNet(nn.Module):
         super().__init__()
         self.config = config
         width = config.hidden_channels
-        in_channels = config.latent_frames * (config.latent_channels + DISAGREEMENT_CHANNELS * config.view_disagreement)
+        in_channels = config.latent_frames * (
+            config.latent_channels + DISAGREEMENT_CHANNELS * config.view_disagreement
+        )
         self.features = nn.Sequential(
             nn.Conv2d(in_channels, width, 3, padding=1),
             nn.SiLU(),
@@ -202,8 +214,14 @@ class DDPNet(nn.Module):
                 raise VideoSceneError(
                     f"this DDPNet also reads the views' disagreement {list(expected)} (policy_inputs), got {got}"
                 )
-            scale = torch.tensor([self.config.disagreement_scale, 1.0], dtype=render_latents.dtype, device=render_latents.device)
-            render_latents = torch.cat([render_latents, disagreement.to(render_latents.dtype) * scale[:, None, None]], dim=2)
+            scale = torch.tensor(
+                [self.config.disagreement_scale, 1.0],
+                dtype=render_latents.dtype,
+                device=render_latents.device,
+            )
+            render_latents = torch.cat(
+                [render_latents, disagreement.to(render_latents.dtype) * scale[:, None, None]], dim=2
+            )
             channels += DISAGREEMENT_CHANNELS
         folded = render_latents.reshape(batch, frames * channels, height, width).to(self.head.weight.dtype)
         return self.head(self.features(folded).mean(dim=(-2, -1)))
@@ -230,7 +248,12 @@ class DDPNet(nn.Module):
             return x
         series = x.permute(0, 2, 3, 4, 1).reshape(batch, channels * height * width, frames).float()
         mode = "linear" if frames > 1 else "nearest"
-        resampled = F.interpolate(series, size=self.config.latent_frames, mode=mode, **({"align_corners": True} if frames > 1 else {}))
+        resampled = F.interpolate(
+            series,
+            size=self.config.latent_frames,
+            mode=mode,
+            **({"align_corners": True} if frames > 1 else {}),
+        )
         return resampled.reshape(batch, channels, height, width, -1).permute(0, 4, 1, 2, 3).to(x.dtype)
 
     # -- files ------------------------------------------------------------------------------------------------
@@ -251,12 +274,16 @@ class DDPNet(nn.Module):
             )
         state, metadata = read_safetensors(path, "DDPNet weights", device=str(device))
         if metadata.get("format") != FORMAT:
-            raise LoadError(f"{path} is not a DDPNet file (format {metadata.get('format')!r}, expected {FORMAT!r})")
+            raise LoadError(
+                f"{path} is not a DDPNet file (format {metadata.get('format')!r}, expected {FORMAT!r})"
+            )
         try:
             raw = json.loads(metadata["config"])
             net = cls(DDPNetConfig(**{**raw, "candidates": tuple(raw["candidates"])}))
         except (KeyError, TypeError, ValueError):
-            raise LoadError(f"DDPNet weights {path} carry no readable config in their metadata; re-export them") from None
+            raise LoadError(
+                f"DDPNet weights {path} carry no readable config in their metadata; re-export them"
+            ) from None
         load_state(net, state, path, "DDPNet weights")
         return net.to(device)
 
@@ -301,14 +328,20 @@ class RewardStatistics:
         return max(variance, 0.0) ** 0.5 + 1e-8
 
 
-def leave_one_out_baseline(rewards: Float[Tensor, " batch"], groups: Int[Tensor, " batch"]) -> Float[Tensor, " batch"]:
+def leave_one_out_baseline(
+    rewards: Float[Tensor, " batch"], groups: Int[Tensor, " batch"]
+) -> Float[Tensor, " batch"]:
     """b_i = mean of r_j over the other pulls j ≠ i of the same clip (groups[i] = the clip of pull i)."""
     if groups.shape != rewards.shape:
-        raise VideoSceneError(f"{len(groups)} clip labels for {len(rewards)} rewards; give one clip label per pull")
+        raise VideoSceneError(
+            f"{len(groups)} clip labels for {len(rewards)} rewards; give one clip label per pull"
+        )
     _, inverse, counts = torch.unique(groups, return_inverse=True, return_counts=True)
     if (counts < 2).any():
         raise VideoSceneError("a per-clip baseline needs at least 2 pulls of every clip in the batch")
-    sums = torch.zeros(len(counts), dtype=rewards.dtype, device=rewards.device).index_add_(0, inverse, rewards)
+    sums = torch.zeros(len(counts), dtype=rewards.dtype, device=rewards.device).index_add_(
+        0, inverse, rewards
+    )
     return (sums[inverse] - rewards) / (counts[inverse] - 1).to(rewards.dtype)
 
 
@@ -338,7 +371,9 @@ class BanditTrainer:
         `groups[i]` names the clip of row i (needed by the per-clip baseline: rows of one clip are pulls of it).
         `average_gradients(net)` (data-parallel training) runs between backward and the optimizer step."""
         if self.config.baseline == "per_clip" and groups is None:
-            raise VideoSceneError("the per-clip baseline needs `groups`: which clip each row of the batch pulls")
+            raise VideoSceneError(
+                "the per-clip baseline needs `groups`: which clip each row of the batch pulls"
+            )
         self.net.train()
         logits = self.net(render_latents.detach(), None if disagreement is None else disagreement.detach())
         log_pi = logits.log_softmax(dim=-1)

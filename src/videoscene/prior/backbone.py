@@ -38,7 +38,9 @@ class ResidualBlock(nn.Module):
         self.shortcut = (
             nn.Identity()
             if stride == 1 and in_channels == out_channels
-            else nn.Sequential(nn.Conv2d(in_channels, out_channels, 1, stride=stride), instance_norm(out_channels))
+            else nn.Sequential(
+                nn.Conv2d(in_channels, out_channels, 1, stride=stride), instance_norm(out_channels)
+            )
         )
 
     def forward(self, x: Tensor) -> Tensor:
@@ -71,10 +73,14 @@ class CNNEncoder(nn.Module):
         return self.head(self.stages(self.stem(images)))
 
 
-def sine_position_encoding(height: int, width: int, channels: int, device=None) -> Float[Tensor, "channels height width"]:
+def sine_position_encoding(
+    height: int, width: int, channels: int, device=None
+) -> Float[Tensor, "channels height width"]:
     """DETR-style 2D sine encoding: half the channels encode y, half x; positions normalised to (0, 2π]."""
     per_axis = channels // 2
-    frequencies = 10000 ** (-torch.arange(per_axis // 2, device=device, dtype=torch.float32) / (per_axis // 2))
+    frequencies = 10000 ** (
+        -torch.arange(per_axis // 2, device=device, dtype=torch.float32) / (per_axis // 2)
+    )
     ys = (torch.arange(1, height + 1, device=device, dtype=torch.float32) / height) * 2 * math.pi
     xs = (torch.arange(1, width + 1, device=device, dtype=torch.float32) / width) * 2 * math.pi
     angle_y = ys[:, None] * frequencies  # [h, per_axis/2]
@@ -90,13 +96,17 @@ def window_partition(x: Shaped[Tensor, "n h w c"], splits: int) -> Shaped[Tensor
     return x.permute(0, 1, 3, 2, 4, 5).reshape(n, splits * splits, (h // splits) * (w // splits), c)
 
 
-def window_merge(x: Float[Tensor, "n windows tokens c"], splits: int, h: int, w: int) -> Float[Tensor, "n h w c"]:
+def window_merge(
+    x: Float[Tensor, "n windows tokens c"], splits: int, h: int, w: int
+) -> Float[Tensor, "n h w c"]:
     n, _, _, c = x.shape
     x = x.reshape(n, splits, splits, h // splits, w // splits, c)
     return x.permute(0, 1, 3, 2, 4, 5).reshape(n, h, w, c)
 
 
-def shifted_window_mask(h: int, w: int, splits: int, shift: tuple[int, int], device=None) -> Bool[Tensor, "windows tokens tokens"]:
+def shifted_window_mask(
+    h: int, w: int, splits: int, shift: tuple[int, int], device=None
+) -> Bool[Tensor, "windows tokens tokens"]:
     """After rolling the map by -shift, windows at the border mix regions that were not adjacent; a
     token may only attend to tokens of its own region (True = may attend)."""
     window_h, window_w = h // splits, w // splits
@@ -125,7 +135,9 @@ class AttentionLayer(nn.Module):
         if ffn_expansion is not None:
             hidden = 2 * channels * ffn_expansion
             self.ffn = nn.Sequential(
-                nn.Linear(2 * channels, hidden, bias=False), nn.GELU(), nn.Linear(hidden, channels, bias=False)
+                nn.Linear(2 * channels, hidden, bias=False),
+                nn.GELU(),
+                nn.Linear(hidden, channels, bias=False),
             )
             self.ffn_norm = nn.LayerNorm(channels)
 
@@ -138,7 +150,11 @@ class AttentionLayer(nn.Module):
         source: Float[Tensor, "n windows sources c"],
         mask: Bool[Tensor, "windows tokens sources"] | None,
     ) -> Float[Tensor, "n windows tokens c"]:
-        q, k, v = self._split_heads(self.query(x)), self._split_heads(self.key(source)), self._split_heads(self.value(source))
+        q, k, v = (
+            self._split_heads(self.query(x)),
+            self._split_heads(self.key(source)),
+            self._split_heads(self.value(source)),
+        )
         message = F.scaled_dot_product_attention(q, k, v, attn_mask=None if mask is None else mask[:, None])
         message = self.norm(self.merge(message.transpose(-2, -3).flatten(-2)))
         if self.ffn is not None:
@@ -150,7 +166,9 @@ class TransformerBlock(nn.Module):
     def __init__(self, config: EncoderConfig):
         super().__init__()
         self.self_attention = AttentionLayer(config.d_feature, config.transformer_heads, ffn_expansion=None)
-        self.cross_attention = AttentionLayer(config.d_feature, config.transformer_heads, config.transformer_ffn_expansion)
+        self.cross_attention = AttentionLayer(
+            config.d_feature, config.transformer_heads, config.transformer_ffn_expansion
+        )
 
     def forward(
         self, x: Float[Tensor, "b v windows tokens c"], mask: Bool[Tensor, "windows tokens tokens"] | None
@@ -178,10 +196,16 @@ class MultiViewTransformer(nn.Module):
         b, v, c, h, w = features.shape
         splits = self.splits
         # The sine encoding is computed per window, so every window sees the same positions.
-        position = sine_position_encoding(h // splits, w // splits, c, device=features.device).repeat(1, splits, splits)
+        position = sine_position_encoding(h // splits, w // splits, c, device=features.device).repeat(
+            1, splits, splits
+        )
         x = (features + position.to(features.dtype)).permute(0, 1, 3, 4, 2)  # [b, v, h, w, c]
         shift = (h // splits // 2, w // splits // 2)
-        shift_mask = shifted_window_mask(h, w, splits, shift, device=features.device) if self.shifted and splits > 1 else None
+        shift_mask = (
+            shifted_window_mask(h, w, splits, shift, device=features.device)
+            if self.shifted and splits > 1
+            else None
+        )
         for index, block in enumerate(self.blocks):
             shifted = shift_mask is not None and index % 2 == 1
             if shifted:
@@ -208,7 +232,9 @@ class MultiViewBackbone(nn.Module):
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(3, 1, 1), persistent=False)
 
-    def forward(self, images: Float[Tensor, "b v 3 h w"]) -> tuple[Float[Tensor, "b v c h4 w4"], Float[Tensor, "b v c h4 w4"]]:
+    def forward(
+        self, images: Float[Tensor, "b v 3 h w"]
+    ) -> tuple[Float[Tensor, "b v c h4 w4"], Float[Tensor, "b v c h4 w4"]]:
         b, v = images.shape[:2]
         cnn_features = self.cnn(((images - self.mean) / self.std).flatten(0, 1)).unflatten(0, (b, v))
         return self.transformer(cnn_features), cnn_features

@@ -77,11 +77,17 @@ class EncoderConfig:
             if value < 1:
                 raise VideoSceneError(f"encoder config: {name} must be >= 1, got {value}")
         if len(self.cnn_channels) != 3 or min(self.cnn_channels) < 1:
-            raise VideoSceneError(f"encoder config: cnn_channels needs 3 positive widths, got {self.cnn_channels}")
+            raise VideoSceneError(
+                f"encoder config: cnn_channels needs 3 positive widths, got {self.cnn_channels}"
+            )
         if self.transformer_blocks < 0:
-            raise VideoSceneError(f"encoder config: transformer_blocks must be >= 0, got {self.transformer_blocks}")
+            raise VideoSceneError(
+                f"encoder config: transformer_blocks must be >= 0, got {self.transformer_blocks}"
+            )
         if self.downscale_factor != 4:
-            raise VideoSceneError(f"encoder config: downscale_factor must be 4 (the CNN's two stride-2 layers), got {self.downscale_factor}")
+            raise VideoSceneError(
+                f"encoder config: downscale_factor must be 4 (the CNN's two stride-2 layers), got {self.downscale_factor}"
+            )
         if self.d_feature % 4 or self.d_feature % self.transformer_heads:
             raise VideoSceneError(
                 f"encoder config: d_feature ({self.d_feature}) must be divisible by 4 (sine encoding) and by transformer_heads"
@@ -96,10 +102,14 @@ class EncoderConfig:
             mult = getattr(self, f"{name}_unet_channel_mult")
             levels = {2**i for i in range(len(mult))}
             if not mult or min(mult) < 1:
-                raise VideoSceneError(f"encoder config: {name}_unet_channel_mult needs positive entries, got {mult}")
+                raise VideoSceneError(
+                    f"encoder config: {name}_unet_channel_mult needs positive entries, got {mult}"
+                )
             bad = set(getattr(self, f"{name}_unet_attn_res")) - levels
             if bad:
-                raise VideoSceneError(f"encoder config: {name}_unet_attn_res {sorted(bad)} are not U-Net levels {sorted(levels)}")
+                raise VideoSceneError(
+                    f"encoder config: {name}_unet_attn_res {sorted(bad)} are not U-Net levels {sorted(levels)}"
+                )
 
     @property
     def d_sh(self) -> int:
@@ -122,7 +132,9 @@ class EncoderConfig:
         known = {f.name for f in fields(cls)}
         unknown = set(data) - known
         if unknown:
-            raise VideoSceneError(f"encoder config has unknown keys {sorted(unknown)}; known keys: {sorted(known)}")
+            raise VideoSceneError(
+                f"encoder config has unknown keys {sorted(unknown)}; known keys: {sorted(known)}"
+            )
         check_json_types(cls, data, "encoder config")
         # JSON has no tuples; convert lists back so configs compare equal after a round trip.
         values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
@@ -176,4 +188,6 @@ def encoder_config(name_or_path: str | Path) -> EncoderConfig:
         return PRESETS[str(name_or_path)]
     if Path(name_or_path).suffix == ".json" or Path(name_or_path).exists():
         return EncoderConfig.load(name_or_path)
-    raise VideoSceneError(f"unknown encoder preset {name_or_path!r}; use one of {sorted(PRESETS)} or a JSON file path")
+    raise VideoSceneError(
+        f"unknown encoder preset {name_or_path!r}; use one of {sorted(PRESETS)} or a JSON file path"
+    )

@@ -34,9 +34,13 @@ class ResBlock(nn.Module):
     def __init__(self, in_channels: int, out_channels: int):
         super().__init__()
         self.layers = nn.Sequential(
-            group_norm(in_channels), nn.SiLU(), nn.Conv2d(in_channels, out_channels, 3, padding=1),
-            group_norm(out_channels), nn.SiLU(), nn.Conv2d(out_channels, out_channels, 3, padding=1),
-        )  # fmt: skip
+            group_norm(in_channels),
+            nn.SiLU(),
+            nn.Conv2d(in_channels, out_channels, 3, padding=1),
+            group_norm(out_channels),
+            nn.SiLU(),
+            nn.Conv2d(out_channels, out_channels, 3, padding=1),
+        )
         self.skip = nn.Identity() if in_channels == out_channels else nn.Conv2d(in_channels, out_channels, 1)
 
     def forward(self, x: Tensor, views: int) -> Tensor:
@@ -150,13 +154,17 @@ class UNet(nn.Module):
         return self.output(x)
 
 
-def inverse_depth_candidates(near: Float[Tensor, "b v"], far: Float[Tensor, "b v"], count: int) -> Float[Tensor, "b v d"]:
+def inverse_depth_candidates(
+    near: Float[Tensor, "b v"], far: Float[Tensor, "b v"], count: int
+) -> Float[Tensor, "b v d"]:
     """Disparities 1/far ... 1/near, uniform (index 0 is the far plane)."""
     steps = torch.linspace(0, 1, count, device=near.device, dtype=near.dtype)
     return (1 / far)[..., None] + ((1 / near) - (1 / far))[..., None] * steps
 
 
-def pixel_rays(intrinsics: Float[Tensor, "*batch 3 3"], height: int, width: int) -> Float[Tensor, "*batch 3 hw"]:
+def pixel_rays(
+    intrinsics: Float[Tensor, "*batch 3 3"], height: int, width: int
+) -> Float[Tensor, "*batch 3 hw"]:
     """Camera-space rays with z = 1 through pixel centres ((x + 0.5)/W, (y + 0.5)/H) of normalised intrinsics."""
     ys = (torch.arange(height, device=intrinsics.device, dtype=intrinsics.dtype) + 0.5) / height
     xs = (torch.arange(width, device=intrinsics.device, dtype=intrinsics.dtype) + 0.5) / width
@@ -183,7 +191,9 @@ def plane_sweep_correlation(
         other_features = features.roll(-offset, dims=1)
         relative = torch.linalg.inv(other_extrinsics) @ extrinsics  # reference camera -> other camera
         rotated = relative[..., :3, :3] @ rays  # [b, v, 3, hw]
-        points = rotated[:, :, :, None, :] / disparities[:, :, None, :, None] + relative[..., :3, 3, None, None]
+        points = (
+            rotated[:, :, :, None, :] / disparities[:, :, None, :, None] + relative[..., :3, 3, None, None]
+        )
         projected = other_intrinsics[:, :, None] @ points.transpose(2, 3)  # [b, v, d, 3, hw]
         z = projected[..., 2:3, :]
         in_front = z > 1e-3
@@ -215,25 +225,40 @@ class DepthPredictor(nn.Module):
         self.gaussians_per_pixel = config.gaussians_per_pixel
         self.downscale = config.downscale_factor
         cost_width, depth_width = config.costvolume_unet_feat_dim, config.depth_unet_feat_dim
-        unet = dict(res_blocks=config.unet_res_blocks, head_channels=config.unet_attention_head_channels, checkpointing=config.gradient_checkpointing)
+        unet = dict(
+            res_blocks=config.unet_res_blocks,
+            head_channels=config.unet_attention_head_channels,
+            checkpointing=config.gradient_checkpointing,
+        )
 
         # Cost-volume refinement: U-Net branch plus a 1x1 residual branch, both on [correlation, features].
-        self.cost_in = nn.Sequential(nn.Conv2d(d + c, cost_width, 3, padding=1), group_norm(cost_width), nn.GELU())
-        self.cost_unet = UNet(cost_width, config.costvolume_unet_channel_mult, config.costvolume_unet_attn_res, **unet)
+        self.cost_in = nn.Sequential(
+            nn.Conv2d(d + c, cost_width, 3, padding=1), group_norm(cost_width), nn.GELU()
+        )
+        self.cost_unet = UNet(
+            cost_width, config.costvolume_unet_channel_mult, config.costvolume_unet_attn_res, **unet
+        )
         self.cost_out = nn.Conv2d(cost_width, d, 3, padding=1)
         self.cost_residual = nn.Conv2d(d + c, d, 1)
-        self.candidate_logits = nn.Sequential(nn.Conv2d(d, 2 * d, 3, padding=1), nn.GELU(), nn.Conv2d(2 * d, d, 3, padding=1))
+        self.candidate_logits = nn.Sequential(
+            nn.Conv2d(d, 2 * d, 3, padding=1), nn.GELU(), nn.Conv2d(2 * d, d, 3, padding=1)
+        )
 
         # Full-resolution refinement.
         fullres = config.fullres_feature_dim
         self.project = nn.Conv2d(2 * c, fullres, 3, padding=1)
         self.project_small = nn.Conv2d(fullres, depth_width, 3, padding=1)
-        self.refine_in = nn.Sequential(nn.Conv2d(3 + depth_width + 2, depth_width, 3, padding=1), group_norm(depth_width), nn.GELU())
-        self.refine_unet = UNet(depth_width, config.depth_unet_channel_mult, config.depth_unet_attn_res, **unet)
+        self.refine_in = nn.Sequential(
+            nn.Conv2d(3 + depth_width + 2, depth_width, 3, padding=1), group_norm(depth_width), nn.GELU()
+        )
+        self.refine_unet = UNet(
+            depth_width, config.depth_unet_channel_mult, config.depth_unet_attn_res, **unet
+        )
         self.to_disparity = nn.Sequential(
-            nn.Conv2d(depth_width, 2 * depth_width, 3, padding=1), nn.GELU(),
+            nn.Conv2d(depth_width, 2 * depth_width, 3, padding=1),
+            nn.GELU(),
             nn.Conv2d(2 * depth_width, 2 * config.gaussians_per_pixel, 3, padding=1),
-        )  # fmt: skip
+        )
 
     def forward(
         self,
@@ -262,20 +287,34 @@ class DepthPredictor(nn.Module):
         confidence = pdf.amax(2)
 
         # 4. Full-resolution refinement.
-        disparity_up = F.interpolate(coarse_disparity, scale_factor=self.downscale, mode="bilinear", align_corners=False)
+        disparity_up = F.interpolate(
+            coarse_disparity, scale_factor=self.downscale, mode="bilinear", align_corners=False
+        )
         confidence_up = F.interpolate(confidence, scale_factor=self.downscale, mode="nearest")
         projected = F.gelu(
-            F.interpolate(self.project(torch.cat([trans_features, cnn_features], dim=2).flatten(0, 1)), scale_factor=self.downscale, mode="bilinear", align_corners=False)
+            F.interpolate(
+                self.project(torch.cat([trans_features, cnn_features], dim=2).flatten(0, 1)),
+                scale_factor=self.downscale,
+                mode="bilinear",
+                align_corners=False,
+            )
         )
         low, high = (1 / far)[..., None, None], (1 / near)[..., None, None]
         # The network sees disparity normalised to [0, 1] over the scene's range, so it is scale-free.
         disparity_unit = (disparity_up - low) / (high - low)
         refine_in = torch.cat(
-            [images.flatten(0, 1), self.project_small(projected), disparity_unit.flatten(0, 1)[:, None], confidence_up.flatten(0, 1)[:, None]],
+            [
+                images.flatten(0, 1),
+                self.project_small(projected),
+                disparity_unit.flatten(0, 1)[:, None],
+                confidence_up.flatten(0, 1)[:, None],
+            ],
             dim=1,
         )
         refined = self.refine_unet(self.refine_in(refine_in), v)
-        delta, density_logit = self.to_disparity(refined).unflatten(0, (b, v)).unflatten(2, (2, gpp)).unbind(2)
+        delta, density_logit = (
+            self.to_disparity(refined).unflatten(0, (b, v)).unflatten(2, (2, gpp)).unbind(2)
+        )
 
         # Correction in normalised-disparity units, then clamp to the [near, far] range.
         disparity_unit = (disparity_unit[:, :, None] + delta).clamp(0, 1)

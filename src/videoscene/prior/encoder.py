@@ -42,7 +42,9 @@ def check_context(context: Views, size_multiple: int, assume_rigid: bool = False
     checked that the extrinsics are rigid (`check_rigid`; on the CPU, where it costs no device sync)."""
     image = context.image
     if image.ndim != 5 or image.shape[2] != 3:
-        raise VideoSceneError(f"context images must be [batch, views, 3, height, width], got {list(image.shape)}")
+        raise VideoSceneError(
+            f"context images must be [batch, views, 3, height, width], got {list(image.shape)}"
+        )
     b, v, _, h, w = image.shape
     if v < 2:
         raise VideoSceneError(f"the prior needs at least 2 context views, got {v}")
@@ -50,9 +52,14 @@ def check_context(context: Views, size_multiple: int, assume_rigid: bool = False
     for name, shape in expected.items():
         actual = tuple(getattr(context, name).shape)
         if actual != shape:
-            raise VideoSceneError(f"context {name} must have shape {list(shape)} to match the images, got {list(actual)}")
+            raise VideoSceneError(
+                f"context {name} must have shape {list(shape)} to match the images, got {list(actual)}"
+            )
     if h % size_multiple or w % size_multiple:
-        fit_h, fit_w = max(size_multiple, h // size_multiple * size_multiple), max(size_multiple, w // size_multiple * size_multiple)
+        fit_h, fit_w = (
+            max(size_multiple, h // size_multiple * size_multiple),
+            max(size_multiple, w // size_multiple * size_multiple),
+        )
         raise VideoSceneError(
             f"image size {h}x{w} is not a multiple of {size_multiple} as this encoder needs; resize or crop to e.g. {fit_h}x{fit_w}"
         )
@@ -60,7 +67,9 @@ def check_context(context: Views, size_multiple: int, assume_rigid: bool = False
         if not torch.isfinite(getattr(context, name)).all():
             raise VideoSceneError(f"context {name} contains NaN or inf")
     if not ((context.near > 0) & (context.near < context.far)).all():
-        raise VideoSceneError("context near/far must satisfy 0 < near < far for every view; check the dataset's depth range")
+        raise VideoSceneError(
+            "context near/far must satisfy 0 < near < far for every view; check the dataset's depth range"
+        )
     if not assume_rigid:
         check_rigid(context.extrinsics.detach().cpu(), "context extrinsics (camera-to-world)")
     focal = torch.stack([context.intrinsics[..., 0, 0], context.intrinsics[..., 1, 1]])
@@ -114,11 +123,15 @@ class GaussianEncoder(nn.Module):
         trans_features, cnn_features = self.backbone(images)
 
         # 3. Depth and density from the plane-sweep cost volume.
-        depth = self.depth_predictor(images, trans_features, cnn_features, extrinsics, intrinsics, context.near, context.far)
+        depth = self.depth_predictor(
+            images, trans_features, cnn_features, extrinsics, intrinsics, context.near, context.far
+        )
 
         # 4. Gaussians in world space.
         gaussians = self.gaussian_head(images, depth, extrinsics, intrinsics)
-        return EncoderOutput(gaussians=gaussians, depth=depth.depth, opacity=gaussians.opacities.reshape(depth.density.shape))
+        return EncoderOutput(
+            gaussians=gaussians, depth=depth.depth, opacity=gaussians.opacities.reshape(depth.density.shape)
+        )
 
     def parameter_count(self) -> int:
         return sum(p.numel() for p in self.parameters())
@@ -138,7 +151,9 @@ class GaussianEncoder(nn.Module):
         if weights.is_dir():
             weights = weights / WEIGHTS_FILE
         if not weights.is_file():
-            raise VideoSceneError(f"prior weights {weights} do not exist; train them with `videoscene train prior` or give the right path")
+            raise VideoSceneError(
+                f"prior weights {weights} do not exist; train them with `videoscene train prior` or give the right path"
+            )
         if not isinstance(config, EncoderConfig):
             config = EncoderConfig.load(config if config is not None else weights.parent / CONFIG_FILE)
         encoder = cls(config)

@@ -30,7 +30,9 @@ from videoscene.prior.cost_volume import DepthPrediction, pixel_rays
 from videoscene.types import Gaussians
 
 
-def quaternion_multiply(a: Float[Tensor, "*#batch 4"], b: Float[Tensor, "*#batch 4"]) -> Float[Tensor, "*#batch 4"]:
+def quaternion_multiply(
+    a: Float[Tensor, "*#batch 4"], b: Float[Tensor, "*#batch 4"]
+) -> Float[Tensor, "*#batch 4"]:
     """Hamilton product a ⊗ b of wxyz quaternions (the rotation b followed by a)."""
     aw, ax, ay, az = a.unbind(-1)
     bw, bx, by, bz = b.unbind(-1)
@@ -58,7 +60,9 @@ def _sh_fit(degree: int) -> tuple[Tensor, Tensor, Tensor]:
     return directions, torch.linalg.pinv(sh_basis(degree, directions)), band[:, None] == band[None, :]
 
 
-def sh_rotation_matrices(rotation: Float[Tensor, "*batch 3 3"], degree: int) -> Float[Tensor, "*batch d_sh d_sh"]:
+def sh_rotation_matrices(
+    rotation: Float[Tensor, "*batch 3 3"], degree: int
+) -> Float[Tensor, "*batch d_sh d_sh"]:
     """M(R) such that coefficients `a` seen in a frame rotated by R (world = R · local) become `M @ a` in
     world coordinates: Σ_k (M a)_k Y_k(d) = Σ_k a_k Y_k(Rᵀ d) for every direction d.
 
@@ -79,8 +83,12 @@ class GaussianHead(nn.Module):
         self.raw_per_gaussian = 2 + 3 + 4 + 3 * config.d_sh
         in_channels = config.depth_unet_feat_dim + 3 + config.fullres_feature_dim
         raw, hidden = config.gaussians_per_pixel * self.raw_per_gaussian, config.gaussian_head_hidden
-        self.net = nn.Sequential(nn.Conv2d(in_channels, hidden, 3, padding=1), nn.GELU(), nn.Conv2d(hidden, raw, 3, padding=1))
-        bands = torch.cat([torch.full((2 * l + 1,), l, dtype=torch.float32) for l in range(config.sh_degree + 1)])
+        self.net = nn.Sequential(
+            nn.Conv2d(in_channels, hidden, 3, padding=1), nn.GELU(), nn.Conv2d(hidden, raw, 3, padding=1)
+        )
+        bands = torch.cat(
+            [torch.full((2 * l + 1,), l, dtype=torch.float32) for l in range(config.sh_degree + 1)]
+        )
         self.register_buffer("sh_mask", torch.where(bands == 0, 1.0, 0.1 * 0.25**bands), persistent=False)
 
     def forward(
@@ -94,7 +102,9 @@ class GaussianHead(nn.Module):
         gpp, d_sh = self.config.gaussians_per_pixel, self.config.d_sh
         features = torch.cat([depth.refined_features, images.flatten(0, 1), depth.projected_features], dim=1)
         raw = self.net(features).reshape(b, v, gpp, self.raw_per_gaussian, h, w).permute(0, 1, 2, 4, 5, 3)
-        offset_raw, scale_raw, rotation_raw, sh_raw = raw.split([2, 3, 4, 3 * d_sh], dim=-1)  # [b, v, gpp, h, w, ·]
+        offset_raw, scale_raw, rotation_raw, sh_raw = raw.split(
+            [2, 3, 4, 3 * d_sh], dim=-1
+        )  # [b, v, gpp, h, w, ·]
         z = depth.depth[..., None]  # [b, v, gpp, h, w, 1]
         rotation_c2w = extrinsics[..., :3, :3]
         view = (slice(None), slice(None), None, None, None)  # broadcast [b, v] over (gpp, h, w)
@@ -110,11 +120,16 @@ class GaussianHead(nn.Module):
 
         # Scales in pixel footprints at the Gaussian's depth.
         footprint = 0.5 * (1 / (intrinsics[..., 0, 0] * w) + 1 / (intrinsics[..., 1, 1] * h))
-        multiplier = self.config.gaussian_scale_min + (self.config.gaussian_scale_max - self.config.gaussian_scale_min) * scale_raw.sigmoid()
+        multiplier = (
+            self.config.gaussian_scale_min
+            + (self.config.gaussian_scale_max - self.config.gaussian_scale_min) * scale_raw.sigmoid()
+        )
         scales = z * footprint[view][..., None] * multiplier
 
         # Rotations: camera-frame quaternion composed with the camera-to-world rotation.
-        rotations = quaternion_multiply(matrix_to_quaternion(rotation_c2w)[view], F.normalize(rotation_raw, dim=-1, eps=1e-8))
+        rotations = quaternion_multiply(
+            matrix_to_quaternion(rotation_c2w)[view], F.normalize(rotation_raw, dim=-1, eps=1e-8)
+        )
 
         # Colour: damp higher bands, then rotate the SH from the camera frame to the world frame.
         harmonics = sh_raw.unflatten(-1, (d_sh, 3)) * self.sh_mask[:, None]

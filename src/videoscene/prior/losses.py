@@ -36,7 +36,9 @@ class PhotometricLoss(nn.Module):
         if self.lpips is None and config.lpips_weight > 0:
             logger.info("no LPIPS weights given: training without the LPIPS term")
 
-    def forward(self, rendered: Float[Tensor, "*batch 3 h w"], target: Float[Tensor, "*batch 3 h w"]) -> dict[str, Tensor]:
+    def forward(
+        self, rendered: Float[Tensor, "*batch 3 h w"], target: Float[Tensor, "*batch 3 h w"]
+    ) -> dict[str, Tensor]:
         terms = {"mse": (rendered - target).square().mean(), "ssim": ssim(rendered, target).mean()}
         total = terms["mse"] + self.config.ssim_weight * (1 - terms["ssim"])
         if self.lpips is not None:

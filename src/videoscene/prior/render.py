@@ -13,16 +13,31 @@ from videoscene.prior.encoder import GaussianEncoder
 from videoscene.types import Cameras, Example, Gaussians, Views
 
 
-def render_coarse(gaussians: Gaussians, context: Views, cameras: Cameras, image_shape: tuple[int, int], background: Tensor) -> Tensor:
+def render_coarse(
+    gaussians: Gaussians, context: Views, cameras: Cameras, image_shape: tuple[int, int], background: Tensor
+) -> Tensor:
     """Render the prior's Gaussians at the target cameras ([B, T] of them): [B, T, 3, H, W]."""
     # Cull only what is behind or right at the camera; the prior's Gaussians lie within [near, far] of the context views.
     near = 0.1 * float(context.near.min())
     far = 10.0 * float(context.far.max())
-    return render(gaussians, cameras.extrinsics, cameras.intrinsics, image_shape, background=background, near=near, far=far).color
+    return render(
+        gaussians,
+        cameras.extrinsics,
+        cameras.intrinsics,
+        image_shape,
+        background=background,
+        near=near,
+        far=far,
+    ).color
 
 
 def view_disagreement(
-    gaussians: Gaussians, num_views: int, context: Views, cameras: Cameras, image_shape: tuple[int, int], coverage_alpha: float = 0.5
+    gaussians: Gaussians,
+    num_views: int,
+    context: Views,
+    cameras: Cameras,
+    image_shape: tuple[int, int],
+    coverage_alpha: float = 0.5,
 ) -> Float[Tensor, "batch target 2 height width"]:
     """Where the coarse render is unreliable, seen from the prior's own output: [spread, coverage] per pixel.
 
@@ -34,7 +49,9 @@ def view_disagreement(
     """
     count = gaussians.means.shape[-2]
     if num_views < 2 or count % num_views:
-        raise VideoSceneError(f"{count} Gaussians cannot be split into {num_views} context views (need ≥ 2 equal parts)")
+        raise VideoSceneError(
+            f"{count} Gaussians cannot be split into {num_views} context views (need ≥ 2 equal parts)"
+        )
     near = 0.1 * float(context.near.min())
     far = 10.0 * float(context.far.max())
     per_view = [
@@ -43,7 +60,9 @@ def view_disagreement(
             cameras.extrinsics,
             cameras.intrinsics,
             image_shape,
-            background=torch.zeros(gaussians.means.shape[0], 3, dtype=gaussians.means.dtype, device=gaussians.means.device),
+            background=torch.zeros(
+                gaussians.means.shape[0], 3, dtype=gaussians.means.dtype, device=gaussians.means.device
+            ),
             near=near,
             far=far,
         )
@@ -58,7 +77,9 @@ def view_disagreement(
 def render_targets(model: GaussianEncoder, example: Example, background: Tensor) -> Tensor:
     """Predict Gaussians from the context views and render them at the target cameras: [B, T, 3, H, W]."""
     gaussians = model(example.context).gaussians
-    return render_coarse(gaussians, example.context, example.target.cameras, example.target.image_shape, background)
+    return render_coarse(
+        gaussians, example.context, example.target.cameras, example.target.image_shape, background
+    )
 
 
 def nearest_context_images(example: Example) -> Tensor:

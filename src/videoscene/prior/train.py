@@ -54,7 +54,10 @@ class PriorTrainConfig(RunConfig):
     encoder: str | dict = "tiny"  # preset name, path of an EncoderConfig JSON, or the config itself
     train_data: list[str] = field(default_factory=list)  # split folders (holding index.json)
     validation_data: list[str] = field(default_factory=list)  # held-out split folders; empty: no validation
-    image_size: tuple[int, int] = (64, 96)  # (height, width); frames are centre-cropped to the aspect and resized
+    image_size: tuple[int, int] = (
+        64,
+        96,
+    )  # (height, width); frames are centre-cropped to the aspect and resized
     num_frames: int = 9  # frames per clip (8k+1): the two ends are the context views
     min_stride: int = 1
     max_stride: int = 2
@@ -79,15 +82,25 @@ class PriorTrainConfig(RunConfig):
         self.image_size = tuple(self.image_size)
         self.background = tuple(self.background)
         if len(self.image_size) != 2 or min(self.image_size) < 1:
-            raise VideoSceneError(f"training config: image_size must be [height, width], got {list(self.image_size)}")
+            raise VideoSceneError(
+                f"training config: image_size must be [height, width], got {list(self.image_size)}"
+            )
         if not 1 <= self.targets_per_step <= self.num_frames:
-            raise VideoSceneError(f"training config: targets_per_step must be between 1 and num_frames ({self.num_frames})")
+            raise VideoSceneError(
+                f"training config: targets_per_step must be between 1 and num_frames ({self.num_frames})"
+            )
         positive(self, "validation_scenes")
-        ClipSamplerConfig(self.num_frames, self.min_stride, self.max_stride, self.near, self.far)  # validates those
+        ClipSamplerConfig(
+            self.num_frames, self.min_stride, self.max_stride, self.near, self.far
+        )  # validates those
 
     @property
     def encoder_config(self) -> EncoderConfig:
-        return EncoderConfig.from_dict(self.encoder) if isinstance(self.encoder, dict) else encoder_config(self.encoder)
+        return (
+            EncoderConfig.from_dict(self.encoder)
+            if isinstance(self.encoder, dict)
+            else encoder_config(self.encoder)
+        )
 
     @property
     def loss_config(self) -> PhotometricLossConfig:
@@ -121,7 +134,14 @@ def derived_seed(seed: int, number: int) -> int:
 
 def select_views(views: Views, chosen: Int[Tensor, " k"]) -> Views:
     """The views at positions `chosen` of batched views [B, V, ...]."""
-    return replace(views, **{f.name: getattr(views, f.name)[:, chosen] for f in fields(views) if getattr(views, f.name) is not None})
+    return replace(
+        views,
+        **{
+            f.name: getattr(views, f.name)[:, chosen]
+            for f in fields(views)
+            if getattr(views, f.name) is not None
+        },
+    )
 
 
 def resize_views(views: Views, size: tuple[int, int]) -> Views:
@@ -146,15 +166,28 @@ class TrainingClips(Dataset):
         frames = self.clips.clip_indices(key, rng)
         targets = sorted(rng.sample(frames, self.targets))
         config = self.clips.config
-        example = example_from_scene(self.clips.store[key], [frames[0], frames[-1]], targets, config.near, config.far)
-        return Example(resize_views(example.context, self.size), resize_views(example.target, self.size), example.scene)
+        example = example_from_scene(
+            self.clips.store[key], [frames[0], frames[-1]], targets, config.near, config.far
+        )
+        return Example(
+            resize_views(example.context, self.size), resize_views(example.target, self.size), example.scene
+        )
 
 
 class StepBatches(Sampler):
     """Batches for steps [start, steps): (scene position, sample seed) of process p's share of every step's
     global batch; the scenes walk through a fresh permutation every epoch (`batch_indices`)."""
 
-    def __init__(self, scenes: int, batch_size: int, seed: int, start: int, steps: int, process: int = 0, processes: int = 1):
+    def __init__(
+        self,
+        scenes: int,
+        batch_size: int,
+        seed: int,
+        start: int,
+        steps: int,
+        process: int = 0,
+        processes: int = 1,
+    ):
         self.scenes, self.batch_size, self.seed = scenes, batch_size, seed
         self.start, self.steps, self.process, self.processes = start, steps, process, processes
 
@@ -163,9 +196,15 @@ class StepBatches(Sampler):
 
     def __iter__(self):
         for step in range(self.start, self.steps):
-            positions = batch_indices(self.scenes, self.batch_size, self.processes, self.process, step, self.seed)
-            first = (step * self.processes + self.process) * self.batch_size  # global number of the first sample
-            yield [(position, derived_seed(self.seed, first + slot)) for slot, position in enumerate(positions)]
+            positions = batch_indices(
+                self.scenes, self.batch_size, self.processes, self.process, step, self.seed
+            )
+            first = (
+                step * self.processes + self.process
+            ) * self.batch_size  # global number of the first sample
+            yield [
+                (position, derived_seed(self.seed, first + slot)) for slot, position in enumerate(positions)
+            ]
 
 
 def validation_examples(config: PriorTrainConfig) -> list[Example]:
@@ -176,7 +215,13 @@ def validation_examples(config: PriorTrainConfig) -> list[Example]:
     examples = []
     for position in range(min(config.validation_scenes, len(clips))):
         example = clips[position]
-        examples.append(Example(resize_views(example.context, config.image_size), resize_views(example.target, config.image_size), example.scene))
+        examples.append(
+            Example(
+                resize_views(example.context, config.image_size),
+                resize_views(example.target, config.image_size),
+                example.scene,
+            )
+        )
     return examples
 
 
@@ -186,7 +231,9 @@ def validation_examples(config: PriorTrainConfig) -> list[Example]:
 
 
 @torch.no_grad()
-def evaluate(model: GaussianEncoder, examples: list[Example], background: tuple[float, float, float], device) -> dict[str, float]:
+def evaluate(
+    model: GaussianEncoder, examples: list[Example], background: tuple[float, float, float], device
+) -> dict[str, float]:
     """PSNR/SSIM of the prior's renders and of the nearest-context-view baseline on the interior targets
     (the clip ends are the context views themselves), averaged over views then scenes."""
     was_training = model.training
@@ -226,12 +273,16 @@ class PriorTrainer(Trainer):
             raise VideoSceneError("no training data: set train_data in the config or pass --data DIR")
         multiple = config.encoder_config.size_multiple
         if config.image_size[0] % multiple or config.image_size[1] % multiple:
-            raise VideoSceneError(f"training config: image_size {list(config.image_size)} must be multiples of {multiple} for this encoder")
+            raise VideoSceneError(
+                f"training config: image_size {list(config.image_size)} must be multiples of {multiple} for this encoder"
+            )
 
     def build(self) -> Optimisation:
         config = self.config
         self.encoder = GaussianEncoder(config.encoder_config)
-        optimizer = torch.optim.AdamW(self.encoder.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        optimizer = torch.optim.AdamW(
+            self.encoder.parameters(), lr=config.lr, weight_decay=config.weight_decay
+        )
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, config.lr_factor())
         return Optimisation(self.encoder, optimizer, list(self.encoder.parameters()), scheduler)
 
@@ -244,10 +295,21 @@ class PriorTrainer(Trainer):
         self.loss_fn = PhotometricLoss(config.loss_config).to(device)
         self.background = torch.tensor(config.background, device=device).expand(config.batch_size, 3)
         clips = ClipDataset(config.train_data, config.clip_config, seed=config.seed)
-        sampler = StepBatches(len(clips), config.batch_size, config.seed, self.step, config.steps,
-                              accelerator.process_index, accelerator.num_processes)  # fmt: skip
-        loader = DataLoader(TrainingClips(clips, config.image_size, config.targets_per_step), batch_sampler=sampler,
-                            collate_fn=collate_examples, num_workers=config.num_workers)  # fmt: skip
+        sampler = StepBatches(
+            len(clips),
+            config.batch_size,
+            config.seed,
+            self.step,
+            config.steps,
+            accelerator.process_index,
+            accelerator.num_processes,
+        )
+        loader = DataLoader(
+            TrainingClips(clips, config.image_size, config.targets_per_step),
+            batch_sampler=sampler,
+            collate_fn=collate_examples,
+            num_workers=config.num_workers,
+        )
         self.batches = iter(loader)
         self.held_out = validation_examples(config) if accelerator.is_main_process else []
 
@@ -263,8 +325,14 @@ class PriorTrainer(Trainer):
         if not self.held_out:
             return None
         scores = evaluate(self.encoder, self.held_out, self.config.background, self.accelerator.device)
-        logger.info("step %d validation: PSNR %.2f dB (nearest context view %.2f dB), SSIM %.3f (%.3f)", self.step,
-                    scores["psnr"], scores["baseline_psnr"], scores["ssim"], scores["baseline_ssim"])  # fmt: skip
+        logger.info(
+            "step %d validation: PSNR %.2f dB (nearest context view %.2f dB), SSIM %.3f (%.3f)",
+            self.step,
+            scores["psnr"],
+            scores["baseline_psnr"],
+            scores["ssim"],
+            scores["baseline_ssim"],
+        )
         return scores
 
     def checkpoint_tensors(self) -> dict[str, dict[str, Tensor]]:
@@ -279,7 +347,9 @@ class PriorTrainer(Trainer):
         return {**summary, **(validation or {})}
 
 
-def train_prior(config: PriorTrainConfig, out: str | Path, resume: bool = False, stop_after: int | None = None) -> dict:
+def train_prior(
+    config: PriorTrainConfig, out: str | Path, resume: bool = False, stop_after: int | None = None
+) -> dict:
     """Train (or resume) a prior; returns the step reached and the last validation scores. `stop_after` ends
     this call after that many steps (checkpointing first), e.g. to train in time slices."""
     with torch_threads(config.num_threads):
@@ -302,7 +372,9 @@ def _split_folders(paths: list[str], role: str) -> tuple[list[str], list[str]]:
             if (path / "test" / "index.json").is_file():
                 test.append(str(path / "test"))
         else:
-            raise VideoSceneError(f"{role} folder {path} holds neither index.json nor train/index.json; is it a RealEstate10K-format dataset?")
+            raise VideoSceneError(
+                f"{role} folder {path} holds neither index.json nor train/index.json; is it a RealEstate10K-format dataset?"
+            )
     return train, test
 
 

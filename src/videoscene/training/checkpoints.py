@@ -46,7 +46,11 @@ def checkpoint_folders(out: Path) -> list[tuple[int, Path]]:
     folder = out / CHECKPOINTS
     if not folder.is_dir():
         return []
-    found = [(int(m.group(1)), p) for p in folder.iterdir() if p.is_dir() and (m := _CHECKPOINT_PATTERN.match(p.name))]
+    found = [
+        (int(m.group(1)), p)
+        for p in folder.iterdir()
+        if p.is_dir() and (m := _CHECKPOINT_PATTERN.match(p.name))
+    ]
     return sorted(found)
 
 
@@ -71,7 +75,12 @@ def resume_latest(out: Path, load: Callable[[Path], ResultT]) -> tuple[ResultT, 
             while aside.exists():  # an earlier crash left one already
                 aside, number = folder.with_name(f"{folder.name}.corrupt{number}"), number + 1
             os.replace(folder, aside)
-            logger.warning("checkpoint %s is corrupt (%s); moved to %s, resuming from the one before it", folder.name, error, aside.name)
+            logger.warning(
+                "checkpoint %s is corrupt (%s); moved to %s, resuming from the one before it",
+                folder.name,
+                error,
+                aside.name,
+            )
     return None
 
 
@@ -95,7 +104,9 @@ def save_checkpoint(
     target = out / CHECKPOINTS / f"step_{step:07d}"
     with staged_output_dir(target, overwrite=True) as stage:
         for name, values in tensors.items():
-            save_safetensors(stage / f"{name}.safetensors", {k: v.detach().contiguous().cpu() for k, v in values.items()})
+            save_safetensors(
+                stage / f"{name}.safetensors", {k: v.detach().contiguous().cpu() for k, v in values.items()}
+            )
         for name, optimizer in optimizers.items():
             save_optimizer(stage / f"{name}.safetensors", optimizer)
         write_json_atomic(stage / "state.json", {"step": step, **state})
@@ -110,7 +121,9 @@ def read_checkpoint_state(folder: Path, required: tuple[str, ...] = ("step",)) -
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise LoadError(f"checkpoint {folder} has an unreadable state.json ({error})") from None
     if not isinstance(state, dict) or any(key not in state for key in required):
-        raise LoadError(f"checkpoint {folder}: state.json lacks {[key for key in required if key not in (state or {})]}")
+        raise LoadError(
+            f"checkpoint {folder}: state.json lacks {[key for key in required if key not in (state or {})]}"
+        )
     return state
 
 
@@ -144,7 +157,9 @@ def load_optimizer(path: Path, optimizer: torch.optim.Optimizer) -> None:
             state.setdefault(int(index), {})[key] = value
         optimizer.load_state_dict({"state": state, "param_groups": json.loads(metadata["param_groups"])})
     except (ValueError, KeyError, TypeError) as error:  # json.JSONDecodeError is a ValueError
-        raise LoadError(f"optimizer state {path} does not fit this optimizer ({error}); resume with the run's own config") from None
+        raise LoadError(
+            f"optimizer state {path} does not fit this optimizer ({error}); resume with the run's own config"
+        ) from None
 
 
 def module_fingerprint(module: nn.Module) -> str:

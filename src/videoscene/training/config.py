@@ -75,10 +75,19 @@ class RunConfig:
     keep_checkpoints: int = 2
 
     def __post_init__(self) -> None:
-        for name in ("batch_size", "steps", "log_every", "validate_every", "checkpoint_every", "keep_checkpoints"):
+        for name in (
+            "batch_size",
+            "steps",
+            "log_every",
+            "validate_every",
+            "checkpoint_every",
+            "keep_checkpoints",
+        ):
             positive(self, name)
         if self.lr <= 0 or self.grad_clip <= 0 or self.warmup_steps < 0 or not 0 <= self.min_lr_ratio <= 1:
-            raise VideoSceneError("training config: need lr > 0, grad_clip > 0, warmup_steps >= 0 and 0 <= min_lr_ratio <= 1")
+            raise VideoSceneError(
+                "training config: need lr > 0, grad_clip > 0, warmup_steps >= 0 and 0 <= min_lr_ratio <= 1"
+            )
 
     def lr_factor(self):
         return warmup_cosine(self.warmup_steps, self.steps, self.min_lr_ratio)

@@ -67,8 +67,16 @@ class LoopSettings:
 
     @classmethod
     def of(cls, config: RunConfig) -> LoopSettings:
-        return cls(config.steps, config.seed, config.grad_clip, config.checkpoint_every, config.keep_checkpoints,
-                   config.validate_every, config.log_every, config.mixed_precision)  # fmt: skip
+        return cls(
+            config.steps,
+            config.seed,
+            config.grad_clip,
+            config.checkpoint_every,
+            config.keep_checkpoints,
+            config.validate_every,
+            config.log_every,
+            config.mixed_precision,
+        )
 
 
 @dataclass
@@ -92,7 +100,9 @@ class Trainer:
 
     def __init__(self, config: Any, settings: LoopSettings, out: str | Path, resume: bool = False):
         self.config, self.settings, self.out = config, settings, Path(out)
-        self.accelerator = Accelerator(mixed_precision=settings.mixed_precision, cpu=not torch.cuda.is_available())
+        self.accelerator = Accelerator(
+            mixed_precision=settings.mixed_precision, cpu=not torch.cuda.is_available()
+        )
         self.step = 0
 
         # 1. Check inputs and the output folder.
@@ -186,8 +196,13 @@ class Trainer:
             return read_json_object(run_file, "run summary") if run_file.is_file() else {"step": self.step}
         end = settings.steps if stop_after is None else min(settings.steps, self.step + stop_after)
         start, step_seconds, validation = self.step, 0.0, None
-        progress = tqdm(total=settings.steps, initial=start, desc=f"train {self.name}", unit="step",
-                        disable=not accelerator.is_local_main_process)  # fmt: skip
+        progress = tqdm(
+            total=settings.steps,
+            initial=start,
+            desc=f"train {self.name}",
+            unit="step",
+            disable=not accelerator.is_local_main_process,
+        )
         while self.step < end:
             tic = time.perf_counter()
             generator = step_generator(self.name, settings.seed, self.step, accelerator.process_index)
@@ -214,8 +229,12 @@ class Trainer:
                     "grad_norm": float(grad_norm),
                     "seconds_per_step": step_seconds / (self.step - start),
                 }
-                record = {key: value.item() if isinstance(value, Tensor) else value for key, value in record.items()}
-                progress.set_postfix({key: f"{record[key]:.4g}" for key in ("loss", "train_psnr") if key in record})
+                record = {
+                    key: value.item() if isinstance(value, Tensor) else value for key, value in record.items()
+                }
+                progress.set_postfix(
+                    {key: f"{record[key]:.4g}" for key in ("loss", "train_psnr") if key in record}
+                )
                 if accelerator.is_main_process:
                     append_jsonl(self.out / "train_log.jsonl", record)
             if self.step % settings.validate_every == 0 or self.step == settings.steps:
@@ -228,7 +247,10 @@ class Trainer:
         accelerator.wait_for_everyone()
 
         # 6. Export once the last step is done.
-        summary: dict[str, Any] = {"step": self.step, "seconds_per_step": round(step_seconds / max(1, self.step - start), 4)}
+        summary: dict[str, Any] = {
+            "step": self.step,
+            "seconds_per_step": round(step_seconds / max(1, self.step - start), 4),
+        }
         if self.step < settings.steps or not accelerator.is_main_process:
             return summary
         summary = self.export(summary, validation)
@@ -250,7 +272,14 @@ class Trainer:
         state = {**self._identity(), "train_config": config_to_dict(self.config), **self.checkpoint_state()}
         if self.scheduler is not None:
             state["scheduler"] = self.scheduler.state_dict()
-        return save_checkpoint(self.out, self.step, self.checkpoint_tensors(), self.optimizers(), state, self.settings.keep_checkpoints)
+        return save_checkpoint(
+            self.out,
+            self.step,
+            self.checkpoint_tensors(),
+            self.optimizers(),
+            state,
+            self.settings.keep_checkpoints,
+        )
 
     def _identity(self) -> dict[str, Any]:
         return json.loads(json.dumps(self.identity()))  # as stored: tuples read back as lists
@@ -261,8 +290,10 @@ class Trainer:
         state = read_checkpoint_state(folder, required)
         for key, value in identity.items():
             if state[key] != value:
-                raise VideoSceneError(f"checkpoint {folder} was made with a different {key.replace('_', ' ')}; "
-                                      "resume with the run's own config and inputs")  # fmt: skip
+                raise VideoSceneError(
+                    f"checkpoint {folder} was made with a different {key.replace('_', ' ')}; "
+                    "resume with the run's own config and inputs"
+                )
         tensors = load_checkpoint_tensors(folder, self.checkpoint_files)
         self.restore(tensors, state, folder)
         for name, optimizer in self.optimizers().items():
@@ -277,7 +308,9 @@ def check_new_run(out: Path, resume: bool) -> None:
     so that it never mixes its files with another run's or a user's."""
     check_output_location(out)
     if not resume and out.is_dir() and any(out.iterdir()):
-        raise VideoSceneError(f"{out} is not empty (a training run?); pass --resume to continue the run in it or choose another --out")
+        raise VideoSceneError(
+            f"{out} is not empty (a training run?); pass --resume to continue the run in it or choose another --out"
+        )
 
 
 @contextlib.contextmanager

@@ -15,7 +15,9 @@ def step_generator(*parts) -> torch.Generator:
     return torch.Generator().manual_seed(value)
 
 
-def batch_indices(num_items: int, batch_size: int, num_processes: int, process: int, step: int, seed: int) -> list[int]:
+def batch_indices(
+    num_items: int, batch_size: int, num_processes: int, process: int, step: int, seed: int
+) -> list[int]:
     """Items of `step` for `process`: every epoch is a seeded permutation of the items, read in order across
     steps and split between processes without overlap."""
     global_batch = batch_size * num_processes
@@ -23,6 +25,8 @@ def batch_indices(num_items: int, batch_size: int, num_processes: int, process: 
     indices = []
     for position in range(first, first + batch_size):
         epoch, offset = divmod(position, num_items)
-        permutation = torch.randperm(num_items, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
+        permutation = torch.randperm(
+            num_items, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+        )
         indices.append(int(permutation[offset]))
     return indices

@@ -21,7 +21,10 @@ from videoscene.video.models import VideoBackbone
 
 
 def sample_noise_augmentation_sigma(
-    batch_size: int, config: ConditioningConfig, generator: torch.Generator | None = None, device: torch.device | str = "cpu"
+    batch_size: int,
+    config: ConditioningConfig,
+    generator: torch.Generator | None = None,
+    device: torch.device | str = "cpu",
 ) -> Float[Tensor, " batch"]:
     """σ = exp(N(mean, std²)) per sample (median e^−3 ≈ 0.05 in [−1, 1] pixel units)."""
     standard = randn_tensor((batch_size,), generator=generator, device=torch.device(device))
@@ -45,7 +48,9 @@ def place_condition_latents(
 ) -> Float[Tensor, "batch latent_frames channels latent_height latent_width"]:
     """[first, zeros × (f−2), last] along the frame axis."""
     if num_latent_frames < 2:
-        raise VideoSceneError(f"first/last-frame conditioning needs at least 2 latent frames, got {num_latent_frames}")
+        raise VideoSceneError(
+            f"first/last-frame conditioning needs at least 2 latent frames, got {num_latent_frames}"
+        )
     zeros = first.new_zeros(first.shape[0], num_latent_frames - 2, *first.shape[1:])
     return torch.cat([first[:, None], zeros, last[:, None]], dim=1)
 
@@ -73,7 +78,9 @@ def encode_condition_frames(
         pixels = frames * 2 - 1
     # Each frame alone is a 1-frame video (→ 1 latent frame); both frames go through the VAE as one batch.
     latents = backbone.encode_pixels(
-        pixels.reshape(batch * 2, 1, *pixels.shape[2:]), generator=generator, sample_posterior=config.sample_posterior
+        pixels.reshape(batch * 2, 1, *pixels.shape[2:]),
+        generator=generator,
+        sample_posterior=config.sample_posterior,
     )
     latents = latents.reshape(batch, 2, *latents.shape[2:])
     return place_condition_latents(latents[:, 0], latents[:, 1], num_latent_frames)

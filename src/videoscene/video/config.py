@@ -57,7 +57,14 @@ class VAEConfig:
     def architecture(self) -> VAEConfig:
         """The shape-defining fields only: the latent scaling (measured per trained VAE) and the memory
         switches cleared, so that two VAEs of one architecture compare equal."""
-        return replace(self, scaling_factor=0.0, latents_mean=None, latents_std=None, enable_slicing=False, enable_tiling=False)
+        return replace(
+            self,
+            scaling_factor=0.0,
+            latents_mean=None,
+            latents_std=None,
+            enable_slicing=False,
+            enable_tiling=False,
+        )
 
     def diffusers_kwargs(self, height: int, width: int) -> dict[str, Any]:
         blocks = len(self.block_out_channels)
@@ -201,7 +208,12 @@ class VideoModelConfig:
 
     @classmethod
     def from_diffusers(
-        cls, name: str, transformer: dict[str, Any], vae: dict[str, Any], schedule: ScheduleConfig, text_kind: str
+        cls,
+        name: str,
+        transformer: dict[str, Any],
+        vae: dict[str, Any],
+        schedule: ScheduleConfig,
+        text_kind: str,
     ) -> VideoModelConfig:
         """Our view of a diffusers CogVideoX I2V folder from its transformer and VAE configs; the operating
         size is the transformer's sample size (49×480×720 for CogVideoX-5b-I2V), memory savers on."""
@@ -213,7 +225,11 @@ class VideoModelConfig:
             width=transformer["sample_width"] * vae_config.spatial_compression,
             vae=vae_config,
             denoiser=DenoiserConfig.from_diffusers(transformer),
-            text=TextConfig(kind=text_kind, num_tokens=transformer["max_text_seq_length"], dim=transformer["text_embed_dim"]),
+            text=TextConfig(
+                kind=text_kind,
+                num_tokens=transformer["max_text_seq_length"],
+                dim=transformer["text_embed_dim"],
+            ),
             schedule=schedule,
         )
 
@@ -260,10 +276,15 @@ class VideoModelConfig:
                 "for 3D RoPE (it splits the head into temporal 1/4 and spatial 3/8 + 3/8)"
             )
         if den.use_learned_positional_embeddings and not den.use_rotary_positional_embeddings:
-            raise VideoSceneError(f"video config {self.name!r}: learned positional embeddings need rotary ones too")
+            raise VideoSceneError(
+                f"video config {self.name!r}: learned positional embeddings need rotary ones too"
+            )
         if (vae.latents_mean is None) != (vae.latents_std is None) or (
             vae.latents_mean is not None
-            and not (len(vae.latents_mean) == len(vae.latents_std) == vae.latent_channels and min(vae.latents_std) > 0)
+            and not (
+                len(vae.latents_mean) == len(vae.latents_std) == vae.latent_channels
+                and min(vae.latents_std) > 0
+            )
         ):
             raise VideoSceneError(
                 f"video config {self.name!r}: latents_mean and latents_std must both be given (or neither), with "
@@ -313,7 +334,9 @@ class VideoModelConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> VideoModelConfig:
         if not isinstance(data, dict):
-            raise VideoSceneError(f"video config must be a JSON object, got {type(data).__name__}; compare with configs/video_tiny.json")
+            raise VideoSceneError(
+                f"video config must be a JSON object, got {type(data).__name__}; compare with configs/video_tiny.json"
+            )
         data = dict(data)
         data.pop("format", None)
         check_json_types(cls, data, "video config")  # the top-level fields; a section must be an object
@@ -338,7 +361,9 @@ class VideoModelConfig:
                 kwargs[key] = value
             return cls(**kwargs)
         except (TypeError, KeyError) as error:
-            raise VideoSceneError(f"video config is malformed ({error}); compare with configs/video_tiny.json") from None
+            raise VideoSceneError(
+                f"video config is malformed ({error}); compare with configs/video_tiny.json"
+            ) from None
 
     def save_json(self, path: str | os.PathLike) -> None:
         write_json_atomic(path, self.to_dict())
@@ -347,7 +372,9 @@ class VideoModelConfig:
     def load_json(cls, path: str | os.PathLike) -> VideoModelConfig:
         path = Path(path)
         if not path.is_file():
-            raise VideoSceneError(f"video config {path} not found; pass a JSON file such as configs/video_tiny.json")
+            raise VideoSceneError(
+                f"video config {path} not found; pass a JSON file such as configs/video_tiny.json"
+            )
         return cls.from_dict(read_json_object(path, "video config"))
 
 
@@ -410,4 +437,6 @@ def preset(name: str) -> VideoModelConfig:
         return PRESETS[name]
     if name.endswith(".json") or os.sep in name:
         return VideoModelConfig.load_json(name)
-    raise VideoSceneError(f"unknown video preset {name!r}; choose one of {sorted(PRESETS)} or give a JSON config path")
+    raise VideoSceneError(
+        f"unknown video preset {name!r}; choose one of {sorted(PRESETS)} or give a JSON config path"
+    )

@@ -29,7 +29,9 @@ def _onednn_conv_forward(self: nn.Conv3d, input: Tensor, weight: Tensor, bias: T
         and not isinstance(self.padding, str)
         and torch.backends.mkldnn.enabled
     ):
-        return torch.ops.aten.mkldnn_convolution(input, weight, bias, self.padding, self.stride, self.dilation, self.groups)
+        return torch.ops.aten.mkldnn_convolution(
+            input, weight, bias, self.padding, self.stride, self.dilation, self.groups
+        )
     return nn.Conv3d._conv_forward(self, input, weight, bias)
 
 

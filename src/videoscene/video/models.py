@@ -39,7 +39,11 @@ from videoscene.video.cpu_conv3d import use_onednn_conv3d
 logger = logging.getLogger(__name__)
 
 CONFIG_NAME = "video_model.json"
-COMPONENT_FILES = {"vae": "vae.safetensors", "transformer": "transformer.safetensors", "prompt_embedding": "prompt_embedding.safetensors"}
+COMPONENT_FILES = {
+    "vae": "vae.safetensors",
+    "transformer": "transformer.safetensors",
+    "prompt_embedding": "prompt_embedding.safetensors",
+}
 
 
 class PromptEmbedding(nn.Module):
@@ -70,34 +74,48 @@ def load_prompt_embedding_file(path: str | os.PathLike) -> Float[Tensor, "1 toke
     (a tensor or a dict of one tensor, read with weights_only=True so no code runs)."""
     path = Path(path)
     if not path.is_file():
-        raise VideoSceneError(f"prompt embedding file {path} not found; pass the precomputed T5 embedding (e.g. prompt_embeds.pt)")
+        raise VideoSceneError(
+            f"prompt embedding file {path} not found; pass the precomputed T5 embedding (e.g. prompt_embeds.pt)"
+        )
     if path.suffix == ".safetensors":
         tensors = load_safetensors(path, "prompt embedding")
     else:
         try:
             loaded = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as error:  # torch raises several types for corrupt or pickled-code files
-            raise VideoSceneError(f"cannot read prompt embedding {path} as a tensor file ({type(error).__name__})") from None
+            raise VideoSceneError(
+                f"cannot read prompt embedding {path} as a tensor file ({type(error).__name__})"
+            ) from None
         tensors = loaded if isinstance(loaded, dict) else {"prompt_embeds": loaded}
     value = tensors.get("prompt_embeds", next(iter(tensors.values())) if len(tensors) == 1 else None)
     if not isinstance(value, Tensor) or value.ndim not in (2, 3) or (value.ndim == 3 and value.shape[0] != 1):
-        raise VideoSceneError(f"prompt embedding {path} must hold one [tokens, dim] or [1, tokens, dim] tensor")
+        raise VideoSceneError(
+            f"prompt embedding {path} must hold one [tokens, dim] or [1, tokens, dim] tensor"
+        )
     return value.reshape(1, *value.shape[-2:]).float()
 
 
-def encode_prompt_with_t5(folder: str | os.PathLike, prompt: str, num_tokens: int) -> Float[Tensor, "1 tokens dim"]:
+def encode_prompt_with_t5(
+    folder: str | os.PathLike, prompt: str, num_tokens: int
+) -> Float[Tensor, "1 tokens dim"]:
     """Encode `prompt` with a local T5 (folder with text_encoder/ and tokenizer/), padded to `num_tokens` as
     CogVideoX does. Needs the optional `transformers` package; nothing is downloaded."""
     folder = Path(folder)
     if not (folder / "text_encoder").is_dir() or not (folder / "tokenizer").is_dir():
-        raise VideoSceneError(f"{folder} has no text_encoder/ and tokenizer/ subfolders; pass a prompt embedding file instead")
+        raise VideoSceneError(
+            f"{folder} has no text_encoder/ and tokenizer/ subfolders; pass a prompt embedding file instead"
+        )
     try:
         from transformers import AutoTokenizer, T5EncoderModel
     except ImportError:
-        raise VideoSceneError("encoding a prompt with T5 needs `pip install transformers sentencepiece`, or pass a prompt embedding file") from None
+        raise VideoSceneError(
+            "encoding a prompt with T5 needs `pip install transformers sentencepiece`, or pass a prompt embedding file"
+        ) from None
     tokenizer = AutoTokenizer.from_pretrained(folder / "tokenizer", local_files_only=True)
     encoder = T5EncoderModel.from_pretrained(folder / "text_encoder", local_files_only=True).eval()
-    tokens = tokenizer(prompt, padding="max_length", max_length=num_tokens, truncation=True, return_tensors="pt")
+    tokens = tokenizer(
+        prompt, padding="max_length", max_length=num_tokens, truncation=True, return_tensors="pt"
+    )
     with torch.no_grad():
         return encoder(tokens.input_ids).last_hidden_state.float()
 
@@ -155,9 +173,13 @@ class VideoBackbone(nn.Module):
         if config.text.kind == "learned":
             prompt = PromptEmbedding.initial(config.text)
         elif prompt_embeds is None:
-            raise VideoSceneError(f"text kind {config.text.kind!r} needs a prompt embedding; pass prompt_embeds")
+            raise VideoSceneError(
+                f"text kind {config.text.kind!r} needs a prompt embedding; pass prompt_embeds"
+            )
         else:
-            prompt = PromptEmbedding(prompt_embeds.reshape(1, config.text.num_tokens, config.text.dim), learned=False)
+            prompt = PromptEmbedding(
+                prompt_embeds.reshape(1, config.text.num_tokens, config.text.dim), learned=False
+            )
         return cls(config, vae, transformer, prompt)
 
     @classmethod
@@ -185,25 +207,42 @@ class VideoBackbone(nn.Module):
         config = VideoModelConfig.load_json(path / CONFIG_NAME)
         for name in COMPONENT_FILES.values():
             if not (path / name).is_file():
-                raise VideoSceneError(f"checkpoint {path} lacks {name}; it was not written by save_pretrained")
+                raise VideoSceneError(
+                    f"checkpoint {path} lacks {name}; it was not written by save_pretrained"
+                )
         # Build without allocating, then adopt the stored tensors.
         with init_empty_weights():
             placeholder = torch.zeros(1, config.text.num_tokens, config.text.dim)
             model = cls.build(config, prompt_embeds=placeholder)
         for attribute, name in COMPONENT_FILES.items():
             state = load_safetensors(path / name, f"{attribute} weights")
-            load_state(getattr(model, attribute), state, path / name, f"{attribute} weights", strict=True, assign=True)
+            load_state(
+                getattr(model, attribute),
+                state,
+                path / name,
+                f"{attribute} weights",
+                strict=True,
+                assign=True,
+            )
         return model.to(torch_dtype)
 
     @classmethod
     def _load_diffusers(cls, path: Path, prompt_embeds_path, torch_dtype: torch.dtype) -> VideoBackbone:
-        vae = AutoencoderKLCogVideoX.from_pretrained(path / "vae", torch_dtype=torch_dtype, local_files_only=True)
+        vae = AutoencoderKLCogVideoX.from_pretrained(
+            path / "vae", torch_dtype=torch_dtype, local_files_only=True
+        )
         transformer = CogVideoXTransformer3DModel.from_pretrained(
             path / "transformer", torch_dtype=torch_dtype, local_files_only=True
         )
         scheduler_file = path / "scheduler" / "scheduler_config.json"
-        schedule = ScheduleConfig.from_diffusers(read_json_object(scheduler_file, "scheduler config")) if scheduler_file.is_file() else ScheduleConfig()
-        config = VideoModelConfig.from_diffusers(path.name, transformer.config, vae.config, schedule, "file" if prompt_embeds_path else "t5")
+        schedule = (
+            ScheduleConfig.from_diffusers(read_json_object(scheduler_file, "scheduler config"))
+            if scheduler_file.is_file()
+            else ScheduleConfig()
+        )
+        config = VideoModelConfig.from_diffusers(
+            path.name, transformer.config, vae.config, schedule, "file" if prompt_embeds_path else "t5"
+        )
         text = config.text
         if prompt_embeds_path:
             value = load_prompt_embedding_file(prompt_embeds_path)
@@ -214,8 +253,13 @@ class VideoBackbone(nn.Module):
                 f"prompt embedding has shape {tuple(value.shape[1:])}, the transformer expects ({text.num_tokens}, {text.dim})"
             )
         prompt = PromptEmbedding(value.to(torch_dtype), learned=False)
-        logger.info("loaded %s: %d-layer transformer, %s VAE, prompt from %s", path, config.denoiser.num_layers,
-                    "-".join(map(str, config.vae.block_out_channels)), prompt_embeds_path or "T5")
+        logger.info(
+            "loaded %s: %d-layer transformer, %s VAE, prompt from %s",
+            path,
+            config.denoiser.num_layers,
+            "-".join(map(str, config.vae.block_out_channels)),
+            prompt_embeds_path or "T5",
+        )
         return cls(config, vae, transformer, prompt)
 
     def save_pretrained(self, path: str | os.PathLike, overwrite: bool = False) -> None:
@@ -223,7 +267,10 @@ class VideoBackbone(nn.Module):
         with staged_output_dir(path, overwrite=overwrite) as stage:
             self.config.save_json(stage / CONFIG_NAME)
             for attribute, name in COMPONENT_FILES.items():
-                state = {key: value.detach().contiguous().cpu() for key, value in getattr(self, attribute).state_dict().items()}
+                state = {
+                    key: value.detach().contiguous().cpu()
+                    for key, value in getattr(self, attribute).state_dict().items()
+                }
                 save_file(state, stage / name)
 
     # -- properties -------------------------------------------------------------------------------------------
@@ -233,7 +280,9 @@ class VideoBackbone(nn.Module):
 
     def set_latent_statistics(self, mean: list[float], std: list[float]) -> None:
         """Standardise latents per channel from now on (see VAEConfig.latents_mean)."""
-        vae = replace(self.config.vae, latents_mean=tuple(map(float, mean)), latents_std=tuple(map(float, std)))
+        vae = replace(
+            self.config.vae, latents_mean=tuple(map(float, mean)), latents_std=tuple(map(float, std))
+        )
         self.config = replace(self.config, vae=vae)  # validates lengths and signs
 
     def normalize_latents(
@@ -254,8 +303,12 @@ class VideoBackbone(nn.Module):
         vae = self.config.vae
         if vae.latents_mean is None:
             return latents / self.scaling_factor
-        mean = torch.tensor(vae.latents_mean, dtype=latents.dtype, device=latents.device).reshape(1, 1, -1, 1, 1)
-        std = torch.tensor(vae.latents_std, dtype=latents.dtype, device=latents.device).reshape(1, 1, -1, 1, 1)
+        mean = torch.tensor(vae.latents_mean, dtype=latents.dtype, device=latents.device).reshape(
+            1, 1, -1, 1, 1
+        )
+        std = torch.tensor(vae.latents_std, dtype=latents.dtype, device=latents.device).reshape(
+            1, 1, -1, 1, 1
+        )
         return latents * std + mean
 
     def set_scaling_factor(self, value: float) -> None:
@@ -285,13 +338,19 @@ class VideoBackbone(nn.Module):
     ) -> Float[Tensor, "batch latent_frames channels latent_height latent_width"]:
         """Like `encode_video` for pixels already in [−1, 1] (noise-augmented condition frames)."""
         if pixels.ndim != 5 or pixels.shape[2] != 3:
-            raise VideoSceneError(f"video must be [batch, frames, 3, height, width], got {tuple(pixels.shape)}")
+            raise VideoSceneError(
+                f"video must be [batch, frames, 3, height, width], got {tuple(pixels.shape)}"
+            )
         frames, height, width = pixels.shape[1], pixels.shape[3], pixels.shape[4]
         if frames != 1 and (frames - 1) % (2 * self.config.vae.temporal_compression_ratio):
-            raise VideoSceneError(f"video has {frames} frames; the VAE needs 1 or 8k+1 (9, 17, 25, 49) to decode back to it")
+            raise VideoSceneError(
+                f"video has {frames} frames; the VAE needs 1 or 8k+1 (9, 17, 25, 49) to decode back to it"
+            )
         compression = self.config.vae.spatial_compression
         if height % compression or width % compression:
-            raise VideoSceneError(f"video size {height}x{width} must be divisible by {compression} (VAE downsampling)")
+            raise VideoSceneError(
+                f"video size {height}x{width} must be divisible by {compression} (VAE downsampling)"
+            )
         vae_input = pixels.to(self.vae.dtype).permute(0, 2, 1, 3, 4)  # [B, F, 3, H, W] → [B, 3, F, H, W]
         posterior = self.vae.encode(vae_input).latent_dist
         latents = posterior.sample(generator=generator) if sample_posterior else posterior.mode()
@@ -306,7 +365,9 @@ class VideoBackbone(nn.Module):
         return ((pixels.float() + 1) / 2).clamp(0, 1)
 
     # -- denoiser -----------------------------------------------------------------------------------------------
-    def rotary_embedding(self, latent_frames: int, latent_height: int, latent_width: int) -> tuple[Tensor, Tensor]:
+    def rotary_embedding(
+        self, latent_frames: int, latent_height: int, latent_width: int
+    ) -> tuple[Tensor, Tensor]:
         """3D RoPE (cos, sin) for the video tokens, [f·(h/p)·(w/p), head_dim], as diffusers' CogVideoX 1.0
         image-to-video pipeline computes it: the token grid placed inside the trained base grid."""
         device = self.device
@@ -340,11 +401,16 @@ class VideoBackbone(nn.Module):
         batch, frames, channels, height, width = noisy_latents.shape
         tconf = self.transformer.config
         if 2 * channels != tconf.in_channels:
-            raise VideoSceneError(f"latents have {channels} channels, the transformer expects {tconf.in_channels // 2}")
+            raise VideoSceneError(
+                f"latents have {channels} channels, the transformer expects {tconf.in_channels // 2}"
+            )
         if height % tconf.patch_size or width % tconf.patch_size:
-            raise VideoSceneError(f"latent size {height}x{width} must be divisible by the patch size {tconf.patch_size}")
+            raise VideoSceneError(
+                f"latent size {height}x{width} must be divisible by the patch size {tconf.patch_size}"
+            )
         if tconf.use_learned_positional_embeddings and (
-            (height, width) != (tconf.sample_height, tconf.sample_width) or (frames - 1) * 4 + 1 != tconf.sample_frames
+            (height, width) != (tconf.sample_height, tconf.sample_width)
+            or (frames - 1) * 4 + 1 != tconf.sample_frames
         ):
             raise VideoSceneError(
                 f"this transformer has learned positions for {tconf.sample_frames} frames at latent "
@@ -381,7 +447,9 @@ def trainable_parameter_names(transformer: nn.Module, subset: str) -> list[str]:
     if subset == "attention":
         selected = [name for name in names if ATTENTION_PARAMETERS.match(name)]
         if not selected:
-            raise VideoSceneError("no attn1 to_q/to_k/to_v/to_out parameters found in the transformer; use trainable 'all'")
+            raise VideoSceneError(
+                "no attn1 to_q/to_k/to_v/to_out parameters found in the transformer; use trainable 'all'"
+            )
         return selected
     raise VideoSceneError(f"unknown trainable subset {subset!r}; choose 'attention' or 'all'")
 

@@ -52,7 +52,9 @@ def _guided_v(
     if config.guidance_scale == 1.0:
         return backbone.predict_v(x_t, condition, t)
     if not (config.guidance_drop_text or config.guidance_drop_image):
-        raise VideoSceneError("guidance_scale ≠ 1 needs an unconditional branch: drop the text, the image latents, or both")
+        raise VideoSceneError(
+            "guidance_scale ≠ 1 needs an unconditional branch: drop the text, the image latents, or both"
+        )
     text = backbone.prompt_embedding(batch)
     text_u = backbone.prompt_embedding.null(batch) if config.guidance_drop_text else text
     condition_u = torch.zeros_like(condition) if config.guidance_drop_image else condition
@@ -95,7 +97,9 @@ def sample_latents(
         v = _guided_v(backbone, latents, condition_latents, t, config)
         if isinstance(solver, CogVideoXDPMScheduler):
             t_back = timesteps[index - 1] if index > 0 else None
-            latents, previous_x0 = solver.step(v, previous_x0, t, t_back, latents, generator=generator, return_dict=False)
+            latents, previous_x0 = solver.step(
+                v, previous_x0, t, t_back, latents, generator=generator, return_dict=False
+            )
         else:
             latents = solver.step(v, t, latents, return_dict=False)[0]
     logger.debug("sampled %d steps (%s) from t=%d", len(timesteps), config.solver, timesteps[0])
@@ -117,10 +121,14 @@ def sample_video(
     if start_video is not None:
         num_frames = start_video.shape[1]
         if start_video.shape[-2:] != first_frame.shape[-2:]:
-            raise VideoSceneError(f"start video is {tuple(start_video.shape[-2:])}, the frames {tuple(first_frame.shape[-2:])}")
+            raise VideoSceneError(
+                f"start video is {tuple(start_video.shape[-2:])}, the frames {tuple(first_frame.shape[-2:])}"
+            )
     num_frames = num_frames or backbone.config.num_frames
     if (num_frames - 1) % (2 * backbone.config.vae.temporal_compression_ratio):
-        raise VideoSceneError(f"num_frames={num_frames} must be 8k+1 (9, 17, 25, 49) to decode back to itself")
+        raise VideoSceneError(
+            f"num_frames={num_frames} must be 8k+1 (9, 17, 25, 49) to decode back to itself"
+        )
     latent_frames = (num_frames - 1) // backbone.config.vae.temporal_compression_ratio + 1
     device = backbone.device
     generator = torch.Generator(device=device).manual_seed(seed)
@@ -131,7 +139,9 @@ def sample_video(
     )
 
     # 3. Encode the start video, if any
-    start_latents = None if start_video is None else backbone.encode_video(start_video.to(device), generator=generator)
+    start_latents = (
+        None if start_video is None else backbone.encode_video(start_video.to(device), generator=generator)
+    )
 
     # 4. Denoise
     latents = sample_latents(backbone, condition, config, generator=generator, start_latents=start_latents)

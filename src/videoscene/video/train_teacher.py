@@ -75,11 +75,15 @@ class TeacherTrainConfig(RunConfig):
     """Everything a teacher training run depends on; stored as JSON beside its outputs."""
 
     video: str = "configs/video_tiny.json"  # video model config (preset name or JSON path)
-    vae: str | None = None  # the trained VAE of a new teacher: a diffusers folder written by `videoscene train vae`
+    vae: str | None = (
+        None  # the trained VAE of a new teacher: a diffusers folder written by `videoscene train vae`
+    )
     # A model folder to fine-tune instead (its VAE and transformer): a VideoScene teacher/ folder or a diffusers
     # CogVideoX I2V folder (vae/, transformer/, scheduler/); its architecture must be `video`'s.
     init_teacher: str | None = None
-    init_prompt_embeds: str | None = None  # prompt embedding file for a diffusers init_teacher (else its T5 encodes "")
+    init_prompt_embeds: str | None = (
+        None  # prompt embedding file for a diffusers init_teacher (else its T5 encodes "")
+    )
     train_data: list[str] = field(default_factory=list)  # RealEstate10K-format split folders
     validation_data: list[str] = field(default_factory=list)  # held-out split folders
     min_stride: int = 1
@@ -87,13 +91,17 @@ class TeacherTrainConfig(RunConfig):
     clips_per_scene: int = 2  # cached clips per training scene (each its own stride and start)
     max_train_clips: int | None = None
     cache_dir: str = "cache/teacher"  # root; a cache is a sub-folder named by the hash of what made it
-    trainable: str = "all"  # "all" (transformer + learned prompt) or "attention" (the paper's fine-tuning subset)
+    trainable: str = (
+        "all"  # "all" (transformer + learned prompt) or "attention" (the paper's fine-tuning subset)
+    )
     gradient_checkpointing: bool = False
     condition_dropout: float = 0.0  # share of samples trained without the image condition (for CFG)
     lr: float = 5e-4
     weight_decay: float = 0.01
     warmup_steps: int = 50
-    ema_decay: float = 0.0  # 0: no EMA; else θ_ema ← μ·θ_ema + (1−μ)·θ after every step, exported instead of θ
+    ema_decay: float = (
+        0.0  # 0: no EMA; else θ_ema ← μ·θ_ema + (1−μ)·θ after every step, exported instead of θ
+    )
     validation_clips: int = 4  # held-out clips of the periodic validation (the final one uses all)
     # Stride of the held-out clips; None: drawn from min..max_stride like training. The widest gap (the
     # largest stride a scene allows) is the paper's setting: context views far apart, most motion between.
@@ -105,17 +113,27 @@ class TeacherTrainConfig(RunConfig):
         self.train_data, self.validation_data = list(self.train_data), list(self.validation_data)
         positive(self, "validation_clips", "validation_steps", "clips_per_scene")
         if not 0 <= self.condition_dropout < 1 or not 0 <= self.ema_decay < 1:
-            raise VideoSceneError("teacher training config: condition_dropout and ema_decay must be in [0, 1)")
+            raise VideoSceneError(
+                "teacher training config: condition_dropout and ema_decay must be in [0, 1)"
+            )
         if (self.vae is None) == (self.init_teacher is None):
-            raise VideoSceneError("teacher training config: set vae (a trained VAE, for a new teacher) or init_teacher "
-                                  "(a model folder to fine-tune, which brings its own VAE), not both")  # fmt: skip
+            raise VideoSceneError(
+                "teacher training config: set vae (a trained VAE, for a new teacher) or init_teacher "
+                "(a model folder to fine-tune, which brings its own VAE), not both"
+            )
         if self.init_prompt_embeds is not None and self.init_teacher is None:
-            raise VideoSceneError("teacher training config: init_prompt_embeds is the prompt of init_teacher; set init_teacher too")
+            raise VideoSceneError(
+                "teacher training config: init_prompt_embeds is the prompt of init_teacher; set init_teacher too"
+            )
         if self.trainable not in ("all", "attention"):
-            raise VideoSceneError(f"teacher training config: trainable={self.trainable!r}; choose 'all' or 'attention'")
+            raise VideoSceneError(
+                f"teacher training config: trainable={self.trainable!r}; choose 'all' or 'attention'"
+            )
         ClipSamplerConfig(self.video_config.num_frames, self.min_stride, self.max_stride)  # validates strides
         if self.validation_stride is not None and self.validation_stride < 1:
-            raise VideoSceneError(f"teacher training config: validation_stride must be >= 1, got {self.validation_stride}")
+            raise VideoSceneError(
+                f"teacher training config: validation_stride must be >= 1, got {self.validation_stride}"
+            )
 
     @property
     def validation_strides(self) -> tuple[int, int]:
@@ -152,14 +170,19 @@ def check_same_architecture(loaded: VideoModelConfig, declared: VideoModelConfig
     """The fine-tuned model must be the one the config declares (clip size, VAE and transformer shapes);
     memory-only switches and the VAE's latent scaling (measured per VAE) may differ."""
     pairs = {
-        "clip size": ((loaded.num_frames, loaded.height, loaded.width), (declared.num_frames, declared.height, declared.width)),
+        "clip size": (
+            (loaded.num_frames, loaded.height, loaded.width),
+            (declared.num_frames, declared.height, declared.width),
+        ),
         "VAE": (loaded.vae.architecture(), declared.vae.architecture()),
         "transformer": (loaded.denoiser.architecture(), declared.denoiser.architecture()),
     }
     differing = [name for name, (a, b) in pairs.items() if a != b]
     if differing:
-        raise VideoSceneError(f"init_teacher {folder} differs from the video config in its {' and '.join(differing)}; "
-                              "set `video` to the preset the folder was made with")  # fmt: skip
+        raise VideoSceneError(
+            f"init_teacher {folder} differs from the video config in its {' and '.join(differing)}; "
+            "set `video` to the preset the folder was made with"
+        )
 
 
 # -- the latent cache -----------------------------------------------------------------------------------------------
@@ -175,14 +198,21 @@ class LatentCache:
         return self.mean.shape[0]
 
 
-def build_latent_cache(config: TeacherTrainConfig, vae: AutoencoderKLCogVideoX, batch_size: int = 8) -> LatentCache:
+def build_latent_cache(
+    config: TeacherTrainConfig, vae: AutoencoderKLCogVideoX, batch_size: int = 8
+) -> LatentCache:
     """Encode `clips_per_scene` clips of every training scene once (or reuse the cache made from the same inputs)."""
     video = config.video_config
     for split in config.train_data:
         if not (Path(split) / INDEX_FILE).is_file():
-            raise VideoSceneError(f"training folder {split} has no {INDEX_FILE}; point at a split folder of RealEstate10K chunks")
+            raise VideoSceneError(
+                f"training folder {split} has no {INDEX_FILE}; point at a split folder of RealEstate10K chunks"
+            )
     spec = {
-        "splits": {str(Path(s).resolve()): hashlib.sha256((Path(s) / INDEX_FILE).read_bytes()).hexdigest() for s in config.train_data},
+        "splits": {
+            str(Path(s).resolve()): hashlib.sha256((Path(s) / INDEX_FILE).read_bytes()).hexdigest()
+            for s in config.train_data
+        },
         "strides": [config.min_stride, config.max_stride],
         "size": [video.num_frames, video.height, video.width],
         "clips_per_scene": config.clips_per_scene,
@@ -190,7 +220,10 @@ def build_latent_cache(config: TeacherTrainConfig, vae: AutoencoderKLCogVideoX, 
         "seed": config.seed,
         "vae": module_fingerprint(vae),
     }
-    folder = Path(config.cache_dir) / f"teacher-{hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]}"
+    folder = (
+        Path(config.cache_dir)
+        / f"teacher-{hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]}"
+    )
     if (folder / CACHE_FILE).is_file():
         logger.info("reusing latent cache %s", folder)
         tensors = load_safetensors(folder / CACHE_FILE, "latent cache")
@@ -198,16 +231,24 @@ def build_latent_cache(config: TeacherTrainConfig, vae: AutoencoderKLCogVideoX, 
 
     sampler = ClipSamplerConfig(video.num_frames, config.min_stride, config.max_stride)
     # Clip r·S + s is repeat r of scene s; each repeat draws its own stride and start (deterministically).
-    datasets = [ClipDataset(config.train_data, sampler, seed=config.seed * config.clips_per_scene + r, deterministic=True)
-                for r in range(config.clips_per_scene)]  # fmt: skip
+    datasets = [
+        ClipDataset(
+            config.train_data, sampler, seed=config.seed * config.clips_per_scene + r, deterministic=True
+        )
+        for r in range(config.clips_per_scene)
+    ]
     scenes = len(datasets[0])
     count = scenes * config.clips_per_scene
     count = count if config.max_train_clips is None else min(count, config.max_train_clips)
     means, stds, ends = [], [], []
     vae.eval()
-    for first in tqdm(range(0, count, batch_size), desc="encoding training clips", unit="batch", disable=count <= batch_size):
-        clips = [fit_frames(datasets[i // scenes][i % scenes].target.image, (video.height, video.width))
-                 for i in range(first, min(count, first + batch_size))]  # fmt: skip
+    for first in tqdm(
+        range(0, count, batch_size), desc="encoding training clips", unit="batch", disable=count <= batch_size
+    ):
+        clips = [
+            fit_frames(datasets[i // scenes][i % scenes].target.image, (video.height, video.width))
+            for i in range(first, min(count, first + batch_size))
+        ]
         clips = torch.stack(clips)
         with torch.no_grad():
             posterior = vae.encode(to_vae_layout(clips)).latent_dist
@@ -217,7 +258,11 @@ def build_latent_cache(config: TeacherTrainConfig, vae: AutoencoderKLCogVideoX, 
         ends.append(to_uint8(clips[:, [0, -1]]))
     cache = LatentCache(torch.cat(means), torch.cat(stds), torch.cat(ends))
     folder.mkdir(parents=True, exist_ok=True)
-    save_safetensors(folder / CACHE_FILE, {"mean": cache.mean, "std": cache.std, "ends": cache.ends}, {"spec": json.dumps(spec)})
+    save_safetensors(
+        folder / CACHE_FILE,
+        {"mean": cache.mean, "std": cache.std, "ends": cache.ends},
+        {"spec": json.dumps(spec)},
+    )
     logger.info("latent cache %s: %d clips", folder, len(cache))
     return cache
 
@@ -246,7 +291,9 @@ def draw_batch(
     mean, std = cache.mean[index], cache.std[index]
     x0 = backbone.normalize_latents(mean + std * randn_tensor(mean.shape, generator=generator))
     ends = cache.ends[index].float() / 255
-    condition = encode_condition_frames(backbone, ends[:, 0].to(device), ends[:, 1].to(device), x0.shape[1], generator=generator)
+    condition = encode_condition_frames(
+        backbone, ends[:, 0].to(device), ends[:, 1].to(device), x0.shape[1], generator=generator
+    )
     if condition_dropout > 0:
         keep = (torch.rand(len(indices), generator=generator) >= condition_dropout).to(condition)
         condition = condition * keep.reshape(-1, 1, 1, 1, 1)
@@ -281,11 +328,18 @@ def evaluate_interpolation(
     """The teacher from pure noise (`num_steps` DDIM steps) conditioned on each clip's first and last frames,
     and the linear cross-fade of those frames: PSNR and SSIM of the in-between frames against ground truth,
     averaged over frames and clips. Optionally writes the first clip as ground truth | teacher | cross-fade."""
-    scores: dict[str, list[Tensor]] = {"teacher_psnr": [], "crossfade_psnr": [], "teacher_ssim": [], "crossfade_ssim": []}
+    scores: dict[str, list[Tensor]] = {
+        "teacher_psnr": [],
+        "crossfade_psnr": [],
+        "teacher_ssim": [],
+        "crossfade_ssim": [],
+    }
     sampling = SamplingConfig(num_steps=num_steps)
     for start in range(0, len(clips), batch_size):
         truth = torch.stack(clips[start : start + batch_size])
-        generated = sample_video(backbone, truth[:, 0], truth[:, -1], sampling, seed=seed + start, num_frames=truth.shape[1]).cpu()
+        generated = sample_video(
+            backbone, truth[:, 0], truth[:, -1], sampling, seed=seed + start, num_frames=truth.shape[1]
+        ).cpu()
         crossfade = linear_crossfade(truth[:, 0], truth[:, -1], truth.shape[1])
         inner = slice(1, truth.shape[1] - 1)  # the two ends are the inputs
         for name, video in (("teacher", generated), ("crossfade", crossfade)):
@@ -325,7 +379,11 @@ class TeacherTrainer(Trainer):
         for name, parameter in backbone.transformer.named_parameters():
             parameter.requires_grad_(name in trainable_names)
         backbone.prompt_embedding.requires_grad_(config.trainable == "all")
-        trainable = [p for p in [*backbone.transformer.parameters(), *backbone.prompt_embedding.parameters()] if p.requires_grad]
+        trainable = [
+            p
+            for p in [*backbone.transformer.parameters(), *backbone.prompt_embedding.parameters()]
+            if p.requires_grad
+        ]
         self.ema = [p.detach().clone() for p in trainable] if config.ema_decay > 0 else None
         optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, config.lr_factor())
@@ -333,8 +391,14 @@ class TeacherTrainer(Trainer):
 
     def identity(self) -> dict[str, Any]:
         config = self.config
-        return {"video_config": self.backbone.config.to_dict(), "vae": module_fingerprint(self.backbone.vae), "trainable": config.trainable,
-                "ema": config.ema_decay > 0, "seed": config.seed, "init_teacher": config.init_teacher}  # fmt: skip
+        return {
+            "video_config": self.backbone.config.to_dict(),
+            "vae": module_fingerprint(self.backbone.vae),
+            "trainable": config.trainable,
+            "ema": config.ema_decay > 0,
+            "seed": config.seed,
+            "init_teacher": config.init_teacher,
+        }
 
     def load_data(self) -> None:
         # Cached training latents; a few full-size held-out clips.
@@ -342,15 +406,35 @@ class TeacherTrainer(Trainer):
         with self.accelerator.main_process_first():  # the other processes then reuse the cache it wrote
             self.cache = build_latent_cache(config, backbone.vae)
         self.schedule = NoiseSchedule(backbone.config.schedule)
-        self.validation_clips = held_out_clips(config.validation_data, backbone.config, config.validation_strides,
-                                               config.validation_clips, config.seed)  # fmt: skip
-        logger.info("teacher training: %d cached clips, %d validation clips, batch %d, %d trainable parameters (%s)", len(self.cache),
-                    len(self.validation_clips), config.batch_size, sum(p.numel() for p in self.trainable), config.trainable)  # fmt: skip
+        self.validation_clips = held_out_clips(
+            config.validation_data,
+            backbone.config,
+            config.validation_strides,
+            config.validation_clips,
+            config.seed,
+        )
+        logger.info(
+            "teacher training: %d cached clips, %d validation clips, batch %d, %d trainable parameters (%s)",
+            len(self.cache),
+            len(self.validation_clips),
+            config.batch_size,
+            sum(p.numel() for p in self.trainable),
+            config.trainable,
+        )
 
     def loss(self, generator: torch.Generator) -> tuple[Tensor, dict[str, Any]]:
         config, accelerator = self.config, self.accelerator
-        indices = batch_indices(len(self.cache), config.batch_size, accelerator.num_processes, accelerator.process_index, self.step, config.seed)
-        batch = draw_batch(self.backbone, self.schedule, self.cache, indices, generator, config.condition_dropout)
+        indices = batch_indices(
+            len(self.cache),
+            config.batch_size,
+            accelerator.num_processes,
+            accelerator.process_index,
+            self.step,
+            config.seed,
+        )
+        batch = draw_batch(
+            self.backbone, self.schedule, self.cache, indices, generator, config.condition_dropout
+        )
         v = self.model(batch.noisy, batch.condition, batch.timesteps)
         return (v.float() - batch.v_target).square().mean(), {}  # ≡ (1/(1−ᾱ_t))·‖x̂₀ − x₀‖² (module docstring)
 
@@ -364,25 +448,42 @@ class TeacherTrainer(Trainer):
         config = self.config
         clips = self.validation_clips
         if final:
-            clips = held_out_clips(config.validation_data, self.backbone.config, config.validation_strides, None, config.seed)
+            clips = held_out_clips(
+                config.validation_data, self.backbone.config, config.validation_strides, None, config.seed
+            )
         if not clips:
             return None
         video = self.out / "validation" / ("final.mp4" if final else f"step_{self.step:07d}.mp4")
         with self.exported_weights():
-            scores = evaluate_interpolation(self.backbone, clips, config.validation_steps, config.seed, video_path=video)
-        logger.info("step %d: teacher %.2f dB vs cross-fade %.2f dB (in-between frames, %d clips)",
-                    self.step, scores["teacher_psnr"], scores["crossfade_psnr"], len(clips))  # fmt: skip
+            scores = evaluate_interpolation(
+                self.backbone, clips, config.validation_steps, config.seed, video_path=video
+            )
+        logger.info(
+            "step %d: teacher %.2f dB vs cross-fade %.2f dB (in-between frames, %d clips)",
+            self.step,
+            scores["teacher_psnr"],
+            scores["crossfade_psnr"],
+            len(clips),
+        )
         return scores
 
     def checkpoint_tensors(self) -> dict[str, dict[str, Tensor]]:
-        tensors = {"transformer": self.backbone.transformer.state_dict(), "prompt_embedding": self.backbone.prompt_embedding.state_dict()}
+        tensors = {
+            "transformer": self.backbone.transformer.state_dict(),
+            "prompt_embedding": self.backbone.prompt_embedding.state_dict(),
+        }
         if self.ema is not None:
             tensors["ema"] = {str(i): value for i, value in enumerate(self.ema)}
         return tensors
 
     def restore(self, tensors: dict[str, dict[str, Tensor]], state: dict[str, Any], folder: Path) -> None:
         for name in ("transformer", "prompt_embedding"):
-            load_state(getattr(self.backbone, name), tensors[name], folder / f"{name}.safetensors", "checkpoint weights")
+            load_state(
+                getattr(self.backbone, name),
+                tensors[name],
+                folder / f"{name}.safetensors",
+                "checkpoint weights",
+            )
         for index, value in enumerate(self.ema or []):
             stored = tensors["ema"].get(str(index))
             if stored is None or stored.shape != value.shape:
@@ -411,7 +512,9 @@ class TeacherTrainer(Trainer):
                 torch._foreach_copy_([p.data for p in self.trainable], saved)
 
 
-def train_teacher(config: TeacherTrainConfig, out: str | Path, resume: bool = False, stop_after: int | None = None) -> dict:
+def train_teacher(
+    config: TeacherTrainConfig, out: str | Path, resume: bool = False, stop_after: int | None = None
+) -> dict:
     """Train (or resume) the teacher; returns the run summary. `stop_after` ends this call after that many steps."""
     with torch_threads(config.num_threads):
         return TeacherTrainer(config, out, resume).train(stop_after)
@@ -419,16 +522,32 @@ def train_teacher(config: TeacherTrainConfig, out: str | Path, resume: bool = Fa
 
 # -- CLI ------------------------------------------------------------------------------------------------------------
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_training_arguments(parser, "configs/teacher_tiny_train.json", "training split folders (override the config)",
-                           "held-out split folders (override the config)")  # fmt: skip
+    add_training_arguments(
+        parser,
+        "configs/teacher_tiny_train.json",
+        "training split folders (override the config)",
+        "held-out split folders (override the config)",
+    )
     parser.add_argument("--vae", help="trained VAE folder (overrides the config)")
-    parser.add_argument("--init-teacher", help="model folder to fine-tune: a VideoScene teacher or a diffusers CogVideoX I2V folder")
+    parser.add_argument(
+        "--init-teacher",
+        help="model folder to fine-tune: a VideoScene teacher or a diffusers CogVideoX I2V folder",
+    )
     parser.add_argument("--cache-dir", help="latent cache root (overrides the config)")
 
 
 def run(args: argparse.Namespace) -> None:
-    changes = {key: value for key, value in (("vae", args.vae), ("init_teacher", args.init_teacher), ("train_data", args.data),
-                                              ("validation_data", args.val_data), ("cache_dir", args.cache_dir)) if value is not None}  # fmt: skip
+    changes = {
+        key: value
+        for key, value in (
+            ("vae", args.vae),
+            ("init_teacher", args.init_teacher),
+            ("train_data", args.data),
+            ("validation_data", args.val_data),
+            ("cache_dir", args.cache_dir),
+        )
+        if value is not None
+    }
     if args.init_teacher is not None:
         changes.setdefault("vae", None)  # the folder brings its VAE
     run_training(args, TeacherTrainConfig.load(args.config), changes, train_teacher)

@@ -69,7 +69,9 @@ LATENT_STATISTICS_FILE = "latent_statistics.json"  # per-channel mean and std, i
 class VAETrainConfig(RunConfig):
     """Everything a VAE training run depends on; stored as JSON beside its outputs."""
 
-    video: str = "configs/video_tiny.json"  # video model config (preset name or JSON path): VAE widths and frame size
+    video: str = (
+        "configs/video_tiny.json"  # video model config (preset name or JSON path): VAE widths and frame size
+    )
     train_data: list[str] = field(default_factory=list)  # RealEstate10K-format split folders
     validation_data: list[str] = field(default_factory=list)  # held-out split folders (full-size clips)
     max_train_scenes: int | None = None  # decode at most this many training scenes into memory
@@ -86,15 +88,21 @@ class VAETrainConfig(RunConfig):
     kl_weight: float = 1e-6
     validation_clips: int = 6  # clips for the periodic validation (the final one uses every held-out scene)
     scale_clips: int = 32  # full-size training clips whose latent std sets the scaling factor
-    init_vae: str | None = None  # a trained VAE folder (a `vae/` output) to start from instead of random weights
+    init_vae: str | None = (
+        None  # a trained VAE folder (a `vae/` output) to start from instead of random weights
+    )
     trainable: Literal["all", "decoder"] = "all"  # "decoder": freeze the encoder (needs init_vae)
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.trainable not in ("all", "decoder"):
-            raise VideoSceneError(f"VAE training config: trainable must be 'all' or 'decoder', got {self.trainable!r}")
+            raise VideoSceneError(
+                f"VAE training config: trainable must be 'all' or 'decoder', got {self.trainable!r}"
+            )
         if self.trainable == "decoder" and not self.init_vae:
-            raise VideoSceneError("VAE training config: trainable 'decoder' fine-tunes a trained VAE; set init_vae to its folder")
+            raise VideoSceneError(
+                "VAE training config: trainable 'decoder' fine-tunes a trained VAE; set init_vae to its folder"
+            )
         if self.crop_size is not None:
             self.crop_size = tuple(self.crop_size)
         self.train_data, self.validation_data = list(self.train_data), list(self.validation_data)
@@ -133,7 +141,9 @@ class FrameBank:
     """Every frame of the training scenes, decoded once and kept as uint8: random clips cost no decoding."""
 
     def __init__(self, split_dirs: list[str], size: tuple[int, int], max_scenes: int | None = None):
-        chunks = [Path(split) / chunk for split in split_dirs for chunk in sorted(set(load_index(split).values()))]
+        chunks = [
+            Path(split) / chunk for split in split_dirs for chunk in sorted(set(load_index(split).values()))
+        ]
         self.videos: list[UInt8[Tensor, "n 3 height width"]] = []
         for chunk in tqdm(chunks, desc="decoding training chunks", unit="chunk", disable=len(chunks) < 2):
             if max_scenes is not None and len(self.videos) >= max_scenes:
@@ -141,7 +151,9 @@ class FrameBank:
             for scene in read_chunk(chunk)[: None if max_scenes is None else max_scenes - len(self.videos)]:
                 self.videos.append(to_uint8(fit_frames(scene.frames(), size)))
         if not self.videos:
-            raise VideoSceneError(f"no scenes in {split_dirs}; point at split folders of RealEstate10K chunks")
+            raise VideoSceneError(
+                f"no scenes in {split_dirs}; point at split folders of RealEstate10K chunks"
+            )
         self.size = size
 
     def __len__(self) -> int:
@@ -168,11 +180,18 @@ class FrameBank:
             video = self.videos[uniform(0, len(self.videos) - 1)]
             max_stride = min(strides[1], (len(video) - 1) // span)
             if max_stride < 1:
-                raise VideoSceneError(f"a training scene has {len(video)} frames, fewer than the {num_frames} a clip needs")
+                raise VideoSceneError(
+                    f"a training scene has {len(video)} frames, fewer than the {num_frames} a clip needs"
+                )
             stride = uniform(min(strides[0], max_stride), max_stride)
             start = uniform(0, len(video) - 1 - span * stride)
             top, left = uniform(0, self.size[0] - crop_height), uniform(0, self.size[1] - crop_width)
-            clip = video[start : start + span * stride + 1 : stride, :, top : top + crop_height, left : left + crop_width]
+            clip = video[
+                start : start + span * stride + 1 : stride,
+                :,
+                top : top + crop_height,
+                left : left + crop_width,
+            ]
             if flip and uniform(0, 1):
                 clip = clip.flip(-1)
             if flip and uniform(0, 1):
@@ -192,7 +211,9 @@ def held_out_clips(
     if missing:
         logger.warning("held-out data %s not found (no %s): no held-out PSNR this time", missing, INDEX_FILE)
         return []
-    dataset = ClipDataset(split_dirs, ClipSamplerConfig(video.num_frames, *strides), seed=seed, deterministic=True)
+    dataset = ClipDataset(
+        split_dirs, ClipSamplerConfig(video.num_frames, *strides), seed=seed, deterministic=True
+    )
     count = len(dataset) if limit is None else min(limit, len(dataset))
     return [fit_frames(dataset[i].target.image, (video.height, video.width)) for i in range(count)]
 
@@ -237,12 +258,16 @@ def vae_loss(
     return terms
 
 
-def to_vae_layout(video: Float[Tensor, "batch frames 3 height width"]) -> Float[Tensor, "batch 3 frames height width"]:
+def to_vae_layout(
+    video: Float[Tensor, "batch frames 3 height width"],
+) -> Float[Tensor, "batch 3 frames height width"]:
     """[0, 1] frames-first video → the VAE's [−1, 1] channels-first layout (DESIGN.md §4)."""
     return (video * 2 - 1).permute(0, 2, 1, 3, 4)
 
 
-def from_vae_layout(pixels: Float[Tensor, "batch 3 frames height width"]) -> Float[Tensor, "batch frames 3 height width"]:
+def from_vae_layout(
+    pixels: Float[Tensor, "batch 3 frames height width"],
+) -> Float[Tensor, "batch frames 3 height width"]:
     """The inverse of `to_vae_layout` (not clamped)."""
     return ((pixels + 1) / 2).permute(0, 2, 1, 3, 4)
 
@@ -266,7 +291,11 @@ def evaluate_reconstruction(vae: AutoencoderKLCogVideoX, clips: list[Tensor]) ->
         psnrs.append(psnr(output, clip))
         ssims.append(ssim(output, clip))
     vae.train(was_training)
-    return {"psnr": torch.cat(psnrs).mean().item(), "ssim": torch.cat(ssims).mean().item(), "clips": len(clips)}
+    return {
+        "psnr": torch.cat(psnrs).mean().item(),
+        "ssim": torch.cat(ssims).mean().item(),
+        "clips": len(clips),
+    }
 
 
 @torch.no_grad()
@@ -279,14 +308,22 @@ def measure_latent_statistics(vae: AutoencoderKLCogVideoX, bank: FrameBank, conf
     vae.eval()
     latents = []
     for _ in range(config.scale_clips):
-        clip = bank.draw(generator, 1, video.num_frames, (config.min_stride, config.max_stride), None, flip=False)
+        clip = bank.draw(
+            generator, 1, video.num_frames, (config.min_stride, config.max_stride), None, flip=False
+        )
         latents.append(vae.encode(to_vae_layout(clip)).latent_dist.sample(generator=generator))
     vae.train(was_training)
     per_channel = torch.cat(latents).transpose(0, 1).flatten(1)  # [C, everything else]
-    return {"latent_std": per_channel.std().item(), "latents_mean": per_channel.mean(1).tolist(), "latents_std": per_channel.std(1).tolist()}
+    return {
+        "latent_std": per_channel.std().item(),
+        "latents_mean": per_channel.mean(1).tolist(),
+        "latents_std": per_channel.std(1).tolist(),
+    }
 
 
-def load_trained_vae(folder: str | Path, video: VideoModelConfig) -> tuple[AutoencoderKLCogVideoX, VideoModelConfig]:
+def load_trained_vae(
+    folder: str | Path, video: VideoModelConfig
+) -> tuple[AutoencoderKLCogVideoX, VideoModelConfig]:
     """A `train vae` output's VAE and the video config with its scaling factor and latent statistics; the
     architecture must be the video config's."""
     folder = Path(folder)
@@ -297,7 +334,9 @@ def load_trained_vae(folder: str | Path, video: VideoModelConfig) -> tuple[Autoe
     vae = AutoencoderKLCogVideoX.from_pretrained(folder, local_files_only=True)
     trained = VAEConfig.from_diffusers(vae.config)
     if trained.architecture() != video.vae.architecture():
-        raise VideoSceneError(f"the VAE in {folder} has another architecture than the video config's; train it with the same video config")
+        raise VideoSceneError(
+            f"the VAE in {folder} has another architecture than the video config's; train it with the same video config"
+        )
     statistics = {}
     if (folder / LATENT_STATISTICS_FILE).is_file():
         stored = read_latent_statistics(folder)
@@ -307,12 +346,16 @@ def load_trained_vae(folder: str | Path, video: VideoModelConfig) -> tuple[Autoe
 
 def read_latent_statistics(folder: Path) -> dict:
     """The per-channel statistics written by `write_latent_statistics`."""
-    return read_json_object(folder / LATENT_STATISTICS_FILE, "latent statistics", "; is it a `videoscene train vae` output?")
+    return read_json_object(
+        folder / LATENT_STATISTICS_FILE, "latent statistics", "; is it a `videoscene train vae` output?"
+    )
 
 
 def write_latent_statistics(folder: Path, statistics: dict) -> None:
     """Beside the diffusers VAE files (whose config class has no field for them)."""
-    write_json_atomic(folder / LATENT_STATISTICS_FILE, {key: statistics[key] for key in ("latents_mean", "latents_std")})
+    write_json_atomic(
+        folder / LATENT_STATISTICS_FILE, {key: statistics[key] for key in ("latents_mean", "latents_std")}
+    )
 
 
 # -- training -------------------------------------------------------------------------------------------------------
@@ -349,28 +392,47 @@ class VAETrainer(Trainer):
         config = self.config
         self.vae = initial_vae(config, self.video)
         # Decoder fine-tuning keeps the initial VAE's latent statistics: read them before training, not after.
-        self.kept_statistics = read_latent_statistics(Path(config.init_vae)) if config.trainable == "decoder" else None
+        self.kept_statistics = (
+            read_latent_statistics(Path(config.init_vae)) if config.trainable == "decoder" else None
+        )
         trainable = [parameter for parameter in self.vae.parameters() if parameter.requires_grad]
         optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, config.lr_factor())
-        return Optimisation(Reconstruction(self.vae, train_encoder=config.trainable == "all"), optimizer, trainable, scheduler)
+        return Optimisation(
+            Reconstruction(self.vae, train_encoder=config.trainable == "all"), optimizer, trainable, scheduler
+        )
 
     def identity(self) -> dict[str, Any]:
         config = self.config
-        return {"vae_config": self.video.vae_kwargs(), "seed": config.seed, "init_vae": config.init_vae, "trainable": config.trainable}
+        return {
+            "vae_config": self.video.vae_kwargs(),
+            "seed": config.seed,
+            "init_vae": config.init_vae,
+            "trainable": config.trainable,
+        }
 
     def load_data(self) -> None:
         # Training frames in memory; a few held-out clips for the periodic validation.
         config, video = self.config, self.video
         self.bank = FrameBank(config.train_data, (video.height, video.width), config.max_train_scenes)
         self.strides = (config.min_stride, config.max_stride)
-        self.validation_clips = held_out_clips(config.validation_data, video, self.strides, config.validation_clips, config.seed)
-        logger.info("VAE training: %d scenes in memory, %d validation clips, batch %d × %d frames × %s", len(self.bank),
-                    len(self.validation_clips), config.batch_size, config.num_frames, config.crop_size or "full frame")  # fmt: skip
+        self.validation_clips = held_out_clips(
+            config.validation_data, video, self.strides, config.validation_clips, config.seed
+        )
+        logger.info(
+            "VAE training: %d scenes in memory, %d validation clips, batch %d × %d frames × %s",
+            len(self.bank),
+            len(self.validation_clips),
+            config.batch_size,
+            config.num_frames,
+            config.crop_size or "full frame",
+        )
 
     def loss(self, generator: torch.Generator) -> tuple[Tensor, dict[str, Any]]:
         config = self.config
-        clips = self.bank.draw(generator, config.batch_size, config.num_frames, self.strides, config.crop_size, config.flip)
+        clips = self.bank.draw(
+            generator, config.batch_size, config.num_frames, self.strides, config.crop_size, config.flip
+        )
         pixels = to_vae_layout(clips).to(self.accelerator.device)
         reconstruction, mean, logvar = self.model(pixels, generator=generator)
         terms = vae_loss(config, reconstruction.float(), pixels, mean.float(), logvar.float())
@@ -381,11 +443,21 @@ class VAETrainer(Trainer):
 
     def validate(self, final: bool) -> dict[str, Any] | None:
         config = self.config
-        clips = held_out_clips(config.validation_data, self.video, self.strides, None, config.seed) if final else self.validation_clips
+        clips = (
+            held_out_clips(config.validation_data, self.video, self.strides, None, config.seed)
+            if final
+            else self.validation_clips
+        )
         if not clips:
             return None
         scores = evaluate_reconstruction(self.vae, clips)
-        logger.info("step %d: held-out reconstruction PSNR %.2f dB, SSIM %.3f (%d clips)", self.step, scores["psnr"], scores["ssim"], len(clips))
+        logger.info(
+            "step %d: held-out reconstruction PSNR %.2f dB, SSIM %.3f (%d clips)",
+            self.step,
+            scores["psnr"],
+            scores["ssim"],
+            len(clips),
+        )
         return scores
 
     def checkpoint_tensors(self) -> dict[str, dict[str, Tensor]]:
@@ -397,7 +469,9 @@ class VAETrainer(Trainer):
     def export(self, summary: dict[str, Any], validation: dict[str, Any] | None) -> dict[str, Any]:
         """The latent scale (measured, or kept when only the decoder trained), the VAE folder."""
         vae = self.vae
-        if self.kept_statistics is not None:  # the latents did not change: keep the scale and statistics as they were
+        if (
+            self.kept_statistics is not None
+        ):  # the latents did not change: keep the scale and statistics as they were
             scaling_factor = vae.config.scaling_factor
             statistics = {**self.kept_statistics, "latent_std": 1.0 / scaling_factor}
         else:
@@ -408,10 +482,17 @@ class VAETrainer(Trainer):
             vae.save_pretrained(stage, safe_serialization=True)
             write_latent_statistics(stage, statistics)
         logger.info("wrote %s (scaling factor %.4f)", self.out / VAE_FOLDER, scaling_factor)
-        return {**summary, **statistics, "scaling_factor": scaling_factor, **({"held_out": validation} if validation else {})}
+        return {
+            **summary,
+            **statistics,
+            "scaling_factor": scaling_factor,
+            **({"held_out": validation} if validation else {}),
+        }
 
 
-def train_vae(config: VAETrainConfig, out: str | Path, resume: bool = False, stop_after: int | None = None) -> dict:
+def train_vae(
+    config: VAETrainConfig, out: str | Path, resume: bool = False, stop_after: int | None = None
+) -> dict:
     """Train (or resume) the VAE; returns the run summary. `stop_after` ends this call after that many steps
     (checkpointing first), e.g. to train in time slices."""
     with torch_threads(config.num_threads):
@@ -420,10 +501,18 @@ def train_vae(config: VAETrainConfig, out: str | Path, resume: bool = False, sto
 
 # -- CLI ------------------------------------------------------------------------------------------------------------
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_training_arguments(parser, "configs/vae_tiny_train.json", "training split folders (override the config)",
-                           "held-out split folders for reconstruction PSNR (override the config)")  # fmt: skip
+    add_training_arguments(
+        parser,
+        "configs/vae_tiny_train.json",
+        "training split folders (override the config)",
+        "held-out split folders for reconstruction PSNR (override the config)",
+    )
 
 
 def run(args: argparse.Namespace) -> None:
-    changes = {key: value for key, value in (("train_data", args.data), ("validation_data", args.val_data)) if value is not None}
+    changes = {
+        key: value
+        for key, value in (("train_data", args.data), ("validation_data", args.val_data))
+        if value is not None
+    }
     run_training(args, VAETrainConfig.load(args.config), changes, train_vae)
