@@ -136,6 +136,19 @@ def test_make_index_refuses_to_overwrite_and_a_missing_index_is_explained(synthe
     assert "pass --make-index GAP" in capsys.readouterr().err
 
 
+def test_help_shows_the_defaults(capsys):
+    """Every subcommand's --help names the defaults of its options (not of those without one)."""
+    assert main(["generate", "--help"]) == 0
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert (
+        "(default: 1)" in help_text
+        and "(default: None)" not in help_text
+        and "(default: False)" not in help_text
+    )
+    assert main(["train", "prior", "--help"]) == 0
+    assert "(default: outputs/<config name>)" in " ".join(capsys.readouterr().out.split())
+
+
 def test_policy_oracle_still_dispatches(capsys):
     assert main(["policy", "oracle", "--help"]) == 0 and "--cache" in capsys.readouterr().out
 

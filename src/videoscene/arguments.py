@@ -90,6 +90,15 @@ def resolve_device(name: str | torch.device | None) -> torch.device:
     return resolved
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """--help shows each option's default, unless it has none (None, a plain flag) or its help names it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or action.default is False or "default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
 class ArgumentParser(argparse.ArgumentParser):
     """argparse with errors on one line (what is wrong, then where to look), exit status 2."""
 

@@ -10,7 +10,7 @@ import sys
 import traceback
 
 from videoscene import __version__
-from videoscene.arguments import ArgumentParser
+from videoscene.arguments import ArgumentParser, HelpFormatter
 from videoscene.errors import VideoSceneError
 
 # (group, command) -> (module, one-line help). A group of None means a top-level command.
@@ -78,12 +78,14 @@ def _build_parser(selected: tuple[str | None, str] | None) -> argparse.ArgumentP
     groups: dict[str, argparse._SubParsersAction] = {}
     for (group, name), (module, help_text) in COMMANDS.items():
         if group is None:
-            sub = top.add_parser(name, help=help_text, description=help_text)
+            sub = top.add_parser(name, help=help_text, description=help_text, formatter_class=HelpFormatter)
         else:
             if group not in groups:
                 group_parser = top.add_parser(group, help=GROUP_HELP.get(group, ""))
                 groups[group] = group_parser.add_subparsers(dest="command", metavar="SUBCOMMAND")
-            sub = groups[group].add_parser(name, help=help_text, description=help_text)
+            sub = groups[group].add_parser(
+                name, help=help_text, description=help_text, formatter_class=HelpFormatter
+            )
         sub.set_defaults(_module=module)
         if (group, name) == selected:
             importlib.import_module(module).add_arguments(sub)
