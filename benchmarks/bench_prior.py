@@ -162,17 +162,21 @@ def main() -> None:
     )
     for row in results["forward"]:
         print(
-            f"{row['preset'] + ' ' + row['size']:34} {row['threads']:>7} {row['wall_s']:>8.3f} {row['cpu_s']:>8.3f} {row['gaussians']:>10,}"
+            f"{row['preset'] + ' ' + row['size']:34} {row['threads']:>7} {row['wall_s']:>8.3f} "
+            f"{row['cpu_s']:>8.3f} {row['gaussians']:>10,}"
         )
     print(
-        f"\n{'training step (tiny, B=2, 2 targets)':38} {'threads':>7} {'wall s':>8} {'cpu s':>8} {'steps/s':>8}  breakdown (wall s)"
+        f"\n{'training step (tiny, B=2, 2 targets)':38} {'threads':>7} {'wall s':>8} {'cpu s':>8} "
+        f"{'steps/s':>8}  breakdown (wall s)"
     )
     for row in results["training"]:
         print(
-            f"{row['size']:38} {row['threads']:>7} {row['wall_s']:>8.3f} {row['cpu_s']:>8.3f} {row['steps_per_s']:>8.2f}  {row['breakdown_wall_s']}"
+            f"{row['size']:38} {row['threads']:>7} {row['wall_s']:>8.3f} {row['cpu_s']:>8.3f} "
+            f"{row['steps_per_s']:>8.2f}  {row['breakdown_wall_s']}"
         )
     print(
-        f"\nload average start/end: {results['machine']['load_average_at_start']} / {results['machine']['load_average_at_end']}"
+        f"\nload average start/end: {results['machine']['load_average_at_start']} / "
+        f"{results['machine']['load_average_at_end']}"
     )
     write_json_atomic(RESULTS, results)
     print(f"wrote {RESULTS}")

@@ -1,7 +1,8 @@
 """Speed and memory of the torch rasterizer on the CPU (issue 3, "Performance").
 
     python benchmarks/bench_rasterizer.py            # table + benchmarks/results/rasterizer.json (~2 min)
-    python benchmarks/bench_rasterizer.py --garden   # also render ../shared/data's garden -> docs/images/garden_render.png
+    python benchmarks/bench_rasterizer.py --garden   # also render ../shared/data's garden ->
+                                                     # docs/images/garden_render.png
 
 Scenes look like the prior's output: Gaussians on a wavy surface, about one per pixel footprint of a
 source view, seen by a camera slightly to the side. Each case runs in its own process so that its peak
@@ -167,7 +168,8 @@ def main() -> None:
         "--threads",
         type=int,
         default=1,
-        help="torch intra-op threads (default 1: on a shared machine, 2+ threads can be 10x slower when cores are busy)",
+        help="torch intra-op threads (default 1: on a shared machine, 2+ threads can be 10x slower when "
+        "cores are busy)",
     )
     parser.add_argument("--garden", action="store_true", help="also render docs/images/garden_render.png")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "rasterizer.json")

@@ -147,12 +147,14 @@ def main() -> None:
         "frames per second on one core (CPU time; wall clock shows the effect of other jobs on the machine)"
     )
     print(
-        f"{'size':>9} {'ss':>3} {'render fps':>11} {'end-to-end fps':>15} {'wall fps':>9} {'setup s/scene':>14} {'png ms/frame':>13}"
+        f"{'size':>9} {'ss':>3} {'render fps':>11} {'end-to-end fps':>15} {'wall fps':>9} "
+        f"{'setup s/scene':>14} {'png ms/frame':>13}"
     )
     for row in speed:
         print(
             f"{row['height']:>4}x{row['width']:<4} {row['supersample']:>3} {row['render_fps']:>11.1f} "
-            f"{row['end_to_end_fps']:>15.1f} {row['wall_fps']:>9.1f} {row['setup_s_per_scene']:>14.2f} {row['encode_ms_per_frame']:>13.2f}"
+            f"{row['end_to_end_fps']:>15.1f} {row['wall_fps']:>9.1f} {row['setup_s_per_scene']:>14.2f} "
+            f"{row['encode_ms_per_frame']:>13.2f}"
         )
 
     motion = motion_statistics(args.motion_scenes)

@@ -1,12 +1,16 @@
 """Speed and memory of the video backbone (issue 4).
 
-    python benchmarks/bench_video.py                   # tiny preset on CPU: VAE encode/decode, one denoiser forward
-    python benchmarks/bench_video.py --vae-candidates  # also time the tiny-VAE candidates the preset was chosen from
-    python benchmarks/bench_video.py --paper           # CogVideoX-5B-I2V architecture, random bf16 weights, CUDA only
+    python benchmarks/bench_video.py                   # tiny preset on CPU: VAE encode/decode, one denoiser
+                                                       # forward
+    python benchmarks/bench_video.py --vae-candidates  # also time the tiny-VAE candidates the preset was
+                                                       # chosen from
+    python benchmarks/bench_video.py --paper           # CogVideoX-5B-I2V architecture, random bf16 weights,
+                                                       # CUDA only
 
 Prints a table and writes benchmarks/results/video.json. Times are the best of --repeats runs after one
-warm-up (the shared CPU is loaded by other jobs; the minimum is the least disturbed estimate); CPU memory is the peak growth of the process's resident set during the stage (sampled every 2 ms),
-GPU memory is torch.cuda.max_memory_allocated. Numbers depend on the machine and its load: compare ratios.
+warm-up (the shared CPU is loaded by other jobs; the minimum is the least disturbed estimate); CPU memory is
+the peak growth of the process's resident set during the stage (sampled every 2 ms), GPU memory is
+torch.cuda.max_memory_allocated. Numbers depend on the machine and its load: compare ratios.
 """
 
 from __future__ import annotations
@@ -246,7 +250,8 @@ def main() -> None:
     results["tiny"] = bench_tiny(args.repeats)
     _print_table(
         f"tiny preset on CPU ({results['tiny']['threads']} threads), video {results['tiny']['video']}, "
-        f"VAE {results['tiny']['vae_parameters'] / 1e6:.2f}M, denoiser {results['tiny']['denoiser_parameters'] / 1e6:.2f}M params",
+        f"VAE {results['tiny']['vae_parameters'] / 1e6:.2f}M, denoiser "
+        f"{results['tiny']['denoiser_parameters'] / 1e6:.2f}M params",
         results["tiny"]["stages"],
         ["stage", "seconds", "peak_memory_mib"],
     )

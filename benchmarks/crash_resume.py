@@ -5,11 +5,12 @@ writes a checkpoint) and then continued with --resume end with the same bytes as
     python benchmarks/crash_resume.py --trainers prior,vae --kills 2 --work /tmp/crash --seed 1
 
 For each trainer (`videoscene train prior|vae|teacher|distill`) the script
-1. builds a tiny dataset and config under --work (synthetic scenes, a 9-frame 16×24 video model, random caches);
+1. builds a tiny dataset and config under --work (synthetic scenes, a 9-frame 16×24 video model, random
+   caches);
 2. trains once uninterrupted into <work>/<trainer>/straight/;
 3. trains into <work>/<trainer>/crashed/, SIGKILLing the process --kills times (random moments within the
-   run's expected training phase, every second kill as soon as a checkpoint staging folder appears), re-running with
-   --resume after each, then lets a last --resume run finish;
+   run's expected training phase, every second kill as soon as a checkpoint staging folder appears),
+   re-running with --resume after each, then lets a last --resume run finish;
 4. compares the sha256 of every exported weight file, looks for stale `.*.partial` staging folders under
    crashed/ and for steps logged twice in crashed/train_log.jsonl.
 Writes benchmarks/results/crash_resume.json and prints one row per trainer. Mismatches are reported, not
@@ -82,7 +83,7 @@ MICRO_VIDEO = {
 }
 
 
-# -- 1. tiny data and configs -----------------------------------------------------------------------------------------
+# -- 1. tiny data and configs --------------------------------------------------------------------------------
 def synth(out: Path, split: str, scenes: int, seed: int) -> Path:
     """Procedural scenes at 32×48, 12 frames (the VAE and teacher resize them to 16×24)."""
     if not (out / split / "index.json").is_file():
@@ -261,7 +262,7 @@ def setup_distill(root: Path, video: Path) -> Path:
     return write_config(root / "distill.json", config.to_dict())
 
 
-# -- what a finished run holds ----------------------------------------------------------------------------------------
+# -- what a finished run holds -------------------------------------------------------------------------------
 def weight_hashes(trainer: str, out: Path) -> dict[str, str]:
     """sha256 of every exported weight file (the output marker holds a process id, so it is left out)."""
     files = {
@@ -278,7 +279,8 @@ def weight_hashes(trainer: str, out: Path) -> dict[str, str]:
 
 
 def explain(path_a: Path, path_b: Path) -> str:
-    """Why two weight files differ: their tensors, or only their header (safetensors metadata, e.g. its order)."""
+    """Why two weight files differ: their tensors, or only their header (safetensors metadata, e.g. its
+    order)."""
     if path_a.suffix != ".safetensors" or not (path_a.is_file() and path_b.is_file()):
         return "missing" if not (path_a.is_file() and path_b.is_file()) else "bytes differ"
     a, b = safe_open(str(path_a), "pt"), safe_open(str(path_b), "pt")
@@ -320,7 +322,7 @@ def newest_step(out: Path) -> int:
     return found[-1][0] if found else 0
 
 
-# -- 2./3. runs and kills ---------------------------------------------------------------------------------------------
+# -- 2./3. runs and kills ------------------------------------------------------------------------------------
 def launch(arguments: list[str], log: Path) -> subprocess.Popen:
     with open(log, "w") as stream:  # the child keeps its own copy of the descriptor
         return subprocess.Popen(
@@ -463,7 +465,7 @@ def measure(trainer: str, work: Path, kills: int, seed: int) -> dict:
     }
 
 
-# -- 5. report --------------------------------------------------------------------------------------------------------
+# -- 5. report -----------------------------------------------------------------------------------------------
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -498,12 +500,15 @@ def main() -> None:
         "trainers": rows,
     }
     print(
-        f"\n{'trainer':8} {'steps':>5} {'kills':>5} {'identical':>9} {'tensors':>7} {'stale':>5} {'dup steps':>9} {'1st diff':>8} {'straight s':>10} {'crashed s':>9}"
+        f"\n{'trainer':8} {'steps':>5} {'kills':>5} {'identical':>9} {'tensors':>7} {'stale':>5} "
+        f"{'dup steps':>9} {'1st diff':>8} {'straight s':>10} {'crashed s':>9}"
     )
     for r in rows:
         print(
-            f"{r['trainer']:8} {r['steps']:>5} {r['kills_delivered']:>5} {r['identical']!s:>9} {r['same_tensors']!s:>7} {len(r['stale_partials']):>5} "
-            f"{len(r['duplicate_steps']):>9} {r['first_log_difference_step'] or '-'!s:>8} {r['seconds']['straight']:>10.1f} {r['seconds']['crashed_total']:>9.1f}"
+            f"{r['trainer']:8} {r['steps']:>5} {r['kills_delivered']:>5} {r['identical']!s:>9} "
+            f"{r['same_tensors']!s:>7} {len(r['stale_partials']):>5} "
+            f"{len(r['duplicate_steps']):>9} {r['first_log_difference_step'] or '-'!s:>8} "
+            f"{r['seconds']['straight']:>10.1f} {r['seconds']['crashed_total']:>9.1f}"
         )
     for r in rows:
         problems = []

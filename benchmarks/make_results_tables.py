@@ -1,4 +1,5 @@
-"""The paper's Tables 1, 3 and 6 at our scale, as markdown, from `videoscene eval` outputs and the speed benchmark.
+"""The paper's Tables 1, 3 and 6 at our scale, as markdown, from `videoscene eval` outputs and the speed
+benchmark.
 
     python benchmarks/make_results_tables.py --metrics OUT_SYNTH/metrics.json OUT_LEGO/metrics.json \
         [--speed benchmarks/results/pipeline_speed.json] [--steps 1 4 50]
@@ -82,9 +83,11 @@ def describe_run(document: dict, path: Path) -> str:
     scenes = max((row.get("scenes", 0) for row in document["methods"].values()), default=0)
     size = "×".join(str(v) for v in [config.get("num_frames"), *config.get("image_size", [])])
     return (
-        f"`{path}`: weights `{config.get('weights')}`, data `{config.get('data')}`, index `{config.get('index')}`, "
+        f"`{path}`: weights `{config.get('weights')}`, data `{config.get('data')}`, index "
+        f"`{config.get('index')}`, "
         f"{scenes} scenes, {size} "
-        f"(frames×H×W), seed {config.get('seed')}, on {environment.get('device')} ({environment.get('processor')}, "
+        f"(frames×H×W), seed {config.get('seed')}, on {environment.get('device')} "
+        f"({environment.get('processor')}, "
         f"{environment.get('torch_threads')} threads)"
     )
 
@@ -145,8 +148,10 @@ def table6(speed: dict) -> str:
     machine = speed.get("machine", {})
     resolution = "×".join(str(v) for v in speed.get("resolution", []))
     notes = [
-        f"Seconds for one {resolution} (frames×H×W) video, median of {speed.get('repeats')} runs, on {machine.get('device')} "
-        f"({machine.get('processor') or machine.get('platform')}, {machine.get('threads')} threads); peak RSS "
+        f"Seconds for one {resolution} (frames×H×W) video, median of {speed.get('repeats')} runs, "
+        f"on {machine.get('device')} "
+        f"({machine.get('processor') or machine.get('platform')}, {machine.get('threads')} threads); "
+        "peak RSS "
         f"{speed.get('peak_rss_mib', float('nan')):.0f} MiB.",
         PAPER_RUNTIME + ".",
     ]

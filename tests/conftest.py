@@ -37,7 +37,8 @@ def shared_data() -> Path:
 
 @pytest.fixture(scope="module")
 def tiny_weights(tmp_path_factory) -> Path:
-    """A pipeline weights folder of tiny random components (weights_factory.make_tiny_weights), one per module."""
+    """A pipeline weights folder of tiny random components (weights_factory.make_tiny_weights), one per
+    module."""
     from weights_factory import make_tiny_weights
 
     return make_tiny_weights(tmp_path_factory.mktemp("weights"))
@@ -45,7 +46,8 @@ def tiny_weights(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def video_backbone():
-    """The tiny video preset at 9×32×48 (weights_factory.SMALL_VIDEO), seeded, in eval mode; one per module."""
+    """The tiny video preset at 9×32×48 (weights_factory.SMALL_VIDEO), seeded, in eval mode; one per
+    module."""
     from weights_factory import SMALL_VIDEO
 
     from videoscene.video.models import VideoBackbone

@@ -121,7 +121,8 @@ def test_upload_generate_and_watch_the_video(page, app_url, photos, tmp_path):
     page.locator("#generate").click()
     # The generated video has loaded and decodes in the browser (H.264 mp4), and the summary is filled in.
     page.wait_for_function(
-        "() => { const v = document.querySelector('#video video'); return v && v.readyState >= 2 && v.videoWidth > 0 }"
+        "() => { const v = document.querySelector('#video video'); return v && v.readyState >= 2 && "
+        "v.videoWidth > 0 }"
     )
     page.locator("#coarse-video video").wait_for()
     summary = page.locator("#summary").inner_text()

@@ -30,9 +30,10 @@ VIEW_0, VIEW_1, CAMS = (str(DEMO_ASSETS / name) for name in ("view_0.png", "view
 SENTINEL = "keep-me.txt"
 
 
-# -- hostile files ----------------------------------------------------------------------------------------------------
+# -- hostile files -------------------------------------------------------------------------------------------
 def bomb_png(path: Path, side: int = 100_000) -> str:
-    """A valid PNG header declaring side × side pixels (10 gigapixels) with almost no data: a decompression bomb."""
+    """A valid PNG header declaring side × side pixels (10 gigapixels) with almost no data: a decompression
+    bomb."""
 
     def chunk(kind: bytes, data: bytes) -> bytes:
         return (
@@ -95,7 +96,7 @@ def edited_json(path: Path, change: Callable[[dict], None]) -> None:
     replace_file(path, json.dumps(data).encode())
 
 
-# -- the table ----------------------------------------------------------------------------------------------------------
+# -- the table -----------------------------------------------------------------------------------------------
 @dataclass
 class Case:
     name: str
@@ -641,7 +642,7 @@ def test_verbose_shows_the_traceback_of_a_refusal(tmp_path, monkeypatch, capsys)
     assert "Traceback" in err and err.strip().splitlines()[-1].startswith("videoscene: error:")
 
 
-# -- the web app ----------------------------------------------------------------------------------------------------------
+# -- the web app ---------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def app(tmp_path_factory):
     gr = pytest.importorskip("gradio")

@@ -1,4 +1,5 @@
-"""The distillation trainer end to end on a tiny random teacher and tiny random caches: outputs, resume, CLI."""
+"""The distillation trainer end to end on a tiny random teacher and tiny random caches: outputs, resume,
+CLI."""
 
 import json
 from dataclasses import replace

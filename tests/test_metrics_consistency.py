@@ -29,7 +29,8 @@ def rotated(extrinsics: torch.Tensor, degrees: float, axis: str = "y") -> torch.
 
 def plane_views(height=160, width=200):
     """Camera a at the origin looking at the plane z = 3; camera b moved and turned. Image b is image a warped
-    by the plane-induced homography H = K (R − t nᵀ/d) K⁻¹, so every true match obeys the epipolar geometry."""
+    by the plane-induced homography H = K (R − t nᵀ/d) K⁻¹, so every true match obeys the epipolar
+    geometry."""
     rng = np.random.default_rng(0)
     texture = cv2.resize(
         rng.uniform(0, 1, (height // 6, width // 6)).astype(np.float32),

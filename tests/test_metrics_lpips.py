@@ -1,4 +1,5 @@
-"""LPIPS for evaluation: user-supplied weights by path, skipped without them; distance maths on random weights."""
+"""LPIPS for evaluation: user-supplied weights by path, skipped without them; distance maths on random
+weights."""
 
 import pytest
 import torch

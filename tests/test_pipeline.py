@@ -92,7 +92,8 @@ def test_pipeline_bad_inputs(tiny_weights):
 
 @pytest.mark.parametrize("with_targets", [False, True])
 def test_pipeline_checks_the_cameras_rigidity_once_at_input(tiny_weights, monkeypatch, with_targets):
-    """The two cameras (and the target cameras) are checked in step 1; the camera path and the prior trust it."""
+    """The two cameras (and the target cameras) are checked in step 1; the camera path and the prior trust
+    it."""
     import videoscene.geometry.trajectory
     import videoscene.pipeline
     import videoscene.prior.encoder

@@ -1,4 +1,5 @@
-"""DDPNet's second input: the context views' disagreement D (prior.render.view_disagreement, policy_inputs)."""
+"""DDPNet's second input: the context views' disagreement D (prior.render.view_disagreement,
+policy_inputs)."""
 
 from dataclasses import replace
 from types import SimpleNamespace
@@ -76,7 +77,8 @@ def test_identical_views_agree_and_different_colours_disagree():
 
 
 def test_matches_two_separate_renders():
-    """Reference twin: the spread of two views is half their absolute difference where both cover the pixel."""
+    """Reference twin: the spread of two views is half their absolute difference where both cover the
+    pixel."""
     context, target = camera_views(2), camera_views(3)
     left, right = wall(0.2, seed=1), wall(0.6, count=200, seed=2)
     right = Gaussians(right.means.clone(), right.scales, right.rotations, right.harmonics, right.opacities)

@@ -1,5 +1,6 @@
 """The prior's multi-view backbone (prior/backbone.py): 1/4-resolution features, views that really attend to
-each other (and only within their scene), view-permutation equivariance, windows and their shift mask, gradients."""
+each other (and only within their scene), view-permutation equivariance, windows and their shift mask,
+gradients."""
 
 import pytest
 import torch
@@ -107,7 +108,8 @@ def test_shifted_window_mask_keeps_regions_apart():
     mask = shifted_window_mask(8, 8, 2, (2, 2))
     assert mask.shape == (4, 16, 16)
     assert torch.equal(mask, mask.transpose(1, 2)) and mask.diagonal(dim1=1, dim2=2).all()
-    # Top-left window: one region; top-right and bottom-left: two; bottom-right: four (2x2 quarters of 4 tokens).
+    # Top-left window: one region; top-right and bottom-left: two; bottom-right: four (2x2 quarters of 4
+    # tokens).
     regions = [len(torch.unique(mask[w].int(), dim=0)) for w in range(4)]
     assert regions == [1, 2, 2, 4]
     assert mask.sum(dim=(1, 2)).tolist() == [256, 128, 128, 64]

@@ -1,5 +1,6 @@
-"""The prior's plane-sweep cost volume and depth (prior/cost_volume.py): candidate planes, pixel rays, the sweep
-finding a known plane, what scores zero, depth and density inside their ranges, attention within a scene only."""
+"""The prior's plane-sweep cost volume and depth (prior/cost_volume.py): candidate planes, pixel rays, the
+sweep finding a known plane, what scores zero, depth and density inside their ranges, attention within a scene
+only."""
 
 import math
 
@@ -65,7 +66,8 @@ def test_pixel_rays_go_through_pixel_centres_with_z_one():
 def painted_plane(
     extrinsics: torch.Tensor, intrinsics: torch.Tensor, depth: float, h: int, w: int
 ) -> torch.Tensor:
-    """Features [1, V, 32, h, w] that are a function of the world point on the plane z = `depth` each pixel sees."""
+    """Features [1, V, 32, h, w] that are a function of the world point on the plane z = `depth` each pixel
+    sees."""
     frequencies = torch.randn(16, 2, generator=torch.Generator().manual_seed(0)) * 3  # below Nyquist
     features = []
     for v in range(extrinsics.shape[1]):
@@ -80,8 +82,8 @@ def painted_plane(
 
 
 def test_plane_sweep_peaks_at_the_true_depth():
-    """Features painted on a plane z = 4 seen by two cameras a pure translation apart: the correlation peaks at
-    disparity 1/4."""
+    """Features painted on a plane z = 4 seen by two cameras a pure translation apart: the correlation peaks
+    at disparity 1/4."""
     h, w, depth = 24, 32, 4.0
     extrinsics = torch.eye(4).repeat(1, 2, 1, 1)
     extrinsics[0, 1, 0, 3] = 0.6
@@ -99,7 +101,8 @@ def test_plane_sweep_peaks_at_the_true_depth():
 
 
 def test_plane_sweep_finds_a_plane_seen_by_a_turned_camera():
-    """The same with the second camera also turned 0.1 rad towards the first (a rotation and a translation)."""
+    """The same with the second camera also turned 0.1 rad towards the first (a rotation and a
+    translation)."""
     h, w, depth = 24, 32, 5.0
     extrinsics = torch.eye(4).repeat(1, 2, 1, 1)
     angle = -0.1

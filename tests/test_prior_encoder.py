@@ -1,6 +1,6 @@
 """The feed-forward Gaussian encoder end to end: shapes, ranges, gradients, checkpointing, rigid motion of the
-whole scene, save/load, bad input. Its parts have their own files: test_prior_backbone, test_prior_cost_volume,
-test_prior_gaussian_head."""
+whole scene, save/load, bad input. Its parts have their own files: test_prior_backbone,
+test_prior_cost_volume, test_prior_gaussian_head."""
 
 import pytest
 import torch

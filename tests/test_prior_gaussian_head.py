@@ -67,7 +67,8 @@ def to_camera(points: torch.Tensor, extrinsics: torch.Tensor) -> torch.Tensor:
 
 @pytest.mark.parametrize("gpp", [1, 2])
 def test_means_lie_on_the_pixel_rays_at_the_given_z_depth(gpp):
-    """Each mean sits at its z-depth in its camera and, moved by at most half a pixel, inside its own pixel."""
+    """Each mean sits at its z-depth in its camera and, moved by at most half a pixel, inside its own
+    pixel."""
     images, depth, extrinsics, intrinsics = head_inputs(batch=2, gpp=gpp)
     gaussians = run(make_head(gpp), images, depth, extrinsics, intrinsics)
     means = gaussians.means.reshape(2, 2, gpp, H, W, 3)  # ordered (view, gaussian-per-pixel, row, column)
@@ -141,7 +142,8 @@ def test_higher_sh_bands_are_damped():
 
 def test_moving_the_cameras_moves_the_gaussians_rigidly():
     """The same raw output seen by cameras moved by a rigid transform T: means move by T, rotations turn by
-    T's rotation, colours turn with them (same colour along the turned direction); scales and opacities stay."""
+    T's rotation, colours turn with them (same colour along the turned direction); scales and opacities
+    stay."""
     head = make_head()
     images, depth, extrinsics, intrinsics = head_inputs()
     transform = torch.eye(4)

@@ -1,6 +1,6 @@
-"""Rendering the prior at target cameras (prior/render.py): the nearest-context-view baseline, the coarse render's
-shape, background and culling, and render_targets on a real (random) encoder. view_disagreement has its tests in
-test_policy_inputs.py."""
+"""Rendering the prior at target cameras (prior/render.py): the nearest-context-view baseline, the coarse
+render's shape, background and culling, and render_targets on a real (random) encoder. view_disagreement has
+its tests in test_policy_inputs.py."""
 
 import math
 
@@ -77,7 +77,8 @@ def test_nearest_context_image_is_the_one_with_the_closest_camera_centre():
 
 
 def wall(depth: float, colour: float, count: int = 300, seed: int = 0) -> Gaussians:
-    """Opaque Gaussians of one grey level covering a wall at z = `depth` in front of cameras near the origin."""
+    """Opaque Gaussians of one grey level covering a wall at z = `depth` in front of cameras near the
+    origin."""
     generator = torch.Generator().manual_seed(seed)
     xy = (
         (torch.rand(count, 2, generator=generator) - 0.5) * torch.tensor([1.3, 1.0]) * depth
@@ -116,7 +117,8 @@ def test_render_coarse_draws_the_gaussians_over_the_background():
 
 @pytest.mark.parametrize("depth", [0.3, 40.0])
 def test_render_coarse_culls_only_what_is_right_at_the_camera(depth):
-    """Context near 1, far 10: a wall at 0.3 (0.1·near < 0.3 < near) or at 40 (far < 40 < 10·far) is still drawn."""
+    """Context near 1, far 10: a wall at 0.3 (0.1·near < 0.3 < near) or at 40 (far < 40 < 10·far) is still
+    drawn."""
     context, target = straight_views(2), straight_views(1)
     target.extrinsics[..., 0, 3] = 0.0  # facing the wall's centre
     color = render_coarse(wall(depth, 0.8), context, target.cameras, (16, 24), torch.zeros(1, 3))
@@ -165,7 +167,8 @@ def test_render_targets_renders_the_encoders_gaussians_at_the_target_cameras(enc
     with torch.no_grad():
         blank = render_targets(encoder, Example(context, turned), background)
     torch.testing.assert_close(blank, background[:, None, :, None, None].expand_as(blank))
-    # At the context cameras the render is built from the context's own Gaussians: the same as rendering them directly.
+    # At the context cameras the render is built from the context's own Gaussians: the same as rendering them
+    # directly.
     with torch.no_grad():
         at_context = render_targets(
             encoder,

@@ -83,7 +83,7 @@ def check_estimate_conventions(estimate: RelativePoseEstimate, baseline: float) 
     assert estimate.num_inliers >= RelativePoseConfig().min_inliers
 
 
-# ---------------------------------------------------------------------------------------- posed pairs: accuracy
+# -------------------------------------------------------------------------------------- posed pairs: accuracy
 @pytest.mark.shared_data
 def test_lego_pairs_rotation_and_direction_within_a_few_degrees(shared_data):
     root = shared_data / "lego_test_400"

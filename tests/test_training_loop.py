@@ -1,5 +1,6 @@
 """The shared training loop on a toy trainer (least squares): resuming equals not stopping, logs keep one
-line per step, a run is never mixed into a non-empty folder, and a checkpoint of another experiment is refused."""
+line per step, a run is never mixed into a non-empty folder, and a checkpoint of another experiment is
+refused."""
 
 import json
 from dataclasses import dataclass

@@ -1,4 +1,5 @@
-"""Optimizer state in safetensors (training.save_optimizer / load_optimizer): exact round trip, old files refused."""
+"""Optimizer state in safetensors (training.save_optimizer / load_optimizer): exact round trip, old files
+refused."""
 
 import pytest
 import torch

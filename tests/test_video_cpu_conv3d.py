@@ -1,4 +1,5 @@
-"""The oneDNN route for CPU conv3d (video/cpu_conv3d.py) against PyTorch's own dispatch, forward and backward."""
+"""The oneDNN route for CPU conv3d (video/cpu_conv3d.py) against PyTorch's own dispatch, forward and
+backward."""
 
 import copy
 

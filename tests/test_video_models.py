@@ -1,4 +1,5 @@
-"""VideoBackbone: real diffusers CogVideoX components at toy size, plus the paper architecture on the meta device."""
+"""VideoBackbone: real diffusers CogVideoX components at toy size, plus the paper architecture on the meta
+device."""
 
 import pytest
 import torch

@@ -1,4 +1,5 @@
-"""Multi-step sampling: diffusers' scheduler steps agree with the closed form; seeds; starting from a render."""
+"""Multi-step sampling: diffusers' scheduler steps agree with the closed form; seeds; starting from a
+render."""
 
 import pytest
 import torch

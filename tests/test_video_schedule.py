@@ -1,4 +1,5 @@
-"""The CogVideoX-5B noise schedule and the v-parameterisation helpers, checked against diffusers and by hand."""
+"""The CogVideoX-5B noise schedule and the v-parameterisation helpers, checked against diffusers and by
+hand."""
 
 import math
 

@@ -1,6 +1,6 @@
-"""Training the teacher: v-loss goes down, resuming (with EMA) equals not stopping, the attention subset trains
-only attention, validation writes an mp4 and scores the cross-fade correctly, bad inputs are one-line errors.
-Uses the 9-frame 16×24 micro model and moving-pattern scenes of test_video_train_vae."""
+"""Training the teacher: v-loss goes down, resuming (with EMA) equals not stopping, the attention subset
+trains only attention, validation writes an mp4 and scores the cross-fade correctly, bad inputs are one-line
+errors. Uses the 9-frame 16×24 micro model and moving-pattern scenes of test_video_train_vae."""
 
 import json
 from dataclasses import replace
@@ -177,10 +177,15 @@ def test_validation_writes_an_mp4_and_scores_the_crossfade(micro_data, trained_v
     assert video.shape == (9, 16, 3 * 24, 3)
 
 
-def test_init_teacher_fine_tunes_the_given_model_in_either_folder_format(micro_data, trained_vae, tmp_path):  # noqa: F811
+def test_init_teacher_fine_tunes_the_given_model_in_either_folder_format(
+    micro_data,  # noqa: F811
+    trained_vae,
+    tmp_path,
+):
     train_teacher(micro_teacher_config(micro_data, trained_vae, tmp_path, steps=2), tmp_path / "first")
     first = VideoBackbone.from_pretrained(tmp_path / "first" / "teacher")
-    # The same weights as a diffusers CogVideoX I2V folder (as CogVideoX-5b-I2V ships) + a prompt embedding file.
+    # The same weights as a diffusers CogVideoX I2V folder (as CogVideoX-5b-I2V ships) + a prompt embedding
+    # file.
     diffusers_folder = tmp_path / "as_diffusers"
     first.vae.save_pretrained(diffusers_folder / "vae")
     # A diffusers folder loads with VAE tiling on, tiles sized sample_height/2 × sample_width/2: give the
@@ -259,7 +264,8 @@ def test_repository_config_parses(monkeypatch):
     assert config.video_config.name == "tiny" and config.trainable == "all"
     finetune = TeacherTrainConfig.load("configs/teacher_tiny_finetune.json")
     assert finetune.init_teacher == "src/videoscene/weights/tiny/teacher" and finetune.vae is None
-    # The paper's warm-up (PAPER.md §4): CogvideoX-Interpolation, attention layers, 900 steps, lr 3e-5, batch 2.
+    # The paper's warm-up (PAPER.md §4): CogvideoX-Interpolation, attention layers, 900 steps, lr 3e-5, batch
+    # 2.
     warmup = TeacherTrainConfig.load("configs/teacher_paper_warmup.json")
     assert warmup.video_config.name == "paper" and warmup.trainable == "attention" and warmup.vae is None
     assert (warmup.steps, warmup.lr, warmup.batch_size) == (900, 3e-5, 2)

@@ -135,7 +135,9 @@ def test_vae_steps_reduce_the_loss_on_a_fixed_batch(micro_data):
 
 def test_frame_bank_draws_are_a_function_of_the_generator(micro_data):
     bank = FrameBank([str(micro_data / "train")], (HEIGHT, WIDTH))
-    draw = lambda seed: bank.draw(torch.Generator().manual_seed(seed), 3, 9, (1, 1), (8, 16), flip=True)  # noqa: E731
+    draw = lambda seed: bank.draw(  # noqa: E731
+        torch.Generator().manual_seed(seed), 3, 9, (1, 1), (8, 16), flip=True
+    )
     assert draw(1).shape == (3, 9, 3, 8, 16)
     assert torch.equal(draw(1), draw(1))
     assert not torch.equal(draw(1), draw(2))

@@ -3,7 +3,8 @@
 - `make_tiny_weights`: a weights folder laid out as `VideoScenePipeline.from_pretrained` expects, with tiny
   randomly initialised components (prior, teacher, distilled student + DDPNet): for tests that need a whole
   pipeline but not trained weights.
-- `tiny_video_config` (one transformer block) and `SMALL_VIDEO` (the tiny preset's four): video models at 9×32×48.
+- `tiny_video_config` (one transformer block) and `SMALL_VIDEO` (the tiny preset's four): video models at
+  9×32×48.
 - `make_context` and `random_rotation`: context views and rotations for the Gaussian prior.
 """
 
@@ -28,7 +29,8 @@ SMALL_VIDEO = PRESETS["tiny"].with_size(num_frames=FRAMES, height=HEIGHT, width=
 
 
 def tiny_video_config(frames: int = FRAMES, height: int = HEIGHT, width: int = WIDTH) -> VideoModelConfig:
-    """The tiny preset named "test" at frames×height×width with one transformer block (9×32×48 → latents [3, 8, 8, 12])."""
+    """The tiny preset named "test" at frames×height×width with one transformer block (9×32×48 → latents [3,
+    8, 8, 12])."""
     base = PRESETS["tiny"]
     return replace(
         base,
@@ -73,7 +75,8 @@ def make_context(batch=2, views=2, height=HEIGHT, width=WIDTH, baseline=0.3) -> 
 def make_tiny_weights(
     folder: Path, height: int = HEIGHT, width: int = WIDTH, frames: int = FRAMES, seed: int = 0
 ) -> Path:
-    """Write pipeline.json, prior/, teacher/ and distilled/ (student = the teacher's weights, with a DDPNet)."""
+    """Write pipeline.json, prior/, teacher/ and distilled/ (student = the teacher's weights, with a
+    DDPNet)."""
     from videoscene.video.models import VideoBackbone  # diffusers: imported only by the tests that build one
 
     torch.manual_seed(seed)

@@ -95,7 +95,8 @@ class VideoSceneApp:
         fov: float | None = None,
         progress: Progress | None = None,
     ) -> AppResult:
-        """Validate the uploads, run the pipeline, write the outputs. Bad input raises `gr.Error` (one line)."""
+        """Validate the uploads, run the pipeline, write the outputs. Bad input raises `gr.Error` (one
+        line)."""
         progress = progress or (lambda *args, **kwargs: None)
         try:
             return self._generate(image_a, image_b, cameras_file, frames, timestep, seed, fov, progress)
@@ -105,7 +106,8 @@ class VideoSceneApp:
         except Exception as error:  # a bug: the page gets one line, the server log the traceback
             logger.exception("request failed")
             raise _user_error(
-                f"generation failed with an internal error ({type(error).__name__}); the server log has the details"
+                f"generation failed with an internal error ({type(error).__name__}); the server log "
+                "has the details"
             ) from None
 
     def _generate(
@@ -227,7 +229,16 @@ class VideoSceneApp:
         config = self.pipeline.config
 
         # Gradio finds the progress tracker by this default value, so it has to be a call in the signature.
-        def on_generate(image_a, image_b, cameras_file, frames, timestep, seed, fov, progress=gr.Progress()):  # noqa: B008
+        def on_generate(
+            image_a,
+            image_b,
+            cameras_file,
+            frames,
+            timestep,
+            seed,
+            fov,
+            progress=gr.Progress(),  # noqa: B008
+        ):
             result = self.generate(
                 image_a, image_b, cameras_file, frames, timestep, seed, fov, progress=progress
             )
@@ -236,7 +247,8 @@ class VideoSceneApp:
         # Gradio keeps every upload in its cache: delete files older than an hour, checked hourly.
         with gr.Blocks(title="VideoScene", analytics_enabled=False, delete_cache=(3600, 3600)) as blocks:
             gr.Markdown(
-                "# VideoScene\nTwo photos of a static scene in; a 3D-consistent video between them out, in one denoising "
+                "# VideoScene\nTwo photos of a static scene in; a 3D-consistent video between them "
+                "out, in one denoising "
                 "step. Without a cameras file the cameras are estimated from the photos (docs/app.md)."
             )
             with gr.Row():
@@ -367,7 +379,8 @@ def summary_markdown(report: dict) -> str:
     height, width = report["resolution"]
     lines = [
         (
-            f"**Timestep** t = {timestep if timestep is not None else 'pure noise'} ({report['timestep_source']}) · "
+            f"**Timestep** t = {timestep if timestep is not None else 'pure noise'} "
+            f"({report['timestep_source']}) · "
             f"**{report['num_frames']} frames** at {width}×{height} · {report['method']}"
         ),
         "",
@@ -381,7 +394,8 @@ def summary_markdown(report: dict) -> str:
         lines.append("**Cameras** from the uploaded file.")
     else:
         lines.append(
-            f"**Cameras** estimated from the photos: {cameras['num_inliers']} inlier matches of {cameras['num_matches']}, "
+            f"**Cameras** estimated from the photos: {cameras['num_inliers']} inlier matches of "
+            f"{cameras['num_matches']}, "
             f"field of view {cameras['fov_degrees']:.1f}° ({cameras['focal_source']}), near/far "
             f"{cameras['near']:.2f}/{cameras['far']:.2f} (in units of the distance between the two cameras)."
         )

@@ -32,7 +32,8 @@ def device(text: str) -> str:
 
 
 def frame_count(text: str) -> int:
-    """8k + 1 frames (k ≥ 1), so that CogVideoX's VAE round-trips them (4× temporal compression, two frames per step)."""
+    """8k + 1 frames (k ≥ 1), so that CogVideoX's VAE round-trips them (4× temporal compression, two frames
+    per step)."""
     try:
         value = int(text)
     except ValueError:
@@ -70,7 +71,8 @@ def positive_int(text: str) -> int:
 
 
 def resolve_device(name: str | torch.device | None) -> torch.device:
-    """'auto' or None -> cuda when available, else cpu; a CUDA request on a machine without CUDA is one line."""
+    """'auto' or None -> cuda when available, else cpu; a CUDA request on a machine without CUDA is one
+    line."""
     if name in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:

@@ -138,7 +138,8 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         first = (str(error).splitlines() or [""])[0]
         _error_line(
-            f"videoscene: internal error: {type(error).__name__}: {first} (a bug: rerun with -v for the traceback and report it)"
+            f"videoscene: internal error: {type(error).__name__}: {first} (a bug: rerun with -v for "
+            "the traceback and report it)"
         )
         return 1
     return 0

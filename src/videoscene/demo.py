@@ -1,4 +1,5 @@
-"""`videoscene demo`: `videoscene generate` on a bundled held-out synthetic pair with the bundled tiny weights."""
+"""`videoscene demo`: `videoscene generate` on a bundled held-out synthetic pair with the bundled tiny
+weights."""
 
 from __future__ import annotations
 

@@ -1,9 +1,10 @@
 """`videoscene generate` and `videoscene demo`: two images (+ cameras) in; a folder with the generated video,
 the coarse render, the frames, the Gaussians (.ply), a side-by-side comparison and a report out.
 
-Without --cameras, both cameras are estimated from the images (videoscene.geometry.relative_pose, docs/app.md):
-camera 0 is the world frame, the baseline is --baseline scene units, the field of view comes from EXIF or --fov
-(default 60°), and report.json's "estimated_cameras" records the inlier count and the other figures.
+Without --cameras, both cameras are estimated from the images (videoscene.geometry.relative_pose,
+docs/app.md): camera 0 is the world frame, the baseline is --baseline scene units, the field of view comes
+from EXIF or --fov (default 60°), and report.json's "estimated_cameras" records the inlier count and the other
+figures.
 
 cams.json (docs/generate.md):
     {"convention": "opencv" | "opengl",          # camera-to-world axes; opengl = NeRF/Blender
@@ -59,11 +60,13 @@ def _camera_list(entries, what: str, convention: str, unit: str, image_size: tup
         intrinsics = torch.tensor([entry["intrinsics"] for entry in entries], dtype=torch.float64)
     except (KeyError, TypeError, ValueError):
         raise VideoSceneError(
-            f"cameras file: every entry of {what!r} needs 'extrinsics' (4x4 numbers) and 'intrinsics' (3x3 numbers)"
+            f"cameras file: every entry of {what!r} needs 'extrinsics' (4x4 numbers) and 'intrinsics' "
+            "(3x3 numbers)"
         ) from None
     if extrinsics.shape[1:] != (4, 4) or intrinsics.shape[1:] != (3, 3):
         raise VideoSceneError(
-            f"cameras file: {what!r} extrinsics must be 4x4 and intrinsics 3x3, got {list(extrinsics.shape[1:])} and {list(intrinsics.shape[1:])}"
+            f"cameras file: {what!r} extrinsics must be 4x4 and intrinsics 3x3, got "
+            f"{list(extrinsics.shape[1:])} and {list(intrinsics.shape[1:])}"
         )
     if not (torch.isfinite(extrinsics).all() and torch.isfinite(intrinsics).all()):
         raise VideoSceneError(f"cameras file: {what!r} contains NaN or inf")
@@ -211,7 +214,8 @@ def generate(args: argparse.Namespace, image_paths: list[str], cameras_path: str
     images = [load_image(path) for path in image_paths]
     if images[0].shape != images[1].shape:
         raise VideoSceneError(
-            f"the two images differ in size ({list(images[0].shape[1:])} vs {list(images[1].shape[1:])}); give two images of one size"
+            f"the two images differ in size ({list(images[0].shape[1:])} vs "
+            f"{list(images[1].shape[1:])}); give two images of one size"
         )
     images = torch.stack(images)
     fov, baseline = getattr(args, "fov", None), getattr(args, "baseline", None)
@@ -277,7 +281,8 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--timestep",
         type=arguments.timestep,
-        help="'auto' (DDPNet), an integer t from 1 to T-1 of the model's schedule (999 for CogVideoX), or 'none' (pure noise); "
+        help="'auto' (DDPNet), an integer t from 1 to T-1 of the model's schedule (999 for CogVideoX), or "
+        "'none' (pure noise); "
         "default: auto for the student, none for the teacher",
     )
     parser.add_argument(
@@ -299,7 +304,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--images", nargs="+", required=True, metavar="IMAGE", help="the two input views")
     parser.add_argument(
         "--cameras",
-        help="cams.json with the two cameras (docs/generate.md); without it they are estimated from the images",
+        help="cams.json with the two cameras (docs/generate.md); without it they are estimated from the "
+        "images",
     )
     parser.add_argument(
         "--fov",

@@ -100,7 +100,8 @@ def _opened(path: str | Path) -> Iterator[Image.Image]:
         raise InputError(f"image {path} declares an enormous size (a decompression bomb?); refused") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as error:
         raise InputError(
-            f"image {path} cannot be read, it is not an image file ({type(error).__name__}); give a PNG or JPEG file"
+            f"image {path} cannot be read, it is not an image file ({type(error).__name__}); give a "
+            "PNG or JPEG file"
         ) from None
     try:
         yield image

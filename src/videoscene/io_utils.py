@@ -32,7 +32,7 @@ OUTPUT_MARKER = ".videoscene-output"
 _WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG}
 
 
-# -- output locations -------------------------------------------------------------------------------------------------
+# -- output locations ----------------------------------------------------------------------------------------
 def protected_folders() -> set[Path]:
     """Folders that are never an output: the working directory and its ancestors, home and its ancestors."""
     cwd, home = Path.cwd().resolve(), Path.home().resolve()
@@ -73,11 +73,13 @@ def check_output_dir(out: str | os.PathLike, overwrite: bool = False) -> Path:
     if out.is_dir() and any(out.iterdir()):
         if not overwrite:
             raise OutputError(
-                f"output folder {out} already exists and is not empty; choose another --out or pass --overwrite"
+                f"output folder {out} already exists and is not empty; choose another --out or pass "
+                "--overwrite"
             )
         if not (out / OUTPUT_MARKER).is_file():
             raise OutputError(
-                f"output folder {out} was not written by videoscene (it has no {OUTPUT_MARKER}), so --overwrite leaves it alone; "
+                f"output folder {out} was not written by videoscene (it has no {OUTPUT_MARKER}), so "
+                "--overwrite leaves it alone; "
                 "delete it yourself or choose another --out"
             )
     return out
@@ -205,11 +207,12 @@ def staged_output_dir(out: str | os.PathLike, overwrite: bool = False) -> Iterat
                     shutil.rmtree(leftover, ignore_errors=True)
 
 
-# -- inputs -----------------------------------------------------------------------------------------------------------
+# -- inputs --------------------------------------------------------------------------------------------------
 def read_json_object(
     path: str | os.PathLike, what: str, hint: str = "", holds: str = "a JSON object"
 ) -> dict:
-    """A JSON object from `path`, or one clear line naming `what` is wrong (missing, not JSON, not `holds`)."""
+    """A JSON object from `path`, or one clear line naming `what` is wrong (missing, not JSON, not
+    `holds`)."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{what} {path} does not exist{hint}")

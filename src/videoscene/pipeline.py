@@ -114,7 +114,8 @@ class VideoScenePipeline:
         torch_dtype = torch_dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)
         if not (folder / PIPELINE_CONFIG).is_file():
             raise VideoSceneError(
-                f"{folder} is not a VideoScene weights folder (no {PIPELINE_CONFIG}); pass --weights DIR holding "
+                f"{folder} is not a VideoScene weights folder (no {PIPELINE_CONFIG}); pass --weights "
+                "DIR holding "
                 "pipeline.json, prior/, distilled/ and/or teacher/"
             )
         config = PipelineConfig.load(folder / PIPELINE_CONFIG)
@@ -139,7 +140,7 @@ class VideoScenePipeline:
             device,
         )
 
-    # ---------------------------------------------------------------------------------------------------------
+    # --------------------------------------------------------------------------------------------------------
     @torch.no_grad()
     def __call__(
         self,
@@ -247,13 +248,14 @@ class VideoScenePipeline:
             timings=timings,
         )
 
-    # ---------------------------------------------------------------------------------------------------------
+    # --------------------------------------------------------------------------------------------------------
     def _student(self, model: str) -> DistilledStudent:
         student = self.distilled_noleap if model == "student-noleap" else self.distilled
         if student is None:
             folder = "distilled_noleap/" if model == "student-noleap" else "distilled/"
             raise VideoSceneError(
-                f"the weights folder has no {folder} (a `videoscene train distill` output) for model {model!r}"
+                f"the weights folder has no {folder} (a `videoscene train distill` output) for model "
+                f"{model!r}"
             )
         return student
 
@@ -280,7 +282,8 @@ class VideoScenePipeline:
             raise VideoSceneError("images must be floats in [0, 1]")
         if cameras.extrinsics.shape != (2, 4, 4) or cameras.intrinsics.shape != (2, 3, 3):
             raise VideoSceneError(
-                f"need two cameras: extrinsics [2, 4, 4] and intrinsics [2, 3, 3], got {list(cameras.extrinsics.shape)} "
+                "need two cameras: extrinsics [2, 4, 4] and intrinsics [2, 3, 3], got "
+                f"{list(cameras.extrinsics.shape)} "
                 f"and {list(cameras.intrinsics.shape)}"
             )
         # The one rigidity check of this call: the prior and the camera path trust it.
@@ -308,7 +311,8 @@ class VideoScenePipeline:
     ) -> Cameras:
         size = (self.config.height, self.config.width)
         if target_cameras is not None:
-            # Target intrinsics are given for the input image size; apply the same crop and resize as the views.
+            # Target intrinsics are given for the input image size; apply the same crop and resize as the
+            # views.
             intrinsics = crop_to_aspect_and_resize_intrinsics(
                 target_cameras.intrinsics.float(), input_shape, size
             )
@@ -400,7 +404,8 @@ def check_memory(num_frames: int, height: int, width: int, device: torch.device)
     if needed > free:
         fitting = max(9, (free // (BYTES_PER_PIXEL_FRAME * height * width) - 1) // 8 * 8 + 1)
         raise VideoSceneError(
-            f"{num_frames} frames at {width}x{height} need about {needed / 1024**3:.1f} GiB but {free / 1024**3:.1f} GiB "
+            f"{num_frames} frames at {width}x{height} need about {needed / 1024**3:.1f} GiB but "
+            f"{free / 1024**3:.1f} GiB "
             f"is free on {device}; ask for at most {fitting} frames"
         )
 

@@ -30,8 +30,8 @@ def _map_tensors(obj, fn):
 
 class _TensorContainer:
     def to(self, *args, **kwargs):
-        """`Tensor.to` on every tensor field, as `nn.Module.to` does it: a dtype converts only the floating-point
-        fields (indices stay integers)."""
+        """`Tensor.to` on every tensor field, as `nn.Module.to` does it: a dtype converts only the
+        floating-point fields (indices stay integers)."""
         device, dtype, non_blocking, _ = torch._C._nn._parse_to(*args, **kwargs)
         return _map_tensors(
             self, lambda t: t.to(device, dtype if t.is_floating_point() else None, non_blocking=non_blocking)

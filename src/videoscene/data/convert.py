@@ -191,7 +191,8 @@ def _list_images(folder: Path) -> list[Path]:
 
 
 def _read_llff(folder: Path) -> tuple[CaptureCameras, list[Path]]:
-    """Poses pair with the sorted images of `images/` (full size) or else the least-downsampled `images_N/`."""
+    """Poses pair with the sorted images of `images/` (full size) or else the least-downsampled
+    `images_N/`."""
     candidates = [folder / "images"] + sorted(
         folder.glob("images_*"), key=lambda p: int(p.name[7:]) if p.name[7:].isdigit() else 1 << 30
     )
@@ -202,7 +203,8 @@ def _read_llff(folder: Path) -> tuple[CaptureCameras, list[Path]]:
     cameras = read_llff_poses_bounds(folder / "poses_bounds.npy")
     if len(image_paths) != len(cameras):
         raise VideoSceneError(
-            f"{folder / 'poses_bounds.npy'} has {len(cameras)} poses but {image_dir} has {len(image_paths)} images"
+            f"{folder / 'poses_bounds.npy'} has {len(cameras)} poses but {image_dir} has "
+            f"{len(image_paths)} images"
         )
     cameras.file_names = [path.name for path in image_paths]
     return cameras, image_paths
@@ -217,7 +219,8 @@ def _read_colmap(folder: Path) -> tuple[CaptureCameras, list[Path]]:
     if model_dir is None:
         if any((d / "cameras.bin").is_file() for d in model_dirs):
             raise VideoSceneError(
-                f"{folder} has a binary COLMAP model; export it as text: colmap model_converter --output_type TXT"
+                f"{folder} has a binary COLMAP model; export it as text: colmap model_converter "
+                "--output_type TXT"
             )
         raise VideoSceneError(
             f"no cameras.txt + images.txt in {folder}/sparse/0, {folder}/sparse or {folder}"

@@ -21,7 +21,8 @@ from videoscene.types import Example, Views
 
 @dataclass
 class ClipSamplerConfig:
-    """How a clip is cut out of a scene: `num_frames` targets at a stride drawn from [min_stride, max_stride]."""
+    """How a clip is cut out of a scene: `num_frames` targets at a stride drawn from [min_stride,
+    max_stride]."""
 
     num_frames: int = 17
     min_stride: int = 1

@@ -144,7 +144,8 @@ def _validate_scene_dict(raw, source: str) -> Scene:
         raise VideoSceneError(f"{source}: scene {key}: cameras contain NaN or inf")
     if len(images) != cameras.shape[0] or len(timestamps) != cameras.shape[0]:
         raise VideoSceneError(
-            f"{source}: scene {key}: {len(images)} images, {len(timestamps)} timestamps and {cameras.shape[0]} cameras disagree"
+            f"{source}: scene {key}: {len(images)} images, {len(timestamps)} timestamps and "
+            f"{cameras.shape[0]} cameras disagree"
         )
     if not all(
         isinstance(image, Tensor) and image.dtype == torch.uint8 and image.ndim == 1 for image in images
@@ -210,7 +211,8 @@ def load_index(split_dir: str | Path) -> dict[str, str]:
     path = split_dir / INDEX_FILE
     if not path.is_file():
         raise VideoSceneError(
-            f"{split_dir} has no {INDEX_FILE}; point at a split folder (e.g. DATA/train) of RealEstate10K chunks"
+            f"{split_dir} has no {INDEX_FILE}; point at a split folder (e.g. DATA/train) of "
+            "RealEstate10K chunks"
         )
     holds = "an object mapping scene keys to chunk file names"
     index = read_json_object(path, "scene index", holds=holds)

@@ -756,7 +756,8 @@ class _RoomBuilder:
         return sphere
 
     def against_wall(self, room, width: float, depth: float, margin: float = 0.3):
-        """Try a few spots along random walls for a width x depth footprint; returns (x, z, yaw, wall) or None."""
+        """Try a few spots along random walls for a width x depth footprint; returns (x, z, yaw, wall) or
+        None."""
         for _ in range(12):
             wall = int(self.rng.integers(0, 4))
             length = self.wall_length(wall, room)

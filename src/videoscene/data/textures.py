@@ -46,7 +46,8 @@ def load_package_photo(name: str) -> Float[np.ndarray, "height width 3"]:
     path = resources.files("skimage") / "data" / name
     if not path.is_file():
         raise VideoSceneError(
-            f"scikit-image's bundled image {name} is missing; reinstall scikit-image (pip install scikit-image)"
+            f"scikit-image's bundled image {name} is missing; reinstall scikit-image (pip install "
+            "scikit-image)"
         )
     image = iio.imread(path)
     if image.ndim == 2:
@@ -250,7 +251,8 @@ class TextureAtlas:
         size = textures[0].shape[0]
         if size & (size - 1) or any(t.shape != (size, size, 3) for t in textures):
             raise VideoSceneError(
-                f"atlas textures must all be [S, S, 3] with S a power of two, got {[t.shape for t in textures]}"
+                "atlas textures must all be [S, S, 3] with S a power of two, got "
+                f"{[t.shape for t in textures]}"
             )
         levels = size.bit_length()
         flat, offsets, cursor = [], np.zeros((len(textures), levels), np.int64), 0

@@ -6,7 +6,8 @@ they are rendered at the F target cameras (the coarse video), and the video mode
     x₀ʳ  the coarse render          →  render_latents     [f, C, h, w]
     x₀   the ground-truth clip      →  latents            [f, C, h, w]
     c    the first/last frames      →  condition_latents  [f, C, h, w] ([E(first), 0, …, 0, E(last)])
-    D    the views' disagreement    →  view_disagreement  [f, 2, h, w] (DDPNet's optional input, `policy_inputs`)
+    D    the views' disagreement    →  view_disagreement  [f, 2, h, w] (DDPNet's optional input,
+                                                          `policy_inputs`)
 
 plus, optionally, the render and ground-truth frames as uint8 (validation PSNR and videos). Running the
 prior, the rasterizer and the VAE once per clip instead of once per step is what makes distillation
@@ -74,7 +75,7 @@ def frames_to_float(video: UInt8[Tensor, "frames 3 height width"]) -> Float[Tens
     return video.float() / 255
 
 
-# -- one clip on disk -----------------------------------------------------------------------------------------------
+# -- one clip on disk ----------------------------------------------------------------------------------------
 def save_clip(path: str | os.PathLike, clip: CachedClip) -> None:
     tensors = {key: getattr(clip, key).detach().float().contiguous().cpu() for key in LATENT_KEYS}
     shapes = {tuple(value.shape) for value in tensors.values()}
@@ -85,7 +86,8 @@ def save_clip(path: str | os.PathLike, clip: CachedClip) -> None:
     frames, _, height, width = next(iter(shapes))
     if tuple(clip.view_disagreement.shape) != (frames, 2, height, width):
         raise VideoSceneError(
-            f"a cached clip's view_disagreement must be [{frames}, 2, {height}, {width}], got {tuple(clip.view_disagreement.shape)}"
+            f"a cached clip's view_disagreement must be [{frames}, 2, {height}, {width}], got "
+            f"{tuple(clip.view_disagreement.shape)}"
         )
     tensors[POLICY_KEY] = clip.view_disagreement.detach().float().contiguous().cpu()
     for key in FRAME_KEYS:
@@ -114,7 +116,7 @@ def load_clip(path: str | os.PathLike) -> CachedClip:
     )
 
 
-# -- a cache folder ---------------------------------------------------------------------------------------------------
+# -- a cache folder ------------------------------------------------------------------------------------------
 class CacheWriter:
     """Writes clip files into `folder`, then the manifest that marks the cache complete."""
 
@@ -166,7 +168,8 @@ class ClipCache(torch.utils.data.Dataset):
         manifest = read_json_object(manifest_path, "cache manifest")
         if manifest.get("format") != CACHE_FORMAT:
             raise LoadError(
-                f"cache {self.folder} has format {manifest.get('format')!r}, expected {CACHE_FORMAT!r}; delete the folder to rebuild it"
+                f"cache {self.folder} has format {manifest.get('format')!r}, expected "
+                f"{CACHE_FORMAT!r}; delete the folder to rebuild it"
             )
         shape, count = manifest.get("latent_shape"), manifest.get("num_clips")
         if (
@@ -177,7 +180,8 @@ class ClipCache(torch.utils.data.Dataset):
             or not all(isinstance(n, int) and n > 0 for n in shape)
         ):
             raise LoadError(
-                f"cache manifest {manifest_path} is malformed (num_clips, latent_shape, has_frames); delete the folder to rebuild it"
+                f"cache manifest {manifest_path} is malformed (num_clips, latent_shape, has_frames); "
+                "delete the folder to rebuild it"
             )
         self.manifest = manifest
         self.latent_shape: tuple[int, ...] = tuple(shape)
@@ -198,12 +202,13 @@ class ClipCache(torch.utils.data.Dataset):
         )
 
 
-# -- building a cache from data, prior and VAE --------------------------------------------------------------------------
+# -- building a cache from data, prior and VAE ---------------------------------------------------------------
 def _split_fingerprint(split_dir: Path) -> str:
     index = split_dir / INDEX_FILE
     if not index.is_file():
         raise VideoSceneError(
-            f"{split_dir} has no {INDEX_FILE}; point at a split folder (e.g. DATA/train) of RealEstate10K chunks"
+            f"{split_dir} has no {INDEX_FILE}; point at a split folder (e.g. DATA/train) of "
+            "RealEstate10K chunks"
         )
     return hashlib.sha256(index.read_bytes()).hexdigest()
 
@@ -233,7 +238,8 @@ def encode_clip(
     target = _fit_views(example.target, size).to(device)
     if target.image.shape[0] != config.num_frames:
         raise VideoSceneError(
-            f"clips have {target.image.shape[0]} frames, the video model {config.num_frames}; set data.num_frames"
+            f"clips have {target.image.shape[0]} frames, the video model {config.num_frames}; set "
+            "data.num_frames"
         )
 
     # 2. Gaussians from the context pair, rendered at the target cameras on the prior's training background:
@@ -301,7 +307,8 @@ def build_cache(
     store_frames: bool = True,
     background: tuple[float, float, float] = (0.0, 0.0, 0.0),
 ) -> ClipCache:
-    """Build (or reuse) the cache of `split_dirs`: `clips_per_scene` clips of every scene, at most `max_clips`."""
+    """Build (or reuse) the cache of `split_dirs`: `clips_per_scene` clips of every scene, at most
+    `max_clips`."""
     split_dirs = [Path(d).resolve() for d in split_dirs]
     spec = {
         "format": CACHE_FORMAT,

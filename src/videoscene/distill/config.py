@@ -40,7 +40,8 @@ class LeapConfig:
             raise VideoSceneError(f"leap.skip={self.skip} must divide {NUM_TRAIN_TIMESTEPS}")
         if not self.skip - 1 <= self.max_timestep < NUM_TRAIN_TIMESTEPS:
             raise VideoSceneError(
-                f"leap.max_timestep (T′) = {self.max_timestep} must be in {self.skip - 1}..{NUM_TRAIN_TIMESTEPS - 1}"
+                f"leap.max_timestep (T′) = {self.max_timestep} must be in "
+                f"{self.skip - 1}..{NUM_TRAIN_TIMESTEPS - 1}"
             )
         if self.distance not in ("pseudo_huber", "l2"):
             raise VideoSceneError(f"leap.distance={self.distance!r}; choose 'pseudo_huber' or 'l2'")
@@ -132,7 +133,8 @@ class TrainConfig:
             )
         if self.num_threads is not None and self.num_threads < 1:
             raise VideoSceneError(f"train.num_threads must be ≥ 1 or null, got {self.num_threads}")
-        # At load, before the schedule is: the same range distill.student.start_timestep holds every fixed t to.
+        # At load, before the schedule is: the same range distill.student.start_timestep holds every fixed t
+        # to.
         if not 1 <= self.validation_timestep < NUM_TRAIN_TIMESTEPS:
             raise VideoSceneError(f"train.validation_timestep must be in 1..{NUM_TRAIN_TIMESTEPS - 1}")
 
@@ -152,12 +154,14 @@ class DistillConfig:
         for t in self.policy.candidates:
             if not leap.on_grid(t) or t > leap.max_timestep:
                 raise VideoSceneError(
-                    f"policy candidate t={t} must lie on the skip-{leap.skip} grid ({leap.skip - 1}, {2 * leap.skip - 1}, …) "
+                    f"policy candidate t={t} must lie on the skip-{leap.skip} grid ({leap.skip - 1}, "
+                    f"{2 * leap.skip - 1}, …) "
                     f"and be ≤ T′={leap.max_timestep}"
                 )
         if self.prior is None and self.data.needs_prior:
             raise VideoSceneError(
-                "building the distillation cache needs the trained prior: set `prior` (a folder) in the config"
+                "building the distillation cache needs the trained prior: set `prior` (a folder) in "
+                "the config"
             )
 
     @property
@@ -168,7 +172,7 @@ class DistillConfig:
     def with_no_leap(self) -> DistillConfig:
         return replace(self, leap=replace(self.leap, no_leap=True))
 
-    # -- JSON -------------------------------------------------------------------------------------------------
+    # -- JSON ------------------------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         return {"format": CONFIG_FORMAT, **asdict(self)}
 
@@ -202,7 +206,8 @@ class DistillConfig:
 
 
 def _section(cls, values: dict[str, Any], where: str):
-    """Build a config dataclass from JSON values: unknown or missing keys are one-line errors, lists become tuples."""
+    """Build a config dataclass from JSON values: unknown or missing keys are one-line errors, lists become
+    tuples."""
     known = {f.name: f for f in fields(cls)}
     unknown = sorted(set(values) - set(known))
     if unknown:

@@ -52,7 +52,8 @@ class LatentBatch:
         }
         if len(shapes) != 1 or self.latents.ndim != 5:
             raise VideoSceneError(
-                f"render, ground-truth and condition latents must share one [B, f, C, h, w] shape, got {shapes}"
+                "render, ground-truth and condition latents must share one [B, f, C, h, w] shape, got "
+                f"{shapes}"
             )
 
     def to(self, device: torch.device | str) -> LatentBatch:
@@ -79,9 +80,10 @@ class LeapLoss:
     per_sample: Float[Tensor, " batch"]
 
 
-# -- timesteps ----------------------------------------------------------------------------------------------------
+# -- timesteps -----------------------------------------------------------------------------------------------
 def timestep_grid(schedule: NoiseSchedule, config: LeapConfig) -> Int[Tensor, " n"]:
-    """Start timesteps t_{n+1} the loss may draw: the skip-k grid up to T′ (leap) or the whole grid (no leap)."""
+    """Start timesteps t_{n+1} the loss may draw: the skip-k grid up to T′ (leap) or the whole grid (no
+    leap)."""
     grid = schedule.skip_grid(config.skip)
     return grid if config.no_leap else grid[grid <= config.max_timestep]
 
@@ -92,14 +94,15 @@ def previous_timesteps(start_timesteps: Int[Tensor, " batch"], skip: int) -> Int
 
 
 def draw_leap(grid: Int[Tensor, " n"], like: Latents, generator: torch.Generator) -> LeapDraw:
-    """t_{n+1} uniform on `grid` and ε ~ N(0, I), both from `generator` (a CPU generator: reproducible anywhere)."""
+    """t_{n+1} uniform on `grid` and ε ~ N(0, I), both from `generator` (a CPU generator: reproducible
+    anywhere)."""
     batch = like.shape[0]
     index = torch.randint(len(grid), (batch,), generator=generator)
     noise = torch.randn(like.shape, generator=generator, dtype=torch.float32)
     return LeapDraw(grid[index].to(like.device), noise.to(like.device))
 
 
-# -- building blocks ----------------------------------------------------------------------------------------------
+# -- building blocks -----------------------------------------------------------------------------------------
 def consistency_function(
     denoiser: Denoiser,
     schedule: NoiseSchedule,
@@ -158,7 +161,7 @@ def distance(prediction: Latents, target: Latents, config: LeapConfig) -> Float[
     return ((difference.square() + c * c).sqrt() - c).mean(dim=1)
 
 
-# -- the loss (Eq. 6) -----------------------------------------------------------------------------------------------
+# -- the loss (Eq. 6) ----------------------------------------------------------------------------------------
 def leap_distillation_loss(
     student: Denoiser,
     target: Denoiser,
@@ -237,7 +240,7 @@ def leap_distillation_loss_reference(
     return LeapLoss(per_sample.mean(), per_sample)
 
 
-# -- inference and rewards ------------------------------------------------------------------------------------------
+# -- inference and rewards -----------------------------------------------------------------------------------
 def one_step_generate(
     student: Denoiser,
     schedule: NoiseSchedule,
@@ -264,7 +267,7 @@ def latent_mse(prediction: Latents, reference: Latents) -> Float[Tensor, " batch
     return (prediction.float() - reference.float()).square().flatten(1).mean(dim=1)
 
 
-# -- EMA target --------------------------------------------------------------------------------------------------
+# -- EMA target ----------------------------------------------------------------------------------------------
 @torch.no_grad()
 def ema_update(target: Iterable[nn.Parameter], online: Iterable[nn.Parameter], decay: float) -> None:
     """θ⁻ ← μ·θ⁻ + (1−μ)·θ, in place, parameter by parameter."""

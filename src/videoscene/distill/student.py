@@ -5,7 +5,8 @@ pipeline opens it with `load_distilled`. Where the one step starts is decided by
 for the pipeline, the student and the trainer's validation alike:
 
     no leap (the ablation)     t = T−1: pure noise, whatever else is given
-    a DDPNet                   t* = DDPNet's greedy choice from x₀ʳ (and the views' disagreement D, if it reads it)
+    a DDPNet                   t* = DDPNet's greedy choice from x₀ʳ (and the views' disagreement D, if it
+                               reads it)
     otherwise                  the fixed t (the user's, or a configured fallback), which must lie in [1, T−1]
 
 T is the number of training timesteps of the schedule the student was distilled on.
@@ -55,7 +56,8 @@ def start_timestep(
         return policy.choose_timestep(render_latents, disagreement)
     if fixed_timestep is None:
         raise VideoSceneError(
-            "this student has no DDPNet (distilled without the leap, or policy.train_steps = 0); pass a fixed timestep"
+            "this student has no DDPNet (distilled without the leap, or policy.train_steps = 0); pass "
+            "a fixed timestep"
         )
     last = num_train_timesteps - 1
     if (
@@ -131,7 +133,8 @@ def load_distilled(
     folder = Path(folder)
     if not (folder / STUDENT_FOLDER).is_dir() or not (folder / CONFIG_FILE).is_file():
         raise VideoSceneError(
-            f"{folder} is not a distilled student (needs {STUDENT_FOLDER}/ and {CONFIG_FILE}); run `videoscene train distill`"
+            f"{folder} is not a distilled student (needs {STUDENT_FOLDER}/ and {CONFIG_FILE}); run "
+            "`videoscene train distill`"
         )
     leap = DistillConfig.load_json(folder / CONFIG_FILE).leap
     student = (

@@ -1,6 +1,7 @@
 """`videoscene train distill`: 3D-aware leap flow distillation of the one-step student, with DDPNet alongside.
 
-    videoscene train distill --config configs/distill_tiny.json --out outputs/distill_tiny [--resume] [--no-leap]
+    videoscene train distill --config configs/distill_tiny.json --out outputs/distill_tiny \
+        [--resume] [--no-leap]
 
 Per step (PAPER.md §1.4), on the shared training loop (`videoscene.training.loop`): a batch of cached clips
 (distill/cache.py), t_{n+1} and ε drawn from the step's generator, the loss of Eq. 6 (distill/leap.py), an
@@ -112,7 +113,8 @@ class DistillTrainer(Trainer):
         for name, cache in (("training", self.train_cache), ("validation", self.val_cache)):
             if cache is not None and tuple(cache.latent_shape) != expected:
                 raise VideoSceneError(
-                    f"{name} cache {cache.folder} holds latents {tuple(cache.latent_shape)}, the teacher makes "
+                    f"{name} cache {cache.folder} holds latents {tuple(cache.latent_shape)}, the "
+                    "teacher makes "
                     f"{expected}; rebuild the cache with this teacher"
                 )
 
@@ -170,7 +172,7 @@ class DistillTrainer(Trainer):
     def write_config(self) -> None:
         self.config.save_json(self.out / CONFIG_FILE)
 
-    # -- one step ------------------------------------------------------------------------------------------------------
+    # -- one step --------------------------------------------------------------------------------------------
     def loss(self, generator: torch.Generator) -> tuple[Tensor, dict[str, Any]]:
         config, accelerator = self.config, self.accelerator
         indices = batch_indices(
@@ -236,18 +238,21 @@ class DistillTrainer(Trainer):
         }
 
     def _average_gradients(self, module: nn.Module) -> None:
-        """DDPNet is not wrapped by accelerate (it is small): average its gradients across processes by hand."""
+        """DDPNet is not wrapped by accelerate (it is small): average its gradients across processes by
+        hand."""
         if self.accelerator.num_processes == 1:
             return
         for parameter in module.parameters():
             if parameter.grad is not None:
                 parameter.grad.copy_(self.accelerator.reduce(parameter.grad, "mean"))
 
-    # -- validation ------------------------------------------------------------------------------------------------------
+    # -- validation ------------------------------------------------------------------------------------------
     @torch.no_grad()
     def validate(self, final: bool) -> dict[str, Any] | None:
-        """One-step student on held-out cached clips: latent MSE to x₀ and, with frames, PSNR of the decoded video
-        and of the coarse render against the ground truth. Writes validation/step_NNNNNNN.mp4 for the first clip."""
+        """One-step student on held-out cached clips: latent MSE to x₀ and, with frames, PSNR of the decoded
+        video and of the coarse render against the ground truth. Writes validation/step_NNNNNNN.mp4 for the
+        first
+        clip."""
         cache = self.val_cache
         if cache is None:
             return None
@@ -309,7 +314,7 @@ class DistillTrainer(Trainer):
             disagreement,
         )
 
-    # -- checkpoints and export ------------------------------------------------------------------------------------------
+    # -- checkpoints and export ------------------------------------------------------------------------------
     def checkpoint_tensors(self) -> dict[str, dict[str, Tensor]]:
         student = dict(self.student.transformer.named_parameters())
         target = dict(self.target.transformer.named_parameters())
@@ -362,7 +367,7 @@ class DistillTrainer(Trainer):
         }
 
 
-# -- caches and CLI ---------------------------------------------------------------------------------------------------
+# -- caches and CLI ------------------------------------------------------------------------------------------
 def prepare_caches(config: DistillConfig, teacher: VideoBackbone) -> tuple[ClipCache, ClipCache | None]:
     """Open the prebuilt caches named in the config, or build (or reuse) them with the trained prior."""
     data = config.data

@@ -6,8 +6,8 @@ with ground truth (docs/evaluation.md).
 
 The paper's Table 1 at our scale (docs/results.md):
 
-    videoscene eval --data DATA/test --index INDEX.json --weights WEIGHTS --out OUT \
-        --methods nearest,coarse,teacher@1,teacher@4,teacher@50,teacher-leap@1,teacher-leap@4,teacher-leap@50,student
+    videoscene eval --data DATA/test --index INDEX.json --weights WEIGHTS --out OUT --methods \
+        nearest,coarse,teacher@1,teacher@4,teacher@50,teacher-leap@1,teacher-leap@4,teacher-leap@50,student
 """
 
 from __future__ import annotations
@@ -80,7 +80,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=None,
         metavar="GAP",
-        help="first write --index (must not exist): per scene a context pair GAP frames apart, the frames between as targets",
+        help="first write --index (must not exist): per scene a context pair GAP frames apart, the frames "
+        "between as targets",
     )
     parser.add_argument(
         "--target-stride",
@@ -94,7 +95,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=_image_size,
         default=None,
         metavar="HxW",
-        help=f"the model's resolution; images are centre-cropped to its aspect ratio and resized ({from_weights} 64x96)",
+        help="the model's resolution; images are centre-cropped to its aspect ratio and resized "
+        f"({from_weights} 64x96)",
     )
     parser.add_argument(
         "--frames",
@@ -129,14 +131,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         nargs="+",
         default=None,
         metavar="FILE",
-        help="LPIPS weights: torchvision VGG16 + LPIPS linear layers (.safetensors/.pth); LPIPS is skipped without them",
+        help="LPIPS weights: torchvision VGG16 + LPIPS linear layers (.safetensors/.pth); LPIPS is skipped "
+        "without them",
     )
     parser.add_argument(
         "--fvd-detector",
         type=Path,
         default=None,
         metavar="FILE",
-        help="StyleGAN-V's I3D TorchScript file (i3d_torchscript.pt, never downloaded); without it FVD is null",
+        help="StyleGAN-V's I3D TorchScript file (i3d_torchscript.pt, never downloaded); without it FVD is "
+        "null",
     )
     parser.add_argument(
         "--device",
@@ -148,7 +152,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _check_pipeline_resolution(weights: Path | None, config: EvalConfig, pipeline_methods: list[str]) -> None:
-    """The pipeline generates at its own resolution (pipeline.json): an --size that differs cannot be scored."""
+    """The pipeline generates at its own resolution (pipeline.json): an --size that differs cannot be
+    scored."""
     if not pipeline_methods or weights is None or not (weights / "pipeline.json").is_file():
         return
     from videoscene.pipeline import PipelineConfig

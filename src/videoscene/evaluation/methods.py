@@ -111,13 +111,15 @@ def _prior_folder(weights: Path | None, spec: MethodSpec) -> Path:
 
     if weights is None:
         raise VideoSceneError(
-            f"method {spec.name} needs prior weights: pass --weights DIR (a folder holding {WEIGHTS_FILE} or prior/{WEIGHTS_FILE})"
+            f"method {spec.name} needs prior weights: pass --weights DIR (a folder holding "
+            f"{WEIGHTS_FILE} or prior/{WEIGHTS_FILE})"
         )
     for folder in (weights, weights / "prior"):
         if (folder / WEIGHTS_FILE).is_file():
             return folder
     raise VideoSceneError(
-        f"method {spec.name} needs prior weights: neither {weights / WEIGHTS_FILE} nor {weights / 'prior' / WEIGHTS_FILE} exists; "
+        f"method {spec.name} needs prior weights: neither {weights / WEIGHTS_FILE} nor "
+        f"{weights / 'prior' / WEIGHTS_FILE} exists; "
         "train one with `videoscene train prior`"
     )
 
@@ -160,15 +162,16 @@ def build_coarse(spec: MethodSpec, resources: MethodResources) -> GenerateFn:
 
 
 def build_with_pipeline(spec: MethodSpec, resources: MethodResources) -> GenerateFn:
-    """teacher@N, teacher-leap@N, student, student@tT and student-noleap: `VideoScenePipeline` on the request's
-    context views and path, with the family's model, start and step count."""
+    """teacher@N, teacher-leap@N, student, student@tT and student-noleap: `VideoScenePipeline` on the
+    request's context views and path, with the family's model, start and step count."""
     if resources.weights is None:
         raise VideoSceneError(
             f"method {spec.name} needs trained weights: pass --weights DIR (a VideoScene weights folder)"
         )
     if not resources.weights.is_dir():
         raise VideoSceneError(
-            f"weights folder {resources.weights} does not exist; pass the folder of the trained VideoScene models"
+            f"weights folder {resources.weights} does not exist; pass the folder of the trained "
+            "VideoScene models"
         )
     pipeline = _cached_pipeline(Path(resources.weights), torch.device(resources.device))
     settings = {
@@ -198,7 +201,8 @@ def build_with_pipeline(spec: MethodSpec, resources: MethodResources) -> Generat
 
 @functools.lru_cache(maxsize=2)
 def _cached_pipeline(weights: Path, device: torch.device):
-    """One pipeline per weights folder and device, shared by the methods that use it (teacher@4, student, …)."""
+    """One pipeline per weights folder and device, shared by the methods that use it (teacher@4, student,
+    …)."""
     from videoscene.pipeline import VideoScenePipeline  # the video model's libraries load only when asked for
 
     return VideoScenePipeline.from_pretrained(weights, device=device)

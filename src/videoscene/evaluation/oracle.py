@@ -89,7 +89,8 @@ def regret_analysis(
         or policy_choice.shape != mse_table.shape[:1]
     ):
         raise VideoSceneError(
-            f"error table {tuple(mse_table.shape)}, {len(candidates)} candidates and {tuple(policy_choice.shape)} choices do not match"
+            f"error table {tuple(mse_table.shape)}, {len(candidates)} candidates and "
+            f"{tuple(policy_choice.shape)} choices do not match"
         )
     mse = mse_table.double().clamp_min(1e-20)
     quality = -10 * mse.log10()
@@ -136,7 +137,8 @@ def error_table(
     max_clips: int | None = None,
     space: Space = "latent",
 ) -> Float[Tensor, "clips K"]:
-    """E[n, k]: MSE of the one-step student from clip n's render noised to candidate k (same noise for all k)."""
+    """E[n, k]: MSE of the one-step student from clip n's render noised to candidate k (same noise for all
+    k)."""
     if space == "pixel" and not cache.has_frames:
         raise VideoSceneError(
             f"cache {cache.folder} stores no frames; use --space latent or rebuild it with store_frames"
@@ -180,7 +182,8 @@ def oracle_analysis(
     max_clips: int | None = None,
     space: Space = "latent",
 ) -> OracleReport:
-    """Enumerate DDPNet's candidates on held-out clips; compare its choices with the oracle and the best fixed t."""
+    """Enumerate DDPNet's candidates on held-out clips; compare its choices with the oracle and the best fixed
+    t."""
     if leap.no_leap:
         raise VideoSceneError(
             "a student distilled without the leap starts from pure noise: there is no t to choose"
@@ -202,7 +205,7 @@ def oracle_analysis(
     return regret_analysis(table, candidates, choices, space)
 
 
-# -- CLI ------------------------------------------------------------------------------------------------------------------
+# -- CLI -----------------------------------------------------------------------------------------------------
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--weights",

@@ -92,7 +92,8 @@ def plan_frames(context: Sequence[int], targets: Sequence[int], num_frames: int)
     """Give each target frame a slot of the F-frame video (module docstring)."""
     if num_frames < 3:
         raise VideoSceneError(
-            f"the generated video needs at least 3 frames (two context ends and one between), got {num_frames}"
+            "the generated video needs at least 3 frames (two context ends and one between), got "
+            f"{num_frames}"
         )
     first, last = (int(c) for c in context)
     if first == last:
@@ -142,7 +143,8 @@ def path_cameras(
     the slots between interpolated along the path through them. `targets` are in `plan.targets` order."""
     if len(context) != 2 or len(targets) != len(plan.targets):
         raise VideoSceneError(
-            f"need 2 context cameras and {len(plan.targets)} target cameras, got {len(context)} and {len(targets)}"
+            f"need 2 context cameras and {len(plan.targets)} target cameras, got {len(context)} and "
+            f"{len(targets)}"
         )
     last_slot = plan.num_frames - 1
     keys = {

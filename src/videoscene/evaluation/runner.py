@@ -82,7 +82,8 @@ class EvalConfig:
     @classmethod
     def for_weights(cls, weights: Path | None, **overrides) -> EvalConfig:
         """The model's resolution, frame count and depth range from the weights folder's pipeline.json when
-        it has one (else this class's defaults), then `overrides` (None values are ignored: flags not given)."""
+        it has one (else this class's defaults), then `overrides` (None values are ignored: flags not
+        given)."""
         settings: dict = {}
         if weights is not None and (Path(weights) / "pipeline.json").is_file():
             from videoscene.pipeline import (
@@ -387,8 +388,10 @@ def evaluate(
         ) as error:  # TorchScript tracebacks end with the actual error line
             cause = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
             raise VideoSceneError(
-                f"the FVD detector failed on the {len(video_at_targets)}-frame video of scene {scene} ({cause}); "
-                "I3D needs enough target frames per scene: use an index with more targets, or drop --fvd-detector"
+                f"the FVD detector failed on the {len(video_at_targets)}-frame video of scene {scene} "
+                f"({cause}); "
+                "I3D needs enough target frames per scene: use an index with more targets, or drop "
+                "--fvd-detector"
             ) from None
         video_features.setdefault(name, []).append(features)
 

@@ -31,7 +31,8 @@ def sh_degree_of(d_sh: int) -> int:
     degree = math.isqrt(d_sh) - 1
     if d_sh < 1 or (degree + 1) ** 2 != d_sh or degree > MAX_SH_DEGREE:
         raise VideoSceneError(
-            f"spherical harmonics must have (degree+1)^2 coefficients with degree <= {MAX_SH_DEGREE}, got {d_sh}"
+            f"spherical harmonics must have (degree+1)^2 coefficients with degree <= {MAX_SH_DEGREE}, "
+            f"got {d_sh}"
         )
     return degree
 

@@ -44,7 +44,8 @@ def save_ply(path: str | os.PathLike, gaussians: Gaussians) -> None:
     if gaussians.means.ndim == 3:
         if gaussians.means.shape[0] != 1:
             raise VideoSceneError(
-                f"a PLY file holds one scene but got a batch of {gaussians.means.shape[0]}; save gaussians.select(i) each"
+                f"a PLY file holds one scene but got a batch of {gaussians.means.shape[0]}; save "
+                "gaussians.select(i) each"
             )
         gaussians = gaussians.select(0)
     if gaussians.means.ndim != 2 or gaussians.means.shape[-1] != 3:
@@ -156,7 +157,8 @@ def gaussians_from_points(
 
     if points.ndim != 2 or points.shape[-1] != 3 or colors.shape != points.shape:
         raise VideoSceneError(
-            f"points and colors must both have shape [N, 3], got {list(points.shape)} and {list(colors.shape)}"
+            f"points and colors must both have shape [N, 3], got {list(points.shape)} and "
+            f"{list(colors.shape)}"
         )
     if len(points) <= neighbours:
         raise VideoSceneError(f"need more than {neighbours} points to size the splats, got {len(points)}")

@@ -3,7 +3,8 @@ per-pixel reference twin, and gsplat's CUDA rasterizer behind the same interface
 
 Semantics follow gsplat's "classic" mode (Kerbl et al. 2023, §4 and §6; gsplat `rasterization`):
 
-1. world -> camera with the inverse extrinsics; Gaussians whose centre depth z is not in (near, far) are culled;
+1. world -> camera with the inverse extrinsics; Gaussians whose centre depth z is not in (near, far) are
+   culled;
 2. EWA splatting (Zwicker et al. 2002): Σ' = J W Σ Wᵀ Jᵀ with J the Jacobian of the pinhole projection at
    the mean (its x/z, y/z clamped to 1.3x the view frustum, as gsplat and Inria do, so Gaussians far outside
    the image do not get huge footprints), then a dilation Σ' + 0.3·I (`EPS2D`);
@@ -230,7 +231,8 @@ def _check_inputs(gaussians, extrinsics, intrinsics, image_shape, background, ne
     means = gaussians.means
     if means.ndim != 3 or means.shape[-1] != 3:
         raise VideoSceneError(
-            f"render expects batched Gaussians with means [B, G, 3], got {list(means.shape)}; add a batch axis"
+            f"render expects batched Gaussians with means [B, G, 3], got {list(means.shape)}; add a "
+            "batch axis"
         )
     batch, count = means.shape[:2]
     expected = {
@@ -259,7 +261,8 @@ def _check_inputs(gaussians, extrinsics, intrinsics, image_shape, background, ne
         raise VideoSceneError(f"extrinsics must have shape [{batch}, V, 4, 4], got {list(extrinsics.shape)}")
     if tuple(intrinsics.shape) != (*extrinsics.shape[:2], 3, 3):
         raise VideoSceneError(
-            f"intrinsics must have shape {[*extrinsics.shape[:2], 3, 3]} to match the extrinsics, got {list(intrinsics.shape)}"
+            f"intrinsics must have shape {[*extrinsics.shape[:2], 3, 3]} to match the extrinsics, got "
+            f"{list(intrinsics.shape)}"
         )
     if len(image_shape) != 2 or not all(
         isinstance(side, numbers.Integral) and side > 0 for side in image_shape

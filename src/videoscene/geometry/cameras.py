@@ -36,7 +36,8 @@ def check_rigid(
     bottom = (m[..., 3, :] - torch.tensor([0, 0, 0, 1], dtype=m.dtype)).abs().amax(dim=-1) < atol
     if not (orthonormal & proper & bottom).all():
         raise VideoSceneError(
-            f"{name} are not rigid transforms (rotation part must be orthonormal with det +1, last row 0 0 0 1); "
+            f"{name} are not rigid transforms (rotation part must be orthonormal with det +1, last row "
+            "0 0 0 1); "
             "check the axis convention and units of the camera file"
         )
 
@@ -245,7 +246,8 @@ def _transforms_frame_lens(path: Path, values: dict) -> tuple[list[float], list[
         return _frame_lens_values(path, values)
     except (TypeError, ValueError):
         raise VideoSceneError(
-            f"{path}: frame {values.get('file_path')!r} has a lens value that is not a number (w, h, fl_x, fl_y, cx, cy, "
+            f"{path}: frame {values.get('file_path')!r} has a lens value that is not a number (w, h, "
+            "fl_x, fl_y, cx, cy, "
             "camera_angle_x/y, k1 k2 p1 p2)"
         ) from None
 
@@ -272,7 +274,8 @@ def _frame_lens_values(path: Path, values: dict) -> tuple[list[float], list[int]
         raise VideoSceneError(f"{path}: distortion terms k3/k4 are not supported; only k1 k2 p1 p2")
     if not (fl_x > 0 and fl_y > 0 and math.isfinite(fl_x * fl_y * cx * cy)):
         raise VideoSceneError(
-            f"{path}: frame {values['file_path']} needs positive, finite focal lengths (fl_x={fl_x}, fl_y={fl_y})"
+            f"{path}: frame {values['file_path']} needs positive, finite focal lengths (fl_x={fl_x}, "
+            f"fl_y={fl_y})"
         )
     return [fl_x, fl_y, cx, cy], [height, width], [float(values.get(key, 0.0)) for key in DISTORTION_NAMES]
 
@@ -339,7 +342,8 @@ def read_transforms_json(path: str | Path) -> CaptureCameras:
 
 def write_transforms_json(path: str | Path, cameras: CaptureCameras, style: str = "nerf") -> None:
     """Write `cameras` as a NeRF (`style="nerf"`: no distortion) or instant-ngp (`style="instant-ngp"`:
-    with k1 k2 p1 p2) transforms.json. Intrinsics shared by every frame go to the top level, else per frame."""
+    with k1 k2 p1 p2) transforms.json. Intrinsics shared by every frame go to the top level, else per
+    frame."""
     if style not in ("nerf", "instant-ngp"):
         raise VideoSceneError(f"unknown transforms.json style {style!r}; use nerf or instant-ngp")
     if style == "nerf" and not cameras.is_pinhole:
@@ -461,7 +465,8 @@ COLMAP_MODELS = {
 def _colmap_lines(path: Path) -> list[str]:
     if not path.is_file():
         raise VideoSceneError(
-            f"COLMAP file {path} does not exist; export the model as text (colmap model_converter --output_type TXT)"
+            f"COLMAP file {path} does not exist; export the model as text (colmap model_converter "
+            "--output_type TXT)"
         )
     return [line.rstrip("\n") for line in path.read_text().splitlines() if not line.startswith("#")]
 
@@ -501,7 +506,8 @@ def _read_colmap_cameras(path: Path) -> dict[int, tuple[tuple[int, int], list[fl
 
 def read_colmap_text(folder: str | Path) -> CaptureCameras:
     """Read COLMAP `cameras.txt` + `images.txt` from `folder`. images.txt gives per image the world-to-camera
-    rotation as a quaternion (QW QX QY QZ) and translation, in OpenCV axes. Frames come sorted by image name."""
+    rotation as a quaternion (QW QX QY QZ) and translation, in OpenCV axes. Frames come sorted by image
+    name."""
     folder = Path(folder)
     cameras = _read_colmap_cameras(folder / "cameras.txt")
     images_path = folder / "images.txt"

@@ -115,7 +115,8 @@ def sampson_distance(
 ) -> Float[Tensor, "*batch point"]:
     """First-order geometric distance (pixels) of correspondences from the epipolar constraint:
     sqrt of the Sampson error (x_bᵀFx_a)² / ((Fx_a)₁² + (Fx_a)₂² + (Fᵀx_b)₁² + (Fᵀx_b)₂²) (Hartley & Zisserman
-    eq. 11.9), i.e. the smallest joint displacement of both points that puts them on each other's epipolar lines."""
+    eq. 11.9), i.e. the smallest joint displacement of both points that puts them on each other's epipolar
+    lines."""
     f = fundamental.double()
     x_a = torch.cat([points_a.double(), torch.ones_like(points_a[..., :1], dtype=torch.float64)], dim=-1)
     x_b = torch.cat([points_b.double(), torch.ones_like(points_b[..., :1], dtype=torch.float64)], dim=-1)

@@ -39,7 +39,8 @@ def resize(
     flat = images.reshape(-1, 3, height, width)
     shrinking = size[0] < height or size[1] < width
     resized = F.interpolate(flat, size=tuple(size), mode="bilinear", align_corners=False, antialias=shrinking)
-    # The antialiasing kernel overshoots by float rounding (1.0000002 from a white image): keep the input's range.
+    # The antialiasing kernel overshoots by float rounding (1.0000002 from a white image): keep the input's
+    # range.
     resized = resized.clamp(flat.min(), flat.max())
     return resized.reshape(*batch_shape, 3, *size), intrinsics
 

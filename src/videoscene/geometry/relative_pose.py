@@ -64,10 +64,11 @@ class RelativePoseConfig:
     ransac_confidence: float = 0.9999
     min_matches: int = 20
     min_inliers: int = 20  # as COLMAP's two-view default (15), with a little margin
-    # The same image twice: no feature moves. Median match displacement below this (at the matching resolution).
+    # The same image twice: no feature moves. Median match displacement below this (at the matching
+    # resolution).
     min_median_flow_px: float = 1.0
-    # A pure rotation: a homography explains at least `homography_share` of the essential matrix's inliers and,
-    # once its rotation is undone, the median angle between matched rays is below `min_parallax_degrees`.
+    # A pure rotation: a homography explains at least `homography_share` of the essential matrix's inliers
+    # and, once its rotation is undone, the median angle between matched rays is below `min_parallax_degrees`.
     min_parallax_degrees: float = 0.5
     homography_share: float = 0.8
     # Of the essential matrix's inliers, at least this share must lie in front of both cameras.
@@ -182,13 +183,15 @@ def estimate_cameras(
     matches = sift_matches(*(_resize_for_matching(image, match_size) for image in images), sift_config)
     if len(matches) < config.min_matches:
         raise VideoSceneError(
-            f"only {len(matches)} feature matches between the two images (need {config.min_matches}): they do not "
+            f"only {len(matches)} feature matches between the two images (need {config.min_matches}): "
+            "they do not "
             "seem to show the same scene; give two overlapping photos or pass --cameras"
         )
     median_flow = float(np.median(np.linalg.norm(matches.points_b - matches.points_a, axis=1)))
     if median_flow < config.min_median_flow_px:
         raise VideoSceneError(
-            f"the two images are the same picture (features move {median_flow:.2f} px); give two photos taken "
+            f"the two images are the same picture (features move {median_flow:.2f} px); give two "
+            "photos taken "
             "from different positions"
         )
 
@@ -211,7 +214,8 @@ def estimate_cameras(
     ):
         raise VideoSceneError(
             f"the camera only turned between the two photos (a rotation explains {homography_inliers} of "
-            f"{int(ransac_inliers.sum())} matches, median parallax {rotation_parallax:.2f}°), so depth is unobservable; "
+            f"{int(ransac_inliers.sum())} matches, median parallax {rotation_parallax:.2f}°), so depth "
+            "is unobservable; "
             "take the second photo from a different position or pass --cameras"
         )
 
@@ -260,7 +264,8 @@ def estimate_cameras(
 def _resize_for_matching(
     image: Float[Tensor, "3 height width"], size: tuple[int, int]
 ) -> Float[Tensor, "3 h w"]:
-    """Resize in 8 bits with OpenCV: the result, and so the matches, must not depend on torch's thread count."""
+    """Resize in 8 bits with OpenCV: the result, and so the matches, must not depend on torch's thread
+    count."""
     pixels = to_uint8(image).permute(1, 2, 0).numpy()
     shrinking = size[0] < image.shape[-2]
     resized = cv2.resize(
@@ -283,8 +288,10 @@ def _find_essential(matches: Matches, pixel_k: np.ndarray, config: RelativePoseC
 
 def _no_motion_message(num_matches: int, num_inliers: int, config: RelativePoseConfig) -> str:
     return (
-        f"only {num_inliers} of {num_matches} feature matches agree with one camera motion (need {config.min_inliers}): "
-        "the photos barely overlap or show a moving scene; give two overlapping photos of a static scene or pass --cameras"
+        f"only {num_inliers} of {num_matches} feature matches agree with one camera motion (need "
+        f"{config.min_inliers}): "
+        "the photos barely overlap or show a moving scene; give two overlapping photos of a static "
+        "scene or pass --cameras"
     )
 
 
@@ -348,6 +355,7 @@ def _triangulated_depths(
     depths = depths[np.isfinite(depths).all(1) & (depths > 0).all(1)]
     if not len(depths):
         raise VideoSceneError(
-            "no matched point triangulates in front of both cameras; give two overlapping photos or pass --cameras"
+            "no matched point triangulates in front of both cameras; give two overlapping photos or "
+            "pass --cameras"
         )
     return depths.min(1), depths.max(1)

@@ -40,7 +40,8 @@ def interpolate_keyframes(
     count = extrinsics.shape[0]
     if extrinsics.shape != (count, 4, 4) or intrinsics.shape != (count, 3, 3) or key_times.shape != (count,):
         raise VideoSceneError(
-            f"keyframes need extrinsics [K, 4, 4], intrinsics [K, 3, 3] and times [K]; got {list(extrinsics.shape)}, "
+            "keyframes need extrinsics [K, 4, 4], intrinsics [K, 3, 3] and times [K]; got "
+            f"{list(extrinsics.shape)}, "
             f"{list(intrinsics.shape)}, {list(key_times.shape)}"
         )
     if count < 2:

@@ -78,7 +78,8 @@ def ransac_inliers(matches: Matches, config: ConsistencyConfig | None = None) ->
     try:
         _, mask = cv2.findFundamentalMat(*arguments, config.ransac_method, *settings)
     except cv2.error:
-        # OpenCV 5's USAC/MAGSAC aborts on some small match sets (assertion !model.empty()); classic RANSAC does not.
+        # OpenCV 5's USAC/MAGSAC aborts on some small match sets (assertion !model.empty()); classic RANSAC
+        # does not.
         _, mask = cv2.findFundamentalMat(*arguments, cv2.FM_RANSAC, *settings)
     return np.zeros(len(matches), dtype=bool) if mask is None else mask.ravel().astype(bool)
 

@@ -64,7 +64,8 @@ class I3DFeatures:
             Exception
         ) as error:  # torch.jit raises RuntimeError, ValueError, zip errors … for a foreign file
             raise LoadError(
-                f"I3D detector {path} is not a TorchScript file ({type(error).__name__}); pass i3d_torchscript.pt"
+                f"I3D detector {path} is not a TorchScript file ({type(error).__name__}); pass "
+                "i3d_torchscript.pt"
             ) from None
         self.device = torch.device(device)
 

@@ -1,4 +1,5 @@
-"""DDPNet, the dynamic denoising policy network (PAPER.md §2.4, §6 item 8), and its contextual-bandit training.
+"""DDPNet, the dynamic denoising policy network (PAPER.md §2.4, §6 item 8), and its contextual-bandit
+training.
 
     context   x₀ʳ (the coarse render's latent)                     [B, f, C, h, w]
               and, optionally, the context views' disagreement D      [B, f, 2, h, w]
@@ -66,9 +67,9 @@ class PolicyConfig:
     learning_rate: float = 1e-4
     # Bandit pulls per training clip and step (each an independent action and noise draw; 1 = one per clip).
     pulls_per_clip: int = 4
-    # Training clips each bandit update pulls, drawn apart from the student's batch; None = the student's batch.
-    # One reward is one gradient-free student step, so the bandit can see many more clips than the student's
-    # loss does: a few hundred updates on the student's 2 clips are too few to tell clips apart.
+    # Training clips each bandit update pulls, drawn apart from the student's batch; None = the student's
+    # batch. One reward is one gradient-free student step, so the bandit can see many more clips than the
+    # student's loss does: a few hundred updates on the student's 2 clips are too few to tell clips apart.
     clips_per_step: int | None = None
     exploration: float = 0.05  # ε of the behaviour policy μ = (1−ε)π + ε/K
     entropy_weight: float = 0.01  # β
@@ -76,7 +77,8 @@ class PolicyConfig:
     baseline: Literal["per_clip", "running_mean"] = (
         "per_clip"  # leave-one-out over a clip's pulls, or one mean
     )
-    # Also give DDPNet the context views' disagreement D (module docstring); False = x₀ʳ only, as in the paper.
+    # Also give DDPNet the context views' disagreement D (module docstring); False = x₀ʳ only, as in the
+    # paper.
     view_disagreement: bool = False
 
     def __post_init__(self) -> None:
@@ -86,7 +88,8 @@ class PolicyConfig:
             )
         if self.baseline == "per_clip" and self.pulls_per_clip < 2:
             raise VideoSceneError(
-                "policy.baseline 'per_clip' compares a clip's pulls with each other: set policy.pulls_per_clip ≥ 2 "
+                "policy.baseline 'per_clip' compares a clip's pulls with each other: set "
+                "policy.pulls_per_clip ≥ 2 "
                 "or use baseline 'running_mean'"
             )
         if len(self.candidates) < 2 or len(set(self.candidates)) != len(self.candidates):
@@ -103,7 +106,8 @@ class PolicyConfig:
             or self.learning_rate <= 0
         ):
             raise VideoSceneError(
-                "policy.hidden_channels, policy.pulls_per_clip, policy.clips_per_step and policy.learning_rate must be "
+                "policy.hidden_channels, policy.pulls_per_clip, policy.clips_per_step and "
+                "policy.learning_rate must be "
                 "positive, policy.train_steps ≥ 0"
             )
         if not 0 <= self.exploration < 1 or not 0 <= self.baseline_momentum < 1 or self.entropy_weight < 0:
@@ -159,8 +163,8 @@ def policy_inputs(
     temporal_compression: int,
     spatial_compression: int,
 ) -> Float[Tensor, "batch latent_frames 2 latent_height latent_width"]:
-    """D on the latent grid: the views' disagreement at `policy_frames` of the video's [B, F] `cameras` (frames
-    of `image_shape`), average-pooled by the VAE's spatial factor."""
+    """D on the latent grid: the views' disagreement at `policy_frames` of the video's [B, F] `cameras`
+    (frames of `image_shape`), average-pooled by the VAE's spatial factor."""
     frames = torch.tensor(
         policy_frames(cameras.extrinsics.shape[1], temporal_compression), device=cameras.extrinsics.device
     )
@@ -204,7 +208,8 @@ class DDPNet(nn.Module):
         batch, frames, channels, height, width = render_latents.shape
         if (frames, channels) != (self.config.latent_frames, self.config.latent_channels):
             raise VideoSceneError(
-                f"DDPNet expects {self.config.latent_frames} latent frames × {self.config.latent_channels} channels, "
+                f"DDPNet expects {self.config.latent_frames} latent frames × "
+                f"{self.config.latent_channels} channels, "
                 f"got {frames} × {channels}; use a DDPNet trained for this video size"
             )
         if self.config.view_disagreement:
@@ -212,7 +217,8 @@ class DDPNet(nn.Module):
             if disagreement is None or tuple(disagreement.shape) != expected:
                 got = None if disagreement is None else tuple(disagreement.shape)
                 raise VideoSceneError(
-                    f"this DDPNet also reads the views' disagreement {list(expected)} (policy_inputs), got {got}"
+                    f"this DDPNet also reads the views' disagreement {list(expected)} (policy_inputs), "
+                    f"got {got}"
                 )
             scale = torch.tensor(
                 [self.config.disagreement_scale, 1.0],
@@ -256,7 +262,7 @@ class DDPNet(nn.Module):
         )
         return resampled.reshape(batch, channels, height, width, -1).permute(0, 4, 1, 2, 3).to(x.dtype)
 
-    # -- files ------------------------------------------------------------------------------------------------
+    # -- files -----------------------------------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> None:
         """One safetensors file; the architecture goes in its metadata, so the file alone rebuilds the net."""
         state = {key: value.detach().contiguous().cpu() for key, value in self.state_dict().items()}
@@ -368,8 +374,9 @@ class BanditTrainer:
         disagreement: Float[Tensor, "batch latent_frames 2 latent_height latent_width"] | None = None,
     ) -> BanditStep:
         """Act on a batch of contexts, ask `reward_fn(timesteps)` for the rewards, update ψ once.
-        `groups[i]` names the clip of row i (needed by the per-clip baseline: rows of one clip are pulls of it).
-        `average_gradients(net)` (data-parallel training) runs between backward and the optimizer step."""
+        `groups[i]` names the clip of row i (needed by the per-clip baseline: rows of one clip are pulls of
+        it). `average_gradients(net)` (data-parallel training) runs between backward and the optimizer
+        step."""
         if self.config.baseline == "per_clip" and groups is None:
             raise VideoSceneError(
                 "the per-clip baseline needs `groups`: which clip each row of the batch pulls"

@@ -121,7 +121,8 @@ def shifted_window_mask(
 
 
 class AttentionLayer(nn.Module):
-    """x + LN(merge(attention(x -> source))), optionally followed by an FFN on [x, message] (GMFlow layout)."""
+    """x + LN(merge(attention(x -> source))), optionally followed by an FFN on [x, message] (GMFlow
+    layout)."""
 
     def __init__(self, channels: int, heads: int, ffn_expansion: int | None):
         super().__init__()

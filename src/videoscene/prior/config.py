@@ -17,7 +17,8 @@ from videoscene.io_utils import read_json_object, write_json_atomic
 
 @dataclass(frozen=True)
 class EncoderConfig:
-    # CNN at 1/4 resolution: a stride-2 7x7 stem, then stages at 1/2, 1/4, 1/4 (residual blocks, instance norm).
+    # CNN at 1/4 resolution: a stride-2 7x7 stem, then stages at 1/2, 1/4, 1/4 (residual blocks, instance
+    # norm).
     cnn_channels: tuple[int, int, int] = (64, 96, 128)
     cnn_blocks_per_stage: int = 2
     d_feature: int = 128
@@ -86,11 +87,13 @@ class EncoderConfig:
             )
         if self.downscale_factor != 4:
             raise VideoSceneError(
-                f"encoder config: downscale_factor must be 4 (the CNN's two stride-2 layers), got {self.downscale_factor}"
+                "encoder config: downscale_factor must be 4 (the CNN's two stride-2 layers), got "
+                f"{self.downscale_factor}"
             )
         if self.d_feature % 4 or self.d_feature % self.transformer_heads:
             raise VideoSceneError(
-                f"encoder config: d_feature ({self.d_feature}) must be divisible by 4 (sine encoding) and by transformer_heads"
+                f"encoder config: d_feature ({self.d_feature}) must be divisible by 4 (sine encoding) "
+                "and by transformer_heads"
             )
         if self.num_depth_candidates < 2:
             raise VideoSceneError("encoder config: num_depth_candidates must be >= 2")
@@ -108,7 +111,8 @@ class EncoderConfig:
             bad = set(getattr(self, f"{name}_unet_attn_res")) - levels
             if bad:
                 raise VideoSceneError(
-                    f"encoder config: {name}_unet_attn_res {sorted(bad)} are not U-Net levels {sorted(levels)}"
+                    f"encoder config: {name}_unet_attn_res {sorted(bad)} are not U-Net levels "
+                    f"{sorted(levels)}"
                 )
 
     @property

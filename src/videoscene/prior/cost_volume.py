@@ -29,7 +29,8 @@ def group_norm(channels: int) -> nn.GroupNorm:
 
 
 class ResBlock(nn.Module):
-    """Pre-activation residual block: GN -> SiLU -> conv -> GN -> SiLU -> conv, plus a 1x1 skip if widths differ."""
+    """Pre-activation residual block: GN -> SiLU -> conv -> GN -> SiLU -> conv, plus a 1x1 skip if widths
+    differ."""
 
     def __init__(self, in_channels: int, out_channels: int):
         super().__init__()
@@ -165,7 +166,8 @@ def inverse_depth_candidates(
 def pixel_rays(
     intrinsics: Float[Tensor, "*batch 3 3"], height: int, width: int
 ) -> Float[Tensor, "*batch 3 hw"]:
-    """Camera-space rays with z = 1 through pixel centres ((x + 0.5)/W, (y + 0.5)/H) of normalised intrinsics."""
+    """Camera-space rays with z = 1 through pixel centres ((x + 0.5)/W, (y + 0.5)/H) of normalised
+    intrinsics."""
     ys = (torch.arange(height, device=intrinsics.device, dtype=intrinsics.dtype) + 0.5) / height
     xs = (torch.arange(width, device=intrinsics.device, dtype=intrinsics.dtype) + 0.5) / width
     grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")

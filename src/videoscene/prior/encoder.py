@@ -61,7 +61,8 @@ def check_context(context: Views, size_multiple: int, assume_rigid: bool = False
             max(size_multiple, w // size_multiple * size_multiple),
         )
         raise VideoSceneError(
-            f"image size {h}x{w} is not a multiple of {size_multiple} as this encoder needs; resize or crop to e.g. {fit_h}x{fit_w}"
+            f"image size {h}x{w} is not a multiple of {size_multiple} as this encoder needs; resize or "
+            f"crop to e.g. {fit_h}x{fit_w}"
         )
     for name in ("image", "extrinsics", "intrinsics", "near", "far"):
         if not torch.isfinite(getattr(context, name)).all():
@@ -81,7 +82,8 @@ def check_context(context: Views, size_multiple: int, assume_rigid: bool = False
     baseline = baseline.masked_fill(torch.eye(v, dtype=torch.bool, device=baseline.device), float("inf"))
     if (baseline.amin(dim=(1, 2)) < 1e-3 * context.near.amin(dim=1)).any():
         raise VideoSceneError(
-            "two context cameras sit at (almost) the same position, so depth cannot be triangulated; pick views with a baseline"
+            "two context cameras sit at (almost) the same position, so depth cannot be triangulated; "
+            "pick views with a baseline"
         )
 
 
@@ -152,7 +154,8 @@ class GaussianEncoder(nn.Module):
             weights = weights / WEIGHTS_FILE
         if not weights.is_file():
             raise VideoSceneError(
-                f"prior weights {weights} do not exist; train them with `videoscene train prior` or give the right path"
+                f"prior weights {weights} do not exist; train them with `videoscene train prior` or "
+                "give the right path"
             )
         if not isinstance(config, EncoderConfig):
             config = EncoderConfig.load(config if config is not None else weights.parent / CONFIG_FILE)
@@ -163,7 +166,8 @@ class GaussianEncoder(nn.Module):
         if found != expected:
             differing = sorted(set(expected.items()) ^ set(found.items()))
             raise VideoSceneError(
-                f"prior weights {weights} do not match the config ({len(differing)} keys or shapes differ, e.g. {differing[0][0]}); "
+                f"prior weights {weights} do not match the config ({len(differing)} keys or shapes "
+                f"differ, e.g. {differing[0][0]}); "
                 "pass the config they were trained with"
             )
         encoder.load_state_dict(state)

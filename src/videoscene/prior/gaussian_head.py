@@ -6,8 +6,10 @@ Raw channels per Gaussian: 2 sub-pixel offset, 3 scale, 4 rotation (wxyz), 3·d_
   centre moved by the offset (at most half a pixel). Unlike MVSplat (which puts z at that distance along
   the *unit* ray), the mean sits at the plane-sweep z-depth, so the geometry the cost volume matched is
   the geometry that gets rendered;
-- scale = z · pixel footprint · (s_min + (s_max − s_min)·sigmoid(raw)), footprint = mean of 1/fx, 1/fy in pixels;
-- rotation: the predicted camera-frame quaternion, composed with the camera's rotation: q_world = q_c2w ⊗ q_cam;
+- scale = z · pixel footprint · (s_min + (s_max − s_min)·sigmoid(raw)), footprint = mean of 1/fx, 1/fy in
+  pixels;
+- rotation: the predicted camera-frame quaternion, composed with the camera's rotation: q_world = q_c2w ⊗
+  q_cam;
 - colour: SH coefficients with band l ≥ 1 damped by 0.1·0.25^l (so training starts view-independent),
   rotated camera -> world by exact per-band SH rotation matrices (`sh_rotation_matrices`);
 - opacity = density / gaussians_per_pixel.

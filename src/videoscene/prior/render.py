@@ -17,7 +17,8 @@ def render_coarse(
     gaussians: Gaussians, context: Views, cameras: Cameras, image_shape: tuple[int, int], background: Tensor
 ) -> Tensor:
     """Render the prior's Gaussians at the target cameras ([B, T] of them): [B, T, 3, H, W]."""
-    # Cull only what is behind or right at the camera; the prior's Gaussians lie within [near, far] of the context views.
+    # Cull only what is behind or right at the camera; the prior's Gaussians lie within [near, far] of the
+    # context views.
     near = 0.1 * float(context.near.min())
     far = 10.0 * float(context.far.max())
     return render(
@@ -44,8 +45,9 @@ def view_disagreement(
     The prior predicts its Gaussians view by view (view-major along the Gaussian axis). Rendering each context
     view's Gaussians alone at a target camera gives V guesses of the same pixel. Where the views put different
     colours there (a wrong depth, or content only one view saw) the fused render is a blend of disagreeing
-    guesses (at the [B, T] target `cameras`). Channel 0 is the spread mean_v |c_v − c̄| (mean over RGB) at pixels every view covers, 0 elsewhere;
-    channel 1 is the fraction of views covering the pixel (alpha > `coverage_alpha`).
+    guesses (at the [B, T] target `cameras`). Channel 0 is the spread mean_v |c_v − c̄| (mean over RGB) at
+    pixels every view covers, 0 elsewhere; channel 1 is the fraction of views covering the pixel (alpha >
+    `coverage_alpha`).
     """
     count = gaussians.means.shape[-2]
     if num_views < 2 or count % num_views:

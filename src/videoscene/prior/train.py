@@ -274,7 +274,8 @@ class PriorTrainer(Trainer):
         multiple = config.encoder_config.size_multiple
         if config.image_size[0] % multiple or config.image_size[1] % multiple:
             raise VideoSceneError(
-                f"training config: image_size {list(config.image_size)} must be multiples of {multiple} for this encoder"
+                f"training config: image_size {list(config.image_size)} must be multiples of "
+                f"{multiple} for this encoder"
             )
 
     def build(self) -> Optimisation:
@@ -373,7 +374,8 @@ def _split_folders(paths: list[str], role: str) -> tuple[list[str], list[str]]:
                 test.append(str(path / "test"))
         else:
             raise VideoSceneError(
-                f"{role} folder {path} holds neither index.json nor train/index.json; is it a RealEstate10K-format dataset?"
+                f"{role} folder {path} holds neither index.json nor train/index.json; is it a "
+                "RealEstate10K-format dataset?"
             )
     return train, test
 

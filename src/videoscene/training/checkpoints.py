@@ -34,13 +34,14 @@ from videoscene.io_utils import (
 logger = logging.getLogger(__name__)
 
 CHECKPOINTS = "checkpoints"
-# step_NNNNNNN; distillation runs before the trainers shared one loop numbered theirs step_NNNNNN: those resume too.
+# step_NNNNNNN; distillation runs before the trainers shared one loop numbered theirs step_NNNNNN: those
+# resume too.
 _CHECKPOINT_PATTERN = re.compile(r"^step_(\d{6,})$")
 
 ResultT = TypeVar("ResultT")
 
 
-# -- listing and resuming -------------------------------------------------------------------------------------------
+# -- listing and resuming ------------------------------------------------------------------------------------
 def checkpoint_folders(out: Path) -> list[tuple[int, Path]]:
     """(step, folder) of every checkpoint under OUT/checkpoints, oldest first."""
     folder = out / CHECKPOINTS
@@ -90,7 +91,7 @@ def remove_old_checkpoints(out: Path, keep: int) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-# -- one checkpoint -------------------------------------------------------------------------------------------------
+# -- one checkpoint ------------------------------------------------------------------------------------------
 def save_checkpoint(
     out: Path,
     step: int,
@@ -133,7 +134,8 @@ def load_checkpoint_tensors(folder: Path, names: tuple[str, ...]) -> dict[str, d
 
 
 def save_optimizer(path: Path, optimizer: torch.optim.Optimizer) -> None:
-    """Tensors of `optimizer.state_dict()` as safetensors; everything else (param groups, scalars) as metadata."""
+    """Tensors of `optimizer.state_dict()` as safetensors; everything else (param groups, scalars) as
+    metadata."""
     state = optimizer.state_dict()
     tensors, scalars = {}, {}
     for index, values in state["state"].items():
@@ -171,7 +173,7 @@ def module_fingerprint(module: nn.Module) -> str:
     return digest.hexdigest()
 
 
-# -- logs -----------------------------------------------------------------------------------------------------------
+# -- logs ----------------------------------------------------------------------------------------------------
 def append_jsonl(path: Path, record: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a") as handle:

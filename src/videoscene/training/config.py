@@ -17,7 +17,8 @@ ConfigT = TypeVar("ConfigT")
 
 
 def config_from_dict(cls: type[ConfigT], data: dict[str, Any], source: str) -> ConfigT:
-    """A dataclass from a JSON object; unknown keys are errors so that a typo never falls back to a default."""
+    """A dataclass from a JSON object; unknown keys are errors so that a typo never falls back to a
+    default."""
     if not isinstance(data, dict):
         raise VideoSceneError(f"{source} must hold a JSON object")
     known = {f.name for f in fields(cls)}

@@ -81,8 +81,9 @@ class LoopSettings:
 
 @dataclass
 class Optimisation:
-    """What a trainer's `build` returns: the module accelerate prepares (its forward is what the loss calls, so
-    that DDP's hooks see the calls), the optimiser, the parameters it updates (clipped), the lr schedule."""
+    """What a trainer's `build` returns: the module accelerate prepares (its forward is what the loss calls,
+    so that DDP's hooks see the calls), the optimiser, the parameters it updates (clipped), the lr
+    schedule."""
 
     model: nn.Module
     optimizer: torch.optim.Optimizer
@@ -114,7 +115,8 @@ class Trainer:
         built = self.build()
         self.trainable, self.scheduler = built.trainable, built.scheduler
 
-        # 3. Resume (the scheduler is stepped by hand once per optimiser step: accelerate would step it per process).
+        # 3. Resume (the scheduler is stepped by hand once per optimiser step: accelerate would step it per
+        # process).
         self.optimizer = built.optimizer
         if resume:
             resumed = resume_latest(self.out, self._load_checkpoint)
@@ -136,7 +138,7 @@ class Trainer:
                 self.out.mkdir(parents=True, exist_ok=True)
                 self.write_config()
 
-    # -- what a trainer supplies ----------------------------------------------------------------------------------------
+    # -- what a trainer supplies -----------------------------------------------------------------------------
     def check_inputs(self) -> None:
         """Refuse what cannot train (missing data, sizes the model cannot take) before anything is built."""
 
@@ -170,8 +172,8 @@ class Trainer:
         raise NotImplementedError
 
     def restore(self, tensors: dict[str, dict[str, Tensor]], state: dict[str, Any], folder: Path) -> None:
-        """Put a checkpoint's tensors (and anything the trainer keeps in state.json) back; a file that does not
-        fit is a `LoadError`."""
+        """Put a checkpoint's tensors (and anything the trainer keeps in state.json) back; a file that does
+        not fit is a `LoadError`."""
         raise NotImplementedError
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
@@ -182,13 +184,14 @@ class Trainer:
         return {}
 
     def export(self, summary: dict[str, Any], validation: dict[str, Any] | None) -> dict[str, Any]:
-        """Write the trained model under OUT (main process, after the last step); returns run.json's content."""
+        """Write the trained model under OUT (main process, after the last step); returns run.json's
+        content."""
         raise NotImplementedError
 
-    # -- the loop ---------------------------------------------------------------------------------------------------------
+    # -- the loop --------------------------------------------------------------------------------------------
     def train(self, stop_after: int | None = None) -> dict[str, Any]:
-        """Optimise to the last step, or for `stop_after` steps of this call (checkpointing first, e.g. to train
-        in time slices); returns the run summary (run.json once the run has finished)."""
+        """Optimise to the last step, or for `stop_after` steps of this call (checkpointing first, e.g. to
+        train in time slices); returns the run summary (run.json once the run has finished)."""
         settings, accelerator = self.settings, self.accelerator
         if self.finished:
             logger.info("training already finished at step %d", self.step)
@@ -267,7 +270,7 @@ class Trainer:
         append_jsonl(self.out / "validation.jsonl", scores)
         return scores
 
-    # -- checkpoints --------------------------------------------------------------------------------------------------------
+    # -- checkpoints -----------------------------------------------------------------------------------------
     def _save_checkpoint(self) -> Path:
         state = {**self._identity(), "train_config": config_to_dict(self.config), **self.checkpoint_state()}
         if self.scheduler is not None:
@@ -309,7 +312,8 @@ def check_new_run(out: Path, resume: bool) -> None:
     check_output_location(out)
     if not resume and out.is_dir() and any(out.iterdir()):
         raise VideoSceneError(
-            f"{out} is not empty (a training run?); pass --resume to continue the run in it or choose another --out"
+            f"{out} is not empty (a training run?); pass --resume to continue the run in it or choose "
+            "another --out"
         )
 
 

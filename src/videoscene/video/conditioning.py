@@ -1,4 +1,5 @@
-"""First/last-frame conditioning of the CogVideoX interpolation backbone (PAPER.md §1.3 step 6, UPSTREAM.md 6c-6d).
+"""First/last-frame conditioning of the CogVideoX interpolation backbone (PAPER.md §1.3 step 6, UPSTREAM.md
+6c-6d).
 
     ĩ = i + σ·ε,  log σ ~ N(−3, 0.5²)        (pixel space, i ∈ [−1, 1]; one σ per sample for both frames)
     c = [E(ĩ_first), 0, …, 0, E(ĩ_last)]    (each frame VAE-encoded alone → 1 latent frame; zeros between)
@@ -66,7 +67,8 @@ def encode_condition_frames(
     """Condition latents for the transformer from the two input views (in [0, 1])."""
     if first_frame.shape != last_frame.shape or first_frame.ndim != 4 or first_frame.shape[1] != 3:
         raise VideoSceneError(
-            f"first and last frames must both be [batch, 3, height, width], got {tuple(first_frame.shape)} and {tuple(last_frame.shape)}"
+            "first and last frames must both be [batch, 3, height, width], got "
+            f"{tuple(first_frame.shape)} and {tuple(last_frame.shape)}"
         )
     config = backbone.config.conditioning
     batch = first_frame.shape[0]

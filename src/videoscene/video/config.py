@@ -36,17 +36,17 @@ class VAEConfig:
     layers_per_block: int = 3
     norm_num_groups: int = 32
     temporal_compression_ratio: int = 4
-    # Latents are multiplied by this after encoding so that they have about unit variance (0.7 for CogVideoX-5B;
-    # for a VAE trained here it is measured after training as 1/std of the latents).
+    # Latents are multiplied by this after encoding so that they have about unit variance (0.7 for
+    # CogVideoX-5B; for a VAE trained here it is measured after training as 1/std of the latents).
     scaling_factor: float = 0.7
     # Per-channel latent statistics, measured after training a VAE here. When set, latents are standardised
-    # per channel, (z − mean_c)/std_c (as Wan's VAE does), instead of multiplied by `scaling_factor`: a small VAE
-    # trained with a tiny KL weight has channels of different offset and spread, and unit-variance channels
-    # give every channel the same signal-to-noise ratio under the diffusion schedule.
+    # per channel, (z − mean_c)/std_c (as Wan's VAE does), instead of multiplied by `scaling_factor`: a small
+    # VAE trained with a tiny KL weight has channels of different offset and spread, and unit-variance
+    # channels give every channel the same signal-to-noise ratio under the diffusion schedule.
     latents_mean: tuple[float, ...] | None = None
     latents_std: tuple[float, ...] | None = None
-    # Slicing encodes/decodes one batch element at a time; tiling splits frames into overlapping spatial tiles.
-    # Both only save memory (paper scale); outputs agree up to tile blending.
+    # Slicing encodes/decodes one batch element at a time; tiling splits frames into overlapping spatial
+    # tiles. Both only save memory (paper scale); outputs agree up to tile blending.
     enable_slicing: bool = False
     enable_tiling: bool = False
 
@@ -233,7 +233,7 @@ class VideoModelConfig:
             schedule=schedule,
         )
 
-    # -- derived geometry -------------------------------------------------------------------------------------
+    # -- derived geometry ------------------------------------------------------------------------------------
     @property
     def latent_frames(self) -> int:
         return (self.num_frames - 1) // self.vae.temporal_compression_ratio + 1
@@ -255,24 +255,28 @@ class VideoModelConfig:
         # The VAE decodes L latent frames back to 4(L−1)+1 frames only when that count is odd: F = 8k+1.
         if self.num_frames < 1 or (self.num_frames - 1) % (2 * vae.temporal_compression_ratio) != 0:
             raise VideoSceneError(
-                f"video config {self.name!r}: num_frames={self.num_frames} must be 8k+1 (9, 17, 25, 49) so that the "
+                f"video config {self.name!r}: num_frames={self.num_frames} must be 8k+1 (9, 17, 25, "
+                "49) so that the "
                 "CogVideoX VAE decodes back to the same number of frames"
             )
         # Each of the VAE's len(blocks) − 1 downsamplers halves time until the ratio is reached.
         if vae.temporal_compression_ratio > 2 ** (len(vae.block_out_channels) - 1):
             raise VideoSceneError(
-                f"video config {self.name!r}: temporal_compression_ratio={vae.temporal_compression_ratio} needs at least "
+                f"video config {self.name!r}: "
+                f"temporal_compression_ratio={vae.temporal_compression_ratio} needs at least "
                 f"{vae.temporal_compression_ratio.bit_length()} VAE blocks, got {len(vae.block_out_channels)}"
             )
         multiple = vae.spatial_compression * den.patch_size
         if min(self.height, self.width) < 1 or self.height % multiple or self.width % multiple:
             raise VideoSceneError(
-                f"video config {self.name!r}: {self.height}x{self.width} must be positive and divisible by {multiple} "
+                f"video config {self.name!r}: {self.height}x{self.width} must be positive and "
+                f"divisible by {multiple} "
                 f"(VAE ×{vae.spatial_compression} times patch {den.patch_size})"
             )
         if den.use_rotary_positional_embeddings and den.attention_head_dim % 16:
             raise VideoSceneError(
-                f"video config {self.name!r}: attention_head_dim={den.attention_head_dim} must be divisible by 16 "
+                f"video config {self.name!r}: attention_head_dim={den.attention_head_dim} must be "
+                "divisible by 16 "
                 "for 3D RoPE (it splits the head into temporal 1/4 and spatial 3/8 + 3/8)"
             )
         if den.use_learned_positional_embeddings and not den.use_rotary_positional_embeddings:
@@ -287,7 +291,8 @@ class VideoModelConfig:
             )
         ):
             raise VideoSceneError(
-                f"video config {self.name!r}: latents_mean and latents_std must both be given (or neither), with "
+                f"video config {self.name!r}: latents_mean and latents_std must both be given (or "
+                "neither), with "
                 f"{vae.latent_channels} values each and positive stds"
             )
         for channels in vae.block_out_channels:
@@ -298,7 +303,8 @@ class VideoModelConfig:
                 )
 
     def transformer_kwargs(self) -> dict[str, Any]:
-        """Constructor arguments of `CogVideoXTransformer3DModel`; in = noisy ‖ condition latents (2C), out = C."""
+        """Constructor arguments of `CogVideoXTransformer3DModel`; in = noisy ‖ condition latents (2C), out =
+        C."""
         den = self.denoiser
         return dict(
             num_attention_heads=den.num_attention_heads,
@@ -327,7 +333,7 @@ class VideoModelConfig:
         """The same model at another operating size (not allowed with learned positional embeddings)."""
         return replace(self, num_frames=num_frames, height=height, width=width)
 
-    # -- JSON -------------------------------------------------------------------------------------------------
+    # -- JSON ------------------------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         return {"format": CONFIG_FORMAT, **asdict(self)}
 
@@ -335,7 +341,8 @@ class VideoModelConfig:
     def from_dict(cls, data: dict[str, Any]) -> VideoModelConfig:
         if not isinstance(data, dict):
             raise VideoSceneError(
-                f"video config must be a JSON object, got {type(data).__name__}; compare with configs/video_tiny.json"
+                f"video config must be a JSON object, got {type(data).__name__}; compare with "
+                "configs/video_tiny.json"
             )
         data = dict(data)
         data.pop("format", None)

@@ -75,7 +75,8 @@ def load_prompt_embedding_file(path: str | os.PathLike) -> Float[Tensor, "1 toke
     path = Path(path)
     if not path.is_file():
         raise VideoSceneError(
-            f"prompt embedding file {path} not found; pass the precomputed T5 embedding (e.g. prompt_embeds.pt)"
+            f"prompt embedding file {path} not found; pass the precomputed T5 embedding (e.g. "
+            "prompt_embeds.pt)"
         )
     if path.suffix == ".safetensors":
         tensors = load_safetensors(path, "prompt embedding")
@@ -109,7 +110,8 @@ def encode_prompt_with_t5(
         from transformers import AutoTokenizer, T5EncoderModel
     except ImportError:
         raise VideoSceneError(
-            "encoding a prompt with T5 needs `pip install transformers sentencepiece`, or pass a prompt embedding file"
+            "encoding a prompt with T5 needs `pip install transformers sentencepiece`, or pass a "
+            "prompt embedding file"
         ) from None
     tokenizer = AutoTokenizer.from_pretrained(folder / "tokenizer", local_files_only=True)
     encoder = T5EncoderModel.from_pretrained(folder / "text_encoder", local_files_only=True).eval()
@@ -135,7 +137,8 @@ def rope_crop_region(
 
 
 class VideoBackbone(nn.Module):
-    """CogVideoX VAE + transformer (first/last-frame I2V layout: in_channels = 2 × latent channels) + prompt."""
+    """CogVideoX VAE + transformer (first/last-frame I2V layout: in_channels = 2 × latent channels) +
+    prompt."""
 
     def __init__(
         self,
@@ -163,7 +166,7 @@ class VideoBackbone(nn.Module):
         use_onednn_conv3d(vae)  # 8x faster single-clip VAE passes on CPU (see cpu_conv3d.py)
         self._rotary_cache: dict[tuple, tuple[Tensor, Tensor]] = {}
 
-    # -- construction -----------------------------------------------------------------------------------------
+    # -- construction ----------------------------------------------------------------------------------------
     @classmethod
     def build(cls, config: VideoModelConfig, prompt_embeds: Tensor | None = None) -> VideoBackbone:
         """Randomly initialised components (tiny training; random-weight benchmarks; meta-device checks).
@@ -198,7 +201,8 @@ class VideoBackbone(nn.Module):
         if (path / "vae").is_dir() and (path / "transformer").is_dir():
             return cls._load_diffusers(path, prompt_embeds_path, torch_dtype)
         raise VideoSceneError(
-            f"{path} is not a model folder: expected a diffusers CogVideoX I2V folder with vae/, transformer/ and "
+            f"{path} is not a model folder: expected a diffusers CogVideoX I2V folder with vae/, "
+            "transformer/ and "
             f"scheduler/ (e.g. CogVideoX-5b-I2V), or a VideoScene checkpoint with {CONFIG_NAME}"
         )
 
@@ -250,7 +254,8 @@ class VideoBackbone(nn.Module):
             value = encode_prompt_with_t5(path, text.prompt, text.num_tokens)
         if value.shape[1:] != (text.num_tokens, text.dim):
             raise VideoSceneError(
-                f"prompt embedding has shape {tuple(value.shape[1:])}, the transformer expects ({text.num_tokens}, {text.dim})"
+                f"prompt embedding has shape {tuple(value.shape[1:])}, the transformer expects "
+                f"({text.num_tokens}, {text.dim})"
             )
         prompt = PromptEmbedding(value.to(torch_dtype), learned=False)
         logger.info(
@@ -273,7 +278,7 @@ class VideoBackbone(nn.Module):
                 }
                 save_file(state, stage / name)
 
-    # -- properties -------------------------------------------------------------------------------------------
+    # -- properties ------------------------------------------------------------------------------------------
     @property
     def scaling_factor(self) -> float:
         return self.config.vae.scaling_factor
@@ -320,7 +325,7 @@ class VideoBackbone(nn.Module):
     def device(self) -> torch.device:
         return next(self.transformer.parameters()).device
 
-    # -- VAE ----------------------------------------------------------------------------------------------------
+    # -- VAE -------------------------------------------------------------------------------------------------
     def encode_video(
         self,
         video: Float[Tensor, "batch frames 3 height width"],
@@ -364,7 +369,7 @@ class VideoBackbone(nn.Module):
         pixels = self.vae.decode(vae_input).sample.permute(0, 2, 1, 3, 4)
         return ((pixels.float() + 1) / 2).clamp(0, 1)
 
-    # -- denoiser -----------------------------------------------------------------------------------------------
+    # -- denoiser --------------------------------------------------------------------------------------------
     def rotary_embedding(
         self, latent_frames: int, latent_height: int, latent_width: int
     ) -> tuple[Tensor, Tensor]:
@@ -396,7 +401,8 @@ class VideoBackbone(nn.Module):
         """v̂_θ(x_t, t, c): the transformer on [x_t ‖ condition] (channel concat, PAPER.md §1.3 step 8)."""
         if noisy_latents.shape != condition_latents.shape:
             raise VideoSceneError(
-                f"noisy latents {tuple(noisy_latents.shape)} and condition latents {tuple(condition_latents.shape)} differ"
+                f"noisy latents {tuple(noisy_latents.shape)} and condition latents "
+                f"{tuple(condition_latents.shape)} differ"
             )
         batch, frames, channels, height, width = noisy_latents.shape
         tconf = self.transformer.config
@@ -434,13 +440,14 @@ class VideoBackbone(nn.Module):
         return v.float()
 
 
-# -- what the video trainers (teacher, distillation) train --------------------------------------------------------------
+# -- what the video trainers (teacher, distillation) train ---------------------------------------------------
 # [PN]: "only attention layers": the self-attention projections of every CogVideoX block.
 ATTENTION_PARAMETERS = re.compile(r"^transformer_blocks\.\d+\.attn1\.(to_q|to_k|to_v|to_out\.0)\.")
 
 
 def trainable_parameter_names(transformer: nn.Module, subset: str) -> list[str]:
-    """Names of the transformer parameters a run trains: "all", or "attention" (the paper's fine-tuning subset)."""
+    """Names of the transformer parameters a run trains: "all", or "attention" (the paper's fine-tuning
+    subset)."""
     names = [name for name, _ in transformer.named_parameters()]
     if subset == "all":
         return names
@@ -455,7 +462,8 @@ def trainable_parameter_names(transformer: nn.Module, subset: str) -> list[str]:
 
 
 class VelocityModel(nn.Module):
-    """forward = `VideoBackbone.predict_v`: the module accelerate prepares, so that DDP's hooks see the calls."""
+    """forward = `VideoBackbone.predict_v`: the module accelerate prepares, so that DDP's hooks see the
+    calls."""
 
     def __init__(self, backbone: VideoBackbone):
         super().__init__()

@@ -78,7 +78,8 @@ def sample_latents(
         raise VideoSceneError("a start timestep needs a start video and vice versa (give both or neither)")
     if start_latents is not None and start_latents.shape != condition_latents.shape:
         raise VideoSceneError(
-            f"start latents {tuple(start_latents.shape)} and condition latents {tuple(condition_latents.shape)} differ"
+            f"start latents {tuple(start_latents.shape)} and condition latents "
+            f"{tuple(condition_latents.shape)} differ"
         )
     timesteps = sampling_timesteps(schedule, config.num_steps, config.start_timestep).tolist()
     solver = schedule.make_solver(config.solver)

@@ -34,7 +34,8 @@ class NoiseSchedule:
         self.config = config or ScheduleConfig()
         if self.config.prediction_type != "v_prediction":
             raise VideoSceneError(
-                f"prediction_type {self.config.prediction_type!r} is not supported; CogVideoX models predict v"
+                f"prediction_type {self.config.prediction_type!r} is not supported; CogVideoX models "
+                "predict v"
             )
         # float64 as diffusers computes it; cast to the sample's dtype only when broadcasting.
         self.alphas_cumprod: Float[Tensor, " T"] = self.make_solver("ddim").alphas_cumprod.to(torch.float64)
@@ -44,14 +45,15 @@ class NoiseSchedule:
         return self.config.num_train_timesteps
 
     def make_solver(self, kind: SolverKind = "ddim") -> CogVideoXDDIMScheduler | CogVideoXDPMScheduler:
-        """A new (stateful) diffusers scheduler with this schedule: DDIM (η = 0) or CogVideoX's DPM-Solver++."""
+        """A new (stateful) diffusers scheduler with this schedule: DDIM (η = 0) or CogVideoX's
+        DPM-Solver++."""
         if kind == "ddim":
             return CogVideoXDDIMScheduler(**self.config.diffusers_kwargs())
         if kind == "dpm":
             return CogVideoXDPMScheduler(**self.config.diffusers_kwargs())
         raise VideoSceneError(f"unknown solver {kind!r}; choose 'ddim' or 'dpm'")
 
-    # -- ᾱ lookup ---------------------------------------------------------------------------------------------
+    # -- ᾱ lookup --------------------------------------------------------------------------------------------
     def alpha_bar(self, t: Timesteps, like: Tensor) -> Tensor:
         """ᾱ_t broadcast to `like` ([B, ...]); t < 0 means 'clean' (ᾱ = 1), as diffusers' final step does."""
         t = torch.as_tensor(t, device=self.alphas_cumprod.device).long().reshape(-1)
@@ -61,7 +63,7 @@ class NoiseSchedule:
         values = values.to(device=like.device, dtype=like.dtype)
         return values.reshape(-1, *([1] * (like.ndim - 1)))
 
-    # -- v-parameterisation -----------------------------------------------------------------------------------
+    # -- v-parameterisation ----------------------------------------------------------------------------------
     def add_noise(self, x0: Tensor, noise: Tensor, t: Timesteps) -> Tensor:
         """Forward noising x_t = √ᾱ_t·x₀ + √(1−ᾱ_t)·ε."""
         alpha_bar = self.alpha_bar(t, x0)
@@ -83,13 +85,14 @@ class NoiseSchedule:
         return alpha_bar.sqrt() * v + (1 - alpha_bar).sqrt() * x_t
 
     def ddim_step(self, x_t: Tensor, v: Tensor, t: Timesteps, t_prev: Timesteps) -> Tensor:
-        """One deterministic DDIM step t → t_prev (the teacher solver Ψ of PAPER.md §2.2); t_prev < 0 gives x̂₀."""
+        """One deterministic DDIM step t → t_prev (the teacher solver Ψ of PAPER.md §2.2); t_prev < 0 gives
+        x̂₀."""
         x0 = self.x0_from_v(x_t, v, t)
         eps = self.eps_from_v(x_t, v, t)
         alpha_bar_prev = self.alpha_bar(t_prev, x_t)
         return alpha_bar_prev.sqrt() * x0 + (1 - alpha_bar_prev).sqrt() * eps
 
-    # -- consistency distillation helpers (PAPER.md §2.2, UPSTREAM.md §3b) ------------------------------------
+    # -- consistency distillation helpers (PAPER.md §2.2, UPSTREAM.md §3b) -----------------------------------
     def boundary_scalings(
         self, t: Timesteps, like: Tensor, sigma_data: float = 0.5, timestep_scaling: float = 10.0
     ) -> tuple[Tensor, Tensor]:

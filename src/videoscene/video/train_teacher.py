@@ -5,17 +5,19 @@
 The VAE (trained by `videoscene train vae`) is frozen and the transformer starts from random weights, or, with
 `init_teacher`, both come from a model folder that training fine-tunes: a VideoScene teacher (to train the
 tiny one further) or a diffusers CogVideoX I2V folder (the paper fine-tunes CogVideoX-5B-I2V into its
-first/last-frame teacher, with `trainable: "attention"`). Every training clip is encoded once into a latent cache
-(posterior mean and std, unscaled, plus its first and last frames as uint8); a step then draws, from a generator
-seeded by (seed, step):
+first/last-frame teacher, with `trainable: "attention"`). Every training clip is encoded once into a latent
+cache (posterior mean and std, unscaled, plus its first and last frames as uint8); a step then draws, from a
+generator seeded by (seed, step):
 
     x₀ = N(μ + σ_q·ε_q)                                   a fresh posterior sample, normalised (models.py)
-    c  = [E(ĩ_first), 0, …, 0, E(ĩ_last)], ĩ = i + σ·ε    condition latents, log σ ~ N(−3, 0.5²) (PAPER.md §2.1)
+    c  = [E(ĩ_first), 0, …, 0, E(ĩ_last)], ĩ = i + σ·ε    condition latents, log σ ~ N(−3, 0.5²)
+                                                          (PAPER.md §2.1)
     t ~ U{0..999},  x_t = √ᾱ_t·x₀ + √(1−ᾱ_t)·ε,  v = √ᾱ_t·ε − √(1−ᾱ_t)·x₀
 
 and minimises E[(1/(1−ᾱ_t))·‖x̂₀(x_t, t) − x₀‖²] (PAPER.md §2.1), which equals the v-MSE ‖v̂ − v‖² since
 x̂₀ − x₀ = −√(1−ᾱ_t)·(v̂ − v). With `condition_dropout` > 0 the condition latents are zeroed for that share of
-the batch, so that classifier-free guidance over the image condition (sampling.py) has an unconditional branch.
+the batch, so that classifier-free guidance over the image condition (sampling.py) has an unconditional
+branch.
 
 Validation: the 50-step DDIM teacher from pure noise, conditioned on the first and last frames of held-out
 clips, against the linear cross-fade of those two frames, PSNR/SSIM of the in-between frames against ground
@@ -78,8 +80,8 @@ class TeacherTrainConfig(RunConfig):
     vae: str | None = (
         None  # the trained VAE of a new teacher: a diffusers folder written by `videoscene train vae`
     )
-    # A model folder to fine-tune instead (its VAE and transformer): a VideoScene teacher/ folder or a diffusers
-    # CogVideoX I2V folder (vae/, transformer/, scheduler/); its architecture must be `video`'s.
+    # A model folder to fine-tune instead (its VAE and transformer): a VideoScene teacher/ folder or a
+    # diffusers CogVideoX I2V folder (vae/, transformer/, scheduler/); its architecture must be `video`'s.
     init_teacher: str | None = None
     init_prompt_embeds: str | None = (
         None  # prompt embedding file for a diffusers init_teacher (else its T5 encodes "")
@@ -123,7 +125,8 @@ class TeacherTrainConfig(RunConfig):
             )
         if self.init_prompt_embeds is not None and self.init_teacher is None:
             raise VideoSceneError(
-                "teacher training config: init_prompt_embeds is the prompt of init_teacher; set init_teacher too"
+                "teacher training config: init_prompt_embeds is the prompt of init_teacher; set "
+                "init_teacher too"
             )
         if self.trainable not in ("all", "attention"):
             raise VideoSceneError(
@@ -150,7 +153,7 @@ class TeacherTrainConfig(RunConfig):
         return load_config(cls, path)
 
 
-# -- the backbone with the trained VAE --------------------------------------------------------------------------------
+# -- the backbone with the trained VAE -----------------------------------------------------------------------
 def build_teacher(config: TeacherTrainConfig) -> VideoBackbone:
     """A randomly initialised transformer (seeded) around the frozen trained VAE, or the `init_teacher` model
     (its VAE frozen) to fine-tune."""
@@ -185,7 +188,7 @@ def check_same_architecture(loaded: VideoModelConfig, declared: VideoModelConfig
         )
 
 
-# -- the latent cache -----------------------------------------------------------------------------------------------
+# -- the latent cache ----------------------------------------------------------------------------------------
 @dataclass
 class LatentCache:
     """Per clip: posterior mean and std of the VAE (unscaled) and the first/last frames (uint8)."""
@@ -201,12 +204,14 @@ class LatentCache:
 def build_latent_cache(
     config: TeacherTrainConfig, vae: AutoencoderKLCogVideoX, batch_size: int = 8
 ) -> LatentCache:
-    """Encode `clips_per_scene` clips of every training scene once (or reuse the cache made from the same inputs)."""
+    """Encode `clips_per_scene` clips of every training scene once (or reuse the cache made from the same
+    inputs)."""
     video = config.video_config
     for split in config.train_data:
         if not (Path(split) / INDEX_FILE).is_file():
             raise VideoSceneError(
-                f"training folder {split} has no {INDEX_FILE}; point at a split folder of RealEstate10K chunks"
+                f"training folder {split} has no {INDEX_FILE}; point at a split folder of "
+                "RealEstate10K chunks"
             )
     spec = {
         "splits": {
@@ -267,7 +272,7 @@ def build_latent_cache(
     return cache
 
 
-# -- one training batch ---------------------------------------------------------------------------------------------
+# -- one training batch --------------------------------------------------------------------------------------
 @dataclass
 class TrainingBatch:
     noisy: Tensor  # x_t
@@ -285,7 +290,8 @@ def draw_batch(
     generator: torch.Generator,
     condition_dropout: float,
 ) -> TrainingBatch:
-    """x₀ (fresh posterior sample), condition latents (fresh noise augmentation), t, x_t and v for `indices`."""
+    """x₀ (fresh posterior sample), condition latents (fresh noise augmentation), t, x_t and v for
+    `indices`."""
     device = backbone.device
     index = torch.tensor(indices)
     mean, std = cache.mean[index], cache.std[index]
@@ -307,7 +313,7 @@ def draw_batch(
     )
 
 
-# -- validation -----------------------------------------------------------------------------------------------------
+# -- validation ----------------------------------------------------------------------------------------------
 def linear_crossfade(
     first: Float[Tensor, "batch 3 height width"], last: Float[Tensor, "batch 3 height width"], num_frames: int
 ) -> Float[Tensor, "batch frames 3 height width"]:
@@ -327,7 +333,8 @@ def evaluate_interpolation(
 ) -> dict[str, float]:
     """The teacher from pure noise (`num_steps` DDIM steps) conditioned on each clip's first and last frames,
     and the linear cross-fade of those frames: PSNR and SSIM of the in-between frames against ground truth,
-    averaged over frames and clips. Optionally writes the first clip as ground truth | teacher | cross-fade."""
+    averaged over frames and clips. Optionally writes the first clip as ground truth | teacher |
+    cross-fade."""
     scores: dict[str, list[Tensor]] = {
         "teacher_psnr": [],
         "crossfade_psnr": [],
@@ -351,10 +358,11 @@ def evaluate_interpolation(
     return {**summary, "clips": len(clips), "num_steps": num_steps}
 
 
-# -- training -------------------------------------------------------------------------------------------------------
+# -- training ------------------------------------------------------------------------------------------------
 class TeacherTrainer(Trainer):
     """The teacher's model (the velocity v̂ of the transformer around the frozen VAE), loss (v-MSE), batches
-    (cached latents, fresh noise) and EMA, and its export (the teacher folder, scored on every held-out clip)."""
+    (cached latents, fresh noise) and EMA, and its export (the teacher folder, scored on every held-out
+    clip)."""
 
     name, export_name = "teacher", TEACHER_FOLDER
 
@@ -436,7 +444,8 @@ class TeacherTrainer(Trainer):
             self.backbone, self.schedule, self.cache, indices, generator, config.condition_dropout
         )
         v = self.model(batch.noisy, batch.condition, batch.timesteps)
-        return (v.float() - batch.v_target).square().mean(), {}  # ≡ (1/(1−ᾱ_t))·‖x̂₀ − x₀‖² (module docstring)
+        # ≡ (1/(1−ᾱ_t))·‖x̂₀ − x₀‖² (module docstring)
+        return (v.float() - batch.v_target).square().mean(), {}
 
     def after_step(self, generator: torch.Generator) -> dict[str, Any]:
         if self.ema is not None:
@@ -444,7 +453,8 @@ class TeacherTrainer(Trainer):
         return {}
 
     def validate(self, final: bool) -> dict[str, Any] | None:
-        """The exported weights (EMA when kept) on a few held-out clips, or on all of them at the last step."""
+        """The exported weights (EMA when kept) on a few held-out clips, or on all of them at the last
+        step."""
         config = self.config
         clips = self.validation_clips
         if final:
@@ -515,12 +525,13 @@ class TeacherTrainer(Trainer):
 def train_teacher(
     config: TeacherTrainConfig, out: str | Path, resume: bool = False, stop_after: int | None = None
 ) -> dict:
-    """Train (or resume) the teacher; returns the run summary. `stop_after` ends this call after that many steps."""
+    """Train (or resume) the teacher; returns the run summary. `stop_after` ends this call after that many
+    steps."""
     with torch_threads(config.num_threads):
         return TeacherTrainer(config, out, resume).train(stop_after)
 
 
-# -- CLI ------------------------------------------------------------------------------------------------------------
+# -- CLI -----------------------------------------------------------------------------------------------------
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_training_arguments(
         parser,

@@ -6,7 +6,8 @@ fine-tune the decoder of a trained one.
 
 Loss per step on a batch of clips x ∈ [−1, 1] (random scene, stride, start, spatial crop, flips):
 
-    L = λ₁·|x̂ − x|₁ + λ₂·‖x̂ − x‖² + λ_ssim·(1 − SSIM(x̂, x)) + λ_KL·KL(q(z|x) ‖ N(0, I)),   x̂ = D(z), z ~ q(z|x)
+    L = λ₁·|x̂ − x|₁ + λ₂·‖x̂ − x‖² + λ_ssim·(1 − SSIM(x̂, x)) + λ_KL·KL(q(z|x) ‖ N(0, I)),
+    x̂ = D(z), z ~ q(z|x)
 
 (all terms are means over elements). The VAE is convolutional and CogVideoX's causal temporal compression
 maps 8k+1 frames to 2k+1 latents, so training on short clips (9 frames) and spatial crops sees the same
@@ -25,8 +26,9 @@ differ from the 17×64×96 videos the pipeline decodes). The scaling factor and 
 from `init_vae`, not re-measured.
 
 Output folder:
-    vae/                    the trained VAE (diffusers format: config.json + diffusion_pytorch_model.safetensors)
-                            and latent_statistics.json (per-channel latent mean and std)
+    vae/                    the trained VAE (diffusers format: config.json +
+                            diffusion_pytorch_model.safetensors) and latent_statistics.json (per-channel
+                            latent mean and std)
     train_config.json, run.json (held-out PSNR, scaling factor, step times), train_log.jsonl, validation.jsonl
     checkpoints/step_NNNNNNN/  vae.safetensors, optimizer.safetensors, state.json
 """
@@ -101,7 +103,8 @@ class VAETrainConfig(RunConfig):
             )
         if self.trainable == "decoder" and not self.init_vae:
             raise VideoSceneError(
-                "VAE training config: trainable 'decoder' fine-tunes a trained VAE; set init_vae to its folder"
+                "VAE training config: trainable 'decoder' fine-tunes a trained VAE; set init_vae to "
+                "its folder"
             )
         if self.crop_size is not None:
             self.crop_size = tuple(self.crop_size)
@@ -129,7 +132,7 @@ class VAETrainConfig(RunConfig):
         return load_config(cls, path)
 
 
-# -- data -----------------------------------------------------------------------------------------------------------
+# -- data ----------------------------------------------------------------------------------------------------
 def fit_frames(frames: Float[Tensor, "n 3 h w"], size: tuple[int, int]) -> Float[Tensor, "n 3 height width"]:
     """Centre-crop to the aspect ratio and resize to `size` (a no-op for frames already that size)."""
     if tuple(frames.shape[-2:]) == size:
@@ -168,7 +171,8 @@ class FrameBank:
         crop: tuple[int, int] | None,
         flip: bool,
     ) -> Float[Tensor, "batch frames 3 height width"]:
-        """`batch_size` random clips in [0, 1]: scene, stride, start, crop window and flips all from `generator`."""
+        """`batch_size` random clips in [0, 1]: scene, stride, start, crop window and flips all from
+        `generator`."""
 
         def uniform(low: int, high: int) -> int:  # inclusive bounds
             return int(torch.randint(low, high + 1, (), generator=generator))
@@ -218,10 +222,10 @@ def held_out_clips(
     return [fit_frames(dataset[i].target.image, (video.height, video.width)) for i in range(count)]
 
 
-# -- model and loss -------------------------------------------------------------------------------------------------
+# -- model and loss ------------------------------------------------------------------------------------------
 class Reconstruction(nn.Module):
-    """x → (x̂, posterior mean, posterior log-variance): the VAE round trip as one `forward` (what accelerate wraps).
-    With `train_encoder=False` the encoder runs without autograd (decoder fine-tuning)."""
+    """x → (x̂, posterior mean, posterior log-variance): the VAE round trip as one `forward` (what accelerate
+    wraps). With `train_encoder=False` the encoder runs without autograd (decoder fine-tuning)."""
 
     def __init__(self, vae: AutoencoderKLCogVideoX, train_encoder: bool = True):
         super().__init__()
@@ -329,13 +333,15 @@ def load_trained_vae(
     folder = Path(folder)
     if not (folder / "config.json").is_file():
         raise VideoSceneError(
-            f"{folder} is not a VAE folder (no config.json); give a trained VAE folder, the vae/ of a `videoscene train vae` run"
+            f"{folder} is not a VAE folder (no config.json); give a trained VAE folder, the vae/ of a "
+            "`videoscene train vae` run"
         )
     vae = AutoencoderKLCogVideoX.from_pretrained(folder, local_files_only=True)
     trained = VAEConfig.from_diffusers(vae.config)
     if trained.architecture() != video.vae.architecture():
         raise VideoSceneError(
-            f"the VAE in {folder} has another architecture than the video config's; train it with the same video config"
+            f"the VAE in {folder} has another architecture than the video config's; train it with the "
+            "same video config"
         )
     statistics = {}
     if (folder / LATENT_STATISTICS_FILE).is_file():
@@ -358,7 +364,7 @@ def write_latent_statistics(folder: Path, statistics: dict) -> None:
     )
 
 
-# -- training -------------------------------------------------------------------------------------------------------
+# -- training ------------------------------------------------------------------------------------------------
 ENCODER_PREFIXES = ("encoder.", "quant_conv.")  # what produces q(z|x): frozen by trainable = "decoder"
 
 
@@ -499,7 +505,7 @@ def train_vae(
         return VAETrainer(config, out, resume).train(stop_after)
 
 
-# -- CLI ------------------------------------------------------------------------------------------------------------
+# -- CLI -----------------------------------------------------------------------------------------------------
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_training_arguments(
         parser,
