@@ -38,7 +38,7 @@ def test_features_are_d_feature_wide_at_a_quarter_of_the_resolution(backbone):
     # The CNN alone, on the ImageNet-normalised views one at a time, gives the second output.
     normalised = (images - backbone.mean) / backbone.std
     with torch.no_grad():
-        torch.testing.assert_close(cnn[1, 2], backbone.cnn(normalised[1, 2:3])[0], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(cnn[1, 2], backbone.backbone(normalised[1, 2:3])[0], atol=1e-5, rtol=1e-5)
     assert CNNEncoder(TINY)(torch.rand(1, 3, 64, 40)).shape == (1, TINY.d_feature, 16, 10)
 
 
@@ -105,8 +105,9 @@ def test_window_partition_and_merge_are_inverse():
 
 def test_shifted_window_mask_keeps_regions_apart():
     """After rolling by −shift, the last window row/column mixes tokens from the other side of the map."""
-    mask = shifted_window_mask(8, 8, 2, (2, 2))
-    assert mask.shape == (4, 16, 16)
+    scores = shifted_window_mask(8, 8, 2)
+    assert scores.shape == (4, 16, 16) and set(scores.unique().tolist()) == {0.0, -100.0}
+    mask = scores == 0  # may attend
     assert torch.equal(mask, mask.transpose(1, 2)) and mask.diagonal(dim1=1, dim2=2).all()
     # Top-left window: one region; top-right and bottom-left: two; bottom-right: four (2x2 quarters of 4
     # tokens).

@@ -1,6 +1,7 @@
-"""Every width of the feed-forward Gaussian encoder, in one typed config (UPSTREAM.md §1.3).
+"""Every width of the feed-forward Gaussian encoder (MVSplat's cost-volume encoder), in one typed config.
 
-Two presets: `tiny` (trains on a CPU at 64x96..128x192) and `mvsplat` (MVSplat's RE10K widths).
+Two presets: `tiny` (trains on a CPU at 64x96..128x192) and `mvsplat` (MVSplat's RealEstate10K
+configuration, whose released checkpoint loads strictly). Both run the same code.
 Configs round-trip through JSON; unknown keys are an error so a typo never silently falls back to a default.
 """
 
@@ -37,9 +38,6 @@ class EncoderConfig:
     costvolume_unet_channel_mult: tuple[int, ...] = (1, 1, 1)
     costvolume_unet_attn_res: tuple[int, ...] = (4,)
 
-    # Full-resolution features: [transformer, CNN] features projected to this width and upsampled x4.
-    fullres_feature_dim: int = 128
-
     # Full-resolution depth-refinement U-Net.
     depth_unet_feat_dim: int = 32
     depth_unet_channel_mult: tuple[int, ...] = (1, 1, 1, 1, 1)
@@ -49,12 +47,11 @@ class EncoderConfig:
     unet_res_blocks: int = 1
     unet_attention_head_channels: int = 32
 
-    # Gaussian head. Scales are standard deviations in pixel footprints at the Gaussian's depth.
+    # Gaussian head. A scale s in [min, max] becomes s · depth · 0.1 (1/fx + 1/fy) (pixel units).
     gaussians_per_pixel: int = 1
-    gaussian_head_hidden: int = 168  # MVSplat: 2 x its 84 raw channels
     sh_degree: int = 4
-    gaussian_scale_min: float = 0.1
-    gaussian_scale_max: float = 3.0
+    gaussian_scale_min: float = 0.5
+    gaussian_scale_max: float = 15.0
 
     gradient_checkpointing: bool = False
 
@@ -71,8 +68,6 @@ class EncoderConfig:
             "unet_res_blocks": self.unet_res_blocks,
             "unet_attention_head_channels": self.unet_attention_head_channels,
             "gaussians_per_pixel": self.gaussians_per_pixel,
-            "gaussian_head_hidden": self.gaussian_head_hidden,
-            "fullres_feature_dim": self.fullres_feature_dim,
         }
         for name, value in positive.items():
             if value < 1:
@@ -101,8 +96,20 @@ class EncoderConfig:
             raise VideoSceneError(f"encoder config: sh_degree must be >= 3, got {self.sh_degree}")
         if not 0 < self.gaussian_scale_min < self.gaussian_scale_max:
             raise VideoSceneError("encoder config: need 0 < gaussian_scale_min < gaussian_scale_max")
+        # Group norm: 8 groups before the cost-volume U-Net, 4 before the depth U-Net, 8 or 4 inside.
+        if self.costvolume_unet_feat_dim % 8 or self.depth_unet_feat_dim % 4:
+            raise VideoSceneError(
+                "encoder config: costvolume_unet_feat_dim must be a multiple of 8 and depth_unet_feat_dim "
+                "of 4 (group norm)"
+            )
         for name in ("costvolume", "depth"):
             mult = getattr(self, f"{name}_unet_channel_mult")
+            width = getattr(self, f"{name}_unet_feat_dim")
+            if any((m * width) % self.unet_attention_head_channels for m in mult):
+                raise VideoSceneError(
+                    f"encoder config: every {name} U-Net width must be a multiple of "
+                    f"unet_attention_head_channels ({self.unet_attention_head_channels})"
+                )
             levels = {2**i for i in range(len(mult))}
             if not mult or min(mult) < 1:
                 raise VideoSceneError(
@@ -155,13 +162,11 @@ class EncoderConfig:
         return replace(self, **changes)
 
 
-# MVSplat's RE10K encoder (UPSTREAM.md §1.3 hyperparameter table); the dataclass defaults are these widths.
+# MVSplat's RealEstate10K encoder; the dataclass defaults are its widths.
 MVSPLAT = EncoderConfig()
 
-# CPU preset: 1/4 to 1/2 of MVSplat's widths, 2 transformer blocks, 32 depth candidates, SH degree 3
-# (0.8M parameters). At 64x96 its forward takes ~0.05 s of one core for a 2-view pair, so a training step
-# (batch 2, 2 rendered targets) costs ~0.75 s of one core, most of it in the torch rasterizer
-# (benchmarks/bench_prior.py): about 2000 steps in 25 minutes.
+# CPU preset: 1/4 to 1/2 of MVSplat's widths, one residual block per CNN stage, 2 transformer blocks, 32
+# depth candidates, SH degree 3. benchmarks/bench_prior.py times its training steps.
 TINY = EncoderConfig(
     cnn_channels=(32, 48, 64),
     cnn_blocks_per_stage=1,
@@ -174,12 +179,10 @@ TINY = EncoderConfig(
     costvolume_unet_feat_dim=32,
     costvolume_unet_channel_mult=(1, 1),
     costvolume_unet_attn_res=(2,),
-    fullres_feature_dim=32,
     depth_unet_feat_dim=16,
     depth_unet_channel_mult=(1, 1, 1),
     depth_unet_attn_res=(4,),
     unet_attention_head_channels=16,
-    gaussian_head_hidden=48,
     sh_degree=3,
 )
 

@@ -1,13 +1,17 @@
-"""Depth from a plane-sweep cost volume (UPSTREAM.md §1.3 (b)).
+"""Depth from a plane-sweep cost volume (MVSplat §3.2), computed as MVSplat's released encoder computes it.
 
-1. Sweep D fronto-parallel planes uniform in inverse depth between near and far; at each plane warp the
-   other views' transformer features into the reference view and correlate (dot product / sqrt(C)).
-2. Refine the cost volume with a U-Net whose attention lets the tokens of all views attend jointly.
-3. Softmax over the candidates -> coarse disparity (expectation) and confidence (peak probability) at 1/4 res.
-4. Upsample, and refine at full resolution with a second U-Net fed the image, projected features,
-   disparity and confidence; it predicts a disparity correction and a density per Gaussian.
+1. Sweep D fronto-parallel planes uniform in disparity between 1/far and 1/near; at each plane warp every
+   other view's transformer features into the reference view and correlate (dot product / √C); average
+   over the other views.
+2. Refine [correlation, features] with a U-Net whose attention sees all views, plus a 1x1 residual.
+3. Softmax over the candidates -> coarse disparity (expectation) and confidence (peak probability) at 1/4
+   resolution.
+4. Upsample, and refine at full resolution with a second U-Net fed the image, projected features, the raw
+   disparity and the confidence; it predicts a disparity correction and a density per Gaussian, and from
+   the refined features the raw channels of the Gaussian head.
 
-Depth is z-depth (along the camera axis) everywhere in this module.
+The plane sweep reads features at integer pixel coordinates (pixel (0, 0) at x = y = 0, bilinear with
+`align_corners=True`), as the released weights were trained; the Gaussian head uses pixel centres.
 """
 
 from __future__ import annotations
@@ -18,161 +22,26 @@ import torch
 import torch.nn.functional as F
 from jaxtyping import Float
 from torch import Tensor, nn
-from torch.utils.checkpoint import checkpoint
 
 from videoscene.prior.config import EncoderConfig
+from videoscene.prior.unet import UNet
 
 
-def group_norm(channels: int) -> nn.GroupNorm:
-    groups = next(g for g in (8, 4, 2, 1) if channels % g == 0)
-    return nn.GroupNorm(groups, channels)
-
-
-class ResBlock(nn.Module):
-    """Pre-activation residual block: GN -> SiLU -> conv -> GN -> SiLU -> conv, plus a 1x1 skip if widths
-    differ."""
-
-    def __init__(self, in_channels: int, out_channels: int):
-        super().__init__()
-        self.layers = nn.Sequential(
-            group_norm(in_channels),
-            nn.SiLU(),
-            nn.Conv2d(in_channels, out_channels, 3, padding=1),
-            group_norm(out_channels),
-            nn.SiLU(),
-            nn.Conv2d(out_channels, out_channels, 3, padding=1),
-        )
-        self.skip = nn.Identity() if in_channels == out_channels else nn.Conv2d(in_channels, out_channels, 1)
-
-    def forward(self, x: Tensor, views: int) -> Tensor:
-        return self.skip(x) + self.layers(x)
-
-
-class CrossViewAttention(nn.Module):
-    """Multi-head attention over the tokens of all views of a scene at once (they are concatenated along
-    the sequence), so matching evidence flows between views while the cost volume is refined."""
-
-    def __init__(self, channels: int, head_channels: int):
-        super().__init__()
-        self.heads = max(1, channels // head_channels)
-        self.norm = group_norm(channels)
-        self.qkv = nn.Conv2d(channels, 3 * channels, 1)
-        self.proj = nn.Conv2d(channels, channels, 1)
-
-    def forward(self, x: Float[Tensor, "bv c h w"], views: int) -> Float[Tensor, "bv c h w"]:
-        bv, c, h, w = x.shape
-        qkv = self.qkv(self.norm(x)).reshape(bv // views, views, 3, self.heads, c // self.heads, h * w)
-        qkv = qkv.permute(2, 0, 3, 1, 5, 4).flatten(3, 4)  # [3, b, heads, views*h*w, head_dim]
-        out = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2])
-        out = out.unflatten(2, (views, h * w)).permute(0, 2, 1, 4, 3).reshape(bv, c, h, w)
-        return x + self.proj(out)
-
-
-class Downsample(nn.Module):
-    def __init__(self, channels: int):
-        super().__init__()
-        self.conv = nn.Conv2d(channels, channels, 3, stride=2, padding=1)
-
-    def forward(self, x: Tensor, views: int) -> Tensor:
-        return self.conv(x)
-
-
-class Upsample(nn.Module):
-    def __init__(self, channels: int):
-        super().__init__()
-        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
-
-    def forward(self, x: Tensor, views: int) -> Tensor:
-        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
-
-
-class Stage(nn.ModuleList):
-    """A sequence of layers that all take (x, views)."""
-
-    def forward(self, x: Tensor, views: int) -> Tensor:
-        for layer in self:
-            x = layer(x, views)
-        return x
-
-
-class UNet(nn.Module):
-    """LDM-layout U-Net without a timestep: `res_blocks` ResBlocks per level on the way down, `res_blocks + 1`
-    on the way up (each eating one skip), cross-view attention at the downsample factors `attention_at`."""
-
-    def __init__(
-        self,
-        channels: int,
-        channel_mult: tuple[int, ...],
-        attention_at: tuple[int, ...],
-        res_blocks: int,
-        head_channels: int,
-        checkpointing: bool = False,
-    ):
-        super().__init__()
-        self.checkpointing = checkpointing
-        self.input = nn.Conv2d(channels, channels * channel_mult[0], 3, padding=1)
-        self.down = nn.ModuleList()
-        skips = [channels * channel_mult[0]]
-        width = skips[0]
-        for level, mult in enumerate(channel_mult):
-            for _ in range(res_blocks):
-                layers = [ResBlock(width, channels * mult)]
-                width = channels * mult
-                if 2**level in attention_at:
-                    layers.append(CrossViewAttention(width, head_channels))
-                self.down.append(Stage(layers))
-                skips.append(width)
-            if level < len(channel_mult) - 1:
-                self.down.append(Stage([Downsample(width)]))
-                skips.append(width)
-        self.middle = Stage([ResBlock(width, width), ResBlock(width, width)])
-        self.up = nn.ModuleList()
-        for level, mult in reversed(list(enumerate(channel_mult))):
-            for block in range(res_blocks + 1):
-                layers = [ResBlock(width + skips.pop(), channels * mult)]
-                width = channels * mult
-                if 2**level in attention_at:
-                    layers.append(CrossViewAttention(width, head_channels))
-                if level > 0 and block == res_blocks:
-                    layers.append(Upsample(width))
-                self.up.append(Stage(layers))
-        self.output = nn.Sequential(group_norm(width), nn.SiLU(), nn.Conv2d(width, channels, 3, padding=1))
-
-    def _run(self, stage: Stage, x: Tensor, views: int) -> Tensor:
-        if self.checkpointing and self.training:
-            return checkpoint(stage, x, views, use_reentrant=False)
-        return stage(x, views)
-
-    def forward(self, x: Float[Tensor, "bv c h w"], views: int) -> Float[Tensor, "bv c h w"]:
-        x = self.input(x)
-        skips = [x]
-        for stage in self.down:
-            x = self._run(stage, x, views)
-            skips.append(x)
-        x = self._run(self.middle, x, views)
-        for stage in self.up:
-            x = self._run(stage, torch.cat([x, skips.pop()], dim=1), views)
-        return self.output(x)
-
-
-def inverse_depth_candidates(
+def disparity_candidates(
     near: Float[Tensor, "b v"], far: Float[Tensor, "b v"], count: int
 ) -> Float[Tensor, "b v d"]:
     """Disparities 1/far ... 1/near, uniform (index 0 is the far plane)."""
-    steps = torch.linspace(0, 1, count, device=near.device, dtype=near.dtype)
+    steps = torch.linspace(0, 1, count, device=near.device).to(near.dtype)
     return (1 / far)[..., None] + ((1 / near) - (1 / far))[..., None] * steps
 
 
-def pixel_rays(
-    intrinsics: Float[Tensor, "*batch 3 3"], height: int, width: int
-) -> Float[Tensor, "*batch 3 hw"]:
-    """Camera-space rays with z = 1 through pixel centres ((x + 0.5)/W, (y + 0.5)/H) of normalised
-    intrinsics."""
-    ys = (torch.arange(height, device=intrinsics.device, dtype=intrinsics.dtype) + 0.5) / height
-    xs = (torch.arange(width, device=intrinsics.device, dtype=intrinsics.dtype) + 0.5) / width
-    grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")
-    pixels = torch.stack([grid_x.flatten(), grid_y.flatten(), torch.ones_like(grid_x.flatten())])
-    return torch.linalg.inv(intrinsics) @ pixels
+def relative_poses(extrinsics: Float[Tensor, "b v 4 4"], offset: int) -> Float[Tensor, "b v 4 4"]:
+    """For each view i, the transform from camera i to camera (i + offset) mod V."""
+    if extrinsics.shape[1] == 2:
+        # The released model computed the two-view case as one product and its inverse.
+        forward = torch.linalg.inv(extrinsics[:, 1]) @ extrinsics[:, 0]
+        return torch.stack([forward, torch.linalg.inv(forward)], dim=1)
+    return torch.linalg.inv(extrinsics.roll(-offset, dims=1)) @ extrinsics
 
 
 def plane_sweep_correlation(
@@ -181,40 +50,47 @@ def plane_sweep_correlation(
     intrinsics: Float[Tensor, "b v 3 3"],
     disparities: Float[Tensor, "b v d"],
 ) -> Float[Tensor, "b v d h w"]:
-    """Correlation of each view's features with every other view's features warped onto each depth plane,
-    averaged over the other views. Points behind the other camera or outside its image score 0."""
+    """Correlation of each view's features with every other view's features warped onto each plane,
+    averaged over the other views. Samples outside the other image read zeros."""
     b, v, c, h, w = features.shape
     d = disparities.shape[-1]
-    rays = pixel_rays(intrinsics, h, w)  # [b, v, 3, hw]
+    pixel_intrinsics = (
+        intrinsics * torch.tensor([w, h, 1], dtype=intrinsics.dtype, device=intrinsics.device)[:, None]
+    )
+    ys, xs = torch.meshgrid(
+        torch.arange(h, dtype=features.dtype, device=features.device),
+        torch.arange(w, dtype=features.dtype, device=features.device),
+        indexing="ij",
+    )
+    pixels = torch.stack([xs.flatten(), ys.flatten(), torch.ones_like(xs.flatten())])  # [3, hw]
+    rays = torch.linalg.inv(pixel_intrinsics) @ pixels  # [b, v, 3, hw], z = 1
+    depths = 1 / disparities  # [b, v, d]
     correlations = []
     for offset in range(1, v):
-        other_extrinsics = extrinsics.roll(-offset, dims=1)
-        other_intrinsics = intrinsics.roll(-offset, dims=1)
-        other_features = features.roll(-offset, dims=1)
-        relative = torch.linalg.inv(other_extrinsics) @ extrinsics  # reference camera -> other camera
-        rotated = relative[..., :3, :3] @ rays  # [b, v, 3, hw]
-        points = (
-            rotated[:, :, :, None, :] / disparities[:, :, None, :, None] + relative[..., :3, 3, None, None]
-        )
-        projected = other_intrinsics[:, :, None] @ points.transpose(2, 3)  # [b, v, d, 3, hw]
-        z = projected[..., 2:3, :]
-        in_front = z > 1e-3
-        uv = projected[..., :2, :] / z.clamp(min=1e-3)
-        grid = (2 * uv - 1).permute(0, 1, 2, 4, 3).reshape(b * v, d * h, w, 2)
+        relative = relative_poses(extrinsics, offset)  # reference camera -> other camera
+        points = (relative[..., :3, :3] @ rays)[:, :, :, None, :] * depths[:, :, None, :, None]
+        points = points + relative[..., :3, 3, None, None]  # [b, v, 3, d, hw]
+        other_intrinsics = pixel_intrinsics.roll(-offset, dims=1)
+        projected = other_intrinsics @ points.flatten(-2)  # [b, v, 3, d·hw]
+        uv = projected[:, :, :2] / projected[:, :, 2:].clamp(min=1e-3)
+        scale = torch.tensor([w - 1, h - 1], dtype=uv.dtype, device=uv.device)[:, None]
+        grid = (2 * uv / scale - 1).transpose(-1, -2).reshape(b * v, d * h, w, 2)
         warped = F.grid_sample(
-            other_features.flatten(0, 1), grid, mode="bilinear", padding_mode="zeros", align_corners=False
-        ).reshape(b, v, c, d, h * w)
-        correlation = (features.flatten(-2)[:, :, :, None] * warped).sum(2) / c**0.5  # [b, v, d, hw]
-        correlations.append(correlation * in_front[..., 0, :])
-    return torch.stack(correlations).mean(0).reshape(b, v, d, h, w)
+            features.roll(-offset, dims=1).flatten(0, 1),
+            grid,
+            mode="bilinear",
+            padding_mode="zeros",
+            align_corners=True,
+        ).reshape(b, v, c, d, h, w)
+        correlations.append((features[:, :, :, None] * warped).sum(2) / c**0.5)
+    return torch.stack(correlations).mean(0)
 
 
 @dataclass
 class DepthPrediction:
-    depth: Float[Tensor, "b v gpp h w"]  # z-depth, within [near, far]
+    depth: Float[Tensor, "b v gpp h w"]  # within [near, far]
     density: Float[Tensor, "b v gpp h w"]  # in (0, 1)
-    refined_features: Float[Tensor, "bv c_refine h w"]  # full-resolution features for the Gaussian head
-    projected_features: Float[Tensor, "bv c h w"]
+    raw_gaussians: Float[Tensor, "b v raw h w"]  # the Gaussian head's channels (prior/gaussian_head.py)
     coarse_disparity: Float[Tensor, "b v h4 w4"]
     confidence: Float[Tensor, "b v h4 w4"]
 
@@ -233,34 +109,50 @@ class DepthPredictor(nn.Module):
             checkpointing=config.gradient_checkpointing,
         )
 
-        # Cost-volume refinement: U-Net branch plus a 1x1 residual branch, both on [correlation, features].
-        self.cost_in = nn.Sequential(
-            nn.Conv2d(d + c, cost_width, 3, padding=1), group_norm(cost_width), nn.GELU()
+        # Cost-volume refinement: a U-Net branch plus a 1x1 residual branch, both on [correlation, features].
+        self.corr_refine_net = nn.Sequential(
+            nn.Conv2d(d + c, cost_width, 3, padding=1),
+            nn.GroupNorm(8, cost_width),
+            nn.GELU(),
+            UNet(cost_width, config.costvolume_unet_channel_mult, config.costvolume_unet_attn_res, **unet),
+            nn.Conv2d(cost_width, d, 3, padding=1),
         )
-        self.cost_unet = UNet(
-            cost_width, config.costvolume_unet_channel_mult, config.costvolume_unet_attn_res, **unet
-        )
-        self.cost_out = nn.Conv2d(cost_width, d, 3, padding=1)
-        self.cost_residual = nn.Conv2d(d + c, d, 1)
-        self.candidate_logits = nn.Sequential(
+        self.regressor_residual = nn.Conv2d(d + c, d, 1)
+        self.depth_head_lowres = nn.Sequential(
             nn.Conv2d(d, 2 * d, 3, padding=1), nn.GELU(), nn.Conv2d(2 * d, d, 3, padding=1)
         )
 
         # Full-resolution refinement.
-        fullres = config.fullres_feature_dim
-        self.project = nn.Conv2d(2 * c, fullres, 3, padding=1)
-        self.project_small = nn.Conv2d(fullres, depth_width, 3, padding=1)
-        self.refine_in = nn.Sequential(
-            nn.Conv2d(3 + depth_width + 2, depth_width, 3, padding=1), group_norm(depth_width), nn.GELU()
+        self.upsampler = nn.Sequential(
+            nn.Conv2d(2 * c, c, 3, padding=1),
+            nn.Upsample(scale_factor=self.downscale, mode="bilinear", align_corners=True),
+            nn.GELU(),
         )
-        self.refine_unet = UNet(
-            depth_width, config.depth_unet_channel_mult, config.depth_unet_attn_res, **unet
+        self.proj_feature = nn.Conv2d(c, depth_width, 3, padding=1)
+        self.refine_unet = nn.Sequential(
+            nn.Conv2d(3 + depth_width + 2, depth_width, 3, padding=1),
+            nn.GroupNorm(4, depth_width),
+            nn.GELU(),
+            UNet(depth_width, config.depth_unet_channel_mult, config.depth_unet_attn_res, **unet),
+        )
+        # Gaussian head: offset, scale, rotation, colour per pixel, from [refined, image, projected features].
+        raw = 2 + 3 + 4 + 3 * config.d_sh
+        self.to_gaussians = nn.Sequential(
+            nn.Conv2d(depth_width + 3 + c, 2 * raw, 3, padding=1),
+            nn.GELU(),
+            nn.Conv2d(2 * raw, raw, 3, padding=1),
         )
         self.to_disparity = nn.Sequential(
             nn.Conv2d(depth_width, 2 * depth_width, 3, padding=1),
             nn.GELU(),
             nn.Conv2d(2 * depth_width, 2 * config.gaussians_per_pixel, 3, padding=1),
         )
+
+    @staticmethod
+    def _run(sequence: nn.Sequential, x: Tensor, views: int) -> Tensor:
+        for layer in sequence:
+            x = layer(x, views) if isinstance(layer, UNet) else layer(x)
+        return x
 
     def forward(
         self,
@@ -272,60 +164,46 @@ class DepthPredictor(nn.Module):
         near: Float[Tensor, "b v"],
         far: Float[Tensor, "b v"],
     ) -> DepthPrediction:
-        b, v, _, height, width = images.shape
+        b, v = images.shape[:2]
         gpp = self.gaussians_per_pixel
 
         # 1. Plane sweep.
-        candidates = inverse_depth_candidates(near, far, self.num_candidates)
+        candidates = disparity_candidates(near, far, self.num_candidates)
         correlation = plane_sweep_correlation(trans_features, extrinsics, intrinsics, candidates)
 
         # 2. Refine the cost volume (views attend to each other inside the U-Net).
         volume_in = torch.cat([correlation, trans_features], dim=2).flatten(0, 1)
-        volume = self.cost_out(self.cost_unet(self.cost_in(volume_in), v)) + self.cost_residual(volume_in)
+        volume = self._run(self.corr_refine_net, volume_in, v) + self.regressor_residual(volume_in)
 
         # 3. Coarse disparity as the expectation over candidates; confidence = peak probability.
-        pdf = self.candidate_logits(volume).softmax(dim=1).unflatten(0, (b, v))  # [b, v, d, h4, w4]
+        pdf = self.depth_head_lowres(volume).softmax(dim=1).unflatten(0, (b, v))  # [b, v, d, h4, w4]
         coarse_disparity = (pdf * candidates[..., None, None]).sum(2)
         confidence = pdf.amax(2)
 
-        # 4. Full-resolution refinement.
+        # 4. Full-resolution refinement on the raw disparity.
         disparity_up = F.interpolate(
-            coarse_disparity, scale_factor=self.downscale, mode="bilinear", align_corners=False
+            coarse_disparity, scale_factor=self.downscale, mode="bilinear", align_corners=True
         )
         confidence_up = F.interpolate(confidence, scale_factor=self.downscale, mode="nearest")
-        projected = F.gelu(
-            F.interpolate(
-                self.project(torch.cat([trans_features, cnn_features], dim=2).flatten(0, 1)),
-                scale_factor=self.downscale,
-                mode="bilinear",
-                align_corners=False,
-            )
-        )
-        low, high = (1 / far)[..., None, None], (1 / near)[..., None, None]
-        # The network sees disparity normalised to [0, 1] over the scene's range, so it is scale-free.
-        disparity_unit = (disparity_up - low) / (high - low)
+        projected = self.upsampler(torch.cat([trans_features, cnn_features], dim=2).flatten(0, 1))
         refine_in = torch.cat(
             [
                 images.flatten(0, 1),
-                self.project_small(projected),
-                disparity_unit.flatten(0, 1)[:, None],
+                self.proj_feature(projected),
+                disparity_up.flatten(0, 1)[:, None],
                 confidence_up.flatten(0, 1)[:, None],
             ],
             dim=1,
         )
-        refined = self.refine_unet(self.refine_in(refine_in), v)
-        delta, density_logit = (
-            self.to_disparity(refined).unflatten(0, (b, v)).unflatten(2, (2, gpp)).unbind(2)
-        )
-
-        # Correction in normalised-disparity units, then clamp to the [near, far] range.
-        disparity_unit = (disparity_unit[:, :, None] + delta).clamp(0, 1)
-        disparity = low[:, :, None] + (high - low)[:, :, None] * disparity_unit
+        refined = self._run(self.refine_unet, refine_in, v)
+        raw_gaussians = self.to_gaussians(torch.cat([refined, images.flatten(0, 1), projected], dim=1))
+        delta, density_logit = self.to_disparity(refined).unflatten(0, (b, v)).split(gpp, dim=2)
+        low, high = (1 / far)[:, :, None, None, None], (1 / near)[:, :, None, None, None]
+        disparity = torch.clamp(disparity_up[:, :, None] + delta, min=low, max=high)
         return DepthPrediction(
             depth=1 / disparity,
             density=density_logit.sigmoid(),
-            refined_features=refined,
-            projected_features=projected,
+            raw_gaussians=raw_gaussians.unflatten(0, (b, v)),
             coarse_disparity=coarse_disparity,
             confidence=confidence,
         )

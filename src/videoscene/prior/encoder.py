@@ -1,9 +1,12 @@
-"""The feed-forward Gaussian prior: context views with cameras -> one or more 3D Gaussians per pixel.
+"""The feed-forward Gaussian prior (MVSplat's cost-volume encoder): context views with cameras -> one or
+more 3D Gaussians per pixel.
 
     backbone (CNN + multi-view transformer, 1/4 res) -> plane-sweep cost volume -> depth (+ density)
     -> Gaussian head (offset, scale, rotation, SH colour, opacity) in world space
 
-Weights are stored as `prior.safetensors` beside `prior_config.json` (an `EncoderConfig`).
+It computes what MVSplat's released encoder computes, module for module, and its state dict has the same
+names, so MVSplat's checkpoint loads strictly (`videoscene weights import-mvsplat`). Weights are stored as
+`prior.safetensors` beside `prior_config.json` (an `EncoderConfig`).
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from videoscene.io_utils import atomic_path, load_safetensors
 from videoscene.prior.backbone import MultiViewBackbone
 from videoscene.prior.config import EncoderConfig
 from videoscene.prior.cost_volume import DepthPredictor
-from videoscene.prior.gaussian_head import GaussianHead
+from videoscene.prior.gaussian_head import GaussianAdapter
 from videoscene.types import Gaussians, Views
 
 WEIGHTS_FILE = "prior.safetensors"
@@ -32,8 +35,10 @@ CONFIG_FILE = "prior_config.json"
 
 @dataclass
 class EncoderOutput:
-    gaussians: Gaussians  # B x (V · gpp · H · W) Gaussians, ordered (view, gaussian-per-pixel, row, column)
-    depth: Float[Tensor, "b v gpp h w"]  # z-depth in [near, far]
+    gaussians: Gaussians  # B x (V · H · W · gpp) Gaussians, ordered (view, row, column, gaussian-per-pixel)
+    depth: Float[
+        Tensor, "b v gpp h w"
+    ]  # in [near, far]: z-depth to the plane sweep, ray distance to the means
     opacity: Float[Tensor, "b v gpp h w"]
 
 
@@ -114,7 +119,7 @@ class GaussianEncoder(nn.Module):
         self.config = config
         self.backbone = MultiViewBackbone(config)
         self.depth_predictor = DepthPredictor(config)
-        self.gaussian_head = GaussianHead(config)
+        self.gaussian_adapter = GaussianAdapter(config)
 
     def forward(self, context: Views, assume_rigid: bool = False) -> EncoderOutput:
         # 1. Check inputs.
@@ -130,9 +135,9 @@ class GaussianEncoder(nn.Module):
         )
 
         # 4. Gaussians in world space.
-        gaussians = self.gaussian_head(images, depth, extrinsics, intrinsics)
+        gaussians = self.gaussian_adapter(depth, extrinsics, intrinsics)
         return EncoderOutput(
-            gaussians=gaussians, depth=depth.depth, opacity=gaussians.opacities.reshape(depth.density.shape)
+            gaussians=gaussians, depth=depth.depth, opacity=depth.density / self.config.gaussians_per_pixel
         )
 
     def parameter_count(self) -> int:

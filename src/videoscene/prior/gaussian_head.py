@@ -1,17 +1,19 @@
-"""Per-pixel Gaussian parameters (UPSTREAM.md §1.3 (c)), predicted in each context camera's frame and
-moved to world space.
+"""From the depth predictor's raw per-pixel channels to world-space 3D Gaussians (MVSplat §3.3), as MVSplat's
+released encoder computes them.
 
-Raw channels per Gaussian: 2 sub-pixel offset, 3 scale, 4 rotation (wxyz), 3·d_sh colour.
-- mean  = camera centre + R_c2w · (K⁻¹ [u, v, 1]) · z, with z the refined z-depth and (u, v) the pixel
-  centre moved by the offset (at most half a pixel). Unlike MVSplat (which puts z at that distance along
-  the *unit* ray), the mean sits at the plane-sweep z-depth, so the geometry the cost volume matched is
-  the geometry that gets rendered;
-- scale = z · pixel footprint · (s_min + (s_max − s_min)·sigmoid(raw)), footprint = mean of 1/fx, 1/fy in
-  pixels;
+Raw channels per pixel: 2 sub-pixel offset, 3 scale, 4 rotation (xyzw), 3·d_sh colour (RGB-major); every
+one of the pixel's `gaussians_per_pixel` depths shares them.
+- mean = camera centre + R_c2w · unit(K⁻¹ [u, v, 1]) · depth, with (u, v) the pixel centre moved by the
+  offset (at most half a pixel): the depth is a distance along the unit ray (the plane sweep treats the
+  same number as z-depth; the released weights were trained so);
+- scale = depth · 0.1 (1/(fx W) + 1/(fy H)) · (s_min + (s_max − s_min)·sigmoid(raw));
 - rotation: the predicted camera-frame quaternion, composed with the camera's rotation: q_world = q_c2w ⊗
   q_cam;
 - colour: SH coefficients with band l ≥ 1 damped by 0.1·0.25^l (so training starts view-independent),
-  rotated camera -> world by exact per-band SH rotation matrices (`sh_rotation_matrices`);
+  then rotated camera -> world. The released model rotates them with Wigner matrices in another real-SH
+  basis (e3nn's), which in the Inria basis used here is the exact rotation by P R_c2w Pᵀ for the fixed
+  axis permutation `SH_FRAME` rather than by R_c2w; this module reproduces that (tests check it against
+  e3nn);
 - opacity = density / gaussians_per_pixel.
 """
 
@@ -28,8 +30,11 @@ from torch import Tensor, nn
 from videoscene.gaussians.math import sh_basis
 from videoscene.geometry.rotations import matrix_to_quaternion
 from videoscene.prior.config import EncoderConfig
-from videoscene.prior.cost_volume import DepthPrediction, pixel_rays
+from videoscene.prior.cost_volume import DepthPrediction
 from videoscene.types import Gaussians
+
+# D_e3nn(R) = M_inria(SH_FRAME · R · SH_FRAMEᵀ) for every band (see the module docstring).
+SH_FRAME = ((0.0, 0.0, -1.0), (-1.0, 0.0, 0.0), (0.0, 1.0, 0.0))
 
 
 def quaternion_multiply(
@@ -78,70 +83,81 @@ def sh_rotation_matrices(
     return (matrices * band_mask).to(rotation.dtype)
 
 
-class GaussianHead(nn.Module):
+def pixel_rays(
+    intrinsics: Float[Tensor, "*batch 3 3"], height: int, width: int
+) -> Float[Tensor, "*batch 3 hw"]:
+    """Camera-space rays with z = 1 through pixel centres ((x + 0.5)/W, (y + 0.5)/H) of normalised
+    intrinsics."""
+    ys = (torch.arange(height, device=intrinsics.device, dtype=intrinsics.dtype) + 0.5) / height
+    xs = (torch.arange(width, device=intrinsics.device, dtype=intrinsics.dtype) + 0.5) / width
+    grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")
+    pixels = torch.stack([grid_x.flatten(), grid_y.flatten(), torch.ones_like(grid_x.flatten())])
+    return torch.linalg.inv(intrinsics) @ pixels
+
+
+class GaussianAdapter(nn.Module):
+    """No parameters: maps raw channels and depths to Gaussians."""
+
     def __init__(self, config: EncoderConfig):
         super().__init__()
         self.config = config
-        self.raw_per_gaussian = 2 + 3 + 4 + 3 * config.d_sh
-        in_channels = config.depth_unet_feat_dim + 3 + config.fullres_feature_dim
-        raw, hidden = config.gaussians_per_pixel * self.raw_per_gaussian, config.gaussian_head_hidden
-        self.net = nn.Sequential(
-            nn.Conv2d(in_channels, hidden, 3, padding=1), nn.GELU(), nn.Conv2d(hidden, raw, 3, padding=1)
-        )
         bands = torch.cat(
             [torch.full((2 * l + 1,), l, dtype=torch.float32) for l in range(config.sh_degree + 1)]
         )
         self.register_buffer("sh_mask", torch.where(bands == 0, 1.0, 0.1 * 0.25**bands), persistent=False)
+        self.register_buffer("sh_frame", torch.tensor(SH_FRAME), persistent=False)
 
     def forward(
         self,
-        images: Float[Tensor, "b v 3 h w"],
         depth: DepthPrediction,
         extrinsics: Float[Tensor, "b v 4 4"],
         intrinsics: Float[Tensor, "b v 3 3"],
     ) -> Gaussians:
-        b, v, _, h, w = images.shape
-        gpp, d_sh = self.config.gaussians_per_pixel, self.config.d_sh
-        features = torch.cat([depth.refined_features, images.flatten(0, 1), depth.projected_features], dim=1)
-        raw = self.net(features).reshape(b, v, gpp, self.raw_per_gaussian, h, w).permute(0, 1, 2, 4, 5, 3)
-        offset_raw, scale_raw, rotation_raw, sh_raw = raw.split(
-            [2, 3, 4, 3 * d_sh], dim=-1
-        )  # [b, v, gpp, h, w, ·]
-        z = depth.depth[..., None]  # [b, v, gpp, h, w, 1]
+        b, v, gpp, h, w = depth.depth.shape
+        d_sh = self.config.d_sh
+        raw = depth.raw_gaussians.permute(0, 1, 3, 4, 2)  # [b, v, h, w, raw]
+        offset_raw, scale_raw, rotation_raw, sh_raw = raw.split([2, 3, 4, 3 * d_sh], dim=-1)
+        distance = depth.depth.permute(0, 1, 3, 4, 2)[..., None]  # [b, v, h, w, gpp, 1]
         rotation_c2w = extrinsics[..., :3, :3]
-        view = (slice(None), slice(None), None, None, None)  # broadcast [b, v] over (gpp, h, w)
+        view = (slice(None), slice(None), None, None)  # broadcast [b, v] over (h, w)
 
-        # Means: back-project the offset pixel centre at z-depth.
-        size = torch.tensor([w, h], dtype=images.dtype, device=images.device)
+        # Means: the offset pixel centre's unit ray, at the predicted distance.
+        size = torch.tensor([w, h], dtype=raw.dtype, device=raw.device)
         offset = (offset_raw.sigmoid() - 0.5) / size
-        rays = pixel_rays(intrinsics, h, w).transpose(-1, -2).reshape(b, v, 1, h, w, 3)
+        rays = pixel_rays(intrinsics, h, w).transpose(-1, -2).reshape(b, v, h, w, 3)
         # The ray is linear in (u, v), so the offset moves its x, y by K⁻¹[:2, :2] · offset.
-        ray_shift = (torch.linalg.inv(intrinsics)[..., :2, :2][view] @ offset[..., None])[..., 0]
-        rays = rays + F.pad(ray_shift, (0, 1))
-        means = extrinsics[..., :3, 3][view] + (rotation_c2w[view] @ (rays * z)[..., None])[..., 0]
+        rays = rays + F.pad(
+            (torch.linalg.inv(intrinsics)[..., :2, :2][view] @ offset[..., None])[..., 0], (0, 1)
+        )
+        directions = (rotation_c2w[view] @ F.normalize(rays, dim=-1)[..., None])[..., 0]
+        means = extrinsics[..., :3, 3][view][..., None, :] + directions[..., None, :] * distance
 
-        # Scales in pixel footprints at the Gaussian's depth.
-        footprint = 0.5 * (1 / (intrinsics[..., 0, 0] * w) + 1 / (intrinsics[..., 1, 1] * h))
+        # Scales: pixel footprints at that distance.
+        footprint = 0.1 * (1 / (intrinsics[..., 0, 0] * w) + 1 / (intrinsics[..., 1, 1] * h))
         multiplier = (
             self.config.gaussian_scale_min
             + (self.config.gaussian_scale_max - self.config.gaussian_scale_min) * scale_raw.sigmoid()
         )
-        scales = z * footprint[view][..., None] * multiplier
+        scales = distance * (footprint[view][..., None] * multiplier)[..., None, :]
 
-        # Rotations: camera-frame quaternion composed with the camera-to-world rotation.
-        rotations = quaternion_multiply(
-            matrix_to_quaternion(rotation_c2w)[view], F.normalize(rotation_raw, dim=-1, eps=1e-8)
-        )
+        # Rotations: xyzw -> wxyz, then composed with the camera-to-world rotation.
+        rotation = rotation_raw / (rotation_raw.norm(dim=-1, keepdim=True) + 1e-8)
+        rotations = quaternion_multiply(matrix_to_quaternion(rotation_c2w)[view], rotation.roll(1, dims=-1))
 
-        # Colour: damp higher bands, then rotate the SH from the camera frame to the world frame.
-        harmonics = sh_raw.unflatten(-1, (d_sh, 3)) * self.sh_mask[:, None]
-        harmonics = sh_rotation_matrices(rotation_c2w, self.config.sh_degree)[view] @ harmonics
+        # Colour: damp higher bands, then rotate camera -> world as the released model does.
+        harmonics = sh_raw.unflatten(-1, (3, d_sh)).transpose(-1, -2) * self.sh_mask[:, None]
+        frame_rotation = self.sh_frame @ rotation_c2w @ self.sh_frame.T
+        harmonics = sh_rotation_matrices(frame_rotation, self.config.sh_degree)[view] @ harmonics
 
-        opacities = depth.density / gpp
+        def shared(x: Tensor) -> Tensor:
+            """A pixel's value for each of its gpp Gaussians: [b, v, h, w, ...] -> [b, v, h, w, gpp, ...]."""
+            return x[:, :, :, :, None].expand(b, v, h, w, gpp, *x.shape[4:])
+
+        # Order: view-major, then pixel, then the pixel's Gaussians.
         return Gaussians(
             means=means.flatten(1, 4),
             scales=scales.flatten(1, 4),
-            rotations=rotations.flatten(1, 4),
-            harmonics=harmonics.flatten(1, 4),
-            opacities=opacities.flatten(1, 4),
+            rotations=shared(rotations).flatten(1, 4),
+            harmonics=shared(harmonics).flatten(1, 4),
+            opacities=(depth.density / gpp).permute(0, 1, 3, 4, 2).flatten(1, 4),
         )
