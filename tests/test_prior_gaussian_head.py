@@ -1,7 +1,7 @@
 """The prior's Gaussian adapter (prior/gaussian_head.py) on hand-made raw channels and depths: means on the
-unit pixel rays at the given distance, unit quaternions (xyzw in, wxyz out), positive scales in pixel footprints,
-opacity = density / gpp, SH damping, MVSplat's camera-to-world SH rotation (checked against e3nn, the library
-the released model used), and rigid motion of the cameras."""
+unit pixel rays at the given distance, unit quaternions (xyzw in, wxyz out), positive scales in pixel
+footprints, opacity = density / gpp, SH damping, MVSplat's camera-to-world SH rotation (checked against
+e3nn, the library the released model used), and rigid motion of the cameras."""
 
 import math
 
