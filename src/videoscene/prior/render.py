@@ -13,6 +13,11 @@ from videoscene.prior.encoder import GaussianEncoder
 from videoscene.types import Cameras, Example, Gaussians, Views
 
 
+# MVSplat's renderer evaluates SH up to band 3: the band-4 coefficients its preset predicts are never seen,
+# so they are never rendered here either (the weights were trained so).
+RENDER_SH_DEGREE = 3
+
+
 def render_coarse(
     gaussians: Gaussians, context: Views, cameras: Cameras, image_shape: tuple[int, int], background: Tensor
 ) -> Tensor:
@@ -29,6 +34,7 @@ def render_coarse(
         background=background,
         near=near,
         far=far,
+        sh_degree=min(gaussians.sh_degree, RENDER_SH_DEGREE),
     ).color
 
 
@@ -67,6 +73,7 @@ def view_disagreement(
             ),
             near=near,
             far=far,
+            sh_degree=min(gaussians.sh_degree, RENDER_SH_DEGREE),
         )
         for part in torch.arange(count, device=gaussians.means.device).chunk(num_views)
     ]
