@@ -24,7 +24,7 @@ LAYERS = [
     ["videoscene.policy"],
     ["videoscene.distill"],
     ["videoscene.pipeline"],
-    ["videoscene.evaluation", "videoscene.generate"],
+    ["videoscene.evaluation", "videoscene.generate", "videoscene.importers"],
     ["videoscene.demo"],
     ["videoscene.app"],
     ["videoscene.cli"],

@@ -47,6 +47,14 @@ COMMANDS: dict[tuple[str | None, str], tuple[str, str]] = {
         "videoscene.evaluation.oracle",
         "DDPNet's timestep choice vs the per-clip oracle and the best fixed t (regret in dB)",
     ),
+    ("weights", "import-mvsplat"): (
+        "videoscene.importers.import_mvsplat",
+        "MVSplat's released checkpoint (Lightning .ckpt or state dict) -> a prior folder",
+    ),
+    ("weights", "verify-mvsplat"): (
+        "videoscene.importers.verify_mvsplat",
+        "run a prior folder on an MVSplat reference file; largest error per output",
+    ),
     (None, "generate"): (
         "videoscene.generate",
         "two images (+ cameras) -> video.mp4, coarse.mp4, frames/, gaussians.ply, report.json",
@@ -65,6 +73,7 @@ GROUP_HELP = {
     "data": "make and convert datasets",
     "train": "train the prior, the VAE, the teacher, the student and DDPNet",
     "policy": "analyse the DDPNet timestep policy",
+    "weights": "import and check released weights",
 }
 
 

@@ -12,7 +12,6 @@ from videoscene.gaussians.rasterizer import render
 from videoscene.prior.encoder import GaussianEncoder
 from videoscene.types import Cameras, Example, Gaussians, Views
 
-
 # MVSplat's renderer evaluates SH up to band 3: the band-4 coefficients its preset predicts are never seen,
 # so they are never rendered here either (the weights were trained so).
 RENDER_SH_DEGREE = 3
