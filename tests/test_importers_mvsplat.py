@@ -9,30 +9,13 @@ import collections
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
-from weights_factory import make_context
+from weights_factory import lightning_checkpoint, make_context
 
 from videoscene.cli import main
 from videoscene.prior.config import MVSPLAT, TINY
 from videoscene.prior.encoder import GaussianEncoder
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def lightning_checkpoint(path, state):
-    """A checkpoint in the layout PyTorch Lightning saves MVSplat in."""
-    torch.save(
-        {
-            "epoch": 3,
-            "global_step": 300000,
-            "state_dict": {
-                **{f"encoder.{k}": v for k, v in state.items()},
-                "losses.1.lpips.net.slice1.0.weight": torch.zeros(4, 3, 3, 3),
-            },
-            "optimizer_states": [{"state": {}, "param_groups": [{"lr": 1e-4}]}],
-            "lr_schedulers": [],
-        },
-        path,
-    )
 
 
 @pytest.fixture(scope="module")

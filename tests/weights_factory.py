@@ -6,6 +6,7 @@
 - `tiny_video_config` (one transformer block) and `SMALL_VIDEO` (the tiny preset's four): video models at
   9×32×48.
 - `make_context` and `random_rotation`: context views and rotations for the Gaussian prior.
+- `lightning_checkpoint`: an encoder state dict saved in the layout PyTorch Lightning saves MVSplat in.
 """
 
 import json
@@ -102,3 +103,20 @@ def make_tiny_weights(
         json.dumps({"num_frames": frames, "height": height, "width": width, "near": 0.5, "far": 20.0})
     )
     return folder
+
+
+def lightning_checkpoint(path, state):
+    """A checkpoint in the layout PyTorch Lightning saves MVSplat in."""
+    torch.save(
+        {
+            "epoch": 3,
+            "global_step": 300000,
+            "state_dict": {
+                **{f"encoder.{k}": v for k, v in state.items()},
+                "losses.1.lpips.net.slice1.0.weight": torch.zeros(4, 3, 3, 3),
+            },
+            "optimizer_states": [{"state": {}, "param_groups": [{"lr": 1e-4}]}],
+            "lr_schedulers": [],
+        },
+        path,
+    )

@@ -51,6 +51,10 @@ COMMANDS: dict[tuple[str | None, str], tuple[str, str]] = {
         "videoscene.importers.import_mvsplat",
         "MVSplat's released checkpoint (Lightning .ckpt or state dict) -> a prior folder",
     ),
+    ("weights", "import-official"): (
+        "videoscene.importers.import_official",
+        "the authors' release (base, model.safetensors, prompt_embeds.pt, re10k.ckpt) -> a weights folder",
+    ),
     ("weights", "verify-mvsplat"): (
         "videoscene.importers.verify_mvsplat",
         "run a prior folder on an MVSplat reference file; largest error per output",

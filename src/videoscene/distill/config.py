@@ -205,6 +205,21 @@ class DistillConfig:
         return cls.from_dict(read_json_object(path, "distillation config"), source=str(path))
 
 
+def load_leap_config(path: str | os.PathLike) -> LeapConfig:
+    """The loss settings a student was distilled with: the `leap` section of its distill_config.json. Only
+    this section is read, so that an imported student (`videoscene weights import-official`), which has no
+    training data or teacher of ours, needs only this section and a note of its source."""
+    path = Path(path)
+    raw = read_json_object(path, "distillation config")
+    fmt = raw.get("format", CONFIG_FORMAT)
+    if fmt != CONFIG_FORMAT:
+        raise VideoSceneError(f"{path} has format {fmt!r}; expected {CONFIG_FORMAT!r}")
+    leap = raw.get("leap", {})
+    if not isinstance(leap, dict):
+        raise VideoSceneError(f"{path}: section 'leap' must be a JSON object")
+    return _section(LeapConfig, leap, f"{path}: leap")
+
+
 def _section(cls, values: dict[str, Any], where: str):
     """Build a config dataclass from JSON values: unknown or missing keys are one-line errors, lists become
     tuples."""

@@ -23,7 +23,7 @@ import torch
 from jaxtyping import Int
 from torch import Tensor
 
-from videoscene.distill.config import DistillConfig, LeapConfig
+from videoscene.distill.config import LeapConfig, load_leap_config
 from videoscene.distill.leap import Latents, one_step_generate
 from videoscene.errors import VideoSceneError
 from videoscene.policy.ddpnet import WEIGHTS_FILE as DDPNET_FILE
@@ -136,7 +136,7 @@ def load_distilled(
             f"{folder} is not a distilled student (needs {STUDENT_FOLDER}/ and {CONFIG_FILE}); run "
             "`videoscene train distill`"
         )
-    leap = DistillConfig.load_json(folder / CONFIG_FILE).leap
+    leap = load_leap_config(folder / CONFIG_FILE)
     student = (
         VideoBackbone.from_pretrained(folder / STUDENT_FOLDER, torch_dtype=torch_dtype).to(device).eval()
     )

@@ -79,7 +79,8 @@ def save_ply(path: str | os.PathLike, gaussians: Gaussians) -> None:
         vertices[name] = values[:, i]
     with atomic_path(path) as tmp:
         PlyData([PlyElement.describe(vertices, "vertex")]).write(str(tmp))
-    logger.info("wrote %d Gaussians (SH degree %d) to %s", count, sh_degree_of(d_sh), path)
+    # Debug only: `path` may sit in a staging folder; the command that owns the output logs its final place.
+    logger.debug("wrote %d Gaussians (SH degree %d) to %s", count, sh_degree_of(d_sh), path)
 
 
 def load_ply(path: str | os.PathLike) -> Gaussians:

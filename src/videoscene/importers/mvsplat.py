@@ -8,49 +8,17 @@ ours (prior/encoder.py), so the tensors load strictly into `GaussianEncoder`.
 
 from __future__ import annotations
 
-import pickle
 from pathlib import Path
 
-import torch
 from torch import Tensor
 
-from videoscene.errors import InputError, LoadError
-from videoscene.io_utils import load_safetensors, staged_output_dir
+from videoscene.errors import LoadError
+from videoscene.importers.state_dict import read_state_dict
+from videoscene.io_utils import staged_output_dir
 from videoscene.prior.config import EncoderConfig, encoder_config
 from videoscene.prior.encoder import GaussianEncoder
 
 PREFIX = "encoder."
-
-
-def read_checkpoint(path: str | Path) -> dict[str, Tensor]:
-    """Every tensor of a checkpoint file, by name; a Lightning checkpoint's `state_dict` is taken out.
-
-    `.safetensors` files are read as such; anything else with `torch.load(weights_only=True)`, which
-    refuses to build objects other than tensors and plain containers: such a file is one line naming what
-    it holds."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"checkpoint {path} does not exist; give MVSplat's re10k.ckpt or a state dict file")
-    if path.suffix == ".safetensors":
-        return load_safetensors(path, "checkpoint")
-    try:
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        detail = " ".join(str(error).split())
-        # weights_only names the global it refused ("Unsupported global: GLOBAL module.Name ...").
-        offending = detail.split("GLOBAL ", 1)[1].split()[0] if "GLOBAL " in detail else detail[:120]
-        raise LoadError(
-            f"checkpoint {path} needs objects other than tensors to be unpickled ({offending}); it is "
-            "refused rather than run: save its state_dict (tensors only) with safetensors and import that"
-        ) from None
-    except (RuntimeError, OSError, EOFError, ValueError) as error:
-        reason = (str(error).splitlines() or [type(error).__name__])[0][:160]
-        raise LoadError(f"checkpoint {path} cannot be read ({reason})") from None
-    if isinstance(loaded, dict) and isinstance(loaded.get("state_dict"), dict):
-        loaded = loaded["state_dict"]
-    if not isinstance(loaded, dict) or not any(isinstance(v, Tensor) for v in loaded.values()):
-        raise LoadError(f"checkpoint {path} holds no state dict (a mapping of names to tensors)")
-    return {k: v for k, v in loaded.items() if isinstance(v, Tensor)}
 
 
 def encoder_state(tensors: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -63,7 +31,10 @@ def encoder_state(tensors: dict[str, Tensor]) -> dict[str, Tensor]:
 def load_mvsplat(path: str | Path, config: EncoderConfig) -> GaussianEncoder:
     """A `GaussianEncoder` holding an MVSplat checkpoint's encoder weights (cast to float32), loaded
     strictly: missing or unexpected names, or other shapes, are one line saying which."""
-    state = {k: v.float() for k, v in encoder_state(read_checkpoint(path)).items()}
+    state = {
+        k: v.float()
+        for k, v in encoder_state(read_state_dict(path, "MVSplat's re10k.ckpt or a state dict file")).items()
+    }
     encoder = GaussianEncoder(config)
     expected = {k: tuple(v.shape) for k, v in encoder.state_dict().items()}
     missing = sorted(set(expected) - set(state))

@@ -6,9 +6,13 @@ channel: `normalize_latents`). The VAE alone
 takes [B, C, F, H, W] in [−1, 1]; `encode_pixels` and `decode_latents` are the only places that convert.
 
 Weights come from either
-- our own folder (`save_pretrained`): video_model.json + vae/transformer/prompt_embedding .safetensors, or
+- our own folder (`save_pretrained`): video_model.json + vae/transformer/prompt_embedding .safetensors,
 - a diffusers CogVideoX folder (vae/, transformer/, scheduler/), e.g. CogVideoX-5b-I2V or a first/last-frame
-  interpolation fine-tune, with the prompt embedding from a file or a local T5 folder. Nothing is downloaded.
+  interpolation fine-tune, with the prompt embedding from a file or a local T5 folder, or
+- a linked folder (`save_linked`): base_model.json naming such a diffusers folder, the prompt embedding, and
+  optionally transformer weights loaded non-strictly over the base transformer (how the authors' distilled
+  `model.safetensors` is applied), so that a 5B base is referenced rather than copied.
+Nothing is downloaded.
 """
 
 from __future__ import annotations
@@ -27,8 +31,15 @@ from jaxtyping import Float, Int
 from safetensors.torch import save_file
 from torch import Tensor, nn
 
-from videoscene.errors import VideoSceneError
-from videoscene.io_utils import load_safetensors, load_state, read_json_object, staged_output_dir
+from videoscene.errors import LoadError, VideoSceneError
+from videoscene.io_utils import (
+    inside,
+    load_safetensors,
+    load_state,
+    read_json_object,
+    staged_output_dir,
+    write_json_atomic,
+)
 from videoscene.video.config import (
     ScheduleConfig,
     TextConfig,
@@ -39,6 +50,7 @@ from videoscene.video.cpu_conv3d import use_onednn_conv3d
 logger = logging.getLogger(__name__)
 
 CONFIG_NAME = "video_model.json"
+LINK_NAME = "base_model.json"  # a linked folder: {"base", "prompt_embedding", "transformer"}
 COMPONENT_FILES = {
     "vae": "vae.safetensors",
     "transformer": "transformer.safetensors",
@@ -122,6 +134,39 @@ def encode_prompt_with_t5(
         return encoder(tokens.input_ids).last_hidden_state.float()
 
 
+def match_transformer_weights(
+    own: dict[str, Tensor], state: dict[str, Tensor], path: str | os.PathLike
+) -> tuple[list[str], list[str], list[str]]:
+    """(common, missing, unexpected) names of `state` against a transformer's state dict `own` (meta tensors
+    will do). No common name at all, or a common name of another shape, is one line naming the file."""
+    common = [key for key in state if key in own]
+    if not common:
+        raise LoadError(
+            f"transformer weights {path} share no tensor name with this CogVideoX transformer (e.g. "
+            f"{next(iter(state), 'none')!r}); give the distilled transformer's state dict"
+        )
+    reshaped = [key for key in common if tuple(state[key].shape) != tuple(own[key].shape)]
+    if reshaped:
+        key = reshaped[0]
+        raise LoadError(
+            f"transformer weights {path} hold {len(reshaped)} tensors of other shapes (e.g. {key}: "
+            f"{tuple(state[key].shape)}, the transformer has {tuple(own[key].shape)}); give the weights made "
+            "for this base model"
+        )
+    return common, sorted(set(own) - set(common)), sorted(set(state) - set(own))
+
+
+def load_transformer_weights(
+    transformer: nn.Module, state: dict[str, Tensor], path: str | os.PathLike
+) -> None:
+    """Load `state` over `transformer` non-strictly, as the authors apply their distilled `model.safetensors`
+    over the base pipeline's transformer: names the transformer lacks are ignored, and its tensors that
+    `state` lacks keep their base values."""
+    common, _, _ = match_transformer_weights(transformer.state_dict(), state, path)
+    dtype = next(transformer.parameters()).dtype
+    transformer.load_state_dict({key: state[key].to(dtype) for key in common}, strict=False)
+
+
 def rope_crop_region(
     grid_height: int, grid_width: int, base_height: int, base_width: int
 ) -> tuple[tuple[int, int], tuple[int, int]]:
@@ -198,12 +243,14 @@ class VideoBackbone(nn.Module):
         path = Path(path)
         if (path / CONFIG_NAME).is_file():
             return cls._load_own(path, torch_dtype)
+        if (path / LINK_NAME).is_file():
+            return cls._load_linked(path, torch_dtype)
         if (path / "vae").is_dir() and (path / "transformer").is_dir():
             return cls._load_diffusers(path, prompt_embeds_path, torch_dtype)
         raise VideoSceneError(
             f"{path} is not a model folder: expected a diffusers CogVideoX I2V folder with vae/, "
             "transformer/ and "
-            f"scheduler/ (e.g. CogVideoX-5b-I2V), or a VideoScene checkpoint with {CONFIG_NAME}"
+            f"scheduler/ (e.g. CogVideoX-5b-I2V), or a VideoScene folder with {CONFIG_NAME} or {LINK_NAME}"
         )
 
     @classmethod
@@ -229,6 +276,60 @@ class VideoBackbone(nn.Module):
                 assign=True,
             )
         return model.to(torch_dtype)
+
+    @classmethod
+    def _load_linked(cls, path: Path, torch_dtype: torch.dtype) -> VideoBackbone:
+        link = read_json_object(path / LINK_NAME, "linked model file")
+        base = link.get("base")
+        prompt = link.get("prompt_embedding")
+        transformer = link.get("transformer")
+        if (
+            not isinstance(base, str)
+            or not isinstance(prompt, str)
+            or not isinstance(transformer, str | None)
+        ):
+            raise VideoSceneError(
+                f"{path / LINK_NAME} must hold 'base' (a folder) and 'prompt_embedding' (a file name), and "
+                "optionally 'transformer' (a file name)"
+            )
+        base_path = path / base  # relative to the linked folder; an absolute path stays as it is
+        if not ((base_path / "vae").is_dir() and (base_path / "transformer").is_dir()):
+            raise VideoSceneError(
+                f"{path / LINK_NAME} links the base model {base_path}, which is not a diffusers CogVideoX "
+                "I2V folder (vae/, transformer/); move it back or re-run `videoscene weights import-official`"
+            )
+        model = cls._load_diffusers(base_path, inside(path, prompt, "prompt embedding"), torch_dtype)
+        if transformer is not None:
+            weights = inside(path, transformer, "transformer weights")
+            load_transformer_weights(
+                model.transformer, load_safetensors(weights, "transformer weights"), weights
+            )
+        return model
+
+    @staticmethod
+    def save_linked(
+        path: str | os.PathLike,
+        base: str | os.PathLike,
+        prompt_embeds: Float[Tensor, "1 tokens dim"],
+        transformer_state: dict[str, Tensor] | None = None,
+        overwrite: bool = False,
+    ) -> None:
+        """Write a linked folder, atomically: base_model.json naming the diffusers folder `base` (stored as an
+        absolute path), the prompt embedding, and `transformer_state` (loaded non-strictly over the base
+        transformer when the folder is opened) if given."""
+        link: dict[str, str | None] = {
+            "base": str(Path(base).resolve()),
+            "prompt_embedding": COMPONENT_FILES["prompt_embedding"],
+            "transformer": None,
+        }
+        with staged_output_dir(path, overwrite=overwrite) as stage:
+            prompt = {"prompt_embeds": prompt_embeds.detach().float().cpu().contiguous()}
+            save_file(prompt, stage / COMPONENT_FILES["prompt_embedding"])
+            if transformer_state is not None:
+                state = {key: value.detach().contiguous().cpu() for key, value in transformer_state.items()}
+                save_file(state, stage / COMPONENT_FILES["transformer"])
+                link["transformer"] = COMPONENT_FILES["transformer"]
+            write_json_atomic(stage / LINK_NAME, link)
 
     @classmethod
     def _load_diffusers(cls, path: Path, prompt_embeds_path, torch_dtype: torch.dtype) -> VideoBackbone:
