@@ -31,7 +31,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from accelerate import PartialState
 from torch import Tensor, nn
 
 from videoscene.data.dataset import ClipSamplerConfig
@@ -56,6 +55,7 @@ from videoscene.policy.ddpnet import BanditTrainer, DDPNet, DDPNetConfig, Reward
 from videoscene.training.checkpoints import module_fingerprint
 from videoscene.training.cli import add_training_arguments, output_folder
 from videoscene.training.loop import LoopSettings, Optimisation, Trainer, check_new_run, torch_threads
+from videoscene.training.processes import process_state
 from videoscene.training.randomness import batch_indices
 from videoscene.video.models import VelocityModel, VideoBackbone, trainable_parameter_names
 from videoscene.video.schedule import NoiseSchedule
@@ -227,6 +227,7 @@ class DistillTrainer(Trainer):
             reward,
             generator,
             self._average_gradients,
+            gather_rewards=self.accelerator.gather,
             groups=clip_of_pull,
             disagreement=pulled.view_disagreement,
         )
@@ -441,14 +442,12 @@ def run(args: argparse.Namespace) -> None:
         config = replace(config, train=replace(config.train, steps=args.steps))
     out = output_folder(args)
     check_new_run(out, args.resume)  # before the teacher and the caches, which take a while
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    processes = process_state()
     with torch_threads(config.train.num_threads):
         teacher = VideoBackbone.from_pretrained(config.teacher, prompt_embeds_path=config.prompt_embeds).to(
-            device
+            processes.device
         )
-        with PartialState(
-            cpu=not torch.cuda.is_available()
-        ).main_process_first():  # the others reuse its caches
+        with processes.main_process_first():  # the main process builds the caches, the others reuse them
             train_cache, val_cache = prepare_caches(config, teacher)
         summary = DistillTrainer(config, teacher, train_cache, val_cache, out, resume=args.resume).train(
             args.stop_after

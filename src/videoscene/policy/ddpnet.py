@@ -370,17 +370,20 @@ class BanditTrainer:
         reward_fn: Callable[[Int[Tensor, " batch"]], Float[Tensor, " batch"]],
         generator: torch.Generator,
         average_gradients: Callable[[nn.Module], None] | None = None,
+        gather_rewards: Callable[[Tensor], Tensor] | None = None,
         groups: Int[Tensor, " batch"] | None = None,
         disagreement: Float[Tensor, "batch latent_frames 2 latent_height latent_width"] | None = None,
     ) -> BanditStep:
         """Act on a batch of contexts, ask `reward_fn(timesteps)` for the rewards, update ψ once.
         `groups[i]` names the clip of row i (needed by the per-clip baseline: rows of one clip are pulls of
-        it). `average_gradients(net)` (data-parallel training) runs between backward and the optimizer
-        step."""
+        it). Data-parallel training passes `average_gradients(net)`, which runs between backward and the
+        optimizer step, and `gather_rewards`, the rows of every process, on which the running reward
+        statistics are updated: so that every process keeps the same ψ and the same statistics."""
         if self.config.baseline == "per_clip" and groups is None:
             raise VideoSceneError(
                 "the per-clip baseline needs `groups`: which clip each row of the batch pulls"
             )
+        gather = gather_rewards or (lambda rewards: rewards)
         self.net.train()
         logits = self.net(render_latents.detach(), None if disagreement is None else disagreement.detach())
         log_pi = logits.log_softmax(dim=-1)
@@ -397,12 +400,13 @@ class BanditTrainer:
         if self.config.baseline == "per_clip":
             baseline = leave_one_out_baseline(rewards, groups.to(rewards.device))
             advantage = (rewards - baseline) / self.statistics.std
-            self.statistics.update(rewards - baseline)  # tracks the scale s of r − b (its mean is ≈ 0)
+            # tracks the scale s of r − b (its mean is ≈ 0)
+            self.statistics.update(gather(rewards - baseline))
             reported_baseline = baseline.mean().item()
         else:
             reported_baseline = self.statistics.baseline
             advantage = (rewards - reported_baseline) / self.statistics.std
-            self.statistics.update(rewards)
+            self.statistics.update(gather(rewards))
         chosen = actions[:, None]
         importance = (pi.detach().gather(-1, chosen) / behaviour.gather(-1, chosen)).squeeze(-1)
         entropy = -(pi * log_pi).sum(dim=-1)

@@ -136,6 +136,12 @@ def load_checkpoint_tensors(folder: Path, names: tuple[str, ...]) -> dict[str, d
 def save_optimizer(path: Path, optimizer: torch.optim.Optimizer) -> None:
     """Tensors of `optimizer.state_dict()` as safetensors; everything else (param groups, scalars) as
     metadata."""
+    save_safetensors(path, *flat_optimizer_state(optimizer))
+
+
+def flat_optimizer_state(optimizer: torch.optim.Optimizer) -> tuple[dict[str, Tensor], dict[str, str]]:
+    """`optimizer.state_dict()` as "INDEX.KEY" → tensor, and the rest (param groups, scalars) as JSON
+    strings: what an optimizer's safetensors file holds."""
     state = optimizer.state_dict()
     tensors, scalars = {}, {}
     for index, values in state["state"].items():
@@ -144,8 +150,7 @@ def save_optimizer(path: Path, optimizer: torch.optim.Optimizer) -> None:
                 tensors[f"{index}.{key}"] = value.detach().contiguous().cpu()
             else:
                 scalars[f"{index}.{key}"] = value
-    metadata = {"param_groups": json.dumps(state["param_groups"]), "scalars": json.dumps(scalars)}
-    save_safetensors(path, tensors, metadata)
+    return tensors, {"param_groups": json.dumps(state["param_groups"]), "scalars": json.dumps(scalars)}
 
 
 def load_optimizer(path: Path, optimizer: torch.optim.Optimizer) -> None:
@@ -167,10 +172,32 @@ def load_optimizer(path: Path, optimizer: torch.optim.Optimizer) -> None:
 def module_fingerprint(module: nn.Module) -> str:
     """sha256 over a module's state (names, dtypes, shapes, values): what a cache or a run was made with."""
     digest = hashlib.sha256()
-    for name, value in sorted(module.state_dict().items()):
-        digest.update(f"{name}:{value.dtype}:{tuple(value.shape)}".encode())
-        digest.update(value.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    _hash_tensors(digest, module.state_dict())
     return digest.hexdigest()
+
+
+def checkpoint_fingerprint(
+    tensors: dict[str, dict[str, Tensor]], optimizers: dict[str, torch.optim.Optimizer], state: dict[str, Any]
+) -> str:
+    """sha256 over what `save_checkpoint` would write for these arguments (tensor values, not file bytes):
+    the processes of a data-parallel run that are in step give the same one."""
+    digest = hashlib.sha256()
+    for name, values in sorted(tensors.items()):
+        digest.update(f"tensors {name}\n".encode())
+        _hash_tensors(digest, values)
+    for name, optimizer in sorted(optimizers.items()):
+        values, metadata = flat_optimizer_state(optimizer)
+        digest.update(f"optimizer {name} {json.dumps(metadata, sort_keys=True)}\n".encode())
+        _hash_tensors(digest, values)
+    digest.update(json.dumps(state, sort_keys=True).encode())
+    return digest.hexdigest()
+
+
+def _hash_tensors(digest, tensors: dict[str, Tensor]) -> None:
+    # reshape: a 0-d tensor (Adam's step) cannot be viewed as bytes
+    for name, value in sorted(tensors.items()):
+        digest.update(f"{name}:{value.dtype}:{tuple(value.shape)}".encode())
+        digest.update(value.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
 
 
 # -- logs ----------------------------------------------------------------------------------------------------

@@ -1,5 +1,5 @@
-"""`Trainer`: the one step-and-log loop of every `videoscene train ...`, on `accelerate` (one CPU process, or
-one process per GPU with `accelerate launch` / `torchrun`).
+"""`Trainer`: the one step-and-log loop of every `videoscene train ...`, on `accelerate` (one process, or one
+process per GPU, or CPU processes, with `accelerate launch` / `torchrun`: `training.processes`).
 
 A run of a subclass:
   1. checks its inputs and the output folder (an existing run is continued only with `resume`);
@@ -11,6 +11,11 @@ A run of a subclass:
      backward, gradient clipping, the optimiser and schedule steps, the trainer's `after_step` (EMA, a policy
      update); JSONL logs, validation and checkpoints at their cadences;
   6. once the last step is done, exports (the trainer's `export`) and writes run.json.
+
+With several processes each reads its own share of every step's batch (`training.randomness.batch_indices`)
+and accelerate averages the gradients, so every process holds the same weights after every step; the main
+process alone writes logs, checkpoints and the export. `videoscene -v` logs, per process, the items it read
+each step and the sha256 of its final state, with which to check both.
 
 Output folder: train_config.json (or the trainer's own config file), train_log.jsonl, validation.jsonl,
 run.json, checkpoints/step_NNNNNNN/, and what the trainer exports.
@@ -28,7 +33,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from accelerate import Accelerator
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
@@ -36,6 +40,7 @@ from videoscene.errors import VideoSceneError
 from videoscene.io_utils import check_output_location, read_json_object, write_json_atomic
 from videoscene.training.checkpoints import (
     append_jsonl,
+    checkpoint_fingerprint,
     load_checkpoint_tensors,
     load_optimizer,
     read_checkpoint_state,
@@ -44,6 +49,7 @@ from videoscene.training.checkpoints import (
     trim_log,
 )
 from videoscene.training.config import RunConfig, config_to_dict
+from videoscene.training.processes import make_accelerator
 from videoscene.training.randomness import step_generator
 
 logger = logging.getLogger(__name__)
@@ -101,9 +107,7 @@ class Trainer:
 
     def __init__(self, config: Any, settings: LoopSettings, out: str | Path, resume: bool = False):
         self.config, self.settings, self.out = config, settings, Path(out)
-        self.accelerator = Accelerator(
-            mixed_precision=settings.mixed_precision, cpu=not torch.cuda.is_available()
-        )
+        self.accelerator = make_accelerator(settings.mixed_precision)
         self.step = 0
 
         # 1. Check inputs and the output folder.
@@ -119,7 +123,9 @@ class Trainer:
         # process).
         self.optimizer = built.optimizer
         if resume:
-            resumed = resume_latest(self.out, self._load_checkpoint)
+            # The main process first: it sets a corrupt checkpoint aside, the others then load the one it did.
+            with self.accelerator.main_process_first():
+                resumed = resume_latest(self.out, self._load_checkpoint)
             if resumed is None:
                 logger.info("no usable checkpoint in %s: starting from step 0", self.out)
             else:
@@ -248,6 +254,14 @@ class Trainer:
                     self._save_checkpoint()
         progress.close()
         accelerator.wait_for_everyone()
+        if logger.isEnabledFor(logging.DEBUG):  # a pass over every weight: only when asked for
+            logger.debug(
+                "step %d, process %d of %d: state sha256 %s",
+                self.step,
+                accelerator.process_index,
+                accelerator.num_processes,
+                checkpoint_fingerprint(*self._checkpoint_contents()),
+            )
 
         # 6. Export once the last step is done.
         summary: dict[str, Any] = {
@@ -272,17 +286,18 @@ class Trainer:
 
     # -- checkpoints -----------------------------------------------------------------------------------------
     def _save_checkpoint(self) -> Path:
+        return save_checkpoint(
+            self.out, self.step, *self._checkpoint_contents(), self.settings.keep_checkpoints
+        )
+
+    def _checkpoint_contents(
+        self,
+    ) -> tuple[dict[str, dict[str, Tensor]], dict[str, torch.optim.Optimizer], dict[str, Any]]:
+        """A checkpoint's tensors, optimizers and state.json (without the step)."""
         state = {**self._identity(), "train_config": config_to_dict(self.config), **self.checkpoint_state()}
         if self.scheduler is not None:
             state["scheduler"] = self.scheduler.state_dict()
-        return save_checkpoint(
-            self.out,
-            self.step,
-            self.checkpoint_tensors(),
-            self.optimizers(),
-            state,
-            self.settings.keep_checkpoints,
-        )
+        return self.checkpoint_tensors(), self.optimizers(), state
 
     def _identity(self) -> dict[str, Any]:
         return json.loads(json.dumps(self.identity()))  # as stored: tuples read back as lists

@@ -4,8 +4,11 @@ from a generator that is a function of the step, and batches walk through seeded
 from __future__ import annotations
 
 import hashlib
+import logging
 
 import torch
+
+logger = logging.getLogger(__name__)
 
 
 def step_generator(*parts) -> torch.Generator:
@@ -19,7 +22,9 @@ def batch_indices(
     num_items: int, batch_size: int, num_processes: int, process: int, step: int, seed: int
 ) -> list[int]:
     """Items of `step` for `process`: every epoch is a seeded permutation of the items, read in order across
-    steps and split between processes without overlap."""
+    steps and split between processes without overlap (an item recurs within one step only where the step's
+    global batch spans two epochs). Logged at debug level (`videoscene -v`), so that a multi-process run
+    shows which items each process read."""
     global_batch = batch_size * num_processes
     first = step * global_batch + process * batch_size
     indices = []
@@ -29,4 +34,5 @@ def batch_indices(
             num_items, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch)
         )
         indices.append(int(permutation[offset]))
+    logger.debug("step %d, process %d of %d: items %s", step, process, num_processes, indices)
     return indices

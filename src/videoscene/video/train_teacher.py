@@ -414,12 +414,16 @@ class TeacherTrainer(Trainer):
         with self.accelerator.main_process_first():  # the other processes then reuse the cache it wrote
             self.cache = build_latent_cache(config, backbone.vae)
         self.schedule = NoiseSchedule(backbone.config.schedule)
-        self.validation_clips = held_out_clips(
-            config.validation_data,
-            backbone.config,
-            config.validation_strides,
-            config.validation_clips,
-            config.seed,
+        self.validation_clips = (  # only the main process validates
+            held_out_clips(
+                config.validation_data,
+                backbone.config,
+                config.validation_strides,
+                config.validation_clips,
+                config.seed,
+            )
+            if self.accelerator.is_main_process
+            else []
         )
         logger.info(
             "teacher training: %d cached clips, %d validation clips, batch %d, %d trainable parameters (%s)",

@@ -4,7 +4,7 @@ fine-tune the decoder of a trained one.
     videoscene train vae --config configs/vae_tiny_train.json --out runs/vae_tiny [--resume]
     videoscene train vae --config configs/vae_tiny_decoder.json --out runs/vae_tiny_decoder   # decoder only
 
-Loss per step on a batch of clips x ∈ [−1, 1] (random scene, stride, start, spatial crop, flips):
+Loss per step on a batch of clips x ∈ [−1, 1] (the step's scenes; random stride, start, spatial crop, flips):
 
     L = λ₁·|x̂ − x|₁ + λ₂·‖x̂ − x‖² + λ_ssim·(1 − SSIM(x̂, x)) + λ_KL·KL(q(z|x) ‖ N(0, I)),
     x̂ = D(z), z ~ q(z|x)
@@ -13,8 +13,10 @@ Loss per step on a batch of clips x ∈ [−1, 1] (random scene, stride, start, 
 maps 8k+1 frames to 2k+1 latents, so training on short clips (9 frames) and spatial crops sees the same
 operators at a fraction of the cost of full 17×64×96 clips; validation always uses full-size clips.
 
-Training frames are decoded once into memory (uint8), and every draw of step s comes from a generator seeded
-by (seed, s): a run resumed from a checkpoint continues exactly as the uninterrupted one. At the end the
+Training frames are decoded once into memory (uint8). The scenes of step s come from seeded epoch
+permutations, split between processes (`batch_indices`), and every other draw (stride, start, crop, flips,
+the posterior sample) from a generator seeded by (seed, s, process): a run resumed from a checkpoint
+continues exactly as the uninterrupted one. At the end the
 latent statistics are measured on full-size training clips: scaling_factor = 1/std(z) (as CogVideoX's 0.7 for
 its VAE) and the per-channel mean and std, with which the diffusion model sees standardised latents (see
 VAEConfig.latents_mean); the VAE is written as a diffusers folder plus latent_statistics.json.
@@ -58,7 +60,7 @@ from videoscene.metrics.image import psnr, ssim
 from videoscene.training.cli import add_training_arguments, run_training
 from videoscene.training.config import RunConfig, load_config, positive
 from videoscene.training.loop import LoopSettings, Optimisation, Trainer, torch_threads
-from videoscene.training.randomness import step_generator
+from videoscene.training.randomness import batch_indices, step_generator
 from videoscene.video.config import VAEConfig, VideoModelConfig, preset
 
 logger = logging.getLogger(__name__)
@@ -165,14 +167,14 @@ class FrameBank:
     def draw(
         self,
         generator: torch.Generator,
-        batch_size: int,
+        scenes: list[int],
         num_frames: int,
         strides: tuple[int, int],
         crop: tuple[int, int] | None,
         flip: bool,
     ) -> Float[Tensor, "batch frames 3 height width"]:
-        """`batch_size` random clips in [0, 1]: scene, stride, start, crop window and flips all from
-        `generator`."""
+        """A random clip in [0, 1] of each of `scenes` (positions in the bank): stride, start, crop window and
+        flips all from `generator`."""
 
         def uniform(low: int, high: int) -> int:  # inclusive bounds
             return int(torch.randint(low, high + 1, (), generator=generator))
@@ -180,8 +182,8 @@ class FrameBank:
         span = num_frames - 1
         crop_height, crop_width = crop or self.size
         clips = []
-        for _ in range(batch_size):
-            video = self.videos[uniform(0, len(self.videos) - 1)]
+        for scene in scenes:
+            video = self.videos[scene]
             max_stride = min(strides[1], (len(video) - 1) // span)
             if max_stride < 1:
                 raise VideoSceneError(
@@ -311,10 +313,9 @@ def measure_latent_statistics(vae: AutoencoderKLCogVideoX, bank: FrameBank, conf
     was_training = vae.training
     vae.eval()
     latents = []
-    for _ in range(config.scale_clips):
-        clip = bank.draw(
-            generator, 1, video.num_frames, (config.min_stride, config.max_stride), None, flip=False
-        )
+    strides = (config.min_stride, config.max_stride)
+    for number in range(config.scale_clips):  # the scenes in turn
+        clip = bank.draw(generator, [number % len(bank)], video.num_frames, strides, None, flip=False)
         latents.append(vae.encode(to_vae_layout(clip)).latent_dist.sample(generator=generator))
     vae.train(was_training)
     per_channel = torch.cat(latents).transpose(0, 1).flatten(1)  # [C, everything else]
@@ -422,8 +423,10 @@ class VAETrainer(Trainer):
         config, video = self.config, self.video
         self.bank = FrameBank(config.train_data, (video.height, video.width), config.max_train_scenes)
         self.strides = (config.min_stride, config.max_stride)
-        self.validation_clips = held_out_clips(
-            config.validation_data, video, self.strides, config.validation_clips, config.seed
+        self.validation_clips = (  # only the main process validates
+            held_out_clips(config.validation_data, video, self.strides, config.validation_clips, config.seed)
+            if self.accelerator.is_main_process
+            else []
         )
         logger.info(
             "VAE training: %d scenes in memory, %d validation clips, batch %d × %d frames × %s",
@@ -435,11 +438,19 @@ class VAETrainer(Trainer):
         )
 
     def loss(self, generator: torch.Generator) -> tuple[Tensor, dict[str, Any]]:
-        config = self.config
-        clips = self.bank.draw(
-            generator, config.batch_size, config.num_frames, self.strides, config.crop_size, config.flip
+        config, accelerator = self.config, self.accelerator
+        scenes = batch_indices(
+            len(self.bank),
+            config.batch_size,
+            accelerator.num_processes,
+            accelerator.process_index,
+            self.step,
+            config.seed,
         )
-        pixels = to_vae_layout(clips).to(self.accelerator.device)
+        clips = self.bank.draw(
+            generator, scenes, config.num_frames, self.strides, config.crop_size, config.flip
+        )
+        pixels = to_vae_layout(clips).to(accelerator.device)
         reconstruction, mean, logvar = self.model(pixels, generator=generator)
         terms = vae_loss(config, reconstruction.float(), pixels, mean.float(), logvar.float())
         record = {key: value.detach() for key, value in terms.items() if key != "total"}
