@@ -55,8 +55,10 @@ def networks():
         LeapConfig(),
         LeapConfig(no_leap=True, distance="l2"),
         LeapConfig(teacher_guidance_scale=4.0, max_timestep=299),
+        LeapConfig(ground_truth_weight=0.5),
+        LeapConfig(leap_weight=0.0, ground_truth_weight=1.0, distance="l2"),
     ],
-    ids=["leap-huber", "noleap-l2", "leap-cfg"],
+    ids=["leap-huber", "noleap-l2", "leap-cfg", "leap+ground-truth", "ground-truth-only"],
 )
 def test_batched_loss_matches_per_sample_reference(networks, config):
     teacher, student, target, schedule, batch = networks
@@ -78,6 +80,35 @@ def test_batched_loss_matches_per_sample_reference(networks, config):
     assert largest > 0
     for a, b in zip(fast_grads, slow_grads):
         torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-5 * largest.item())
+
+
+def test_the_ground_truth_term_is_the_distance_of_the_one_step_result_to_the_ground_truth(networks):
+    teacher, student, target, schedule, batch = networks
+    leap, ground_truth = LeapConfig(), LeapConfig(leap_weight=0.0, ground_truth_weight=1.0)
+    both = LeapConfig(leap_weight=1.0, ground_truth_weight=2.0)
+    draw = draw_leap(timestep_grid(schedule, leap), batch.latents, torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        losses = {
+            name: leap_distillation_loss(
+                student.predict_v, target.predict_v, teacher, schedule, batch, draw, config
+            ).per_sample
+            for name, config in (("leap", leap), ("ground_truth", ground_truth), ("both", both))
+        }
+        x_t = schedule.add_noise(batch.render_latents, draw.noise, draw.start_timesteps)
+        one_step = consistency_function(
+            student.predict_v, schedule, x_t, batch.condition_latents, draw.start_timesteps, leap
+        )
+    huber = ((one_step - batch.latents).square() + leap.huber_c**2).sqrt() - leap.huber_c
+    torch.testing.assert_close(losses["ground_truth"], huber.flatten(1).mean(dim=1))
+    torch.testing.assert_close(losses["both"], losses["leap"] + 2 * losses["ground_truth"])
+
+
+@pytest.mark.parametrize("weights", [(0.0, 0.0), (-1.0, 1.0), (1.0, -0.5)])
+def test_loss_weights_must_be_non_negative_and_not_both_zero(weights):
+    from videoscene.errors import VideoSceneError
+
+    with pytest.raises(VideoSceneError, match="leap_weight"):
+        LeapConfig(leap_weight=weights[0], ground_truth_weight=weights[1])
 
 
 def test_teacher_guidance_changes_the_step(networks):

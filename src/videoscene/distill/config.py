@@ -34,6 +34,12 @@ class LeapConfig:
     sigma_data: float = 0.5  # c_skip / c_out boundary scalings (LCM, UPSTREAM.md §3b)
     timestep_scaling: float = 10.0
     teacher_guidance_scale: float = 1.0  # classifier-free guidance of the teacher step (1 = off)
+    # L = λ_D·L_D + λ_gt·d(f_θ(x_{t_{n+1}}, t_{n+1}), x₀): the paper distils from the teacher alone
+    # (λ_gt = 0); a ground-truth term trains the one-step result on render/ground-truth pairs as Difix3D+
+    # (CVPR 2025) trains its one-step fixer. λ_D = 0 leaves the ground-truth term alone (no teacher or EMA
+    # target runs).
+    leap_weight: float = 1.0
+    ground_truth_weight: float = 0.0
 
     def __post_init__(self) -> None:
         if self.skip < 1 or NUM_TRAIN_TIMESTEPS % self.skip:
@@ -47,6 +53,15 @@ class LeapConfig:
             raise VideoSceneError(f"leap.distance={self.distance!r}; choose 'pseudo_huber' or 'l2'")
         if self.huber_c <= 0 or self.sigma_data <= 0 or self.timestep_scaling <= 0:
             raise VideoSceneError("leap.huber_c, leap.sigma_data and leap.timestep_scaling must be positive")
+        if (
+            self.leap_weight < 0
+            or self.ground_truth_weight < 0
+            or self.leap_weight + self.ground_truth_weight == 0
+        ):
+            raise VideoSceneError(
+                f"leap.leap_weight={self.leap_weight} and leap.ground_truth_weight="
+                f"{self.ground_truth_weight} must be ≥ 0 and not both 0"
+            )
         if self.teacher_guidance_scale < 1:
             raise VideoSceneError(
                 f"leap.teacher_guidance_scale={self.teacher_guidance_scale} must be ≥ 1 (1 = no guidance)"

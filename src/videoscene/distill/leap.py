@@ -9,7 +9,12 @@ For a clip with render latent x₀ʳ, ground-truth latent x₀ and first/last co
     L_D       = d( f_θ(x_{t_{n+1}}, t_{n+1}),  f_θ⁻(x̂_{t_n}, t_n) )   (Eq. 6; θ⁻ = EMA of θ, no gradient)
 
 with d the pseudo-Huber distance √((a−b)² + c²) − c (or L2), averaged over elements. All three networks see
-the same condition latents c. The ablation `no_leap` replaces x₀ʳ by x₀ and the grid by all of [0, T]:
+the same condition latents c. Beside Eq. 6, an optional ground-truth term (not in the paper) pulls the
+one-step result towards the clip's ground-truth latent:
+
+    L = λ_D·L_D + λ_gt·d( f_θ(x_{t_{n+1}}, t_{n+1}),  x₀ )
+
+The ablation `no_leap` replaces x₀ʳ by x₀ and the grid by all of [0, T]:
 standard consistency distillation, sampled from pure noise afterwards.
 
 Networks are passed as *denoisers*: callables (x_t, c, t) → v̂ (e.g. `VideoBackbone.predict_v`, or the module
@@ -171,7 +176,8 @@ def leap_distillation_loss(
     draw: LeapDraw,
     config: LeapConfig,
 ) -> LeapLoss:
-    """L_D(θ, θ⁻; Φ) for a batch, all samples through each network at once. Gradients reach only `student`."""
+    """λ_D·L_D(θ, θ⁻; Φ) + λ_gt·d(f_θ, x₀) for a batch, all samples through each network at once. Gradients
+    reach only `student`."""
     t_next = draw.start_timesteps
     t_prev = previous_timesteps(t_next, config.skip)
     x_next = noised_start(schedule, batch, draw, config.no_leap)
@@ -179,14 +185,25 @@ def leap_distillation_loss(
     # Student f_θ(x_{t_{n+1}}, t_{n+1}).
     prediction = consistency_function(student, schedule, x_next, batch.condition_latents, t_next, config)
 
-    # Teacher step and EMA target f_θ⁻(x̂_{t_n}, t_n), both without gradient.
-    with torch.no_grad():
-        x_prev = teacher_step(
-            teacher, schedule, x_next, batch.condition_latents, t_next, t_prev, config.teacher_guidance_scale
-        )
-        target_value = consistency_function(target, schedule, x_prev, batch.condition_latents, t_prev, config)
-
-    per_sample = distance(prediction, target_value, config)
+    per_sample = torch.zeros(prediction.shape[0], device=prediction.device)
+    if config.leap_weight > 0:
+        # Teacher step and EMA target f_θ⁻(x̂_{t_n}, t_n), both without gradient.
+        with torch.no_grad():
+            x_prev = teacher_step(
+                teacher,
+                schedule,
+                x_next,
+                batch.condition_latents,
+                t_next,
+                t_prev,
+                config.teacher_guidance_scale,
+            )
+            target_value = consistency_function(
+                target, schedule, x_prev, batch.condition_latents, t_prev, config
+            )
+        per_sample = per_sample + config.leap_weight * distance(prediction, target_value, config)
+    if config.ground_truth_weight > 0:
+        per_sample = per_sample + config.ground_truth_weight * distance(prediction, batch.latents, config)
     return LeapLoss(per_sample.mean(), per_sample)
 
 
@@ -230,12 +247,18 @@ def leap_distillation_loss_reference(
             eps_teacher = alpha_bar_next**0.5 * v + (1 - alpha_bar_next) ** 0.5 * x_next
             x_prev = alpha_bar_prev**0.5 * x0_teacher + (1 - alpha_bar_prev) ** 0.5 * eps_teacher
             target_value = f(target, x_prev, t_prev, alpha_bar_prev)
-        difference = prediction - target_value
-        if config.distance == "l2":
-            losses.append(difference.square().mean())
-        else:
+
+        def d(a: Tensor, b: Tensor) -> Tensor:
+            if config.distance == "l2":
+                return (a - b).square().mean()
             c = config.huber_c
-            losses.append(((difference.square() + c * c).sqrt() - c).mean())
+            return (((a - b).square() + c * c).sqrt() - c).mean()
+
+        ground_truth = batch.latents[i : i + 1]
+        losses.append(
+            config.leap_weight * d(prediction, target_value)
+            + config.ground_truth_weight * d(prediction, ground_truth)
+        )
     per_sample = torch.stack(losses)
     return LeapLoss(per_sample.mean(), per_sample)
 
