@@ -113,3 +113,19 @@ def rgb_to_sh0(rgb: Float[Tensor, "*batch 3"]) -> Float[Tensor, "*batch 3"]:
 def sh0_to_rgb(sh0: Float[Tensor, "*batch 3"]) -> Float[Tensor, "*batch 3"]:
     """Colour of a DC coefficient (before the clamp at 0)."""
     return sh0 * SH_C0 + 0.5
+
+
+def sh_rotation(degree: int, rotation: Float[Tensor, "3 3"]) -> Float[Tensor, "d_sh d_sh"]:
+    """The matrix M with basis(R·d) = M·basis(d) for every direction d: coefficients c of a Gaussian whose
+    world is rotated by R become M·c (then colour(R·d) = basis(R·d)ᵀ·M·c = basis(d)ᵀ·c, as M is
+    orthogonal). Fitted in float64 by least squares on a Fibonacci sphere of directions, where it is
+    exact: each band of the basis spans a space that rotations map onto itself."""
+    count = 8 * sh_basis_size(degree)
+    k = torch.arange(count, dtype=torch.float64) + 0.5
+    z = 1 - 2 * k / count
+    azimuth = math.pi * (1 + 5**0.5) * k
+    radius = (1 - z * z).sqrt()
+    directions = torch.stack([radius * azimuth.cos(), radius * azimuth.sin(), z], dim=-1)
+    rotation = rotation.to(torch.float64)
+    basis, rotated = sh_basis(degree, directions), sh_basis(degree, directions @ rotation.T)
+    return torch.linalg.lstsq(basis, rotated).solution.T
