@@ -4,7 +4,8 @@
 
 all float32 in one `vertex` element. `f_rest` is channel-major (every higher-band coefficient of red,
 then green, then blue), opacity is a logit, scales are logs, and rot_0..3 is the quaternion w x y z.
-Also: Gaussians from a coloured point cloud (small isotropic opaque splats), for quick looks at SfM points.
+Beside it, `cameras.json` in the Inria layout. Also: Gaussians from a coloured point cloud (small
+isotropic opaque splats), for quick looks at SfM points.
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ from torch import Tensor
 
 from videoscene.errors import VideoSceneError
 from videoscene.gaussians.math import rgb_to_sh0, sh_degree_of
-from videoscene.io_utils import atomic_path
-from videoscene.types import Gaussians, check_finite
+from videoscene.io_utils import atomic_path, write_json_atomic
+from videoscene.types import Cameras, Gaussians, check_finite
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +82,34 @@ def save_ply(path: str | os.PathLike, gaussians: Gaussians) -> None:
         PlyData([PlyElement.describe(vertices, "vertex")]).write(str(tmp))
     # Debug only: `path` may sit in a staging folder; the command that owns the output logs its final place.
     logger.debug("wrote %d Gaussians (SH degree %d) to %s", count, sh_degree_of(d_sh), path)
+
+
+def save_cameras_json(
+    path: str | os.PathLike, cameras: Cameras, image_size: tuple[int, int], names: list[str] | None = None
+) -> None:
+    """The Inria 3DGS `cameras.json` beside a PLY (SIBR's viewer and web splat viewers read it): per camera
+    id, img_name, width, height, position (the camera centre), rotation (camera-to-world, rows; OpenCV
+    camera axes, as COLMAP), fx and fy in pixels. `cameras` are camera-to-world with normalised intrinsics."""
+    height, width = image_size
+    names = names if names is not None else [f"{i:05d}" for i in range(len(cameras))]
+    if len(names) != len(cameras):
+        raise VideoSceneError(f"{len(names)} image names for {len(cameras)} cameras")
+    entries = [
+        {
+            "id": i,
+            "img_name": name,
+            "width": width,
+            "height": height,
+            "position": extrinsics[:3, 3].tolist(),
+            "rotation": extrinsics[:3, :3].tolist(),
+            "fx": float(intrinsics[0, 0]) * width,
+            "fy": float(intrinsics[1, 1]) * height,
+        }
+        for i, (name, extrinsics, intrinsics) in enumerate(
+            zip(names, cameras.extrinsics.double().cpu(), cameras.intrinsics.double().cpu(), strict=True)
+        )
+    ]
+    write_json_atomic(path, entries)
 
 
 def load_ply(path: str | os.PathLike) -> Gaussians:
