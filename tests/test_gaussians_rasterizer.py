@@ -2,7 +2,10 @@
 GPU, and on a real point cloud."""
 
 import importlib.metadata
+import logging
 import math
+import sys
+import types
 
 import numpy as np
 import pytest
@@ -10,11 +13,13 @@ import torch
 from shape_checks import unchecked
 
 from videoscene.errors import VideoSceneError
+from videoscene.gaussians import rasterizer
 from videoscene.gaussians.ply import gaussians_from_points
 from videoscene.gaussians.rasterizer import (
     TorchRasterizerConfig,
     bin_into_tiles,
     gsplat_available,
+    gsplat_cuda_error,
     project_gaussians,
     render,
     render_reference,
@@ -105,12 +110,27 @@ def weighted_sum(output, seed: int = 7):
 
 
 def assert_twins_agree(
-    gaussians, extrinsics, intrinsics, image_shape, background=None, config=None, **kwargs
+    gaussians,
+    extrinsics,
+    intrinsics,
+    image_shape,
+    background=None,
+    config=None,
+    views_per_chunk=None,
+    **kwargs,
 ):
     gaussians = with_grad(gaussians)
     reference = render_reference(gaussians, extrinsics, intrinsics, image_shape, background, **kwargs)
     tiled = render(
-        gaussians, extrinsics, intrinsics, image_shape, background, backend="torch", config=config, **kwargs
+        gaussians,
+        extrinsics,
+        intrinsics,
+        image_shape,
+        background,
+        backend="torch",
+        config=config,
+        views_per_chunk=views_per_chunk,
+        **kwargs,
     )
     for name in ("color", "depth", "alpha"):
         torch.testing.assert_close(getattr(tiled, name), getattr(reference, name), atol=1e-10, rtol=1e-10)
@@ -193,6 +213,92 @@ def test_tiling_and_chunking_do_not_change_the_result(tile_size, chunk_elements)
         assert len(tiles) == 1 or len(tiles) * longest * tile_size**2 <= chunk_elements
 
 
+@pytest.mark.parametrize("views_per_chunk", [1, 2])
+def test_view_chunks_match_the_reference_twin(views_per_chunk):
+    # 2 batch elements x 3 views: chunks of 1 and of 2 (+ a last chunk of 1), forward and gradients.
+    gaussians, extrinsics, intrinsics = random_scene(11, batch=2, views=3, count=30)
+    background = torch.tensor([[0.2, 0.5, 0.9], [1.0, 0.0, 0.3]], dtype=torch.float64)
+    assert_twins_agree(
+        gaussians, extrinsics, intrinsics, (15, 18), background, views_per_chunk=views_per_chunk
+    )
+
+
+def saved_tensor_bytes(function):
+    """Run `function` and count the bytes autograd saves for backward outside any checkpoint."""
+    total = 0
+
+    def pack(tensor):
+        nonlocal total
+        total += tensor.numel() * tensor.element_size()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        result = function()
+    return result, total
+
+
+def test_view_chunks_change_neither_images_nor_gradients_and_keep_no_intermediates(monkeypatch):
+    gaussians, extrinsics, intrinsics = random_scene(12, batch=2, views=5, count=60)
+    gaussians = with_grad(gaussians)
+    parameters = [getattr(gaussians, name) for name in PARAMETERS]
+
+    def run(**options):
+        output, saved = saved_tensor_bytes(
+            lambda: render(gaussians, extrinsics, intrinsics, (19, 23), backend="torch", **options)
+        )
+        return output, torch.autograd.grad(weighted_sum(output), parameters), saved
+
+    whole, whole_gradients, whole_saved = run()
+    # The default chunk size comes from the (image x Gaussian) pair budget: 2 x 2 x 60 pairs per chunk here.
+    monkeypatch.setitem(rasterizer.VIEW_CHUNK_PAIRS, "torch", 2 * 2 * 60)
+    for options in ({"views_per_chunk": 1}, {"views_per_chunk": 3}, {}):
+        chunked, chunked_gradients, chunked_saved = run(**options)
+        for name in ("color", "depth", "alpha"):
+            torch.testing.assert_close(getattr(chunked, name), getattr(whole, name), atol=1e-12, rtol=1e-12)
+        for name, got, want in zip(PARAMETERS, chunked_gradients, whole_gradients):
+            torch.testing.assert_close(got, want, atol=1e-12 * want.abs().max().item(), rtol=1e-10, msg=name)
+        # Checkpointed chunks keep only their inputs for backward, not the per-view projections and bins.
+        assert chunked_saved < whole_saved / 10, (options, chunked_saved, whole_saved)
+    with torch.no_grad():  # without gradients the chunks are written into images allocated once
+        chunked = render(gaussians, extrinsics, intrinsics, (19, 23), backend="torch", views_per_chunk=2)
+    for name in ("color", "depth", "alpha"):
+        torch.testing.assert_close(getattr(chunked, name), getattr(whole, name), atol=1e-12, rtol=1e-12)
+
+
+def test_gsplat_without_its_cuda_code_falls_back_or_names_nvcc(monkeypatch, caplog):
+    monkeypatch.setattr(rasterizer, "gsplat_available", lambda: True)
+    monkeypatch.setattr(rasterizer, "gsplat_cuda_error", lambda: "no CUDA toolkit found")
+    rasterizer._warn_gsplat_fallback.cache_clear()
+    with caplog.at_level(logging.WARNING, logger=rasterizer.__name__):
+        assert rasterizer._choose_backend("auto", True, {torch.float32}) == "torch"
+        assert rasterizer._choose_backend("auto", True, {torch.float32}) == "torch"
+    warnings = [record.getMessage() for record in caplog.records]
+    assert len(warnings) == 1, "the fallback is said once"
+    assert "nvcc" in warnings[0] and "torch renderer" in warnings[0] and "\n" not in warnings[0]
+    with pytest.raises(VideoSceneError, match=r"nvcc.*backend='torch'"):
+        rasterizer._choose_backend("gsplat", True, {torch.float32})
+    rasterizer._warn_gsplat_fallback.cache_clear()
+
+
+@pytest.mark.parametrize(
+    "backend_module, reason",
+    [(types.SimpleNamespace(_C=None), "no CUDA toolkit found"), (types.SimpleNamespace(), "ImportError")],
+)
+def test_gsplat_cuda_error_reports_a_missing_toolkit_or_a_failed_build(monkeypatch, backend_module, reason):
+    # gsplat 1.5 leaves _C as None without nvcc; a failed build fails the import of gsplat.cuda._backend.
+    for name, module in (
+        ("gsplat", types.ModuleType("gsplat")),
+        ("gsplat.cuda", types.ModuleType("gsplat.cuda")),
+        ("gsplat.cuda._backend", backend_module),
+    ):
+        monkeypatch.setitem(sys.modules, name, module)
+    gsplat_cuda_error.cache_clear()
+    try:
+        assert gsplat_cuda_error().startswith(reason)
+    finally:
+        gsplat_cuda_error.cache_clear()
+
+
 def test_empty_view_shows_the_background():
     gaussians, extrinsics, intrinsics = random_scene(8, count=5)
     gaussians.means[...] = extrinsics[0, 0, :3, 3] - 10 * extrinsics[0, 0, :3, 2]  # all behind camera 0
@@ -227,6 +333,8 @@ def test_bad_inputs_raise_one_line_errors():
         render(gaussians, extrinsics, intrinsics, shape, near=2.0, far=1.0)
     with pytest.raises(VideoSceneError, match="unknown rasterizer backend"):
         render(gaussians, extrinsics, intrinsics, shape, backend="vulkan")
+    with pytest.raises(VideoSceneError, match="views_per_chunk"):
+        render(gaussians, extrinsics, intrinsics, shape, views_per_chunk=0)
     with pytest.raises(VideoSceneError, match="sh_degree"):
         render(gaussians, extrinsics, intrinsics, shape, sh_degree=4)
     with unchecked(), pytest.raises(VideoSceneError, match="background"):

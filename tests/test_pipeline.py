@@ -88,6 +88,27 @@ def test_pipeline_bad_inputs(tiny_weights):
         pipe(images, cameras, timestep=1000)
     with pytest.raises(VideoSceneError, match="distilled_noleap"):
         pipe(images, cameras, model="student-noleap")
+    with unchecked(), pytest.raises(VideoSceneError, match="resize mode"):
+        pipe(images, cameras, resize="squash")
+
+
+def test_stretched_inputs_keep_their_intrinsics_and_cropped_ones_follow_the_crop(tiny_weights):
+    """The authors stretch RealEstate10K's 640x360 frames to 720x480: normalised intrinsics stay valid under
+    a stretch. Here 1:2 images reach the 2:3 model by a stretch (intrinsics as given, targets included) or a
+    centre crop (fx/W grows by 96/72)."""
+    from videoscene.data.synthetic import render_scene
+
+    pipe = VideoScenePipeline.from_pretrained(tiny_weights)
+    images, cameras = two_views()
+    wide = torch.nn.functional.interpolate(images, size=(48, 96), mode="bilinear", align_corners=False)
+    _, extrinsics, intrinsics, _ = render_scene(5, 0, 9, 48, 72)
+    targets = Cameras(torch.as_tensor(extrinsics).float(), torch.as_tensor(intrinsics).float())
+    stretched = pipe(wide, cameras, target_cameras=targets, timestep=399, resize="stretch", vae_tiling=False)
+    torch.testing.assert_close(stretched.cameras.intrinsics, targets.intrinsics, rtol=0, atol=0)
+    cropped = pipe(wide, cameras, timestep=399)
+    torch.testing.assert_close(cropped.cameras.intrinsics[0, 0, 0], cameras.intrinsics[0, 0, 0] * 96 / 72)
+    torch.testing.assert_close(cropped.cameras.intrinsics[0, 1, 1], cameras.intrinsics[0, 1, 1])
+    assert stretched.frames.shape == cropped.frames.shape == (FRAMES, 3, HEIGHT, WIDTH)
 
 
 @pytest.mark.parametrize("with_targets", [False, True])
@@ -219,12 +240,17 @@ def test_generate_cli_accepts_opengl_cameras_in_pixels(tiny_weights, tmp_path):
                 str(tiny_weights),
                 "--timestep",
                 "399",
+                "--resize",
+                "stretch",
+                "--untiled-vae",
             ]
         )
         == 0
     )
-    extrinsics = torch.tensor(json.loads((out / "report.json").read_text())["cameras"]["extrinsics"])
+    report = json.loads((out / "report.json").read_text())
+    extrinsics = torch.tensor(report["cameras"]["extrinsics"])
     torch.testing.assert_close(extrinsics[0], cameras.extrinsics[0], atol=1e-5, rtol=0)
+    assert report["arguments"]["resize"] == "stretch" and report["arguments"]["untiled_vae"] is True
 
 
 @pytest.mark.parametrize(

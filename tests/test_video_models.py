@@ -1,14 +1,22 @@
 """VideoBackbone: real diffusers CogVideoX components at toy size, plus the paper architecture on the meta
 device."""
 
+from dataclasses import replace
+
 import pytest
 import torch
 from shape_checks import unchecked
-from weights_factory import SMALL_VIDEO
+from weights_factory import SMALL_VIDEO, tiny_video_config
 
 from videoscene.errors import VideoSceneError
 from videoscene.video.config import PRESETS, preset
-from videoscene.video.models import VideoBackbone, load_prompt_embedding_file, rope_crop_region
+from videoscene.video.models import (
+    VAE_TILE_LATENTS,
+    VideoBackbone,
+    load_prompt_embedding_file,
+    rope_crop_region,
+    set_vae_tiles,
+)
 from videoscene.video.schedule import NoiseSchedule
 
 
@@ -30,8 +38,35 @@ def test_encode_rejects_frame_counts_that_do_not_decode_back(video_backbone):
         assert video_backbone.encode_video(torch.rand(2, 1, 3, 32, 48)).shape == (2, 1, 8, 8, 12)
         with pytest.raises(VideoSceneError, match="8k\\+1"):
             video_backbone.encode_video(torch.rand(1, 13, 3, 32, 48))
-        with pytest.raises(VideoSceneError, match="divisible"):
+        # 4x VAE times 2x2 patches: sides must be multiples of 8, and the message names the nearest sizes.
+        with pytest.raises(VideoSceneError, match="divisible by 8 .*e.g. 24x48 or 32x48"):
             video_backbone.encode_video(torch.rand(1, 9, 3, 30, 48))
+        with pytest.raises(VideoSceneError, match="divisible by 8"):
+            video_backbone.encode_video(torch.rand(1, 9, 3, 36, 52))  # latent 9x13: no whole patches
+
+
+def test_tiled_vae_stitches_a_size_that_is_no_multiple_of_the_tile_step_back_to_whole_latents():
+    """Issue 16: diffusers derives its tiles from the VAE's sample size and stitched a model built at 240x368
+    from 31x47 latents (tiles stepping fewer pixels than the latents they keep). Here tiles of 4x6 latents
+    (16x24 pixels, stepping 12x16) cut 32x48 into 3 rows, the last one partial, and 3 columns."""
+    height, width = 32, 48
+    torch.manual_seed(0)
+    config = tiny_video_config(9, height, width)
+    model = VideoBackbone.build(replace(config, vae=replace(config.vae, enable_tiling=True))).eval()
+    assert model.vae.tile_sample_min_height == VAE_TILE_LATENTS[0] * 4  # the same tiles at every size
+    set_vae_tiles(model.vae, (4, 6), (1 / 4, 1 / 3))
+    video = torch.rand(1, 1, 3, height, width)
+    with torch.no_grad():
+        tiled = model.encode_video(video, sample_posterior=False)
+        with model.vae_tiling(False):
+            whole = model.encode_video(video, sample_posterior=False)
+        assert model.vae.use_tiling, "the setting is restored after the block"
+        decoded = model.decode_latents(tiled)
+    assert tiled.shape == whole.shape == (1, 1, 8, height // 4, width // 4)
+    assert not torch.equal(tiled, whole), "the tiles were not used"
+    assert decoded.shape == video.shape
+    with pytest.raises(VideoSceneError, match="whole number of latents"):
+        set_vae_tiles(model.vae, (4, 6), (1 / 6, 1 / 5))  # a 0-latent overlap: 13-pixel steps, 4-latent tiles
 
 
 def test_posterior_sampling_is_seeded(video_backbone):

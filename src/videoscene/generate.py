@@ -30,12 +30,6 @@ from videoscene.arguments import resolve_device
 from videoscene.errors import VideoSceneError
 from videoscene.gaussians.ply import save_ply
 from videoscene.geometry.cameras import normalize_intrinsics, opengl_to_opencv
-from videoscene.geometry.relative_pose import (
-    RelativePoseConfig,
-    RelativePoseEstimate,
-    estimate_cameras,
-    exif_focal,
-)
 from videoscene.image_io import MAX_IMAGE_PIXELS, MIN_IMAGE_SIDE, read_rgb, to_uint8, write_mp4
 from videoscene.io_utils import check_output_dir, read_json_object, staged_output_dir, write_json_atomic
 from videoscene.types import Cameras
@@ -226,7 +220,9 @@ def generate(args: argparse.Namespace, image_paths: list[str], cameras_path: str
                 "--fov and --baseline apply only to estimated cameras; drop them or drop --cameras"
             )
         cameras, targets, near, far = load_cameras_file(cameras_path, tuple(images.shape[-2:]))
-    else:
+    else:  # OpenCV (SIFT, MAGSAC) is imported only here, for unposed input
+        from videoscene.geometry.relative_pose import estimate_cameras_for_files
+
         estimate = estimate_cameras_for_files(images, image_paths, fov, baseline)
         cameras, targets, near, far = estimate.cameras, None, estimate.near, estimate.far
         extra_report["estimated_cameras"] = estimate.summary()
@@ -244,6 +240,8 @@ def generate(args: argparse.Namespace, image_paths: list[str], cameras_path: str
         seed=args.seed,
         near=near,
         far=far,
+        resize=args.resize,
+        vae_tiling=False if args.untiled_vae else None,
     )
 
     # 3. Write everything, or nothing
@@ -256,18 +254,6 @@ def generate(args: argparse.Namespace, image_paths: list[str], cameras_path: str
     print(f"  open first: {out / 'comparison.png'} (inputs, coarse render, generated)")
     print(
         f"  also: video.mp4, coarse.mp4, frames/ ({output.frames.shape[0]} PNGs), gaussians.ply, report.json"
-    )
-
-
-def estimate_cameras_for_files(
-    images: torch.Tensor, image_paths: list[str], fov: float | None = None, baseline: float | None = None
-) -> RelativePoseEstimate:
-    """Estimate the two cameras of an image pair, with the focal length from --fov, else the files' EXIF."""
-    if baseline is not None and not (baseline > 0 and math.isfinite(baseline)):
-        raise VideoSceneError(f"--baseline must be a positive number of scene units, got {baseline}")
-    config = RelativePoseConfig() if baseline is None else RelativePoseConfig(baseline=baseline)
-    return estimate_cameras(
-        images, config, fov_degrees=fov, exif_focals=[exif_focal(path) for path in image_paths]
     )
 
 
@@ -293,6 +279,19 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--model", default="student", choices=["student", "student-noleap", "teacher"])
     parser.add_argument("--seed", type=arguments.seed, default=0)
+    parser.add_argument(
+        "--resize",
+        choices=["crop", "stretch"],
+        default="crop",
+        help="bring the images to the model's size by centre-cropping to its aspect ratio (default) or by "
+        "stretching them, as the authors do (docs/generate.md)",
+    )
+    parser.add_argument(
+        "--untiled-vae",
+        action="store_true",
+        help="encode and decode whole frames, not overlapping tiles (the authors' setting; more memory; "
+        "changes only weights whose VAE tiles, such as CogVideoX folders)",
+    )
     parser.add_argument("--device", type=arguments.device, default="cpu", help="cpu, cuda, cuda:N or auto")
     parser.add_argument("--weights", help="weights folder (default: the bundled tiny weights)")
     parser.add_argument(

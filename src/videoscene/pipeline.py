@@ -33,7 +33,11 @@ from videoscene.config_json import check_json_types
 from videoscene.distill.student import DistilledStudent, load_distilled, start_timestep
 from videoscene.errors import VideoSceneError
 from videoscene.geometry.cameras import check_rigid
-from videoscene.geometry.image_ops import crop_to_aspect_and_resize, crop_to_aspect_and_resize_intrinsics
+from videoscene.geometry.image_ops import (
+    crop_to_aspect_and_resize,
+    crop_to_aspect_and_resize_intrinsics,
+)
+from videoscene.geometry.image_ops import resize as stretch_to_size
 from videoscene.geometry.trajectory import interpolate_cameras
 from videoscene.io_utils import read_json_object
 from videoscene.policy.ddpnet import policy_inputs
@@ -47,6 +51,9 @@ from videoscene.video.sampling import SamplingConfig, sample_latents
 logger = logging.getLogger(__name__)
 
 PIPELINE_CONFIG = "pipeline.json"
+# How input images reach the model's resolution: centre-crop to its aspect ratio then resize, or resize
+# anisotropically ("stretch", the authors' preprocessing: RealEstate10K's 640×360 frames to 720×480).
+RESIZE_MODES = ("crop", "stretch")
 BUNDLED_WEIGHTS = Path(__file__).parent / "weights" / "tiny"
 
 
@@ -154,13 +161,19 @@ class VideoScenePipeline:
         seed: int = 0,
         near: float | None = None,
         far: float | None = None,
+        resize: Literal["crop", "stretch"] = "crop",
+        vae_tiling: bool | None = None,
     ) -> VideoSceneOutput:
         """Generate the video between two views.
 
         `cameras`: the two views' cameras (OpenCV camera-to-world, normalised intrinsics). `target_cameras`:
         the F cameras to render (F = 8k+1, both views included), or None for an interpolated path of
         `num_frames`. `timestep`: "auto" (DDPNet), an int t (start from the render noised to t), or None
-        (start from pure noise: the plain teacher / the no-leap ablation).
+        (start from pure noise: the plain teacher / the no-leap ablation). `resize`: "crop" (centre-crop to
+        the model's aspect ratio, then resize) or "stretch" (resize to the model's size whatever the aspect
+        ratio, as the authors do; normalised intrinsics are unchanged by it). `vae_tiling`: encode and decode
+        in spatial tiles (True) or whole frames (False, the authors' setting, more memory); None keeps the
+        weights' setting.
         """
         timings: dict[str, float] = {}
         generator = torch.Generator().manual_seed(seed)
@@ -173,9 +186,13 @@ class VideoScenePipeline:
         far = self.config.far if far is None else far
         if not 0 < near < far:
             raise VideoSceneError(f"need 0 < near < far, got near={near}, far={far}")
+        if resize not in RESIZE_MODES:
+            raise VideoSceneError(f"unknown resize mode {resize!r}; choose one of {', '.join(RESIZE_MODES)}")
+        backbone.check_video_size(height, width)
 
-        # 2. Bring the views to the model's resolution (the intrinsics follow the crop and resize)
-        context_images, context_intrinsics = crop_to_aspect_and_resize(
+        # 2. Bring the views to the model's resolution (the intrinsics follow a crop; a resize keeps them)
+        bring_to_size = stretch_to_size if resize == "stretch" else crop_to_aspect_and_resize
+        context_images, context_intrinsics = bring_to_size(
             images.float(), cameras.intrinsics.float(), (height, width)
         )
         context = Views(
@@ -188,7 +205,7 @@ class VideoScenePipeline:
 
         # 3. The camera path the video follows
         path = self._camera_path(
-            cameras, context_intrinsics, target_cameras, num_frames, tuple(images.shape[-2:])
+            cameras, context_intrinsics, target_cameras, num_frames, tuple(images.shape[-2:]), resize
         )
         check_memory(len(path), height, width, self.device)
         path_cameras = Cameras(path.extrinsics[None], path.intrinsics[None]).to(self.device)
@@ -203,7 +220,7 @@ class VideoScenePipeline:
             coarse = render_coarse(gaussians, context, path_cameras, (height, width), background).clamp(0, 1)
 
         # 6. Encode the render (x₀ʳ) and the two views (condition latents [first, 0, …, 0, last])
-        with _timed(timings, "vae_encode"):
+        with _timed(timings, "vae_encode"), backbone.vae_tiling(vae_tiling):
             dtype = backbone.vae.dtype
             render_latents = backbone.encode_video(coarse.to(dtype), generator=generator)
             condition = encode_condition_frames(
@@ -233,7 +250,7 @@ class VideoScenePipeline:
                 latents = self._student(model).generate(render_latents, condition, start, generator=generator)
 
         # 9. Decode
-        with _timed(timings, "vae_decode"):
+        with _timed(timings, "vae_decode"), backbone.vae_tiling(vae_tiling):
             frames = backbone.decode_latents(latents)
         timings["total"] = sum(timings.values())
 
@@ -308,14 +325,15 @@ class VideoScenePipeline:
         target_cameras: Cameras | None,
         num_frames: int | None,
         input_shape: tuple[int, int],
+        resize: str,
     ) -> Cameras:
         size = (self.config.height, self.config.width)
         if target_cameras is not None:
             # Target intrinsics are given for the input image size; apply the same crop and resize as the
-            # views.
-            intrinsics = crop_to_aspect_and_resize_intrinsics(
-                target_cameras.intrinsics.float(), input_shape, size
-            )
+            # views (a stretch leaves normalised intrinsics as they are).
+            intrinsics = target_cameras.intrinsics.float()
+            if resize == "crop":
+                intrinsics = crop_to_aspect_and_resize_intrinsics(intrinsics, input_shape, size)
             return Cameras(target_cameras.extrinsics.float(), intrinsics)
         count = self.config.num_frames if num_frames is None else num_frames
         if count < 9 or (count - 1) % 8:

@@ -31,6 +31,19 @@ chunks of similar list length with a hand-written backward pass (`_TileComposite
 per-pixel terms instead of storing them: memory stays bounded by `TorchRasterizerConfig.chunk_elements`
 in both passes. `render_reference` composites every Gaussian at every pixel one after the other, with
 no binning, sorting tricks or custom gradients, and is the twin the tests compare against.
+
+Either backend renders the views in chunks (`render`'s `views_per_chunk`; by default as many views as keep
+batch × views × Gaussians within `VIEW_CHUNK_PAIRS`), because projecting every Gaussian into every view
+costs memory per (view, Gaussian) pair: about 510 bytes in the torch backend's forward pass (measured at
+480×720 with 691k Gaussians, SH degree 3; benchmarks/bench_rasterizer.py --memory), so 49 views at once
+would need about 16 GB; in chunks of 6 they peaked at 2.7 GB. With gradients each chunk is checkpointed
+(its intermediates are recomputed during backward), so backward memory is bounded by one chunk too. Chunks
+change no pixel and no gradient beyond float rounding (views are independent; gradients are summed over
+chunks).
+
+gsplat compiles its CUDA code on first use, which needs nvcc (the CUDA toolkit's compiler). When that
+code cannot be loaded, backend="auto" says so in one warning line and renders with the torch backend
+(same images, slower); backend="gsplat" raises one line naming nvcc and the torch fallback.
 """
 
 from __future__ import annotations
@@ -41,12 +54,13 @@ import logging
 import math
 import numbers
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache, lru_cache, partial
 
 import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 from torch.func import jacrev, vmap
+from torch.utils.checkpoint import checkpoint
 
 from videoscene.errors import VideoSceneError
 from videoscene.gaussians.math import MAX_SH_DEGREE, eval_sh, sh_degree_of
@@ -64,6 +78,13 @@ FRUSTUM_MARGIN = 0.3  # the Jacobian is evaluated with x/z, y/z clamped to (1 + 
 DEPTH_ALPHA_FLOOR = 1e-10  # expected depth divides by max(alpha, this)
 
 BACKENDS = ("auto", "torch", "gsplat")
+_GAUSSIAN_FIELDS = ("means", "scales", "rotations", "harmonics", "opacities")
+# Default chunk size: (image × Gaussian) pairs projected together, per backend. About 2 GB of working
+# memory for the torch backend (~510 B a pair, see the module docstring) and for gsplat in packed mode
+# (~330 B a pair with SH degree 3: ids, 2D means, conics, depths, the gathered SH coefficients, colours),
+# while one training step of the MVSplat preset (14 × 4 targets × 2·256² Gaussians, 7.3M pairs) and every
+# tiny-scale render stay a single chunk.
+VIEW_CHUNK_PAIRS = {"torch": 1 << 22, "gsplat": 1 << 23}
 
 
 @dataclass(frozen=True)
@@ -93,36 +114,43 @@ def render(
     backend: str = "auto",
     sh_degree: int | None = None,
     config: TorchRasterizerConfig | None = None,
+    views_per_chunk: int | None = None,
 ) -> RenderOutput:
     """Render batched Gaussians (means [B, G, 3], ...) into V views per batch element.
 
     Cameras are OpenCV camera-to-world extrinsics with normalised intrinsics; `image_shape` is (H, W).
     `backend`: "torch" (tiled PyTorch, differentiable, any device), "gsplat" (CUDA, float32) or "auto"
-    (gsplat for float32 CUDA tensors when it is installed, else torch). `sh_degree` limits the SH bands
-    used (default: all).
+    (gsplat for float32 CUDA tensors when it is installed and its CUDA code loads, else torch).
+    `sh_degree` limits the SH bands used (default: all). `views_per_chunk`: views rendered together, which
+    bounds memory (default: as many as keep B × views × G within `VIEW_CHUNK_PAIRS[backend]`); the result
+    does not depend on it beyond float rounding.
     Returns colour [B, V, 3, H, W], alpha-normalised expected depth [B, V, H, W] and alpha [B, V, H, W].
     """
     # 1. Check inputs.
     sh_degree, background = _check_inputs(
         gaussians, extrinsics, intrinsics, image_shape, background, near, far, sh_degree
     )
+    if views_per_chunk is not None and not (
+        isinstance(views_per_chunk, numbers.Integral) and views_per_chunk > 0
+    ):
+        raise VideoSceneError(f"views_per_chunk must be a positive integer or None, got {views_per_chunk!r}")
     backend = _resolve_backend(backend, gaussians)
-    # 2. Rasterize.
+    if views_per_chunk is None:
+        batch, count = gaussians.means.shape[:2]
+        views_per_chunk = max(1, VIEW_CHUNK_PAIRS[backend] // max(batch * count, 1))
+    # 2. Rasterize, chunk by chunk.
     if backend == "gsplat":
-        return _render_gsplat(
-            gaussians, extrinsics, intrinsics, image_shape, background, near, far, sh_degree
+        rasterize = partial(_render_gsplat, image_shape=image_shape, near=near, far=far, sh_degree=sh_degree)
+    else:
+        rasterize = partial(
+            _render_torch,
+            image_shape=image_shape,
+            near=near,
+            far=far,
+            sh_degree=sh_degree,
+            config=config or TorchRasterizerConfig(),
         )
-    return _render_torch(
-        gaussians,
-        extrinsics,
-        intrinsics,
-        image_shape,
-        background,
-        near,
-        far,
-        sh_degree,
-        config or TorchRasterizerConfig(),
-    )
+    return _render_in_chunks(rasterize, gaussians, extrinsics, intrinsics, background, views_per_chunk)
 
 
 def render_reference(
@@ -221,6 +249,35 @@ def gsplat_available() -> bool:
     return importlib.util.find_spec("gsplat") is not None
 
 
+@lru_cache(maxsize=1)
+def gsplat_cuda_error() -> str | None:
+    """None when gsplat's CUDA code loads, else why not, in a few words. gsplat (1.5) imports a prebuilt
+    extension or compiles one with nvcc the first time `gsplat.cuda._backend` is imported (minutes); with
+    no CUDA toolkit it leaves `_C` as None and its first kernel call fails with an AttributeError."""
+    try:
+        from gsplat.cuda._backend import _C
+    except Exception as error:  # a failed build raises RuntimeError, CalledProcessError, ImportError, ...
+        lines = str(error).strip().splitlines()
+        return f"{type(error).__name__}: {lines[0][:200]}" if lines else type(error).__name__
+    return None if _C is not None else "no CUDA toolkit found"
+
+
+def _gsplat_cuda_message(reason: str) -> str:
+    return (
+        f"gsplat cannot load its CUDA code ({reason}); gsplat compiles it on first use, which needs nvcc "
+        "(the CUDA toolkit's compiler) on PATH or under CUDA_HOME"
+    )
+
+
+@cache
+def _warn_gsplat_fallback(reason: str) -> None:
+    """Say once per reason that backend="auto" renders with the torch backend instead of gsplat."""
+    logger.warning(
+        "%s; rendering with the torch renderer instead (the same images, slower)",
+        _gsplat_cuda_message(reason),
+    )
+
+
 # --------------------------------------------------------------------------------------------------
 # Input checks
 # --------------------------------------------------------------------------------------------------
@@ -270,7 +327,7 @@ def _check_inputs(gaussians, extrinsics, intrinsics, image_shape, background, ne
         raise VideoSceneError(f"image_shape must be two positive integers (height, width), got {image_shape}")
     if not 0 < near < far:
         raise VideoSceneError(f"need 0 < near < far, got near={near}, far={far}")
-    for name in ("means", "scales", "rotations", "harmonics", "opacities"):
+    for name in _GAUSSIAN_FIELDS:
         check_finite(f"Gaussians.{name}", getattr(gaussians, name))
     check_finite("intrinsics", intrinsics)
     with torch.no_grad():
@@ -290,12 +347,20 @@ def _check_inputs(gaussians, extrinsics, intrinsics, image_shape, background, ne
 def _resolve_backend(backend: str, gaussians: Gaussians) -> str:
     if backend not in BACKENDS:
         raise VideoSceneError(f"unknown rasterizer backend {backend!r}; choose one of {', '.join(BACKENDS)}")
-    dtypes = {
-        getattr(gaussians, name).dtype for name in ("means", "scales", "rotations", "harmonics", "opacities")
-    }
-    on_cuda, single = gaussians.means.device.type == "cuda", dtypes == {torch.float32}
+    dtypes = {getattr(gaussians, name).dtype for name in _GAUSSIAN_FIELDS}
+    return _choose_backend(backend, gaussians.means.device.type == "cuda", dtypes)
+
+
+def _choose_backend(backend: str, on_cuda: bool, dtypes: set[torch.dtype]) -> str:
+    single = dtypes == {torch.float32}
     if backend == "auto":
-        return "gsplat" if on_cuda and single and gsplat_available() else "torch"
+        if not (on_cuda and single and gsplat_available()):
+            return "torch"
+        reason = gsplat_cuda_error()
+        if reason is not None:
+            _warn_gsplat_fallback(reason)
+            return "torch"
+        return "gsplat"
     if backend == "gsplat":
         if not on_cuda:
             raise VideoSceneError("the gsplat backend needs CUDA tensors; use backend='torch' on the CPU")
@@ -309,7 +374,46 @@ def _resolve_backend(backend: str, gaussians: Gaussians) -> str:
             raise VideoSceneError(
                 "the gsplat backend needs the gsplat package: pip install 'videoscene[cuda]'"
             )
+        reason = gsplat_cuda_error()
+        if reason is not None:
+            raise VideoSceneError(
+                f"{_gsplat_cuda_message(reason)}; install the CUDA toolkit, or use backend='torch' (the "
+                "pure-PyTorch renderer: the same images, slower)"
+            )
     return backend
+
+
+def _render_in_chunks(rasterize, gaussians, extrinsics, intrinsics, background, views_per_chunk):
+    """`rasterize(gaussians, extrinsics, intrinsics, background)` over chunks of `views_per_chunk` views,
+    joined along the view axis. With gradients, each chunk is checkpointed: only its inputs are kept and its
+    intermediates are recomputed in backward, so both passes hold one chunk's working memory (plus the
+    images). Without, each chunk is copied into images allocated once: no concatenation copy, and no
+    long-lived chunk-sized pieces between the chunks' temporaries to fragment the heap."""
+    views = extrinsics.shape[1]
+    if views_per_chunk >= views:
+        return rasterize(gaussians, extrinsics, intrinsics, background)
+
+    def chunk(start: int) -> tuple[Tensor, Tensor, Tensor]:
+        views_slice = slice(start, start + views_per_chunk)
+        output = rasterize(gaussians, extrinsics[:, views_slice], intrinsics[:, views_slice], background)
+        return output.color, output.depth, output.alpha
+
+    starts = range(0, views, views_per_chunk)
+    inputs = (*(getattr(gaussians, name) for name in _GAUSSIAN_FIELDS), extrinsics, intrinsics, background)
+    if torch.is_grad_enabled() and any(tensor.requires_grad for tensor in inputs):
+        parts = [checkpoint(chunk, start, use_reentrant=False, preserve_rng_state=False) for start in starts]
+        color, depth, alpha = (torch.cat(part, dim=1) for part in zip(*parts))
+        return RenderOutput(color=color, depth=depth, alpha=alpha)
+    images = None
+    for start in starts:
+        part = chunk(start)
+        if images is None:
+            images = [piece.new_empty(piece.shape[0], views, *piece.shape[2:]) for piece in part]
+        for image, piece in zip(images, part):
+            image[:, start : start + piece.shape[1]] = piece
+        del part, piece  # free this chunk before the next one is rendered
+    color, depth, alpha = images
+    return RenderOutput(color=color, depth=depth, alpha=alpha)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -426,8 +530,9 @@ class TileBins:
 
     `pair_gaussians` holds flat indices (image·G + gaussian) tile after tile; tile t's list is
     pair_gaussians[tile_start[t] : tile_start[t] + tile_count[t]]. Tiles are numbered image by image,
-    row-major. Each chunk is (tile ids, longest list in it): tiles of similar list length go together so
-    the padded [tiles, list, pixels] blocks waste little."""
+    row-major. `occupied` lists the tiles with a non-empty list, longest first; each chunk is a run
+    (start, end, longest list in it) of it: tiles of similar list length go together so the padded
+    [tiles, list, pixels] blocks waste little."""
 
     tile_size: int
     tiles_x: int
@@ -436,11 +541,17 @@ class TileBins:
     pair_gaussians: Int[Tensor, " pair"]
     tile_start: Int[Tensor, " tile"]
     tile_count: Int[Tensor, " tile"]
-    chunks: list[tuple[Tensor, int]]
+    occupied: Int[Tensor, " occupied"]
+    chunk_bounds: list[tuple[int, int, int]]
 
     @property
     def tiles(self) -> int:
         return self.images * self.tiles_y * self.tiles_x
+
+    @property
+    def chunks(self) -> list[tuple[Tensor, int]]:
+        """(tile ids, longest list) of each chunk."""
+        return [(self.occupied[start:end], longest) for start, end, longest in self.chunk_bounds]
 
 
 @torch.no_grad()
@@ -492,14 +603,16 @@ def bin_into_tiles(
     lengths = tile_count[occupied].tolist()
     # A chunk takes tiles of similar list length (longest/shortest <= 1/`fill`) within the element budget.
     negated = [-length for length in lengths]
-    chunks, i = [], 0
+    chunk_bounds, i = [], 0
     while i < len(lengths):
         longest = lengths[i]
         similar = bisect.bisect_right(negated, -math.ceil(config.chunk_fill * longest)) - i
         n = max(1, min(similar, config.chunk_elements // (longest * pixels)))
-        chunks.append((occupied[i : i + n], longest))
+        chunk_bounds.append((i, i + n, longest))
         i += n
-    return TileBins(size, tiles_x, tiles_y, images, pair_gaussians, tile_start, tile_count, chunks)
+    return TileBins(
+        size, tiles_x, tiles_y, images, pair_gaussians, tile_start, tile_count, occupied, chunk_bounds
+    )
 
 
 @dataclass
@@ -571,8 +684,9 @@ def _from_tiles(tiled: Tensor, bins: TileBins, image_shape: tuple[int, int]) -> 
 
 class _TileComposite(torch.autograd.Function):
     """Steps 3-4 over binned tiles, for a per-Gaussian table [M, 6 + F] of
-    (μ'_x, μ'_y, a, b, c, log o, features...) with (a, b, c) the conic. Forward keeps only the table;
-    backward recomputes each chunk's per-pixel terms and applies the compositing gradient
+    (μ'_x, μ'_y, a, b, c, log o, features...) with (a, b, c) the conic. Forward keeps only the table and
+    the bins' tensors (as saved tensors, so that a checkpoint around it frees them too); backward
+    recomputes each chunk's per-pixel terms and applies the compositing gradient
         ∂C/∂α_k = T_k f_k - (Σ_{i>k} w_i f_i) / (1 - α_k)    (f = composited features, w_i = α_i T_i)
     so memory in both passes is bounded by the chunk size. Returns the composited features [I, F, H, W].
     Tiles are kept channel-first ([tiles, F, pixels]): the small batched matrix products are several times
@@ -585,14 +699,17 @@ class _TileComposite(torch.autograd.Function):
             terms, rows = _chunk_terms(bins, tiles, longest, table)
             features = rows[..., 6:].transpose(1, 2)  # [T, F, K]
             out.index_copy_(0, tiles, torch.bmm(features, terms.weight.flatten(2)))
-        ctx.save_for_backward(table)
-        ctx.bins = bins
+        ctx.save_for_backward(table, bins.pair_gaussians, bins.tile_start, bins.tile_count, bins.occupied)
+        ctx.layout = (bins.tile_size, bins.tiles_x, bins.tiles_y, bins.images, bins.chunk_bounds)
         return _from_tiles(out, bins, image_shape)
 
     @staticmethod
     def backward(ctx, grad_image):
-        (table,) = ctx.saved_tensors
-        bins: TileBins = ctx.bins
+        table, pair_gaussians, tile_start, tile_count, occupied = ctx.saved_tensors
+        size, tiles_x, tiles_y, images, chunk_bounds = ctx.layout
+        bins = TileBins(
+            size, tiles_x, tiles_y, images, pair_gaussians, tile_start, tile_count, occupied, chunk_bounds
+        )
         grad_tiles = _to_tiles(grad_image, bins)
         grad_table = torch.zeros_like(table)
         for tiles, longest in bins.chunks:
@@ -636,7 +753,7 @@ class _TileComposite(torch.autograd.Function):
         return grad_table, None, None
 
 
-def _render_torch(gaussians, extrinsics, intrinsics, image_shape, background, near, far, sh_degree, config):
+def _render_torch(gaussians, extrinsics, intrinsics, background, image_shape, near, far, sh_degree, config):
     batch, views = extrinsics.shape[:2]
     height, width = image_shape
     projected = project_gaussians(gaussians, extrinsics, intrinsics, image_shape, near, far, sh_degree)
@@ -655,7 +772,7 @@ def _render_torch(gaussians, extrinsics, intrinsics, image_shape, background, ne
         dim=-1,
     )
     image = _TileComposite.apply(table.flatten(0, 1), bins, image_shape)  # [I, 5, H, W]
-    alpha = image[:, 4]
+    alpha = image[:, 4].clone()  # not a view, so the 5-channel image is freed once colour and depth are made
     background = background[:, None].expand(-1, views, -1).flatten(0, 1)  # [I, 3]
     color = image[:, :3] + (1 - alpha)[:, None] * background[:, :, None, None]
     depth = image[:, 3] / alpha.clamp_min(DEPTH_ALPHA_FLOOR)
@@ -671,13 +788,15 @@ def _render_torch(gaussians, extrinsics, intrinsics, image_shape, background, ne
 # --------------------------------------------------------------------------------------------------
 
 
-def _render_gsplat(gaussians, extrinsics, intrinsics, image_shape, background, near, far, sh_degree):
+def _render_gsplat(gaussians, extrinsics, intrinsics, background, image_shape, near, far, sh_degree):
     """gsplat.rasterization (>= 1.4) per batch element: viewmats = world-to-camera [V, 4, 4] (OpenCV axes,
     the rigid inverse of our camera-to-world), Ks in pixels [V, 3, 3], quaternions wxyz (gsplat normalises
-    them), opacities [N], SH coefficients [N, d_sh, 3] of which gsplat uses the first (sh_degree + 1)²,
+    them), opacities [N], SH coefficients [N, K, 3] (only the (sh_degree + 1)² used are passed),
     backgrounds [V, 3]. render_mode "RGB+ED" returns [V, H, W, 4]: colour + background·T, then depth
     already divided by max(alpha, 1e-10) (gsplat gives the depth channel a zero background); alphas
-    [V, H, W, 1]. "classic" = no antialiasing compensation, as our torch backend."""
+    [V, H, W, 1]. "classic" = no antialiasing compensation, as our torch backend. packed=True keeps
+    per-(view, Gaussian) data for the visible pairs only; packed=False would copy the SH coefficients of
+    every Gaussian for every view (~10 GB at 49 views × 691k Gaussians, degree 4)."""
     import gsplat
 
     height, width = image_shape
@@ -689,6 +808,8 @@ def _render_gsplat(gaussians, extrinsics, intrinsics, image_shape, background, n
     world_to_camera = torch.cat(
         [torch.cat([rotation, -rotation @ extrinsics[..., :3, 3:]], dim=-1), extrinsics[..., 3:, :]], dim=-2
     )  # the rigid inverse (extrinsics are checked rigid), as the torch backend uses
+    # gsplat gathers the coefficients per visible pair: pass only the bands it evaluates.
+    harmonics = gaussians.harmonics[..., : (sh_degree + 1) ** 2, :].contiguous()
     colors, depths, alphas = [], [], []
     for b in range(extrinsics.shape[0]):
         rendered, alpha, _ = gsplat.rasterization(
@@ -696,7 +817,7 @@ def _render_gsplat(gaussians, extrinsics, intrinsics, image_shape, background, n
             quats=gaussians.rotations[b],
             scales=gaussians.scales[b],
             opacities=gaussians.opacities[b],
-            colors=gaussians.harmonics[b],
+            colors=harmonics[b],
             viewmats=world_to_camera[b],
             Ks=intrinsics[b] * pixel_scale,
             width=width,
@@ -708,7 +829,7 @@ def _render_gsplat(gaussians, extrinsics, intrinsics, image_shape, background, n
             backgrounds=background[b].expand(views, 3).contiguous(),
             render_mode="RGB+ED",
             rasterize_mode="classic",
-            packed=False,
+            packed=True,
         )
         colors.append(rendered[..., :3].permute(0, 3, 1, 2))
         depths.append(rendered[..., 3])

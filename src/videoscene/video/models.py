@@ -20,6 +20,8 @@ from __future__ import annotations
 import logging
 import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -167,6 +169,46 @@ def load_transformer_weights(
     transformer.load_state_dict({key: state[key].to(dtype) for key in common}, strict=False)
 
 
+# Spatial VAE tiles, in latents: CogVideoX-5B's at 480×720 (diffusers derives them from the VAE's sample size:
+# half of it, 240×360 pixels = 30×45 latents, overlapping by 1/6 and 1/5). diffusers steps through the video
+# by int(tile_pixels·(1 − overlap)) pixels but keeps tile_latents − int(tile_latents·overlap) latents of each
+# tile, so the stitched latent has the right size only when the two strides agree: they do for 30×45, but not
+# for tiles derived from another sample size (a model built at 240×368 tiled by 120×184 pixels, stepping 100
+# pixels while keeping 13 latents = 104 pixels, and encoded 240×368 to 31×47 latents instead of 30×46).
+# So the tiles are set here, the same for every operating size.
+VAE_TILE_LATENTS = (30, 45)
+VAE_TILE_OVERLAP = (1 / 6, 1 / 5)
+
+
+def set_vae_tiles(
+    vae: AutoencoderKLCogVideoX,
+    tile_latents: tuple[int, int] = VAE_TILE_LATENTS,
+    overlap: tuple[float, float] = VAE_TILE_OVERLAP,
+) -> None:
+    """Give `vae` spatial tiles of `tile_latents` (height, width) latents overlapping by `overlap`, checked to
+    stitch back to whole latents in diffusers' tiled encode and decode. Leaves tiling on or off as it was."""
+    compression = 2 ** (len(vae.config.block_out_channels) - 1)
+    for tile, factor in zip(tile_latents, overlap):
+        pixels = tile * compression
+        # diffusers' arithmetic: encode steps int(pixels·(1−f)) pixels and keeps tile − int(tile·f) latents;
+        # decode steps int(tile·(1−f)) latents and keeps pixels − int(pixels·f) pixels.
+        encode_step = int(pixels * (1 - factor)) == compression * (tile - int(tile * factor))
+        decode_step = compression * int(tile * (1 - factor)) == pixels - int(pixels * factor)
+        if not (encode_step and decode_step and 0 < int(tile * factor) < tile):
+            raise VideoSceneError(
+                f"VAE tiles of {tile} latents overlapping by {factor:.4g} do not stitch back to whole "
+                "latents; choose an overlap of a whole number of latents"
+            )
+    tiling = vae.use_tiling
+    vae.enable_tiling(
+        tile_sample_min_height=tile_latents[0] * compression,
+        tile_sample_min_width=tile_latents[1] * compression,
+        tile_overlap_factor_height=overlap[0],
+        tile_overlap_factor_width=overlap[1],
+    )
+    vae.use_tiling = tiling
+
+
 def rope_crop_region(
     grid_height: int, grid_width: int, base_height: int, base_width: int
 ) -> tuple[tuple[int, int], tuple[int, int]]:
@@ -204,8 +246,8 @@ class VideoBackbone(nn.Module):
         self.prompt_embedding = prompt_embedding
         if config.vae.enable_slicing:
             vae.enable_slicing()
-        if config.vae.enable_tiling:
-            vae.enable_tiling()
+        set_vae_tiles(vae)
+        vae.use_tiling = config.vae.enable_tiling
         if config.denoiser.gradient_checkpointing:
             transformer.enable_gradient_checkpointing()
         use_onednn_conv3d(vae)  # 8x faster single-clip VAE passes on CPU (see cpu_conv3d.py)
@@ -426,6 +468,33 @@ class VideoBackbone(nn.Module):
     def device(self) -> torch.device:
         return next(self.transformer.parameters()).device
 
+    def check_video_size(self, height: int, width: int) -> None:
+        """Refuse, in one line naming the nearest valid sizes, a video whose latent the transformer cannot
+        cut into patches: both sides must be multiples of the VAE's compression times the patch size."""
+        compression = self.config.vae.spatial_compression
+        patch = self.transformer.config.patch_size
+        multiple = compression * patch
+        if height % multiple or width % multiple or min(height, width) < multiple:
+            below = f"{max(height // multiple, 1) * multiple}x{max(width // multiple, 1) * multiple}"
+            above = f"{-(-height // multiple) * multiple}x{-(-width // multiple) * multiple}"
+            nearest = below if below == above else f"{below} or {above}"
+            raise VideoSceneError(
+                f"video size {height}x{width} does not suit this model: height and width must be divisible "
+                f"by {multiple} (VAE ×{compression} times patch {patch}), e.g. {nearest}"
+            )
+
+    @contextmanager
+    def vae_tiling(self, enabled: bool | None) -> Iterator[None]:
+        """Within the block, encode and decode in overlapping spatial tiles (True: less memory) or whole
+        frames (False: what the CogVideoX pipelines do by default); None keeps the configured setting."""
+        before = self.vae.use_tiling
+        if enabled is not None:
+            self.vae.use_tiling = enabled
+        try:
+            yield
+        finally:
+            self.vae.use_tiling = before
+
     # -- VAE -------------------------------------------------------------------------------------------------
     def encode_video(
         self,
@@ -452,11 +521,7 @@ class VideoBackbone(nn.Module):
             raise VideoSceneError(
                 f"video has {frames} frames; the VAE needs 1 or 8k+1 (9, 17, 25, 49) to decode back to it"
             )
-        compression = self.config.vae.spatial_compression
-        if height % compression or width % compression:
-            raise VideoSceneError(
-                f"video size {height}x{width} must be divisible by {compression} (VAE downsampling)"
-            )
+        self.check_video_size(height, width)
         vae_input = pixels.to(self.vae.dtype).permute(0, 2, 1, 3, 4)  # [B, F, 3, H, W] → [B, 3, F, H, W]
         posterior = self.vae.encode(vae_input).latent_dist
         latents = posterior.sample(generator=generator) if sample_posterior else posterior.mode()
