@@ -491,6 +491,30 @@ CASES = [
         ],
         "points outside",
     ),
+    Case(
+        "eval-max-overlap-without-make-index",
+        lambda t: _eval(t, "--max-overlap", "0.5"),
+        "pass --make-index GAP with it",
+    ),
+    Case(
+        "index-neither-gap-nor-overlap",
+        lambda t: ["data", "make-index", "--data", str(t / "none"), "--out", str(t / "i.json")],
+        "pass --gap N",
+    ),
+    Case(
+        "index-overlap-above-1",
+        lambda t: [
+            "data",
+            "make-index",
+            "--data",
+            str(t / "none"),
+            "--out",
+            str(t / "i.json"),
+            "--max-overlap",
+            "1.5",
+        ],
+        "share in [0, 1]",
+    ),
     # train
     Case(
         "prior-lr-nan",

@@ -1,18 +1,20 @@
 """The evaluation loop on a tiny synthetic scene, with methods that render the scene exactly (the procedural
 ray tracer at the requested cameras) or with a deliberate camera error: the 3D-consistency metric must tell
-them apart, and ground truth must score sub-pixel."""
+them apart, and ground truth must score sub-pixel. With the scene's depth stored beside it, quality is also
+scored apart on the pixels the context views see and on those they do not."""
 
 import numpy as np
 import pytest
 import torch
 from scipy.spatial.transform import Rotation
 
+from videoscene.data.depth import DEPTH_FOLDER, depth_path, read_depth, write_depth
 from videoscene.data.evaluation_index import IndexEntry
-from videoscene.data.re10k import scene_from_frames, write_split
+from videoscene.data.re10k import iter_scenes, scene_from_frames, write_split
 from videoscene.data.synthetic import SynthConfig, render_scene, render_view, sample_scene
-from videoscene.errors import VideoSceneError
+from videoscene.errors import LoadError, VideoSceneError
 from videoscene.evaluation.methods import FAMILIES, MethodFamily, MethodResources, build_method, parse_method
-from videoscene.evaluation.runner import EvalConfig, evaluate
+from videoscene.evaluation.runner import EvalConfig, evaluate, prepare_scene, score_frames
 
 FAST = SynthConfig(supersample=1)
 INDEX = {
@@ -20,18 +22,35 @@ INDEX = {
     "absent": IndexEntry((0, 4), (2,)),
     "skipped": None,
 }
+SEEN_UNSEEN = ("psnr_seen", "psnr_unseen", "ssim_seen", "ssim_unseen", "unseen_share")
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
+def rendered():
     """Scene 0 of seed 0: 17 frames at 96x128 (aspect 4:3, so evaluating at 64x96 crops and resizes)."""
-    frames, extrinsics, intrinsics, _ = render_scene(0, 0, 17, 96, 128, FAST)
-    folder = tmp_path_factory.mktemp("synthetic") / "test"
+    return render_scene(0, 0, 17, 96, 128, FAST)
+
+
+def write_room(folder, rendered, with_depth: bool):
+    frames, extrinsics, intrinsics, depth = rendered
     write_split(
         folder,
         [scene_from_frames("room", frames, torch.from_numpy(extrinsics), torch.from_numpy(intrinsics))],
     )
+    if with_depth:  # as `videoscene data synth --depth` stores it
+        (folder / DEPTH_FOLDER).mkdir()
+        write_depth(depth_path(folder, "room"), depth)
     return folder
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory, rendered):
+    return write_room(tmp_path_factory.mktemp("synthetic") / "test", rendered, with_depth=False)
+
+
+@pytest.fixture(scope="module")
+def data_with_depth(tmp_path_factory, rendered):
+    return write_room(tmp_path_factory.mktemp("synthetic_depth") / "test", rendered, with_depth=True)
 
 
 def ray_traced(error_degrees: float):
@@ -96,6 +115,9 @@ def test_ground_truth_scores_subpixel_and_a_camera_error_scores_worse(data_dir, 
     # The reference row scores the ground-truth frames themselves: sub-pixel as well, nothing else measured.
     assert reference.sampson_px < 0.5 and reference.share_within_1px > 0.8
     assert np.isnan(reference.psnr) and np.isnan(reference.seconds) and np.isnan(reference.temporal_error)
+    # Without depth in the split, the seen/unseen scores are not measured (null in metrics.json).
+    assert all(np.isnan(getattr(row, key)) for row in scores.values() for key in SEEN_UNSEEN)
+    assert all(truth.record()[key] is None for key in SEEN_UNSEEN)
     assert set(result.showcase.frames) == {"nearest", "truth", "camera-error"}
     assert result.showcase.frames["truth"].shape == (9, 3, 64, 96)
 
@@ -143,3 +165,37 @@ def test_a_method_returning_the_wrong_frame_count_is_named(data_dir, monkeypatch
         VideoSceneError, match=r"method short returned frames \[3, 3, 64, 96\] for scene room; expected \[17"
     ):
         evaluate(data_dir, INDEX, {"short": generate}, EvalConfig())
+
+
+def test_with_depth_quality_is_scored_apart_on_seen_and_unseen_pixels(data_with_depth, methods):
+    chosen = {name: methods[name] for name in ("nearest", "truth")}
+    result = evaluate(data_with_depth, INDEX, chosen, EvalConfig(image_size=(64, 96), num_frames=17))
+    reference, nearest, truth = result.per_scene
+    # The camera moves, so a little of the held-out targets is seen by neither context frame (0.3 % here:
+    # near the image borders and beside the furniture), the same for every method.
+    assert 0 < truth.unseen_share < 0.1 and nearest.unseen_share == truth.unseen_share
+    assert all(np.isfinite(getattr(row, key)) for row in (nearest, truth) for key in SEEN_UNSEEN)
+    assert truth.psnr_seen > 30 and truth.ssim_seen > 0.9 and truth.psnr_unseen > 25
+    assert nearest.psnr_unseen < truth.psnr_unseen - 5 and nearest.psnr_seen < truth.psnr_seen - 5
+    assert all(np.isnan(getattr(reference, key)) for key in SEEN_UNSEEN)
+    # The other scores do not depend on whether the split has depth.
+    assert truth.psnr > 30 and np.isfinite(truth.sampson_px)
+
+
+def test_ground_truth_frames_score_the_psnr_cap_on_seen_and_unseen_pixels(data_with_depth):
+    scene = next(iter_scenes(data_with_depth))
+    depth = read_depth(data_with_depth, scene.key, len(scene))
+    config = EvalConfig(image_size=(64, 96), num_frames=17)
+    prepared = prepare_scene(scene, INDEX["room"], config, depth)
+    unseen = prepared.unseen
+    assert unseen.shape == (9, 64, 96) and unseen.dtype == torch.bool
+    assert not unseen[0].any() and not unseen[-1].any()  # the context frames see themselves
+    frames = torch.zeros(17, 3, 64, 96)
+    frames[list(prepared.plan.slots)] = prepared.targets.image
+    row = score_frames("copy", frames, 0.0, prepared, config)
+    # Identical pixels: the PSNR cap of metrics/image.py (MSE floored at 1e-10) on both regions, SSIM 1.
+    assert row.psnr_seen == pytest.approx(100.0) and row.psnr_unseen == pytest.approx(100.0)
+    assert row.ssim_seen == pytest.approx(1.0) and row.ssim_unseen == pytest.approx(1.0)
+    assert row.unseen_share == pytest.approx(unseen[1:-1].float().mean().item())
+    with pytest.raises(LoadError, match="depth maps are 96x100 but its frames 96x128"):
+        prepare_scene(scene, INDEX["room"], config, depth[..., :100])

@@ -12,6 +12,7 @@ from videoscene.geometry.image_ops import (
     crop,
     crop_to_aspect_and_resize,
     crop_to_aspect_and_resize_intrinsics,
+    crop_to_aspect_and_resize_mask,
     fit_within,
     resize,
     undistort,
@@ -82,6 +83,21 @@ def test_crop_to_aspect_output_size_and_bad_windows():
     with unchecked(), pytest.raises(VideoSceneError, match="3, H, W"):
         resize(torch.rand(HEIGHT, WIDTH), INTRINSICS, (10, 10))
     assert fit_within(400, 300, 100) == (100, 75) and fit_within(40, 30, 100) == (40, 30)
+
+
+def test_a_mask_follows_the_crop_and_resize_of_its_images():
+    """96x128 -> 64x96: the centre crop keeps rows 5..89 (85 of 96) and all columns, then shrinks by 4/3."""
+    mask = torch.zeros(2, 96, 128, dtype=torch.bool)
+    mask[0, :, :64] = True  # the left half stays the left half
+    mask[1, :5] = True  # rows that the crop removes
+    resized = crop_to_aspect_and_resize_mask(mask, (64, 96))
+    assert resized.shape == (2, 64, 96) and resized.dtype == torch.bool
+    assert resized[0, :, :48].all() and not resized[0, :, 48:].any()
+    assert not resized[1].any()
+    # A model pixel is True when more than half of it was: the same as thresholding the resized image.
+    pattern = torch.rand(96, 128, generator=torch.Generator().manual_seed(0)) > 0.7
+    image, _ = crop_to_aspect_and_resize(pattern.float().expand(3, -1, -1), torch.eye(3), (64, 96))
+    torch.testing.assert_close(crop_to_aspect_and_resize_mask(pattern, (64, 96)), image[0] > 0.5)
 
 
 @pytest.mark.parametrize("size", [(16, 24), (32, 32), (30, 90), (120, 60)])

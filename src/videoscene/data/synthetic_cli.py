@@ -10,19 +10,17 @@ everything is written.
 from __future__ import annotations
 
 import argparse
-import io
 import logging
 import multiprocessing
 import time
-import zipfile
 from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from videoscene import __version__
+from videoscene.data.depth import DEPTH_FOLDER, write_depth
 from videoscene.data.re10k import Scene, scene_from_frames, write_split
 from videoscene.data.synthetic import SynthConfig, check_render_size, render_scene
 from videoscene.errors import VideoSceneError
@@ -81,16 +79,6 @@ def _init_worker() -> None:
     torch.set_num_threads(1)
 
 
-def write_depth(path: Path, depth: np.ndarray) -> None:
-    """float16 z-depth as an .npz (key "depth") with fixed zip metadata, so the bytes are reproducible."""
-    buffer = io.BytesIO()
-    np.save(buffer, depth.astype(np.float16))
-    info = zipfile.ZipInfo("depth.npy", date_time=(1980, 1, 1, 0, 0, 0))
-    info.compress_type = zipfile.ZIP_DEFLATED
-    with zipfile.ZipFile(path, "w") as archive:
-        archive.writestr(info, buffer.getvalue())
-
-
 def _scenes(args: argparse.Namespace, config: SynthConfig, depth_dir: Path | None) -> Iterator[Scene]:
     jobs = [(args.seed, index, args.frames, args.height, args.width, config) for index in range(args.scenes)]
     start = time.perf_counter()
@@ -140,7 +128,7 @@ def run(args: argparse.Namespace) -> None:
     config = _check_arguments(args)
     with staged_output_dir(args.out, overwrite=args.overwrite) as stage:
         split_dir = stage / args.split
-        depth_dir = split_dir / "depth" if args.depth else None
+        depth_dir = split_dir / DEPTH_FOLDER if args.depth else None
         if depth_dir is not None:
             depth_dir.mkdir(parents=True)
         index = write_split(split_dir, _scenes(args, config, depth_dir), args.scenes_per_chunk)

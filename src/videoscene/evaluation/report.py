@@ -4,7 +4,9 @@
   "reference": {"ground-truth": {...}}, "per_scene": [...], "config": {...}, "environment": {...}}`; a
   method's figures are means over scenes (of the scenes where the metric is defined; `scenes` counts them
   all), except `fvd`, one distance over all scenes (null without an I3D detector). NaN is written as null.
-  "reference" holds the ground-truth frames' 3D-consistency scores.
+  "reference" holds the ground-truth frames' 3D-consistency scores. `psnr_seen`, `psnr_unseen`, `ssim_seen`,
+  `ssim_unseen` and `unseen_share` are null for scenes without ground-truth depth, and their means are over
+  the scenes that define them.
 - `metrics.md`: the same means as a markdown table, the reference row last.
 - `metrics.png`: one bar chart per metric; `quality_vs_seconds.png`: PSNR against seconds per scene.
 - `figures/frames_<scene>.png`: ground truth and every method at the first scene's held-out targets;
@@ -43,6 +45,11 @@ logger = logging.getLogger(__name__)
 COLUMNS = (
     ("psnr", "PSNR ↑"),
     ("ssim", "SSIM ↑"),
+    ("psnr_seen", "PSNR seen ↑"),
+    ("psnr_unseen", "PSNR unseen ↑"),
+    ("ssim_seen", "SSIM seen ↑"),
+    ("ssim_unseen", "SSIM unseen ↑"),
+    ("unseen_share", "unseen share"),
     ("lpips", "LPIPS ↓"),
     ("fvd", "FVD ↓"),
     ("sampson_px", "Sampson px ↓"),
@@ -51,10 +58,14 @@ COLUMNS = (
     ("temporal_error", "warp error ↓"),
     ("seconds", "s / scene ↓"),
 )
-_OPTIONAL = ("lpips", "fvd")  # columns shown only when computed (they need user-supplied network weights)
+_SEEN_UNSEEN = ("psnr_seen", "psnr_unseen", "ssim_seen", "ssim_unseen", "unseen_share")
+# Columns shown only when computed: LPIPS and FVD need user-supplied network weights, the seen/unseen scores
+# ground-truth depth.
+_OPTIONAL = ("lpips", "fvd", *_SEEN_UNSEEN)
 _MEANS = (
     "psnr",
     "ssim",
+    *_SEEN_UNSEEN,
     "lpips",
     "sampson_px",
     "share_within_1px",
@@ -122,6 +133,7 @@ def metrics_document(result: EvaluationResult, extra_config: dict, device: torch
         "pair_gap": result.config.pair_gap,
         "seed": result.config.seed,
         "max_scenes": result.config.max_scenes,
+        "visibility_tolerance": result.config.visibility_tolerance,
         **extra_config,
     }
     return {
@@ -136,7 +148,7 @@ def metrics_document(result: EvaluationResult, extra_config: dict, device: torch
 def _format(value: float | None, key: str) -> str:
     if value is None:
         return "–"
-    if key in ("psnr", "fvd"):
+    if key in ("psnr", "psnr_seen", "psnr_unseen", "fvd"):
         return f"{value:.2f}"
     if key == "seconds":
         return f"{value:.3g}"

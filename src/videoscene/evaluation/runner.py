@@ -12,6 +12,9 @@ Per scene (docs/evaluation.md):
      1 px) and by RANSAC (inlier ratio), pooled over the scene's pairs (metrics/consistency.py),
    - temporal consistency: flow-warping error between consecutive frames of the whole video
      (metrics/temporal.py);
+   - with ground-truth depth in the split (`<data>/depth/<key>.npz`): PSNR / SSIM apart on the held-out
+     target pixels that a context view sees and on those neither sees (geometry/visibility.py; the masks
+     are computed at the stored resolution and follow the images' crop and resize), and the unseen share;
 4. the reference row `ground-truth`: the ground-truth target frames scored for 3D consistency like a
    method's frames, i.e. what the metric gives real images of this scene at this resolution;
 5. with an I3D detector, FVD per method over all scenes: the Fréchet distance between the I3D features of
@@ -35,22 +38,25 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
-from jaxtyping import Float
+from jaxtyping import Bool, Float
 from torch import Tensor
 from tqdm.auto import tqdm
 
 from videoscene.data.dataset import example_from_scene
+from videoscene.data.depth import read_depth
 from videoscene.data.evaluation_index import IndexEntry
 from videoscene.data.re10k import Scene, load_index, read_chunk
-from videoscene.errors import VideoSceneError
+from videoscene.errors import LoadError, VideoSceneError
 from videoscene.evaluation.methods import GenerateFn, GenerationRequest
 from videoscene.evaluation.protocol import FramePlan, fit_views, path_cameras, plan_frames
+from videoscene.geometry.image_ops import crop_to_aspect_and_resize_mask
+from videoscene.geometry.visibility import VISIBILITY_TOLERANCE, unseen_mask
 from videoscene.metrics.consistency import ConsistencyConfig, video_consistency
 from videoscene.metrics.frechet import I3DFeatures, frechet_distance_of_features
-from videoscene.metrics.image import psnr, ssim
+from videoscene.metrics.image import masked_psnr, masked_ssim, psnr, ssim
 from videoscene.metrics.lpips import LPIPS
 from videoscene.metrics.temporal import warping_error
-from videoscene.types import Views
+from videoscene.types import Example, Views
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +72,7 @@ class EvalConfig:
     pair_gap: int = 1  # 3D-consistency pairs (k, k + gap) among the frames at the target cameras
     seed: int = 0
     max_scenes: int | None = None  # evaluate only the first N scenes of the index
+    visibility_tolerance: float = VISIBILITY_TOLERANCE  # relative depth margin of the seen/unseen masks
 
     def __post_init__(self) -> None:
         if min(self.image_size) < 16:
@@ -78,6 +85,8 @@ class EvalConfig:
             raise VideoSceneError(f"the consistency pair gap must be >= 1, got {self.pair_gap}")
         if self.max_scenes is not None and self.max_scenes < 1:
             raise VideoSceneError(f"max_scenes must be >= 1, got {self.max_scenes}")
+        if not self.visibility_tolerance >= 0:
+            raise VideoSceneError(f"the visibility tolerance must be >= 0, got {self.visibility_tolerance}")
 
     @classmethod
     def for_weights(cls, weights: Path | None, **overrides) -> EvalConfig:
@@ -103,7 +112,8 @@ class EvalConfig:
 
 @dataclass
 class SceneResult:
-    """One method on one scene. NaN means "not measurable here" (e.g. no held-out target, no match)."""
+    """One method on one scene. NaN means "not measurable here" (e.g. no held-out target, no match, no depth
+    for the seen/unseen scores, no unseen pixel)."""
 
     scene: str
     method: str
@@ -122,6 +132,13 @@ class SceneResult:
     ransac_inliers: int
     num_matches: int
     temporal_error: float
+    # Quality apart on the held-out target pixels some context view sees and on those none sees, and the
+    # share of unseen pixels: NaN without ground-truth depth (docs/evaluation.md).
+    psnr_seen: float = math.nan
+    psnr_unseen: float = math.nan
+    ssim_seen: float = math.nan
+    ssim_unseen: float = math.nan
+    unseen_share: float = math.nan
 
     def record(self) -> dict:
         """JSON-ready: tuples as lists, NaN as null, LPIPS only when it was computed."""
@@ -171,10 +188,40 @@ class PreparedScene:
     plan: FramePlan
     request: GenerationRequest
     targets: Views  # ground truth at the model's resolution, in plan order
+    # True at target pixels no context view sees, at the model's resolution, in plan order; None: no depth
+    unseen: Bool[Tensor, "target height width"] | None = None
 
 
-def prepare_scene(scene: Scene, entry: IndexEntry, config: EvalConfig) -> PreparedScene:
-    """Steps 1-2 of the module docstring."""
+def unseen_at_model_resolution(
+    example: Example, depth: np.ndarray, plan: FramePlan, config: EvalConfig
+) -> Bool[Tensor, "target height width"]:
+    """The target pixels neither context view sees (geometry/visibility.py), found at the stored resolution
+    from the scene's z-depth `[F, H, W]`, then cropped and resized like the images (a model pixel is unseen
+    when more than half of it is)."""
+    stored = tuple(example.target.image.shape[-2:])
+    if tuple(depth.shape[-2:]) != stored:
+        raise LoadError(
+            f"scene {example.scene}: its depth maps are {depth.shape[-2]}x{depth.shape[-1]} but its frames "
+            f"{stored[0]}x{stored[1]}; regenerate the depth with the scene"
+        )
+    depth = torch.from_numpy(depth)
+    context, targets = example.context, example.target
+    mask = unseen_mask(
+        depth[list(plan.targets)],
+        targets.extrinsics,
+        targets.intrinsics,
+        depth[list(plan.context)],
+        context.extrinsics,
+        context.intrinsics,
+        config.visibility_tolerance,
+    )
+    return crop_to_aspect_and_resize_mask(mask, config.image_size)
+
+
+def prepare_scene(
+    scene: Scene, entry: IndexEntry, config: EvalConfig, depth: np.ndarray | None = None
+) -> PreparedScene:
+    """Steps 1-2 of the module docstring; with the scene's z-depth `[F, H, W]`, also the unseen masks."""
     plan = plan_frames(entry.context, entry.target, config.num_frames)
     if plan.dropped:
         logger.info(
@@ -191,7 +238,8 @@ def prepare_scene(scene: Scene, entry: IndexEntry, config: EvalConfig) -> Prepar
     )
     path, times = path_cameras(plan, context.cameras, targets.cameras)
     request = GenerationRequest(context, path, times, scene_seed(config.seed, scene.key), scene.key)
-    return PreparedScene(plan, request, targets)
+    unseen = None if depth is None else unseen_at_model_resolution(example, depth, plan, config)
+    return PreparedScene(plan, request, targets, unseen)
 
 
 def _generate(
@@ -288,6 +336,15 @@ def score_frames(
         if lpips is not None:
             device = next(lpips.buffers()).device
             quality["lpips"] = lpips(generated.to(device), reference.to(device)).mean().item()
+        if prepared.unseen is not None:
+            unseen = prepared.unseen[held_out]
+            quality |= {
+                "psnr_seen": masked_psnr(generated, reference, ~unseen).item(),
+                "psnr_unseen": masked_psnr(generated, reference, unseen).item(),
+                "ssim_seen": masked_ssim(generated, reference, ~unseen).item(),
+                "ssim_unseen": masked_ssim(generated, reference, unseen).item(),
+                "unseen_share": unseen.float().mean().item(),
+            }
     return _result(
         method,
         prepared,
@@ -355,6 +412,7 @@ def evaluate(
     if REFERENCE in methods:
         raise VideoSceneError(f"{REFERENCE!r} is the name of the reference row; give the method another name")
     chunks = load_index(data_dir)
+    with_depth = 0  # scenes scored apart on seen and unseen pixels
     entries = {key: entry for key, entry in index.items() if entry is not None}
     missing = [key for key in entries if key not in chunks]
     if missing:
@@ -401,7 +459,9 @@ def evaluate(
         for scene in read_chunk(Path(data_dir) / chunk):
             if scene.key not in wanted_set:
                 continue
-            prepared = prepare_scene(scene, entries[scene.key], config)
+            depth = read_depth(data_dir, scene.key, len(scene))
+            with_depth += depth is not None
+            prepared = prepare_scene(scene, entries[scene.key], config, depth)
             if showcase is None:
                 showcase = Showcase(scene.key, prepared.plan, prepared.targets.image)
             per_scene.append(reference_scores(prepared, config))
@@ -415,6 +475,11 @@ def evaluate(
                     showcase.frames[name] = frames[list(prepared.plan.slots)]
                 progress.update(1)
     progress.close()
+    logger.info(
+        "%d of %d scenes have ground-truth depth: seen/unseen scores for those (the rest: null)",
+        with_depth,
+        len(wanted),
+    )
     return EvaluationResult(
         config, list(methods), per_scene, showcase, frechet_video_distances(video_features, list(methods))
     )

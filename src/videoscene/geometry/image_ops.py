@@ -7,11 +7,10 @@ origin. `crop_to_aspect_and_resize` is what brings any image to the model's reso
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
-from jaxtyping import Float
+from jaxtyping import Bool, Float
 from torch import Tensor
 
 from videoscene.errors import VideoSceneError
@@ -116,6 +115,18 @@ def crop_to_aspect_and_resize(
     return resize(images, intrinsics, size)
 
 
+def crop_to_aspect_and_resize_mask(
+    mask: Bool[Tensor, "*batch height width"], size: tuple[int, int]
+) -> Bool[Tensor, "*batch out_height out_width"]:
+    """A per-pixel mask through the same crop and resize as its images (`crop_to_aspect_and_resize`): each
+    output pixel is True when more than half of it, as the image resize weighs it, was True."""
+    height, width = mask.shape[-2:]
+    as_image = mask.float()[..., None, :, :].expand(*mask.shape[:-2], 3, height, width)
+    identity = torch.eye(3).expand(*mask.shape[:-2], 3, 3)
+    share, _ = crop_to_aspect_and_resize(as_image, identity, size)
+    return share[..., 0, :, :] > 0.5
+
+
 def crop_to_aspect_and_resize_intrinsics(
     intrinsics: Float[Tensor, "*batch 3 3"], image_shape: tuple[int, int], size: tuple[int, int]
 ) -> Float[Tensor, "*batch 3 3"]:
@@ -155,6 +166,8 @@ def undistort(
     Our pixel coordinates put the image corner at 0 (pixel centres at +0.5); OpenCV puts the first pixel's
     centre at 0, hence the half-pixel shifts of the principal point.
     """
+    import cv2  # here, not at the top: the pipeline resizes with this module and needs no OpenCV
+
     if image.ndim != 3:
         raise VideoSceneError(f"undistort expects an [H, W, C] image, got shape {list(image.shape)}")
     height, width = image.shape[:2]
