@@ -12,6 +12,7 @@ from videoscene.data.re10k import scene_from_frames, write_split
 from videoscene.data.synthetic import SynthConfig, render_scene
 
 METHOD_FIELDS = {"psnr", "ssim", "sampson_px", "inlier_ratio", "seconds"}
+SEEN_UNSEEN = ("psnr_seen", "psnr_unseen", "ssim_seen", "ssim_unseen", "unseen_share")
 
 
 @pytest.fixture(scope="module")
@@ -28,6 +29,15 @@ def synthetic_split(tmp_path_factory):
     folder = tmp_path_factory.mktemp("synthetic") / "test"
     write_split(folder, scenes)
     return folder
+
+
+@pytest.fixture(scope="module")
+def split_with_depth(tmp_path_factory):
+    """Two synthetic rooms of 9 frames at 48x72 with their z-depth (`videoscene data synth --depth`)."""
+    out = tmp_path_factory.mktemp("synthetic_depth") / "rooms"
+    command = ["data", "synth", "--scenes", "2", "--frames", "9", "--height", "48", "--width", "72"]
+    assert main([*command, "--depth", "--split", "test", "--out", str(out)]) == 0
+    return out / "test"
 
 
 def run_eval(data, index, out, *extra):
@@ -71,6 +81,7 @@ def test_eval_writes_metrics_table_and_plots(synthetic_split, tmp_path, capsys):
     assert metrics["reference"]["ground-truth"]["scenes"] == 2
     assert METHOD_FIELDS <= set(metrics["per_scene"][0])
     assert metrics["config"]["image_size"] == [32, 48] and metrics["environment"]["device"] == "cpu"
+    assert metrics["config"]["weights"] is None  # `nearest` needs no weights: the bundled ones are not loaded
     table = (out / "metrics.md").read_text()
     assert (
         table.startswith("| method | PSNR ↑ | SSIM ↑")
@@ -78,6 +89,9 @@ def test_eval_writes_metrics_table_and_plots(synthetic_split, tmp_path, capsys):
         and "*ground-truth (reference)*" in table
     )
     assert table in capsys.readouterr().out
+    # No depth in this split: the seen/unseen scores are null and their columns are left out.
+    assert all(metrics["methods"]["nearest"][key] is None for key in SEEN_UNSEEN)
+    assert "seen" not in table
     for picture in (
         "metrics.png",
         "quality_vs_seconds.png",
@@ -107,19 +121,22 @@ def test_same_seed_same_metrics_and_reused_index(synthetic_split, tmp_path):
 
 
 @pytest.mark.parametrize(
-    "methods, message",
+    "methods, weights, message",
     [
-        ("nearest,bogus", "unknown method 'bogus'; valid methods: nearest, coarse, teacher@N"),
-        ("student@t549", "needs trained weights: pass --weights"),
-        ("coarse", "needs prior weights"),
+        ("nearest,bogus", None, "unknown method 'bogus'; valid methods: nearest, coarse, teacher@N"),
+        ("student@t549", "missing", "weights folder"),
+        ("coarse", "missing", "needs prior weights"),
+        # without --weights the bundled ones, which generate at 64x96, not at run_eval's --size 32x48
+        ("student@t549", None, "student@t549 generate at 64x96"),
     ],
 )
 def test_bad_methods_fail_with_one_line_and_leave_nothing(
-    synthetic_split, tmp_path, capsys, methods, message
+    synthetic_split, tmp_path, capsys, methods, weights, message
 ):
     index = tmp_path / "index.json"
     index.write_text(json.dumps({"room0": {"context": [0, 8], "target": [4]}}))
-    assert run_eval(synthetic_split, index, tmp_path / "out", "--methods", methods) == 2
+    extra = [] if weights is None else ["--weights", str(tmp_path / weights)]
+    assert run_eval(synthetic_split, index, tmp_path / "out", "--methods", methods, *extra) == 2
     error = capsys.readouterr().err.strip()
     assert message in error and "\n" not in error
     assert not (tmp_path / "out").exists()
@@ -206,6 +223,16 @@ def test_nearest_on_real_lego_frames(shared_data, tmp_path):
     assert 10 < nearest["psnr"] < 25 and nearest["ssim"] < 0.95
 
 
+def test_without_weights_the_bundled_ones_are_used(synthetic_split, tmp_path):
+    from videoscene.pipeline import BUNDLED_WEIGHTS
+
+    index = tmp_path / "index.json"
+    index.write_text(json.dumps({"room1": {"context": [0, 8], "target": [4]}}))
+    assert run_eval(synthetic_split, index, tmp_path / "out", "--methods", "coarse") == 0
+    config = json.loads((tmp_path / "out" / "metrics.json").read_text())["config"]
+    assert config["weights"] == str(BUNDLED_WEIGHTS) and (config["near"], config["far"]) == (0.5, 20.0)
+
+
 def test_coarse_from_a_prior_weights_folder(synthetic_split, tmp_path):
     from videoscene.prior.config import TINY
     from videoscene.prior.encoder import GaussianEncoder
@@ -235,3 +262,32 @@ def test_coarse_from_a_prior_weights_folder(synthetic_split, tmp_path):
     assert list(metrics["methods"]) == ["nearest", "coarse"]
     assert metrics["methods"]["coarse"]["psnr"] is not None and metrics["methods"]["coarse"]["seconds"] > 0
     assert (out / "figures" / "matches_coarse.png").is_file()
+
+
+def test_eval_on_a_low_overlap_index_scores_seen_and_unseen_pixels(split_with_depth, tmp_path, capsys):
+    index, out = tmp_path / "index.json", tmp_path / "out"
+    command = ["--methods", "nearest", "--make-index", "8", "--max-overlap", "0.7", "--target-stride", "2"]
+    assert run_eval(split_with_depth, index, out, *command, "--size", "48x72") == 0
+    entries = json.loads(index.read_text())
+    assert all(entry is not None and 0 <= entry["overlap"] <= 0.7 for entry in entries.values())
+    assert json.loads((out / "index.json").read_text()) == entries
+    metrics = json.loads((out / "metrics.json").read_text())
+    nearest = metrics["methods"]["nearest"]
+    # These short walks leave only a sliver unseen (0.3-0.8 %), at the image borders, where no SSIM window
+    # fits: SSIM unseen is null there (and its column left out), the other four are measured.
+    measured = [key for key in SEEN_UNSEEN if key != "ssim_unseen"]
+    assert all(nearest[key] is not None for key in measured) and 0 < nearest["unseen_share"] < 1
+    assert all(row[key] is not None for row in metrics["per_scene"][1::2] for key in measured)
+    assert "ssim_unseen" in nearest
+    assert metrics["config"]["visibility_tolerance"] == 0.01
+    table = (out / "metrics.md").read_text()
+    assert all(
+        f"| {title} |" in table for title in ("PSNR seen ↑", "PSNR unseen ↑", "SSIM seen ↑", "unseen share")
+    )
+    assert table in capsys.readouterr().out
+    # --max-overlap picks the pairs of a new index only.
+    assert (
+        run_eval(split_with_depth, index, tmp_path / "again", "--methods", "nearest", "--max-overlap", "0.8")
+        == 2
+    )
+    assert "pass --make-index GAP with it" in capsys.readouterr().err

@@ -31,7 +31,8 @@ from videoscene import arguments
 from videoscene.arguments import resolve_device
 from videoscene.demo import DEMO_ASSETS
 from videoscene.errors import VideoSceneError
-from videoscene.generate import estimate_cameras_for_files, load_cameras_file, load_image, write_outputs
+from videoscene.generate import load_cameras_file, load_image, write_outputs
+from videoscene.geometry.relative_pose import estimate_cameras_for_files
 from videoscene.image_io import MIN_IMAGE_SIDE
 
 try:

@@ -1,15 +1,18 @@
 """Command-line argument types shared by every subcommand: each parses and range-checks its value once,
 so a bad value is one argparse line before anything is loaded (a timestep's range belongs to the model's
-schedule, so only its form is checked here)."""
+schedule, so only its form is checked here). torch is imported only where a device is resolved, so that
+`videoscene --help` starts without it."""
 
 from __future__ import annotations
 
 import argparse
 import re
-
-import torch
+from typing import TYPE_CHECKING
 
 from videoscene.errors import InputError
+
+if TYPE_CHECKING:
+    import torch
 
 MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed and numpy's SeedSequence both take it
 _DEVICE = re.compile(r"(cpu|cuda|cuda:\d+|mps|auto)")
@@ -73,6 +76,8 @@ def positive_int(text: str) -> int:
 def resolve_device(name: str | torch.device | None) -> torch.device:
     """'auto' or None -> cuda when available, else cpu; a CUDA request on a machine without CUDA is one
     line."""
+    import torch
+
     if name in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:

@@ -3,6 +3,8 @@ with ground truth (docs/evaluation.md).
 
     videoscene eval --data DATA/test --index index.json --methods nearest,coarse --weights WEIGHTS --out OUT
     videoscene eval --data lego/test --index lego_index.json --make-index 10 --methods nearest --out OUT
+    videoscene eval --data ROOMS/test --index low.json --make-index 48 --max-overlap 0.7 --methods nearest \
+        --out OUT   # pairs chosen by overlap (needs ROOMS/test/depth)
 
 The paper's Table 1 at our scale (docs/results.md):
 
@@ -21,6 +23,7 @@ from videoscene import arguments
 from videoscene.arguments import resolve_device
 from videoscene.data.evaluation_index import (
     make_evaluation_index,
+    make_overlap_index,
     read_evaluation_index,
     write_evaluation_index,
 )
@@ -28,6 +31,7 @@ from videoscene.errors import VideoSceneError
 from videoscene.evaluation.methods import (
     FAMILIES,
     MethodResources,
+    MethodSpec,
     build_method,
     build_with_pipeline,
     parse_methods,
@@ -67,7 +71,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--weights",
         type=Path,
         default=None,
-        help="weights folder (the prior for coarse; the video models for the rest)",
+        help="weights folder (the prior for coarse; the video models for the rest); default: the bundled "
+        "tiny weights, when a method needs weights",
     )
     parser.add_argument(
         "--seed",
@@ -82,6 +87,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="GAP",
         help="first write --index (must not exist): per scene a context pair GAP frames apart, the frames "
         "between as targets",
+    )
+    parser.add_argument(
+        "--max-overlap",
+        type=float,
+        default=None,
+        metavar="X",
+        help="with --make-index: choose each scene's pair by overlap, at most GAP frames apart: the pair "
+        "whose overlap is the largest at most X (needs <data>/depth; docs/evaluation.md)",
     )
     parser.add_argument(
         "--target-stride",
@@ -167,11 +180,23 @@ def _check_pipeline_resolution(weights: Path | None, config: EvalConfig, pipelin
         )
 
 
+def _default_weights(weights: Path | None, specs: list[MethodSpec]) -> Path | None:
+    """--weights, else the bundled tiny weights (as `generate` does) when a method needs weights; `nearest`
+    alone needs none, and keeps this module's defaults for the resolution and depth range."""
+    if weights is not None or not any(FAMILIES[spec.family].needs_weights for spec in specs):
+        return weights
+    from videoscene.pipeline import BUNDLED_WEIGHTS
+
+    logger.info("no --weights: using the bundled tiny weights %s", BUNDLED_WEIGHTS)
+    return BUNDLED_WEIGHTS
+
+
 def run(args: argparse.Namespace) -> None:
     # 1. Check inputs (cheap checks first: nothing heavy happens before a typo is reported).
     specs = parse_methods(args.methods)
+    weights = _default_weights(args.weights, specs)
     config = EvalConfig.for_weights(
-        args.weights,
+        weights,
         image_size=args.size,
         num_frames=args.frames,
         near=args.near,
@@ -181,12 +206,14 @@ def run(args: argparse.Namespace) -> None:
         max_scenes=args.scenes,
     )
     _check_pipeline_resolution(
-        args.weights, config, [s.name for s in specs if FAMILIES[s.family].builder is build_with_pipeline]
+        weights, config, [s.name for s in specs if FAMILIES[s.family].builder is build_with_pipeline]
     )
     if args.make_index is not None and args.index.exists():
         raise VideoSceneError(
             f"{args.index} already exists; drop --make-index to evaluate it, or choose another --index"
         )
+    if args.max_overlap is not None and args.make_index is None:
+        raise VideoSceneError("--max-overlap chooses the pairs of a new index: pass --make-index GAP with it")
     if args.make_index is None and not args.index.is_file():
         raise VideoSceneError(
             f"evaluation index {args.index} does not exist; pass --make-index GAP to create it"
@@ -196,13 +223,15 @@ def run(args: argparse.Namespace) -> None:
 
     with staged_output_dir(args.out, overwrite=args.overwrite) as stage:
         # 2. Build every method (missing weights fail here, before any scene is read) and LPIPS.
-        resources = MethodResources(args.weights, device)
+        resources = MethodResources(weights, device)
         methods = {spec.name: build_method(spec, resources) for spec in specs}
         lpips = load_lpips(args.lpips, device)
         fvd_detector = I3DFeatures(args.fvd_detector, device) if args.fvd_detector is not None else None
 
         # 3. The evaluation index.
-        if args.make_index is not None:
+        if args.max_overlap is not None:
+            index = make_overlap_index(args.data, args.max_overlap, args.make_index, args.target_stride)
+        elif args.make_index is not None:
             index = make_evaluation_index(args.data, args.make_index, args.target_stride, args.seed)
         else:
             index = read_evaluation_index(args.index)
@@ -214,7 +243,7 @@ def run(args: argparse.Namespace) -> None:
             "data": str(args.data),
             "index": str(args.index),
             "methods": [s.name for s in specs],
-            "weights": None if args.weights is None else str(args.weights),
+            "weights": None if weights is None else str(weights),
             "fvd_detector": None if args.fvd_detector is None else str(args.fvd_detector),
         }
         document = write_report(result, stage, extra, device)

@@ -92,6 +92,7 @@ class MethodFamily:
     usage: str  # the name pattern shown in errors, e.g. "teacher@N"
     parameter: Literal["steps", "timestep"] | None = None
     parameter_required: bool = False
+    needs_weights: bool = True  # without --weights, `videoscene eval` gives it the bundled tiny weights
 
 
 # ---------------------------------------------------------------------------------------------- builders
@@ -209,7 +210,7 @@ def _cached_pipeline(weights: Path, device: torch.device):
 
 
 FAMILIES: dict[str, MethodFamily] = {
-    "nearest": MethodFamily(build_nearest, "nearest"),
+    "nearest": MethodFamily(build_nearest, "nearest", needs_weights=False),
     "coarse": MethodFamily(build_coarse, "coarse"),
     "teacher": MethodFamily(build_with_pipeline, "teacher@N", "steps", parameter_required=True),
     "teacher-leap": MethodFamily(build_with_pipeline, "teacher-leap@N", "steps", parameter_required=True),

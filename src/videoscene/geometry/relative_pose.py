@@ -160,6 +160,21 @@ def choose_focal(
 
 
 # ------------------------------------------------------------------------------------------------- estimation
+def estimate_cameras_for_files(
+    images: Float[Tensor, "2 3 height width"],
+    image_paths: list[str],
+    fov: float | None = None,
+    baseline: float | None = None,
+) -> RelativePoseEstimate:
+    """Estimate the two cameras of an image pair, with the focal length from --fov, else the files' EXIF."""
+    if baseline is not None and not (baseline > 0 and math.isfinite(baseline)):
+        raise VideoSceneError(f"--baseline must be a positive number of scene units, got {baseline}")
+    config = RelativePoseConfig() if baseline is None else RelativePoseConfig(baseline=baseline)
+    return estimate_cameras(
+        images, config, fov_degrees=fov, exif_focals=[exif_focal(path) for path in image_paths]
+    )
+
+
 def estimate_cameras(
     images: Float[Tensor, "2 3 height width"],
     config: RelativePoseConfig = RelativePoseConfig(),
