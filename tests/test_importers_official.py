@@ -108,6 +108,7 @@ def test_import_writes_a_complete_folder_and_reports_the_keys(imported, release,
     pipeline = json.loads((imported / "pipeline.json").read_text())
     assert (pipeline["num_frames"], pipeline["height"], pipeline["width"]) == (FRAMES, HEIGHT, WIDTH)
     assert (pipeline["fallback_timestep"], pipeline["near"], pipeline["far"]) == (549, 1.0, 100.0)
+    assert pipeline["resize"] == "stretch"
     report = json.loads((imported / "import.json").read_text())
     assert report["missing"] == [LEFT_OUT] and report["unexpected"] == [EXTRA]
     link = json.loads((imported / "distilled" / "student" / "base_model.json").read_text())

@@ -282,9 +282,8 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--resize",
         choices=["crop", "stretch"],
-        default="crop",
-        help="bring the images to the model's size by centre-cropping to its aspect ratio (default) or by "
-        "stretching them, as the authors do (docs/generate.md)",
+        help="bring the images to the model's size by centre-cropping to its aspect ratio or by stretching "
+        "them, as the authors do (docs/generate.md); default: the weights' pipeline.json, else crop",
     )
     parser.add_argument(
         "--untiled-vae",

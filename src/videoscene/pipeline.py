@@ -67,6 +67,11 @@ class PipelineConfig:
     # Used when timestep="auto" but the student has no DDPNet (the authors' release uses a fixed 549).
     fallback_timestep: int = 549
     background: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    resize: Literal["crop", "stretch"] = "crop"  # the default of `__call__`'s `resize` for these weights
+
+    def __post_init__(self) -> None:
+        if self.resize not in RESIZE_MODES:
+            raise VideoSceneError(f"pipeline resize {self.resize!r} is not one of {', '.join(RESIZE_MODES)}")
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> PipelineConfig:
@@ -161,7 +166,7 @@ class VideoScenePipeline:
         seed: int = 0,
         near: float | None = None,
         far: float | None = None,
-        resize: Literal["crop", "stretch"] = "crop",
+        resize: Literal["crop", "stretch"] | None = None,
         vae_tiling: bool | None = None,
     ) -> VideoSceneOutput:
         """Generate the video between two views.
@@ -171,7 +176,8 @@ class VideoScenePipeline:
         `num_frames`. `timestep`: "auto" (DDPNet), an int t (start from the render noised to t), or None
         (start from pure noise: the plain teacher / the no-leap ablation). `resize`: "crop" (centre-crop to
         the model's aspect ratio, then resize) or "stretch" (resize to the model's size whatever the aspect
-        ratio, as the authors do; normalised intrinsics are unchanged by it). `vae_tiling`: encode and decode
+        ratio, as the authors do; normalised intrinsics are unchanged by it); None: the weights'
+        `pipeline.json` (crop unless it says otherwise). `vae_tiling`: encode and decode
         in spatial tiles (True) or whole frames (False, the authors' setting, more memory); None keeps the
         weights' setting.
         """
@@ -186,6 +192,7 @@ class VideoScenePipeline:
         far = self.config.far if far is None else far
         if not 0 < near < far:
             raise VideoSceneError(f"need 0 < near < far, got near={near}, far={far}")
+        resize = self.config.resize if resize is None else resize
         if resize not in RESIZE_MODES:
             raise VideoSceneError(f"unknown resize mode {resize!r}; choose one of {', '.join(RESIZE_MODES)}")
         backbone.check_video_size(height, width)

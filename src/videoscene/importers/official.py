@@ -145,6 +145,7 @@ def import_official(
         far=REALESTATE10K_FAR,
         fallback_timestep=timestep,
         background=(0.0, 0.0, 0.0),
+        resize="stretch",
     )
     with staged_output_dir(out, overwrite) as stage:
         write_json_atomic(stage / PIPELINE_CONFIG, asdict(pipeline))
