@@ -44,7 +44,6 @@ from pathlib import Path
 import torch
 from bench_rasterizer import surface_scene
 
-from videoscene import pipeline as pipeline_module
 from videoscene.demo import DEMO_ASSETS
 from videoscene.distill.config import LeapConfig
 from videoscene.distill.student import DistilledStudent
@@ -52,7 +51,7 @@ from videoscene.gaussians.rasterizer import gsplat_available, render, render_ref
 from videoscene.generate import load_cameras_file, load_image
 from videoscene.geometry.image_ops import crop_to_aspect_and_resize
 from videoscene.io_utils import write_json_atomic
-from videoscene.pipeline import PipelineConfig, VideoScenePipeline
+from videoscene.pipeline import PipelineConfig, VideoSceneOutput, VideoScenePipeline
 from videoscene.policy.ddpnet import DDPNet, DDPNetConfig, PolicyConfig
 from videoscene.prior.config import EncoderConfig
 from videoscene.prior.encoder import GaussianEncoder
@@ -275,31 +274,35 @@ def without_gsplat(block: bool) -> Iterator[None]:
 
 
 class StageRecorder:
-    """Peak memory per stage around the pipeline's own stage timer (`videoscene.pipeline._timed`), which
-    keeps recording the seconds. On CUDA: torch.cuda.max_memory_allocated, reset when a stage starts; on
-    the CPU: the process's peak resident set so far (a dry run checks the plumbing, not the number)."""
+    """Seconds and peak memory of the stages measured here (the pipeline reports its own stages' peaks in
+    `VideoSceneOutput.peak_memory`). On CUDA: torch.cuda.max_memory_allocated, reset when a stage starts;
+    on the CPU: the process's peak resident set so far (a dry run checks the plumbing, not the number)."""
 
     def __init__(self, device: torch.device):
         self.cuda = device.type == "cuda"
         self.peak_mib: dict[str, float] = {}
-        self._timed = pipeline_module._timed
 
     @contextmanager
     def stage(self, timings: dict[str, float], name: str) -> Iterator[None]:
         if self.cuda:
+            torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
-        with self._timed(timings, name):
-            yield
-        self.peak_mib[name] = max(self.peak_mib.get(name, 0.0), peak_memory_mib(self.cuda))
+        start = time.perf_counter()
+        yield
+        if self.cuda:
+            torch.cuda.synchronize()
+        timings[name] = timings.get(name, 0.0) + time.perf_counter() - start
+        self.record(name, peak_memory_mib(self.cuda))
 
-    @contextmanager
-    def in_pipeline(self) -> Iterator[None]:
-        """Measure every stage of `VideoScenePipeline.__call__` while inside."""
-        pipeline_module._timed = self.stage
-        try:
-            yield
-        finally:
-            pipeline_module._timed = self._timed
+    def record(self, name: str, mib: float) -> None:
+        self.peak_mib[name] = max(self.peak_mib.get(name, 0.0), mib)
+
+    def record_pipeline(self, output: VideoSceneOutput) -> None:
+        """The pipeline's per-stage peaks on CUDA; on the CPU, the process's peak so far for each stage."""
+        for name in output.timings:
+            if name != "total":
+                cpu = peak_memory_mib(False)
+                self.record(name, output.peak_memory[name] / 2**20 if self.cuda else cpu)
 
 
 def peak_memory_mib(cuda: bool) -> float:
@@ -334,11 +337,11 @@ def time_student(pipe: VideoScenePipeline, recorder: StageRecorder, warmup: int,
     """The one-step student end to end; seconds per stage are medians over the repeats."""
     images, cameras, near, far = demo_inputs()
     samples = []
-    with recorder.in_pipeline():
-        for call in range(warmup + repeats):
-            output = pipe(images, cameras, near=near, far=far, model="student", timestep="auto", seed=call)
-            if call >= warmup:
-                samples.append(output.timings)
+    for call in range(warmup + repeats):
+        output = pipe(images, cameras, near=near, far=far, model="student", timestep="auto", seed=call)
+        recorder.record_pipeline(output)
+        if call >= warmup:
+            samples.append(output.timings)
     seconds = {stage: statistics.median(s[stage] for s in samples) for stage in STAGES}
     return {
         "steps": 1,

@@ -92,6 +92,8 @@ class VideoSceneOutput:
     timestep: int | None  # where the denoising started (None: from pure noise)
     method: str
     timings: dict[str, float] = field(default_factory=dict)
+    # Peak GPU memory allocated during each stage, in bytes (CUDA only; empty on the CPU).
+    peak_memory: dict[str, int] = field(default_factory=dict)
 
 
 class VideoScenePipeline:
@@ -182,6 +184,7 @@ class VideoScenePipeline:
         weights' setting.
         """
         timings: dict[str, float] = {}
+        peak_memory: dict[str, int] = {}
         generator = torch.Generator().manual_seed(seed)
         height, width = self.config.height, self.config.width
 
@@ -218,16 +221,16 @@ class VideoScenePipeline:
         path_cameras = Cameras(path.extrinsics[None], path.intrinsics[None]).to(self.device)
 
         # 4. Coarse 3D: feed-forward Gaussians from the two views (their cameras were checked in step 1)
-        with _timed(timings, "prior"):
+        with _timed(timings, peak_memory, "prior"):
             gaussians = self.prior(context, assume_rigid=True).gaussians
 
         # 5. Coarse video: render the Gaussians along the path
-        with _timed(timings, "render"):
+        with _timed(timings, peak_memory, "render"):
             background = torch.tensor([self.config.background], device=self.device)
             coarse = render_coarse(gaussians, context, path_cameras, (height, width), background).clamp(0, 1)
 
         # 6. Encode the render (x₀ʳ) and the two views (condition latents [first, 0, …, 0, last])
-        with _timed(timings, "vae_encode"), backbone.vae_tiling(vae_tiling):
+        with _timed(timings, peak_memory, "vae_encode"), backbone.vae_tiling(vae_tiling):
             dtype = backbone.vae.dtype
             render_latents = backbone.encode_video(coarse.to(dtype), generator=generator)
             condition = encode_condition_frames(
@@ -239,14 +242,14 @@ class VideoScenePipeline:
             )
 
         # 7. Choose where the denoising starts (DDPNet reads x₀ʳ and, if trained so, the views' disagreement)
-        with _timed(timings, "policy"):
+        with _timed(timings, peak_memory, "policy"):
             start = self._start_timestep(
                 backbone, model, timestep, render_latents, gaussians, context, path_cameras
             )
         start_t = None if start is None else int(start[0])
 
         # 8. Denoise: one student step from the leap, or the multi-step teacher
-        with _timed(timings, "denoise"):
+        with _timed(timings, peak_memory, "denoise"):
             if model == "teacher":
                 sampling = SamplingConfig(num_steps=num_steps, start_timestep=start_t)
                 start_latents = None if start is None else render_latents
@@ -257,7 +260,7 @@ class VideoScenePipeline:
                 latents = self._student(model).generate(render_latents, condition, start, generator=generator)
 
         # 9. Decode
-        with _timed(timings, "vae_decode"), backbone.vae_tiling(vae_tiling):
+        with _timed(timings, peak_memory, "vae_decode"), backbone.vae_tiling(vae_tiling):
             frames = backbone.decode_latents(latents)
         timings["total"] = sum(timings.values())
 
@@ -270,6 +273,7 @@ class VideoScenePipeline:
             timestep=start_t,
             method=method,
             timings=timings,
+            peak_memory=peak_memory,
         )
 
     # --------------------------------------------------------------------------------------------------------
@@ -436,11 +440,15 @@ def check_memory(num_frames: int, height: int, width: int, device: torch.device)
 
 
 @contextmanager
-def _timed(timings: dict[str, float], name: str) -> Iterator[None]:
-    if torch.cuda.is_available():
+def _timed(timings: dict[str, float], peak_memory: dict[str, int], name: str) -> Iterator[None]:
+    """Add the stage's seconds to `timings[name]`; on CUDA, also its peak allocated memory."""
+    cuda = torch.cuda.is_available()
+    if cuda:
         torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
     yield
-    if torch.cuda.is_available():
+    if cuda:
         torch.cuda.synchronize()
+        peak_memory[name] = max(peak_memory.get(name, 0), torch.cuda.max_memory_allocated())
     timings[name] = timings.get(name, 0.0) + time.perf_counter() - start
