@@ -23,6 +23,7 @@ LAYERS = [
     ["videoscene.video"],
     ["videoscene.policy"],
     ["videoscene.distill"],
+    ["videoscene.outputs"],
     ["videoscene.pipeline"],
     ["videoscene.evaluation", "videoscene.generate", "videoscene.importers"],
     ["videoscene.demo"],

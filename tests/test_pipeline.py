@@ -197,6 +197,7 @@ def test_generate_cli_writes_every_output(tiny_weights, tmp_path):
         "coarse.mp4",
         "frames",
         "gaussians.ply",
+        "cameras.json",
         "comparison.png",
         "report.json",
         OUTPUT_MARKER,
@@ -339,3 +340,38 @@ def test_ddpnet_resampling_keeps_the_trained_length_unchanged_and_the_ends_exact
     torch.testing.assert_close(resampled[:, 0], longer[:, 0])
     torch.testing.assert_close(resampled[:, -1], longer[:, -1])
     torch.testing.assert_close(resampled[:, 2], longer[:, 6])  # the middle frame lands on the middle frame
+
+
+def test_the_api_takes_pil_images_without_cameras_and_saves_what_the_cli_writes(tiny_weights, tmp_path):
+    from videoscene.data.synthetic import render_scene
+
+    frames, _, _, _ = render_scene(5, 0, 2, 192, 288)  # enough texture at this size to estimate the pose
+    pil = [Image.fromarray(frame) for frame in frames]
+    pipe = VideoScenePipeline.from_pretrained(tiny_weights).to("cpu")
+    output = pipe(images=pil, seed=1)  # cameras estimated from the pair
+    assert output.frames.shape == (FRAMES, 3, HEIGHT, WIDTH) and len(output.images) == FRAMES
+    assert output.images[0].size == (WIDTH, HEIGHT) and output.images[0].mode == "RGB"
+    # The same pair as arrays and as a tensor gives the same video.
+    as_arrays = pipe(images=[np.asarray(image) for image in pil], seed=1)
+    torch.testing.assert_close(as_arrays.frames, output.frames)
+    out = output.save(tmp_path / "out")
+    assert {p.name for p in out.iterdir()} >= {"video.mp4", "gaussians.ply", "cameras.json", "report.json"}
+    cameras = json.loads((out / "cameras.json").read_text())
+    assert len(cameras) == FRAMES and cameras[0]["img_name"] == "frames/000.png"
+    with unchecked(), pytest.raises(VideoSceneError, match="an image must be"):
+        pipe(images=[pil[0], 3])
+
+
+def test_a_y_up_export_turns_the_world_half_about_x(tiny_weights, tmp_path):
+    pipe = VideoScenePipeline.from_pretrained(tiny_weights)
+    images, cameras = two_views()
+    output = pipe(images, cameras, seed=1)
+    plain, y_up = output.save(tmp_path / "plain"), output.save(tmp_path / "y_up", y_up=True)
+    a, b = load_ply(plain / "gaussians.ply"), load_ply(y_up / "gaussians.ply")
+    flip = torch.tensor([1.0, -1.0, -1.0])
+    torch.testing.assert_close(b.means, a.means * flip)
+    before, after = (json.loads((folder / "cameras.json").read_text())[0] for folder in (plain, y_up))
+    torch.testing.assert_close(
+        torch.tensor(after["rotation"]), torch.tensor(before["rotation"]) * flip[:, None], atol=1e-6, rtol=0
+    )
+    assert json.loads((y_up / "report.json").read_text())["world_frame"].startswith("y-up")

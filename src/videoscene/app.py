@@ -31,7 +31,7 @@ from videoscene import arguments
 from videoscene.arguments import resolve_device
 from videoscene.demo import DEMO_ASSETS
 from videoscene.errors import VideoSceneError
-from videoscene.generate import load_cameras_file, load_image, write_outputs
+from videoscene.generate import load_cameras_file, load_image
 from videoscene.geometry.relative_pose import estimate_cameras_for_files
 from videoscene.image_io import MIN_IMAGE_SIDE
 
@@ -167,8 +167,13 @@ class VideoSceneApp:
             "seed": seed,
             "fov": fov,
         }
-        write_outputs(
-            out, images, output, self.pipeline, record, extra_report={"cameras_source": camera_report}
+        output.save(
+            out,
+            report={
+                "pipeline": self.pipeline.describe(),
+                "arguments": record,
+                "cameras_source": camera_report,
+            },
         )
         self._prune_runs()
         progress(1.0, desc="done")

@@ -18,20 +18,16 @@ from __future__ import annotations
 
 import argparse
 import math
-import platform
-import sys
 from pathlib import Path
 
 import torch
-from PIL import Image
 
-from videoscene import __version__, arguments
+from videoscene import arguments
 from videoscene.arguments import resolve_device
 from videoscene.errors import VideoSceneError
-from videoscene.gaussians.ply import save_ply
 from videoscene.geometry.cameras import normalize_intrinsics, opengl_to_opencv
-from videoscene.image_io import MAX_IMAGE_PIXELS, MIN_IMAGE_SIDE, read_rgb, to_uint8, write_mp4
-from videoscene.io_utils import check_output_dir, read_json_object, staged_output_dir, write_json_atomic
+from videoscene.image_io import MAX_IMAGE_PIXELS, MIN_IMAGE_SIDE, read_rgb
+from videoscene.io_utils import check_output_dir, read_json_object
 from videoscene.types import Cameras
 
 
@@ -114,86 +110,6 @@ def _depth(path, raw: dict, key: str) -> float | None:
     return float(value)
 
 
-def plot_comparison(path: Path, images: torch.Tensor, output, columns: int = 5) -> None:
-    """comparison.png: labelled rows (the two input views · the coarse render · the generated video, with its
-    method and t) at evenly spaced, numbered frames; small videos are upscaled with nearest neighbours."""
-    from matplotlib.figure import Figure
-
-    frames, coarse = output.frames, output.coarse_frames
-    picks = torch.linspace(0, frames.shape[0] - 1, columns).round().long().tolist()
-    height, width = frames.shape[-2:]
-    inputs = torch.nn.functional.interpolate(images, size=(height, width), mode="area")
-    start = "pure noise" if output.timestep is None else f"t = {output.timestep}"
-    rows = {
-        "inputs": {0: inputs[0], columns - 1: inputs[1]},
-        "coarse render": {c: coarse[k] for c, k in enumerate(picks)},
-        f"generated\n{output.method}, {start}": {c: frames[k] for c, k in enumerate(picks)},
-    }
-    panel = 1.7  # inches per panel width: 5 columns at 100 dpi are 850 pixels wide
-    figure = Figure(
-        figsize=(panel * columns + 0.5, panel * height / width * len(rows) + 0.5), layout="constrained"
-    )
-    grid = figure.subplots(len(rows), columns, squeeze=False)
-    for r, (label, panels) in enumerate(rows.items()):
-        for c in range(columns):
-            axes = grid[r][c]
-            axes.set_xticks([])
-            axes.set_yticks([])
-            if c in panels:
-                axes.imshow(to_uint8(panels[c]).permute(1, 2, 0).numpy(), interpolation="nearest")
-            else:
-                axes.set_frame_on(False)
-            if r == 0 and c in panels:
-                axes.set_title("first view" if c == 0 else "last view", fontsize=8)
-            if r == 1:
-                axes.set_title(f"frame {picks[c]}", fontsize=8)
-            if c == 0:
-                axes.set_ylabel(label, fontsize=8)
-    figure.savefig(path, dpi=100)
-
-
-def write_outputs(
-    out: Path,
-    images: torch.Tensor,
-    output,
-    pipeline,
-    args_record: dict,
-    overwrite: bool = False,
-    extra_report: dict | None = None,
-) -> None:
-    with staged_output_dir(out, overwrite=overwrite) as stage:
-        write_mp4(stage / "video.mp4", output.frames)
-        write_mp4(stage / "coarse.mp4", output.coarse_frames)
-        (stage / "frames").mkdir()
-        for index, frame in enumerate(to_uint8(output.frames).permute(0, 2, 3, 1).numpy()):
-            Image.fromarray(frame).save(stage / "frames" / f"{index:03d}.png")
-        save_ply(stage / "gaussians.ply", output.gaussians)
-        plot_comparison(stage / "comparison.png", images, output)
-        write_json_atomic(
-            stage / "report.json",
-            {
-                "method": output.method,
-                "timestep": output.timestep,
-                "num_frames": int(output.frames.shape[0]),
-                "resolution": list(output.frames.shape[-2:]),
-                "timings_seconds": {k: round(v, 4) for k, v in output.timings.items()},
-                "cameras": {
-                    "extrinsics": output.cameras.extrinsics.tolist(),
-                    "intrinsics": output.cameras.intrinsics.tolist(),
-                },
-                "pipeline": pipeline.describe(),
-                "arguments": args_record,
-                **(extra_report or {}),
-                "versions": {
-                    "videoscene": __version__,
-                    "torch": torch.__version__,
-                    "python": sys.version.split()[0],
-                    "platform": platform.platform(),
-                },
-            },
-        )
-
-
 def generate(args: argparse.Namespace, image_paths: list[str], cameras_path: str | None) -> None:
     from videoscene.pipeline import VideoScenePipeline
 
@@ -246,14 +162,16 @@ def generate(args: argparse.Namespace, image_paths: list[str], cameras_path: str
 
     # 3. Write everything, or nothing
     record = {k: v for k, v in vars(args).items() if not k.startswith("_")}
-    write_outputs(out, images, output, pipeline, record, overwrite=args.overwrite, extra_report=extra_report)
+    report = {"pipeline": pipeline.describe(), "arguments": record, **extra_report}
+    output.save(out, overwrite=args.overwrite, y_up=args.y_up, report=report)
     timings = ", ".join(f"{k} {v:.2f}s" for k, v in output.timings.items())
     estimated = extra_report.get("estimated_cameras")
     cameras_note = f"; cameras estimated from {estimated['num_inliers']} inlier matches" if estimated else ""
     print(f"wrote {out} ({output.method}, t={output.timestep}; {timings}{cameras_note})")
     print(f"  open first: {out / 'comparison.png'} (inputs, coarse render, generated)")
     print(
-        f"  also: video.mp4, coarse.mp4, frames/ ({output.frames.shape[0]} PNGs), gaussians.ply, report.json"
+        f"  also: video.mp4, coarse.mp4, frames/ ({output.frames.shape[0]} PNGs), gaussians.ply + "
+        f"cameras.json{' (y-up world)' if args.y_up else ''}, report.json"
     )
 
 
@@ -284,6 +202,12 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
         choices=["crop", "stretch"],
         help="bring the images to the model's size by centre-cropping to its aspect ratio or by stretching "
         "them, as the authors do (docs/generate.md); default: the weights' pipeline.json, else crop",
+    )
+    parser.add_argument(
+        "--y-up",
+        action="store_true",
+        help="write gaussians.ply and cameras.json in a y-up world (camera 0 turned half about x), which "
+        "splat viewers that assume y up show the right way up; default: camera 0's OpenCV axes (y down)",
     )
     parser.add_argument(
         "--untiled-vae",

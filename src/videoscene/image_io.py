@@ -64,6 +64,11 @@ def read_rgb(
             raise InputError(
                 f"image {path} cannot be decoded ({type(error).__name__}: {error}); give a PNG or JPEG file"
             ) from None
+    return _flatten_alpha(array, background, path.name)
+
+
+def _flatten_alpha(array: np.ndarray, background: str, name: str) -> np.ndarray:
+    """uint8 RGB or RGBA [H, W, 3|4] -> uint8 RGB, transparency composited onto `background`."""
     if array.shape[-1] == 3:
         return array
     if background not in BACKGROUNDS:
@@ -71,7 +76,7 @@ def read_rgb(
     rgba = array.astype(np.float32) / 255
     alpha = rgba[..., 3:]
     if (alpha < 1).any():
-        logger.info("image %s has transparent pixels: composited onto %s", path.name, background)
+        logger.info("image %s has transparent pixels: composited onto %s", name, background)
     composite = rgba[..., :3] * alpha + BACKGROUNDS[background] * (1 - alpha)
     return to_uint8(torch.from_numpy(composite)).numpy()
 
@@ -154,3 +159,31 @@ def write_mp4(path: str | Path, frames: Tensor, fps: int = 8) -> None:
     encoded = encode_mp4(pixels, fps)
     with atomic_path(path) as tmp:
         tmp.write_bytes(encoded)
+
+
+ImageLike = Image.Image | str | Path | np.ndarray | Tensor
+
+
+def as_image_tensor(image: ImageLike) -> Float[Tensor, "3 height width"]:
+    """One image in any of the forms the pipeline accepts -> float [3, H, W] in [0, 1]: a PIL image, a file
+    path (read as `read_rgb` does), an [H, W, 3] array (uint8, or floats in [0, 1]) or a [3, H, W] tensor
+    (uint8, or floats in [0, 1])."""
+    if isinstance(image, str | Path):
+        return torch.from_numpy(read_rgb(image).copy()).permute(2, 0, 1).float() / 255
+    if isinstance(image, Image.Image):
+        image = _flatten_alpha(_to_rgb_or_rgba(image), "white", "given as a PIL image")
+    if isinstance(image, np.ndarray):
+        if image.ndim != 3 or image.shape[-1] != 3:
+            raise InputError(f"an image array must be [height, width, 3], got {list(image.shape)}")
+        image = torch.from_numpy(np.array(image)).permute(2, 0, 1)  # a copy: arrays may be read-only
+    if not isinstance(image, Tensor) or image.ndim != 3 or image.shape[0] != 3:
+        shape = list(image.shape) if isinstance(image, Tensor) else type(image).__name__
+        raise InputError(
+            f"an image must be a PIL image, a path, an [H, W, 3] array or a [3, H, W] tensor; got {shape}"
+        )
+    if image.dtype == torch.uint8:
+        return image.float() / 255
+    image = image.float()
+    if not torch.isfinite(image).all() or image.min() < 0 or image.max() > 1:
+        raise InputError("float images must hold values in [0, 1]; divide 8-bit images by 255")
+    return image

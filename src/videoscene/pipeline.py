@@ -18,9 +18,9 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -39,7 +39,9 @@ from videoscene.geometry.image_ops import (
 )
 from videoscene.geometry.image_ops import resize as stretch_to_size
 from videoscene.geometry.trajectory import interpolate_cameras
+from videoscene.image_io import ImageLike, as_image_tensor
 from videoscene.io_utils import read_json_object
+from videoscene.outputs import VideoSceneOutput
 from videoscene.policy.ddpnet import policy_inputs
 from videoscene.prior.encoder import GaussianEncoder
 from videoscene.prior.render import render_coarse
@@ -81,19 +83,6 @@ class PipelineConfig:
             return cls(**{**raw, "background": tuple(raw.get("background", cls.background))})
         except TypeError as error:
             raise VideoSceneError(f"pipeline config {path} has unknown fields ({error})") from None
-
-
-@dataclass
-class VideoSceneOutput:
-    frames: Float[Tensor, "frame 3 height width"]
-    coarse_frames: Float[Tensor, "frame 3 height width"]
-    gaussians: Gaussians
-    cameras: Cameras  # the cameras the frames show, with intrinsics at the model's resolution
-    timestep: int | None  # where the denoising started (None: from pure noise)
-    method: str
-    timings: dict[str, float] = field(default_factory=dict)
-    # Peak GPU memory allocated during each stage, in bytes (CUDA only; empty on the CPU).
-    peak_memory: dict[str, int] = field(default_factory=dict)
 
 
 class VideoScenePipeline:
@@ -154,12 +143,25 @@ class VideoScenePipeline:
             device,
         )
 
+    def to(self, device: str | torch.device) -> VideoScenePipeline:
+        """Move every component to `device` (like a diffusers pipeline); returns the pipeline."""
+        self.device = resolve_device(device)
+        self.prior.to(self.device)
+        for student in (self.distilled, self.distilled_noleap):
+            if student is not None:
+                student.student.to(self.device)
+                if student.ddpnet is not None:
+                    student.ddpnet.to(self.device)
+        if self.teacher is not None:
+            self.teacher.to(self.device)
+        return self
+
     # --------------------------------------------------------------------------------------------------------
     @torch.no_grad()
     def __call__(
         self,
-        images: Float[Tensor, "2 3 height width"],
-        cameras: Cameras,
+        images: Float[Tensor, "2 3 height width"] | Sequence[ImageLike],
+        cameras: Cameras | None = None,
         target_cameras: Cameras | None = None,
         num_frames: int | None = None,
         timestep: int | Literal["auto"] | None = "auto",
@@ -173,7 +175,10 @@ class VideoScenePipeline:
     ) -> VideoSceneOutput:
         """Generate the video between two views.
 
-        `cameras`: the two views' cameras (OpenCV camera-to-world, normalised intrinsics). `target_cameras`:
+        `images`: a [2, 3, H, W] tensor in [0, 1], or two images as PIL images, paths, [H, W, 3] arrays or
+        [3, H, W] tensors (`image_io.as_image_tensor`). `cameras`: the two views' cameras (OpenCV
+        camera-to-world, normalised intrinsics), or None to estimate them from the pair (SIFT, essential
+        matrix, 60° field of view, baseline 1; near and far from the estimate unless given). `target_cameras`:
         the F cameras to render (F = 8k+1, both views included), or None for an interpolated path of
         `num_frames`. `timestep`: "auto" (DDPNet), an int t (start from the render noised to t), or None
         (start from pure noise: the plain teacher / the no-leap ablation). `resize`: "crop" (centre-crop to
@@ -188,8 +193,20 @@ class VideoScenePipeline:
         generator = torch.Generator().manual_seed(seed)
         height, width = self.config.height, self.config.width
 
-        # 1. Check inputs
+        # 1. Check inputs (and estimate the cameras of an unposed pair)
         backbone = self._backbone(model, num_steps)
+        if not isinstance(images, Tensor):
+            images = torch.stack([as_image_tensor(image) for image in images])
+        if cameras is None:
+            from videoscene.geometry.relative_pose import estimate_cameras  # OpenCV only for unposed input
+
+            if target_cameras is not None:
+                raise VideoSceneError("target cameras need the views' cameras too; pass cameras")
+            self._check_images(images)
+            estimate = estimate_cameras(images.float().cpu())
+            cameras = estimate.cameras
+            near = estimate.near if near is None else near
+            far = estimate.far if far is None else far
         self._check_inputs(images, cameras, target_cameras)
         near = self.config.near if near is None else near
         far = self.config.far if far is None else far
@@ -272,6 +289,7 @@ class VideoScenePipeline:
             cameras=Cameras(path.extrinsics.cpu(), path.intrinsics.cpu()),
             timestep=start_t,
             method=method,
+            inputs=context.image[0].float().cpu(),
             timings=timings,
             peak_memory=peak_memory,
         )
@@ -300,7 +318,8 @@ class VideoScenePipeline:
             )
         return self._student(model).student
 
-    def _check_inputs(self, images: Tensor, cameras: Cameras, target_cameras: Cameras | None) -> None:
+    @staticmethod
+    def _check_images(images: Tensor) -> None:
         if images.ndim != 4 or images.shape[0] != 2 or images.shape[1] != 3:
             raise VideoSceneError(
                 f"need exactly two RGB images as a [2, 3, H, W] tensor, got shape {list(images.shape)}"
@@ -308,6 +327,9 @@ class VideoScenePipeline:
         check_finite("images", images)
         if images.min() < 0 or images.max() > 1:
             raise VideoSceneError("images must be floats in [0, 1]")
+
+    def _check_inputs(self, images: Tensor, cameras: Cameras, target_cameras: Cameras | None) -> None:
+        self._check_images(images)
         if cameras.extrinsics.shape != (2, 4, 4) or cameras.intrinsics.shape != (2, 3, 3):
             raise VideoSceneError(
                 "need two cameras: extrinsics [2, 4, 4] and intrinsics [2, 3, 3], got "
