@@ -1,23 +1,27 @@
 """`videoscene app`'s request handler, called directly (no browser) on a pipeline with tiny random weights."""
 
 import json
+import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 gr = pytest.importorskip("gradio")
 
 from weights_factory import DDPNET_TIMESTEPS, FRAMES, HEIGHT, WIDTH
 
-from videoscene.app import AppConfig, VideoSceneApp
+from videoscene.app import FRAME_CHOICES, AppConfig, VideoSceneApp, example_rows
 from videoscene.cli import main
 from videoscene.data.synthetic import render_scene
 from videoscene.gaussians.ply import load_ply
+from videoscene.geometry.relative_pose import estimate_cameras_for_files
 from videoscene.pipeline import VideoScenePipeline
 
 pytestmark = pytest.mark.usefixtures("one_thread")
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -47,8 +51,22 @@ def test_generate_with_estimated_cameras_writes_videos_and_ply(pipeline, photos,
 
     for path in (result.video, result.coarse_video):
         assert iio.imread(path, plugin="pyav").shape == (FRAMES, HEIGHT, WIDTH, 3)
-    assert [Path(path).name for path in result.downloads] == ["video.mp4", "gaussians.ply"]
-    assert len(load_ply(result.downloads[1])) == 2 * HEIGHT * WIDTH
+    assert [Path(path).name for path in result.downloads] == [
+        "video.mp4",
+        "coarse.mp4",
+        "frames.zip",
+        "gaussians.ply",
+        "cameras.json",
+    ]
+    assert result.gaussians == result.downloads[3] and len(load_ply(result.gaussians)) == 2 * HEIGHT * WIDTH
+    with zipfile.ZipFile(result.downloads[2]) as bundle:
+        assert bundle.namelist() == [f"frames/{index:03d}.png" for index in range(FRAMES)]
+        assert (
+            bundle.read("frames/000.png") == (Path(result.video).parent / "frames" / "000.png").read_bytes()
+        )
+    # Camera 0's OpenCV frame (y down), which Gradio's splat viewer shows upright (docs/app.md), not y-up.
+    cameras = json.loads(Path(result.downloads[4]).read_text())
+    np.testing.assert_allclose(cameras[0]["rotation"], np.eye(3), atol=1e-6)
     report = result.report
     assert report["timestep"] in DDPNET_TIMESTEPS and report["timestep_source"] == "DDPNet"
     assert report["cameras"]["source"] == "estimated" and report["cameras"]["num_inliers"] >= 20
@@ -71,6 +89,71 @@ def test_generate_with_estimated_cameras_writes_videos_and_ply(pipeline, photos,
     )
     saved = json.loads((Path(result.video).parent / "report.json").read_text())
     assert saved["cameras_source"]["num_inliers"] == report["cameras"]["num_inliers"]
+    assert saved["world_frame"] == "camera 0, OpenCV axes" and saved["camera_path"] == "interpolate"
+    assert "**Camera path**: between the two views." in result.summary
+
+
+@pytest.mark.parametrize("frames", FRAME_CHOICES)
+def test_every_offered_frame_count_works_on_both_paths(pipeline, photos, tmp_path, frames):
+    """The extended path: the input views are frames m and 3m (m = (F - 1) / 4) of the cameras written, and
+    the path goes on beyond them by half the distance between them."""
+    app = VideoSceneApp(pipeline, AppConfig(output_root=tmp_path / "runs"))
+    views = json.loads(Path(photos[1]).read_text())["cameras"]
+    centres = np.array([view["extrinsics"] for view in views])[:, :3, 3]
+    for trajectory in ("interpolate", "extend"):
+        result = app.generate(*photos[0], cameras_file=photos[1], frames=str(frames), trajectory=trajectory)
+        assert result.report["num_frames"] == frames and result.report["camera_path"] == trajectory
+        written = np.array(
+            [camera["position"] for camera in json.loads(Path(result.downloads[4]).read_text())]
+        )
+        m = (frames - 1) // 4
+        ends = (0, frames - 1) if trajectory == "interpolate" else (m, 3 * m)
+        np.testing.assert_allclose(written[list(ends)], centres, atol=1e-5)
+    np.testing.assert_allclose(written[0], centres[0] - (centres[1] - centres[0]) / 2, atol=1e-5)
+    np.testing.assert_allclose(written[-1], centres[1] + (centres[1] - centres[0]) / 2, atol=1e-5)
+    assert "extended beyond both views" in result.summary
+
+
+def test_baseline_scales_the_estimated_cameras(pipeline, photos, tmp_path):
+    app = VideoSceneApp(pipeline, AppConfig(output_root=tmp_path / "runs"))
+    result = app.generate(*photos[0], baseline=0.25)
+    second = json.loads(Path(result.downloads[4]).read_text())[-1]["position"]
+    assert np.linalg.norm(second) == pytest.approx(0.25, rel=1e-5)
+    assert (
+        json.loads((Path(result.video).parent / "report.json").read_text())["arguments"]["baseline"] == 0.25
+    )
+
+
+def test_examples_are_bundled_small_and_made_by_the_script(monkeypatch):
+    """Every example's files ship in the package (a few tens of KB), are the synthetic rooms that
+    benchmarks/make_app_examples.py renders, and the pair without cameras has poses that can be estimated."""
+    monkeypatch.syspath_prepend(str(REPO_ROOT / "benchmarks"))
+    import make_app_examples
+
+    rows, labels = example_rows()
+    assert len(rows) == len(labels) >= 3
+    package = Path(__import__("videoscene").__file__).parent
+    for row in rows:
+        assert all(Path(path).is_file() and Path(path).is_relative_to(package) for path in row[:3] if path)
+        assert row[3] in {str(count) for count in FRAME_CHOICES} and row[4] in ("interpolate", "extend")
+    assert any(row[2] is None for row in rows) and any(row[4] == "extend" for row in rows)
+    folder = package / "assets" / "examples"
+    assert sum(path.stat().st_size for path in folder.rglob("*") if path.is_file()) < 60_000
+    for name, scene in make_app_examples.EXAMPLES.items():
+        frames, cameras = make_app_examples.render_example(scene)
+        paths = [str(folder / name / f"view_{index}{scene.suffix}") for index in (0, 1)]
+        stored = np.stack([np.asarray(Image.open(path).convert("RGB")) for path in paths]).astype(int)
+        tolerance = 0 if scene.suffix == ".png" else 4  # JPEG: mean error of quality-90 compression
+        assert np.abs(stored - frames).mean() <= tolerance
+        if cameras is None:
+            images = torch.from_numpy(stored).permute(0, 3, 1, 2).float() / 255
+            assert estimate_cameras_for_files(images, paths).summary()["num_inliers"] >= 40
+        else:
+            saved = json.loads((folder / name / "cams.json").read_text())
+            np.testing.assert_allclose(
+                [camera["extrinsics"] for camera in saved["cameras"]],
+                [camera["extrinsics"] for camera in cameras["cameras"]],
+            )
 
 
 def test_generate_with_cameras_file_fixed_timestep_and_seed(pipeline, photos, tmp_path):
@@ -125,6 +208,10 @@ def _bad_request(case: str, photos, tmp_path: Path) -> tuple[dict, AppConfig]:
         request["cameras_file"] = str(tmp_path / "cams.json")
     elif case == "fov":
         request["fov"] = 400
+    elif case == "trajectory":
+        request["trajectory"] = "spiral"
+    elif case == "baseline":
+        request["baseline"] = -1
     return request, config
 
 
@@ -142,6 +229,8 @@ def _bad_request(case: str, photos, tmp_path: Path) -> tuple[dict, AppConfig]:
         ("frames", "frames must be one of"),
         ("cameras", "not valid JSON"),
         ("fov", "field of view"),
+        ("trajectory", "trajectory must be one of interpolate, extend"),
+        ("baseline", "baseline must be a positive number"),
     ],
 )
 def test_bad_requests_surface_as_one_line_messages(pipeline, photos, tmp_path, case, message):
@@ -161,11 +250,16 @@ def test_page_builds_with_the_expected_controls(pipeline, tmp_path):
         "image-b",
         "cameras",
         "frames",
+        "trajectory",
         "timestep",
         "seed",
+        "fov",
+        "baseline",
         "generate",
+        "examples",
         "coarse-video",
         "video",
+        "gaussians",
         "summary",
         "downloads",
     } <= ids

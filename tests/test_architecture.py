@@ -19,6 +19,7 @@ LAYERS = [
     ["videoscene.metrics"],
     ["videoscene.data", "videoscene.gaussians"],
     ["videoscene.training"],
+    ["videoscene.reconstruct"],
     ["videoscene.prior"],
     ["videoscene.video"],
     ["videoscene.policy"],

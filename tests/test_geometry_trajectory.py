@@ -5,7 +5,13 @@ from scipy.spatial.transform import Rotation
 
 from videoscene.errors import VideoSceneError
 from videoscene.geometry.cameras import check_rigid
-from videoscene.geometry.trajectory import camera_path, interpolate_cameras
+from videoscene.geometry.trajectory import (
+    camera_path,
+    extended_cameras,
+    interpolate_cameras,
+    interpolate_keyframes,
+    two_view_path,
+)
 
 
 def camera(rotvec, center) -> torch.Tensor:
@@ -84,3 +90,45 @@ def test_bad_paths():
     not_rigid[:3, :3] *= 2
     with pytest.raises(VideoSceneError, match="rigid"):
         interpolate_cameras(not_rigid, B, K_A, K_B, 5)
+
+
+@pytest.mark.parametrize("num_frames", [9, 17, 25, 49])
+def test_extended_path_continues_the_geodesic_beyond_both_views(num_frames):
+    extrinsics, intrinsics = extended_cameras(A, B, K_A, K_B, num_frames)
+    m = (num_frames - 1) // 4
+    assert extrinsics.shape == (num_frames, 4, 4)
+    # The views are frames m and 3m, bit-exact; between them the path is the interpolated one.
+    assert torch.equal(extrinsics[m], A) and torch.equal(extrinsics[3 * m], B)
+    assert torch.equal(intrinsics[m], K_A) and torch.equal(intrinsics[3 * m], K_B)
+    inner, inner_intrinsics = interpolate_cameras(A, B, K_A, K_B, 2 * m + 1)
+    torch.testing.assert_close(extrinsics[m : 3 * m + 1], inner, atol=1e-12, rtol=0)
+    torch.testing.assert_close(intrinsics[m : 3 * m + 1], inner_intrinsics, atol=1e-12, rtol=0)
+    check_rigid(extrinsics, atol=1e-9)
+    # Beyond the views: the same angular and linear speed, on the same great circle and line ...
+    total = angle_between(A[:3, :3], B[:3, :3])
+    steps = [angle_between(extrinsics[i, :3, :3], extrinsics[i + 1, :3, :3]) for i in range(num_frames - 1)]
+    np.testing.assert_allclose(steps, total / (2 * m), atol=1e-9)
+    assert angle_between(extrinsics[0, :3, :3], B[:3, :3]) == pytest.approx(1.5 * total, abs=1e-9)
+    torch.testing.assert_close(extrinsics[0, :3, 3], A[:3, 3] - 0.5 * (B[:3, 3] - A[:3, 3]))
+    torch.testing.assert_close(extrinsics[-1, :3, 3], B[:3, 3] + 0.5 * (B[:3, 3] - A[:3, 3]))
+    # ... while a change of intrinsics stops at the views.
+    assert torch.equal(intrinsics[0], K_A) and torch.equal(intrinsics[-1], K_B)
+
+
+def test_two_view_path_agrees_with_the_keyframe_slerp_inside_the_views():
+    times = torch.tensor([0.0, 0.1, 0.35, 0.8, 1.0], dtype=torch.float64)
+    ours = two_view_path(A, B, K_A, K_B, times)
+    slerp = interpolate_keyframes(
+        torch.stack([A, B]), torch.stack([K_A, K_B]), torch.tensor([0.0, 1.0], dtype=torch.float64), times
+    )
+    for a, b in zip(ours, slerp):
+        torch.testing.assert_close(a, b, atol=1e-12, rtol=0)
+
+
+def test_bad_extended_paths():
+    with pytest.raises(VideoSceneError, match="extend must be"):
+        extended_cameras(A, B, K_A, K_B, 9, extend=-0.1)
+    with pytest.raises(VideoSceneError, match="at least 2"):
+        extended_cameras(A, B, K_A, K_B, 1)
+    with pytest.raises(VideoSceneError, match="finite"):
+        two_view_path(A, B, K_A, K_B, torch.tensor([0.0, float("nan")], dtype=torch.float64))

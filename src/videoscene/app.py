@@ -1,10 +1,11 @@
 """`videoscene app`: a Gradio web app around `VideoScenePipeline` (docs/app.md).
 
 Upload two photos (and optionally a cams.json; without one the cameras are estimated from the photos by
-`geometry.relative_pose`), pick the frame count, the timestep ("auto" = DDPNet) and the seed, and get the
-coarse render and the generated video side by side, the timestep used, the per-stage timings, and the mp4
-and the Gaussians (.ply) to download. The pipeline is loaded once, when the app starts; the server binds to
-127.0.0.1 unless --host says otherwise.
+`geometry.relative_pose`, at a chosen field of view and baseline), or click an example; pick the frame count,
+the camera path (between the views, or extended beyond both), the timestep ("auto" = DDPNet) and the seed,
+and get the coarse render and the generated video side by side, the 3D Gaussians in a viewer, the timestep
+used, the per-stage timings, and the videos, frames, Gaussians and cameras to download. The pipeline is
+loaded once, when the app starts; the server binds to 127.0.0.1 unless --host says otherwise.
 
 `VideoSceneApp.generate` is the whole request handler and needs no browser: tests call it directly.
 """
@@ -21,6 +22,7 @@ import shutil
 import tempfile
 import threading
 import weakref
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,8 +34,12 @@ from videoscene.arguments import resolve_device
 from videoscene.demo import DEMO_ASSETS
 from videoscene.errors import VideoSceneError
 from videoscene.generate import load_cameras_file, load_image
+from videoscene.geometry.cameras import check_rigid
 from videoscene.geometry.relative_pose import estimate_cameras_for_files
+from videoscene.geometry.trajectory import extended_cameras
 from videoscene.image_io import MIN_IMAGE_SIDE
+from videoscene.io_utils import atomic_path
+from videoscene.types import Cameras
 
 try:
     import gradio as gr
@@ -43,6 +49,12 @@ except ImportError:  # the `demo` extra is optional; `videoscene app` says how t
 logger = logging.getLogger(__name__)
 
 FRAME_CHOICES = (9, 17, 25, 49)  # 8k + 1, so the VAE round-trips (docs/conventions.md)
+# "extend" continues the path beyond each view by half the motion between them: twice as long, with the views
+# at a quarter and three quarters of it, on frames exactly for every 8k + 1 count (`extended_cameras`).
+TRAJECTORIES = ("interpolate", "extend")
+DOWNLOADS = ("video.mp4", "coarse.mp4", "frames.zip", "gaussians.ply", "cameras.json")
+EXTEND = 0.5
+EXAMPLES_DIR = Path(__file__).parent / "assets" / "examples"  # made by benchmarks/make_app_examples.py
 Progress = Callable[..., object]
 
 
@@ -62,9 +74,26 @@ class AppConfig:
 class AppResult:
     coarse_video: str
     video: str
-    summary: str  # Markdown: timestep, timings, cameras
-    downloads: list[str]  # video.mp4 and gaussians.ply
+    gaussians: str  # gaussians.ply for the 3D view, in camera 0's OpenCV frame (upright in Gradio's viewer)
+    summary: str  # Markdown: timestep, path, timings, cameras
+    downloads: list[str]  # video.mp4, coarse.mp4, frames.zip, gaussians.ply, cameras.json
     report: dict
+
+
+def example_rows() -> tuple[list[list], list[str]]:
+    """The page's examples as rows of (first view, last view, cameras file, frames, trajectory), and their
+    labels: the demo's room, and synthetic rooms of seeds no dataset uses
+    (benchmarks/make_app_examples.py)."""
+    demo = [str(DEMO_ASSETS / "view_0.png"), str(DEMO_ASSETS / "view_1.png"), str(DEMO_ASSETS / "cams.json")]
+    unposed = [str(EXAMPLES_DIR / "unposed_room" / f"view_{i}.jpg") for i in (0, 1)]
+    wide = [str(EXAMPLES_DIR / "wide_walk" / name) for name in ("view_0.png", "view_1.png", "cams.json")]
+    rows = [
+        ([*demo, "17", "interpolate"], "Synthetic room, cameras given"),
+        ([*unposed, None, "17", "interpolate"], "Two photos, cameras estimated"),
+        ([*wide, "25", "interpolate"], "A longer walk, 25 frames"),
+        ([*demo, "17", "extend"], "Path extended beyond both views"),
+    ]
+    return [row for row, _ in rows], [label for _, label in rows]
 
 
 class VideoSceneApp:
@@ -94,13 +123,17 @@ class VideoSceneApp:
         timestep: str | int | None = "auto",
         seed: float | str | None = 0,
         fov: float | None = None,
+        trajectory: str | None = "interpolate",
+        baseline: float | None = None,
         progress: Progress | None = None,
     ) -> AppResult:
         """Validate the uploads, run the pipeline, write the outputs. Bad input raises `gr.Error` (one
         line)."""
         progress = progress or (lambda *args, **kwargs: None)
         try:
-            return self._generate(image_a, image_b, cameras_file, frames, timestep, seed, fov, progress)
+            return self._generate(
+                image_a, image_b, cameras_file, frames, timestep, seed, fov, trajectory, baseline, progress
+            )
         except VideoSceneError as error:
             logger.info("refused a request: %s", error)
             raise _user_error(self._without_server_paths(str(error))) from None
@@ -112,7 +145,17 @@ class VideoSceneApp:
             ) from None
 
     def _generate(
-        self, image_a, image_b, cameras_file, frames, timestep, seed, fov, progress: Progress
+        self,
+        image_a,
+        image_b,
+        cameras_file,
+        frames,
+        timestep,
+        seed,
+        fov,
+        trajectory,
+        baseline,
+        progress: Progress,
     ) -> AppResult:
         # 1. Check the uploads and the settings
         progress(0.0, desc="checking the uploads")
@@ -126,10 +169,12 @@ class VideoSceneApp:
                 f"{images[1].shape[2]}x{images[1].shape[1]}); upload two photos of one size"
             )
         images = torch.stack(images)
-        num_frames = _parse_frames(frames)
+        num_frames = _parse_frames(frames) or self.pipeline.config.num_frames
         start = _parse_timestep(timestep)
         seed = _parse_seed(seed)
+        trajectory = _parse_trajectory(trajectory)
         fov = None if fov in (None, "", 0) else float(fov)
+        baseline = _parse_baseline(baseline)
 
         # 2. Cameras: from the file, or estimated from the photos
         if cameras_file:
@@ -139,11 +184,25 @@ class VideoSceneApp:
             camera_report = {"source": "file"}
         else:
             progress(0.1, desc="estimating the cameras from the photos")
-            estimate = estimate_cameras_for_files(images, paths, fov=fov)
+            estimate = estimate_cameras_for_files(images, paths, fov=fov, baseline=baseline)
             cameras, targets, near, far = estimate.cameras, None, estimate.near, estimate.far
             camera_report = {"source": "estimated", **estimate.summary()}
 
-        # 3. Generate (one run at a time)
+        # 3. The camera path: the file's own targets, else between the views (the pipeline's default path),
+        # else beyond them (target cameras for the input photos; the pipeline crops their intrinsics)
+        if targets is not None:
+            camera_path = "the cameras file's targets"
+        elif trajectory == "extend":
+            extrinsics, intrinsics = cameras.extrinsics, cameras.intrinsics
+            check_rigid(extrinsics, "camera extrinsics")  # the pipeline's check, before they are extended
+            targets = Cameras(
+                *extended_cameras(*extrinsics, *intrinsics, num_frames, EXTEND, assume_rigid=True)
+            )
+            camera_path = "extend"
+        else:
+            camera_path = "interpolate"
+
+        # 4. Generate (one run at a time)
         progress(0.3, desc="generating the video")
         with self._lock:
             output = self.pipeline(
@@ -157,7 +216,8 @@ class VideoSceneApp:
                 far=far,
             )
 
-        # 4. Write the outputs atomically into this run's folder, and drop the oldest runs
+        # 5. Write the outputs atomically into this run's folder (the PLY in camera 0's OpenCV frame, which
+        # Gradio's splat viewer shows upright: docs/app.md), zip the frames, and drop the oldest runs
         progress(0.9, desc="writing the outputs")
         out = self.output_root / f"run-{next(self._run_numbers):05d}"
         record = {
@@ -165,7 +225,9 @@ class VideoSceneApp:
             "frames": num_frames,
             "timestep": start,
             "seed": seed,
+            "trajectory": trajectory,
             "fov": fov,
+            "baseline": baseline,
         }
         output.save(
             out,
@@ -173,8 +235,10 @@ class VideoSceneApp:
                 "pipeline": self.pipeline.describe(),
                 "arguments": record,
                 "cameras_source": camera_report,
+                "camera_path": camera_path,
             },
         )
+        zip_frames(out / "frames", out / "frames.zip")
         self._prune_runs()
         progress(1.0, desc="done")
         report = {
@@ -183,14 +247,16 @@ class VideoSceneApp:
             "timestep_source": self._timestep_source(start),
             "num_frames": int(output.frames.shape[0]),
             "resolution": list(output.frames.shape[-2:]),
+            "camera_path": camera_path,
             "timings_seconds": {name: round(seconds, 3) for name, seconds in output.timings.items()},
             "cameras": camera_report,
         }
         return AppResult(
             coarse_video=str(out / "coarse.mp4"),
             video=str(out / "video.mp4"),
+            gaussians=str(out / "gaussians.ply"),
             summary=summary_markdown(report),
-            downloads=[str(out / "video.mp4"), str(out / "gaussians.ply")],
+            downloads=[str(out / name) for name in DOWNLOADS],
             report=report,
         )
 
@@ -231,7 +297,8 @@ class VideoSceneApp:
 
     # -------------------------------------------------------------------------------------------------- UI
     def build(self):
-        """The Gradio page: inputs on the left, the coarse and generated videos side by side on the right."""
+        """The Gradio page: inputs and examples on the left; on the right the coarse and generated videos side
+        by side, the 3D Gaussians, the summary and the downloads."""
         config = self.pipeline.config
 
         # Gradio finds the progress tracker by this default value, so it has to be a call in the signature.
@@ -240,15 +307,26 @@ class VideoSceneApp:
             image_b,
             cameras_file,
             frames,
+            trajectory,
             timestep,
             seed,
             fov,
+            baseline,
             progress=gr.Progress(),  # noqa: B008
         ):
             result = self.generate(
-                image_a, image_b, cameras_file, frames, timestep, seed, fov, progress=progress
+                image_a,
+                image_b,
+                cameras_file,
+                frames,
+                timestep,
+                seed,
+                fov,
+                trajectory,
+                baseline,
+                progress=progress,
             )
-            return result.coarse_video, result.video, result.summary, result.downloads
+            return result.coarse_video, result.video, result.gaussians, result.summary, result.downloads
 
         # Gradio keeps every upload in its cache: delete files older than an hour, checked hourly.
         with gr.Blocks(title="VideoScene", analytics_enabled=False, delete_cache=(3600, 3600)) as blocks:
@@ -280,27 +358,38 @@ class VideoSceneApp:
                             label="Frames",
                             elem_id="frames",
                         )
+                        trajectory = gr.Radio(
+                            list(TRAJECTORIES),
+                            value="interpolate",
+                            label="Camera path",
+                            info="between the views, or extended beyond both",
+                            elem_id="trajectory",
+                        )
+                    with gr.Row():
                         timestep = gr.Textbox(
                             value="auto", label="Timestep t ('auto' = DDPNet, or 1-999)", elem_id="timestep"
                         )
                         seed = gr.Number(value=0, precision=0, label="Seed", elem_id="seed")
-                    with gr.Accordion("Estimated cameras", open=False):
-                        fov = gr.Number(
-                            value=None,
-                            label="Horizontal field of view in degrees (empty: EXIF, else 60)",
-                            elem_id="fov",
-                        )
+                    with gr.Accordion("Estimated cameras (photos without a cameras file)", open=False):
+                        with gr.Row():
+                            fov = gr.Number(
+                                value=None,
+                                label="Horizontal field of view in degrees (empty: EXIF, else 60)",
+                                elem_id="fov",
+                            )
+                            baseline = gr.Number(
+                                value=None,
+                                label="Baseline: scene units between the cameras (empty: 1)",
+                                elem_id="baseline",
+                            )
                     run = gr.Button("Generate", variant="primary", elem_id="generate")
-                    gr.Examples(  # the demo's held-out synthetic room, shipped in the package
-                        examples=[
-                            [
-                                str(DEMO_ASSETS / "view_0.png"),
-                                str(DEMO_ASSETS / "view_1.png"),
-                                str(DEMO_ASSETS / "cams.json"),
-                            ]
-                        ],
-                        inputs=[image_a, image_b, cameras_file],
-                        label="Example: a held-out synthetic room (the bundled weights' domain)",
+                    examples, labels = example_rows()
+                    gr.Examples(  # files shipped in the package; a click fills in the inputs
+                        examples=examples,
+                        inputs=[image_a, image_b, cameras_file, frames, trajectory],
+                        example_labels=labels,
+                        label="Examples: synthetic rooms (the bundled weights' domain)",
+                        elem_id="examples",
                     )
                 with gr.Column(scale=3):
                     with gr.Row():
@@ -311,16 +400,23 @@ class VideoSceneApp:
                             autoplay=True,
                         )
                         video = gr.Video(label="Generated video", elem_id="video", loop=True, autoplay=True)
+                    gaussians = gr.Model3D(
+                        label="3D Gaussians (drag to orbit, scroll to zoom)",
+                        height=360,
+                        interactive=False,
+                        elem_id="gaussians",
+                    )
                     summary = gr.Markdown(elem_id="summary")
                     downloads = gr.File(
-                        label="Downloads: video.mp4, gaussians.ply",
+                        label="Downloads: videos, frames, Gaussians, cameras",
                         file_count="multiple",
+                        interactive=False,
                         elem_id="downloads",
                     )
             run.click(
                 on_generate,
-                inputs=[image_a, image_b, cameras_file, frames, timestep, seed, fov],
-                outputs=[coarse_video, video, summary, downloads],
+                inputs=[image_a, image_b, cameras_file, frames, trajectory, timestep, seed, fov, baseline],
+                outputs=[coarse_video, video, gaussians, summary, downloads],
                 concurrency_limit=1,
             )
         return blocks
@@ -368,6 +464,33 @@ def _parse_timestep(timestep) -> int | str:
     return start
 
 
+def _parse_trajectory(trajectory) -> str:
+    text = str(trajectory or "interpolate").strip().lower()
+    if text not in TRAJECTORIES:
+        raise VideoSceneError(f"trajectory must be one of {', '.join(TRAJECTORIES)}, got {trajectory!r}")
+    return text
+
+
+def _parse_baseline(baseline) -> float | None:
+    """Scene units between the two estimated cameras; empty means the estimator's default (1)."""
+    if baseline in (None, ""):
+        return None
+    try:
+        value = float(baseline)
+    except (TypeError, ValueError):
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise VideoSceneError(f"baseline must be a positive number of scene units, got {baseline!r}")
+    return value
+
+
+def zip_frames(frames: Path, archive: Path) -> None:
+    """frames.zip: the lossless PNG frames, stored as they are (PNG is compressed already); atomic."""
+    with atomic_path(archive) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as bundle:
+        for frame in sorted(frames.glob("*.png")):
+            bundle.write(frame, f"frames/{frame.name}")
+
+
 def _parse_seed(seed) -> int:
     if seed in (None, ""):
         return 0
@@ -383,12 +506,18 @@ def _parse_seed(seed) -> int:
 def summary_markdown(report: dict) -> str:
     timestep = report["timestep"]
     height, width = report["resolution"]
+    path = {
+        "interpolate": "between the two views",
+        "extend": f"extended beyond both views by {EXTEND:g} of the motion between them",
+    }.get(report["camera_path"], report["camera_path"])
     lines = [
         (
             f"**Timestep** t = {timestep if timestep is not None else 'pure noise'} "
             f"({report['timestep_source']}) · "
             f"**{report['num_frames']} frames** at {width}×{height} · {report['method']}"
         ),
+        "",
+        f"**Camera path**: {path}.",
         "",
         "| stage | seconds |",
         "|---|---|",

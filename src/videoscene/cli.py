@@ -63,6 +63,10 @@ COMMANDS: dict[tuple[str | None, str], tuple[str, str]] = {
         "videoscene.generate",
         "two images (+ cameras) -> video.mp4, coarse.mp4, frames/, gaussians.ply, report.json",
     ),
+    (None, "reconstruct"): (
+        "videoscene.reconstruct.cli",
+        "fit 3D Gaussians to a generated video (3DGS from the prior's): gaussians.ply, flythrough.mp4",
+    ),
     (None, "demo"): ("videoscene.demo", "run `generate` on a bundled example with the bundled tiny weights"),
     (None, "app"): (
         "videoscene.app",

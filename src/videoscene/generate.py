@@ -164,6 +164,14 @@ def generate(args: argparse.Namespace, image_paths: list[str], cameras_path: str
     record = {k: v for k, v in vars(args).items() if not k.startswith("_")}
     report = {"pipeline": pipeline.describe(), "arguments": record, **extra_report}
     output.save(out, overwrite=args.overwrite, y_up=args.y_up, report=report)
+    if getattr(
+        args, "reconstruct", None
+    ):  # 3D Gaussians fitted to the frames just written, into OUT/reconstruction/
+        from videoscene.reconstruct.cli import reconstruct_folder
+        from videoscene.reconstruct.optimize import ReconstructConfig
+
+        config = ReconstructConfig(steps=args.reconstruct)
+        reconstruct_folder(out, out / "reconstruction", config, args.seed, device)
     timings = ", ".join(f"{k} {v:.2f}s" for k, v in output.timings.items())
     estimated = extra_report.get("estimated_cameras")
     cameras_note = f"; cameras estimated from {estimated['num_inliers']} inlier matches" if estimated else ""
@@ -172,6 +180,7 @@ def generate(args: argparse.Namespace, image_paths: list[str], cameras_path: str
     print(
         f"  also: video.mp4, coarse.mp4, frames/ ({output.frames.shape[0]} PNGs), gaussians.ply + "
         f"cameras.json{' (y-up world)' if args.y_up else ''}, report.json"
+        + (", reconstruction/ (gaussians.ply, flythrough.mp4)" if getattr(args, "reconstruct", None) else "")
     )
 
 
@@ -214,6 +223,17 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="encode and decode whole frames, not overlapping tiles (the authors' setting; more memory; "
         "changes only weights whose VAE tiles, such as CogVideoX folders)",
+    )
+    from videoscene.reconstruct.optimize import ReconstructConfig
+
+    parser.add_argument(
+        "--reconstruct",
+        nargs="?",
+        const=ReconstructConfig.steps,
+        type=arguments.positive_int,
+        metavar="STEPS",
+        help="then fit 3D Gaussians to the frames (`videoscene reconstruct`, STEPS steps; default "
+        f"{ReconstructConfig.steps}) into OUT/reconstruction/",
     )
     parser.add_argument("--device", type=arguments.device, default="cpu", help="cpu, cuda, cuda:N or auto")
     parser.add_argument("--weights", help="weights folder (default: the bundled tiny weights)")

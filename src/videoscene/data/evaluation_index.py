@@ -1,7 +1,8 @@
 """Evaluation index JSON, as pixelSplat/MVSplat/VideoScene use it:
 `{scene_key: {"context": [i, j], "target": [...]}}` with `null` for skipped scenes, and optionally
 `"overlap"`: the measured overlap of the context pair (indexes chosen by overlap record it; readers that do
-not know the key ignore it).
+not know the key ignore it), and `"holdout"`: frames that no method generates, scored off the generated path
+by the methods that build a 3D scene (`prior`, `recon-*`; docs/reconstruct.md).
 
 `videoscene data make-index` picks, per scene, a context pair and the frames between them as targets (both
 ends included, every `target_stride`-th frame):
@@ -15,6 +16,9 @@ ends included, every `target_stride`-th frame):
   The smaller one, because one direction alone calls a dolly pair overlapping whichever way the camera moves
   (the wide view sees nearly all of the narrow one, however much of the wide view the narrow one misses),
   and so that (i, j) and (j, i) overlap alike. Scenes without such a pair, or without depth, get null.
+
+With `--holdout` (needs `--target-stride` 2 or more), the frames between the context pair that are not
+targets are listed as the scene's holdout frames: with stride 2, every other frame.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ class IndexEntry:
     context: tuple[int, int]
     target: tuple[int, ...]
     overlap: float | None = None  # the context pair's overlap, when the index was chosen by it
+    holdout: tuple[int, ...] = ()  # frames scored off the generated path (docs/reconstruct.md)
 
 
 def read_evaluation_index(path: str | Path) -> dict[str, IndexEntry | None]:
@@ -63,6 +68,7 @@ def read_evaluation_index(path: str | Path) -> dict[str, IndexEntry | None]:
             (entry.get("context"), entry.get("target")) if isinstance(entry, dict) else (None, None)
         )
         overlap = entry.get("overlap") if isinstance(entry, dict) else None
+        holdout = entry.get("holdout", []) if isinstance(entry, dict) else []
         valid = (
             isinstance(context, list)
             and len(context) == 2
@@ -73,19 +79,45 @@ def read_evaluation_index(path: str | Path) -> dict[str, IndexEntry | None]:
                 overlap is None
                 or (isinstance(overlap, int | float) and not isinstance(overlap, bool) and 0 <= overlap <= 1)
             )
+            and isinstance(holdout, list)
+            and all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in holdout)
         )
         if not valid:
             raise VideoSceneError(
                 f'evaluation index {path}: entry {key!r} must be {{"context": [i, j], "target": [k, ...]}} '
-                'with non-negative frame indices (and optionally "overlap": a share in [0, 1])'
+                'with non-negative frame indices (and optionally "overlap": a share in [0, 1], "holdout": '
+                "[frame, ...])"
             )
-        index[key] = IndexEntry(tuple(context), tuple(target), None if overlap is None else float(overlap))
+        index[key] = IndexEntry(
+            tuple(context), tuple(target), None if overlap is None else float(overlap), tuple(holdout)
+        )
     return index
 
 
 def _entry_json(entry: IndexEntry) -> dict:
     values = {"context": list(entry.context), "target": list(entry.target)}
-    return values if entry.overlap is None else values | {"overlap": entry.overlap}
+    if entry.overlap is not None:
+        values["overlap"] = entry.overlap
+    if entry.holdout:
+        values["holdout"] = list(entry.holdout)
+    return values
+
+
+def with_holdout(entry: IndexEntry | None) -> IndexEntry | None:
+    """The entry with the frames between its context pair that are not targets as holdout frames."""
+    if entry is None:
+        return None
+    first, last = sorted(entry.context)
+    holdout = tuple(k for k in range(first + 1, last) if k not in set(entry.target))
+    return IndexEntry(entry.context, entry.target, entry.overlap, holdout)
+
+
+def _check_holdout_stride(target_stride: int) -> None:
+    if target_stride < 2:
+        raise VideoSceneError(
+            "--holdout keeps the frames between the targets out: it needs --target-stride 2 or more "
+            "(2: every other frame is a target, the others are held out)"
+        )
 
 
 def write_evaluation_index(path: str | Path, index: dict[str, IndexEntry | None]) -> None:
@@ -93,13 +125,21 @@ def write_evaluation_index(path: str | Path, index: dict[str, IndexEntry | None]
 
 
 def make_evaluation_index(
-    split_dir: str | Path, gap: int, target_stride: int = 1, seed: int = 0, centered: bool = False
+    split_dir: str | Path,
+    gap: int,
+    target_stride: int = 1,
+    seed: int = 0,
+    centered: bool = False,
+    holdout: bool = False,
 ) -> dict[str, IndexEntry | None]:
-    """One context pair per scene, `gap` frames apart; scenes shorter than gap+1 frames get null."""
+    """One context pair per scene, `gap` frames apart; scenes shorter than gap+1 frames get null. With
+    `holdout`, the frames between the targets are the scene's holdout frames."""
     if gap < 1 or target_stride < 1 or gap % target_stride != 0:
         raise VideoSceneError(
             f"need gap >= 1 and target_stride dividing gap, got gap={gap}, target_stride={target_stride}"
         )
+    if holdout:
+        _check_holdout_stride(target_stride)
     rng = random.Random(seed)
     index: dict[str, IndexEntry | None] = {}
     for scene in iter_scenes(split_dir):
@@ -108,9 +148,8 @@ def make_evaluation_index(
             index[scene.key] = None
             continue
         start = (frames - 1 - gap) // 2 if centered else rng.randint(0, frames - 1 - gap)
-        index[scene.key] = IndexEntry(
-            (start, start + gap), tuple(range(start, start + gap + 1, target_stride))
-        )
+        entry = IndexEntry((start, start + gap), tuple(range(start, start + gap + 1, target_stride)))
+        index[scene.key] = with_holdout(entry) if holdout else entry
     return index
 
 
@@ -181,8 +220,12 @@ def make_overlap_index(
     max_gap: int | None = None,
     target_stride: int = 1,
     tolerance: float = VISIBILITY_TOLERANCE,
+    holdout: bool = False,
 ) -> dict[str, IndexEntry | None]:
-    """One context pair per scene, chosen by overlap (module docstring); needs `<split>/depth/<key>.npz`."""
+    """One context pair per scene, chosen by overlap (module docstring); needs `<split>/depth/<key>.npz`.
+    With `holdout`, the frames between the targets are the scene's holdout frames."""
+    if holdout:
+        _check_holdout_stride(target_stride)
     if not 0 <= max_overlap <= 1:  # NaN too
         raise VideoSceneError(f"the largest overlap must be a share in [0, 1], got {max_overlap}")
     if target_stride < 1 or (max_gap is not None and max_gap <= max(1, target_stride)):
@@ -199,6 +242,8 @@ def make_overlap_index(
             index[scene.key] = None
             continue
         index[scene.key] = overlap_entry(scene, depth, max_overlap, max_gap, target_stride, tolerance)
+        if holdout:
+            index[scene.key] = with_holdout(index[scene.key])
         if index[scene.key] is None:
             logger.info("scene %s: no context pair overlaps %.2f or less; skipped", scene.key, max_overlap)
     if without_depth and len(without_depth) == len(index):
@@ -246,6 +291,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="centre the pair in each scene instead of a seeded random start",
     )
+    parser.add_argument(
+        "--holdout",
+        action="store_true",
+        help="list the frames between the targets (with --target-stride 2: every other frame) as holdout "
+        "frames, scored off the generated path by the prior and recon-* methods",
+    )
     parser.add_argument("--seed", type=int, default=0)
 
 
@@ -259,7 +310,11 @@ def run(args: argparse.Namespace) -> None:
     if Path(args.out).exists():
         raise VideoSceneError(f"{args.out} already exists; choose another --out")
     if args.max_overlap is not None:
-        index = make_overlap_index(args.data, args.max_overlap, args.gap, args.target_stride)
+        index = make_overlap_index(
+            args.data, args.max_overlap, args.gap, args.target_stride, holdout=args.holdout
+        )
     else:
-        index = make_evaluation_index(args.data, args.gap, args.target_stride, args.seed, args.centered)
+        index = make_evaluation_index(
+            args.data, args.gap, args.target_stride, args.seed, args.centered, args.holdout
+        )
     write_evaluation_index(args.out, index)

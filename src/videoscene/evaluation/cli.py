@@ -5,6 +5,8 @@ with ground truth (docs/evaluation.md).
     videoscene eval --data lego/test --index lego_index.json --make-index 10 --methods nearest --out OUT
     videoscene eval --data ROOMS/test --index low.json --make-index 48 --max-overlap 0.7 --methods nearest \
         --out OUT   # pairs chosen by overlap (needs ROOMS/test/depth)
+    videoscene eval --data DATA/test --index held.json --make-index 16 --target-stride 2 --holdout \
+        --methods prior,recon-student,recon-gt --recon-steps 100 --out OUT   # 3D scenes, scored off the path
 
 The paper's Table 1 at our scale (docs/results.md):
 
@@ -17,6 +19,7 @@ from __future__ import annotations
 import argparse
 import logging
 import re
+from dataclasses import replace
 from pathlib import Path
 
 from videoscene import arguments
@@ -42,6 +45,7 @@ from videoscene.evaluation.runner import EvalConfig, evaluate
 from videoscene.io_utils import check_output_dir, staged_output_dir
 from videoscene.metrics.frechet import I3DFeatures
 from videoscene.metrics.lpips import load_lpips
+from videoscene.reconstruct.optimize import ReconstructConfig
 
 logger = logging.getLogger(__name__)
 
@@ -101,6 +105,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=1,
         help="with --make-index: every Nth frame between the pair is a target",
+    )
+    parser.add_argument(
+        "--holdout",
+        action="store_true",
+        help="with --make-index: the frames between the targets are holdout frames, scored off the path by "
+        "prior and recon-* (needs --target-stride 2 or more)",
+    )
+    parser.add_argument(
+        "--recon-steps",
+        type=arguments.positive_int,
+        default=MethodResources.reconstruct_steps,
+        help="optimisation steps of the recon-* methods' 3D Gaussians per scene",
     )
     from_weights = "default: from --weights' pipeline.json, else"
     parser.add_argument(
@@ -212,6 +228,8 @@ def run(args: argparse.Namespace) -> None:
         raise VideoSceneError(
             f"{args.index} already exists; drop --make-index to evaluate it, or choose another --index"
         )
+    if args.holdout and args.make_index is None:
+        raise VideoSceneError("--holdout marks frames of a new index: pass --make-index GAP with it")
     if args.max_overlap is not None and args.make_index is None:
         raise VideoSceneError("--max-overlap chooses the pairs of a new index: pass --make-index GAP with it")
     if args.make_index is None and not args.index.is_file():
@@ -223,16 +241,20 @@ def run(args: argparse.Namespace) -> None:
 
     with staged_output_dir(args.out, overwrite=args.overwrite) as stage:
         # 2. Build every method (missing weights fail here, before any scene is read) and LPIPS.
-        resources = MethodResources(weights, device)
+        resources = MethodResources(weights, device, replace(ReconstructConfig(), steps=args.recon_steps))
         methods = {spec.name: build_method(spec, resources) for spec in specs}
         lpips = load_lpips(args.lpips, device)
         fvd_detector = I3DFeatures(args.fvd_detector, device) if args.fvd_detector is not None else None
 
         # 3. The evaluation index.
         if args.max_overlap is not None:
-            index = make_overlap_index(args.data, args.max_overlap, args.make_index, args.target_stride)
+            index = make_overlap_index(
+                args.data, args.max_overlap, args.make_index, args.target_stride, holdout=args.holdout
+            )
         elif args.make_index is not None:
-            index = make_evaluation_index(args.data, args.make_index, args.target_stride, args.seed)
+            index = make_evaluation_index(
+                args.data, args.make_index, args.target_stride, args.seed, holdout=args.holdout
+            )
         else:
             index = read_evaluation_index(args.index)
         write_evaluation_index(stage / "index.json", index)

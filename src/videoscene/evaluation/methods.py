@@ -16,9 +16,20 @@ Names (issue 6), parsed by `parse_method`:
 | `student` | student | one step from the render noised to DDPNet's t |
 | `student@tT` | student | one step at the fixed t = T, e.g. `student@t549` |
 | `student-noleap` | student-noleap | the ablation student distilled from pure noise |
+| `prior` | prior | the prior's Gaussians, unoptimised, rendered at the path and the holdout cameras |
+| `recon-<generator>` | recon-… | 3D Gaussians fitted to the generator's video (e.g. `recon-student`) |
+| `recon-gt` | recon-gt | 3D Gaussians fitted to the ground-truth targets: an upper bound (an `Oracle`) |
 
 The generative families run `VideoScenePipeline` (`build_with_pipeline`; a weights folder is loaded once per
 process and device). `register_family` adds or replaces a family (e.g. a baseline of your own).
+
+`recon-<generator>` exists for every generator but `nearest` (`recon-coarse`, `recon-teacher@4`, …).
+A method that builds a 3D scene also renders the index's *holdout* frames, cameras that no method
+generates (`request.holdout`), and returns a `MethodOutput` (frames, holdout renders); the others return
+the frames alone. The `recon-*` methods start from the prior's Gaussians for the context pair and run
+`videoscene.reconstruct.optimize.fit_gaussians` for `MethodResources.reconstruct.steps` steps (`videoscene
+eval --recon-steps`) on the generated frames at the path cameras, with the confidence weights of
+`videoscene reconstruct` (recon-gt: on the ground-truth targets at their cameras, all at weight 1).
 """
 
 from __future__ import annotations
@@ -27,9 +38,9 @@ import functools
 import logging
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 from jaxtyping import Float
@@ -37,7 +48,8 @@ from torch import Tensor
 
 from videoscene.errors import VideoSceneError
 from videoscene.io_utils import read_json_object
-from videoscene.types import Cameras, Views
+from videoscene.reconstruct.optimize import ReconstructConfig
+from videoscene.types import Cameras, Gaussians, Views
 from videoscene.video.config import NUM_TRAIN_TIMESTEPS
 
 logger = logging.getLogger(__name__)
@@ -52,6 +64,8 @@ class GenerationRequest:
     times: Float[Tensor, " frame"]  # each frame's time along the path: 0 at context 0, 1 at context 1
     seed: int  # per-scene seed; a method must be a deterministic function of the request
     scene: str = ""
+    holdout: Cameras | None = None  # the index's holdout frames' cameras (no method generates them)
+    truth: Views | None = None  # the ground-truth targets: given to `Oracle` methods (recon-gt) alone
 
     @property
     def num_frames(self) -> int:
@@ -62,7 +76,27 @@ class GenerationRequest:
         return self.context.image_shape
 
 
-GenerateFn = Callable[[GenerationRequest], Float[Tensor, "frame 3 height width"]]
+@dataclass(frozen=True)
+class MethodOutput:
+    """What a method that builds a 3D scene returns: its frames along the path, and its renders at the
+    holdout cameras (None when the request has none)."""
+
+    frames: Float[Tensor, "frame 3 height width"]
+    holdout: Float[Tensor, "holdout 3 height width"] | None = None
+
+
+GenerateFn = Callable[[GenerationRequest], Float[Tensor, "frame 3 height width"] | MethodOutput]
+
+
+@dataclass(frozen=True)
+class Oracle:
+    """A method that is shown the ground-truth targets (`request.truth`): an upper bound, not a method.
+    The evaluator gives the targets to these alone."""
+
+    generate: GenerateFn
+
+    def __call__(self, request: GenerationRequest) -> Tensor | MethodOutput:
+        return self.generate(request)
 
 
 @dataclass(frozen=True)
@@ -81,6 +115,11 @@ class MethodResources:
 
     weights: Path | None
     device: torch.device
+    # The recon-* methods' optimisation; few steps by default, so that an evaluation on the CPU is quick.
+    reconstruct: ReconstructConfig = field(
+        default_factory=lambda: ReconstructConfig(steps=MethodResources.reconstruct_steps)
+    )
+    reconstruct_steps: ClassVar[int] = 50  # that default, for `videoscene eval --recon-steps`
 
 
 Builder = Callable[[MethodSpec, MethodResources], GenerateFn]
@@ -125,41 +164,131 @@ def _prior_folder(weights: Path | None, spec: MethodSpec) -> Path:
     )
 
 
-def build_coarse(spec: MethodSpec, resources: MethodResources) -> GenerateFn:
-    """The feed-forward prior's Gaussians from the context pair, rendered at every path camera. The
-    background is the one the prior was trained with (its train_config.json), else black."""
-    from videoscene.prior.encoder import GaussianEncoder
-    from videoscene.prior.render import render_coarse
+class _Prior:
+    """The feed-forward prior of a weights folder: its Gaussians for a request's context pair, rendered as
+    the coarse video is. The background is the one the prior was trained with (its train_config.json),
+    else black."""
 
-    folder = _prior_folder(resources.weights, spec)
-    prior = GaussianEncoder.load(folder).to(resources.device).eval()
-    background = [0.0, 0.0, 0.0]
-    train_config = folder / "train_config.json"
-    if train_config.is_file():
-        background = read_json_object(train_config, "prior training config").get("background", background)
-    logger.info("coarse: prior from %s (%d parameters)", folder, prior.parameter_count())
+    def __init__(self, spec: MethodSpec, resources: MethodResources):
+        from videoscene.prior.encoder import GaussianEncoder
 
-    def generate(request: GenerationRequest) -> Tensor:
-        context = request.context.to(resources.device)
-        batched = Views(
+        folder = _prior_folder(resources.weights, spec)
+        self.device = resources.device
+        self.encoder = GaussianEncoder.load(folder).to(self.device).eval()
+        background = [0.0, 0.0, 0.0]
+        train_config = folder / "train_config.json"
+        if train_config.is_file():
+            background = read_json_object(train_config, "prior training config").get("background", background)
+        self.background = torch.tensor(background, device=self.device, dtype=torch.float32)
+        logger.info("%s: prior from %s (%d parameters)", spec.name, folder, self.encoder.parameter_count())
+
+    def _context(self, request: GenerationRequest) -> Views:
+        context = request.context.to(self.device)
+        return Views(
             context.image[None],
             context.extrinsics[None],
             context.intrinsics[None],
             context.near[None],
             context.far[None],
         )
-        path = request.path.to(resources.device)
-        cameras = Cameras(path.extrinsics[None], path.intrinsics[None])
+
+    def gaussians(self, request: GenerationRequest) -> Gaussians:
+        """The prior's Gaussians for the context pair, batched [1, G, ...]."""
+        return self.encoder(self._context(request)).gaussians
+
+    def render(self, gaussians: Gaussians, request: GenerationRequest, cameras: Cameras) -> Tensor:
+        """Batched `gaussians` at unbatched `cameras` [N, ...], as the coarse video: [N, 3, H, W]."""
+        from videoscene.prior.render import render_coarse
+
+        cameras = cameras.to(self.device)
         color = render_coarse(
-            prior(batched).gaussians,
-            batched,
-            cameras,
+            gaussians,
+            self._context(request),
+            Cameras(cameras.extrinsics[None], cameras.intrinsics[None]),
             request.image_shape,
-            torch.tensor([background], device=resources.device),
+            self.background[None],
         )
         return color[0].clamp(0, 1)
 
+
+def build_coarse(spec: MethodSpec, resources: MethodResources) -> GenerateFn:
+    """The feed-forward prior's Gaussians from the context pair, rendered at every path camera."""
+    prior = _Prior(spec, resources)
+
+    def generate(request: GenerationRequest) -> Tensor:
+        return prior.render(prior.gaussians(request), request, request.path)
+
     return generate
+
+
+def build_prior(spec: MethodSpec, resources: MethodResources) -> GenerateFn:
+    """`coarse`, and the same Gaussians rendered at the holdout cameras."""
+    prior = _Prior(spec, resources)
+
+    def generate(request: GenerationRequest) -> MethodOutput:
+        gaussians = prior.gaussians(request)
+        holdout = None if request.holdout is None else prior.render(gaussians, request, request.holdout)
+        return MethodOutput(prior.render(gaussians, request, request.path), holdout)
+
+    return generate
+
+
+RECON_PREFIX = "recon-"
+
+
+def build_recon(spec: MethodSpec, resources: MethodResources) -> GenerateFn:
+    """recon-<generator>: the generator's frames along the path, 3D Gaussians fitted to them from the
+    prior's (confidence-weighted), rendered at the path and the holdout cameras. recon-gt: fitted to the
+    ground-truth targets at their own cameras, every frame at weight 1 (an `Oracle`)."""
+    import math
+    from dataclasses import replace
+
+    from videoscene.reconstruct.optimize import confidence_weights, fit_gaussians, render_views
+
+    prior = _Prior(spec, resources)
+    inner = spec.family[len(RECON_PREFIX) :]
+    generator = None
+    if inner != "gt":
+        generator = build_method(
+            MethodSpec(spec.name[len(RECON_PREFIX) :], inner, spec.num_steps, spec.timestep), resources
+        )
+    config = resources.reconstruct
+
+    def generate(request: GenerationRequest) -> MethodOutput:
+        if generator is None:
+            if request.truth is None:
+                raise VideoSceneError(
+                    f"method {spec.name} needs the ground-truth targets; run it as an Oracle"
+                )
+            frames, cameras = request.truth.image, request.truth.cameras
+            weights = torch.ones(len(frames))
+            fit_config = replace(config, confidence_tau=math.inf)
+        else:
+            output = generator(request)
+            frames = output.frames if isinstance(output, MethodOutput) else output
+            cameras = request.path
+            weights = confidence_weights(cameras.extrinsics, config.confidence_tau)
+            fit_config = config
+        initial = prior.gaussians(request).select(0)
+        with torch.enable_grad():
+            fitted = fit_gaussians(
+                initial,
+                frames.float(),
+                cameras,
+                weights,
+                fit_config,
+                prior.background,
+                request.seed,
+                resources.device,
+                progress=False,
+            ).gaussians
+
+        def at(cameras: Cameras) -> Tensor:
+            return render_views(fitted, cameras, request.image_shape, prior.background, config.backend)
+
+        return MethodOutput(at(request.path), None if request.holdout is None else at(request.holdout))
+
+    return Oracle(generate) if generator is None else generate
 
 
 def build_with_pipeline(spec: MethodSpec, resources: MethodResources) -> GenerateFn:
@@ -216,6 +345,19 @@ FAMILIES: dict[str, MethodFamily] = {
     "teacher-leap": MethodFamily(build_with_pipeline, "teacher-leap@N", "steps", parameter_required=True),
     "student": MethodFamily(build_with_pipeline, "student | student@tT", "timestep"),
     "student-noleap": MethodFamily(build_with_pipeline, "student-noleap"),
+    "prior": MethodFamily(build_prior, "prior"),
+    "recon-gt": MethodFamily(build_recon, "recon-gt"),
+}
+# recon-<generator> for every generator that needs weights: recon-coarse, recon-teacher@N, recon-student, …
+FAMILIES |= {
+    RECON_PREFIX + name: MethodFamily(
+        build_recon,
+        RECON_PREFIX + family.usage.replace(" | ", " | " + RECON_PREFIX),
+        family.parameter,
+        family.parameter_required,
+    )
+    for name, family in FAMILIES.items()
+    if name not in ("nearest", "prior", "recon-gt")
 }
 
 

@@ -6,7 +6,9 @@
   all), except `fvd`, one distance over all scenes (null without an I3D detector). NaN is written as null.
   "reference" holds the ground-truth frames' 3D-consistency scores. `psnr_seen`, `psnr_unseen`, `ssim_seen`,
   `ssim_unseen` and `unseen_share` are null for scenes without ground-truth depth, and their means are over
-  the scenes that define them.
+  the scenes that define them. `psnr_holdout`, `ssim_holdout` (and `*_holdout_seen`, `*_holdout_unseen`)
+  score the renders at the index's holdout frames of the methods that build a 3D scene (`prior`,
+  `recon-*`); null for the others and for scenes without holdout frames.
 - `metrics.md`: the same means as a markdown table, the reference row last.
 - `metrics.png`: one bar chart per metric; `quality_vs_seconds.png`: PSNR against seconds per scene.
 - `figures/frames_<scene>.png`: ground truth and every method at the first scene's held-out targets;
@@ -50,6 +52,12 @@ COLUMNS = (
     ("ssim_seen", "SSIM seen ↑"),
     ("ssim_unseen", "SSIM unseen ↑"),
     ("unseen_share", "unseen share"),
+    ("psnr_holdout", "PSNR holdout ↑"),
+    ("ssim_holdout", "SSIM holdout ↑"),
+    ("psnr_holdout_seen", "PSNR holdout seen ↑"),
+    ("psnr_holdout_unseen", "PSNR holdout unseen ↑"),
+    ("ssim_holdout_seen", "SSIM holdout seen ↑"),
+    ("ssim_holdout_unseen", "SSIM holdout unseen ↑"),
     ("lpips", "LPIPS ↓"),
     ("fvd", "FVD ↓"),
     ("sampson_px", "Sampson px ↓"),
@@ -59,13 +67,22 @@ COLUMNS = (
     ("seconds", "s / scene ↓"),
 )
 _SEEN_UNSEEN = ("psnr_seen", "psnr_unseen", "ssim_seen", "ssim_unseen", "unseen_share")
+_HOLDOUT = (
+    "psnr_holdout",
+    "ssim_holdout",
+    "psnr_holdout_seen",
+    "psnr_holdout_unseen",
+    "ssim_holdout_seen",
+    "ssim_holdout_unseen",
+)
 # Columns shown only when computed: LPIPS and FVD need user-supplied network weights, the seen/unseen scores
-# ground-truth depth.
-_OPTIONAL = ("lpips", "fvd", *_SEEN_UNSEEN)
+# ground-truth depth, the holdout scores an index with holdout frames and a method that builds a 3D scene.
+_OPTIONAL = ("lpips", "fvd", *_SEEN_UNSEEN, *_HOLDOUT)
 _MEANS = (
     "psnr",
     "ssim",
     *_SEEN_UNSEEN,
+    *_HOLDOUT,
     "lpips",
     "sampson_px",
     "share_within_1px",
@@ -148,7 +165,15 @@ def metrics_document(result: EvaluationResult, extra_config: dict, device: torch
 def _format(value: float | None, key: str) -> str:
     if value is None:
         return "–"
-    if key in ("psnr", "psnr_seen", "psnr_unseen", "fvd"):
+    if key in (
+        "psnr",
+        "psnr_seen",
+        "psnr_unseen",
+        "psnr_holdout",
+        "psnr_holdout_seen",
+        "psnr_holdout_unseen",
+        "fvd",
+    ):
         return f"{value:.2f}"
     if key == "seconds":
         return f"{value:.3g}"

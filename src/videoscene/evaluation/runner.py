@@ -15,6 +15,9 @@ Per scene (docs/evaluation.md):
    - with ground-truth depth in the split (`<data>/depth/<key>.npz`): PSNR / SSIM apart on the held-out
      target pixels that a context view sees and on those neither sees (geometry/visibility.py; the masks
      are computed at the stored resolution and follow the images' crop and resize), and the unseen share;
+   - for methods that build a 3D scene (`prior`, `recon-*`) and index entries with `holdout` frames:
+     PSNR / SSIM of their renders at the holdout cameras, which no method generates (and apart on seen and
+     unseen pixels, with depth);
 4. the reference row `ground-truth`: the ground-truth target frames scored for 3D consistency like a
    method's frames, i.e. what the metric gives real images of this scene at this resolution;
 5. with an I3D detector, FVD per method over all scenes: the Fréchet distance between the I3D features of
@@ -32,7 +35,7 @@ import logging
 import math
 import time
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import cv2
@@ -47,7 +50,7 @@ from videoscene.data.depth import read_depth
 from videoscene.data.evaluation_index import IndexEntry
 from videoscene.data.re10k import Scene, load_index, read_chunk
 from videoscene.errors import LoadError, VideoSceneError
-from videoscene.evaluation.methods import GenerateFn, GenerationRequest
+from videoscene.evaluation.methods import GenerateFn, GenerationRequest, MethodOutput, Oracle
 from videoscene.evaluation.protocol import FramePlan, fit_views, path_cameras, plan_frames
 from videoscene.geometry.image_ops import crop_to_aspect_and_resize_mask
 from videoscene.geometry.visibility import VISIBILITY_TOLERANCE, unseen_mask
@@ -139,6 +142,14 @@ class SceneResult:
     ssim_seen: float = math.nan
     ssim_unseen: float = math.nan
     unseen_share: float = math.nan
+    # Quality of the renders at the index's holdout frames (methods that build a 3D scene), and apart on
+    # seen and unseen pixels (with depth); NaN otherwise.
+    psnr_holdout: float = math.nan
+    ssim_holdout: float = math.nan
+    psnr_holdout_seen: float = math.nan
+    psnr_holdout_unseen: float = math.nan
+    ssim_holdout_seen: float = math.nan
+    ssim_holdout_unseen: float = math.nan
 
     def record(self) -> dict:
         """JSON-ready: tuples as lists, NaN as null, LPIPS only when it was computed."""
@@ -190,6 +201,8 @@ class PreparedScene:
     targets: Views  # ground truth at the model's resolution, in plan order
     # True at target pixels no context view sees, at the model's resolution, in plan order; None: no depth
     unseen: Bool[Tensor, "target height width"] | None = None
+    holdout: Views | None = None  # the index's holdout frames at the model's resolution; None: none
+    holdout_unseen: Bool[Tensor, "holdout height width"] | None = None
 
 
 def unseen_at_model_resolution(
@@ -197,7 +210,8 @@ def unseen_at_model_resolution(
 ) -> Bool[Tensor, "target height width"]:
     """The target pixels neither context view sees (geometry/visibility.py), found at the stored resolution
     from the scene's z-depth `[F, H, W]`, then cropped and resized like the images (a model pixel is unseen
-    when more than half of it is)."""
+    when more than half of it is). The example's targets are `plan.targets` (or any other frames of the
+    scene, given as `plan`'s targets)."""
     stored = tuple(example.target.image.shape[-2:])
     if tuple(depth.shape[-2:]) != stored:
         raise LoadError(
@@ -239,13 +253,23 @@ def prepare_scene(
     path, times = path_cameras(plan, context.cameras, targets.cameras)
     request = GenerationRequest(context, path, times, scene_seed(config.seed, scene.key), scene.key)
     unseen = None if depth is None else unseen_at_model_resolution(example, depth, plan, config)
-    return PreparedScene(plan, request, targets, unseen)
+    holdout = holdout_unseen = None
+    if entry.holdout:
+        held = example_from_scene(scene, plan.context, entry.holdout, config.near, config.far)
+        holdout = fit_views(held.target, config.image_size)
+        request = replace(request, holdout=holdout.cameras)
+        if depth is not None:
+            holdout_unseen = unseen_at_model_resolution(
+                held, depth, replace(plan, targets=tuple(entry.holdout)), config
+            )
+    return PreparedScene(plan, request, targets, unseen, holdout, holdout_unseen)
 
 
 def _generate(
     method: str, generate: GenerateFn, request: GenerationRequest, device: torch.device
-) -> tuple[Tensor, float]:
-    """Run one method, timed; its global-RNG draws (if any) are seeded by the request and leave no trace."""
+) -> tuple[Tensor, Tensor | None, float]:
+    """Run one method, timed; its global-RNG draws (if any) are seeded by the request and leave no trace.
+    Returns its frames, its renders at the holdout cameras (None: the method renders none) and seconds."""
     cuda_devices = (
         [torch.cuda.current_device() if device.index is None else device.index]
         if device.type == "cuda"
@@ -256,10 +280,19 @@ def _generate(
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         start = time.perf_counter()
-        frames = generate(request)
+        output = generate(request)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         seconds = time.perf_counter() - start
+    frames, holdout = (output.frames, output.holdout) if isinstance(output, MethodOutput) else (output, None)
+    if holdout is not None:
+        wanted = (0 if request.holdout is None else len(request.holdout), 3, *request.image_shape)
+        if tuple(holdout.shape) != wanted or not torch.isfinite(holdout).all():
+            raise VideoSceneError(
+                f"method {method} returned holdout renders {list(holdout.shape)} (or NaN/inf) for scene "
+                f"{request.scene}; expected {list(wanted)}, finite"
+            )
+        holdout = holdout.detach().float().cpu().clamp(0, 1)
     expected = (request.num_frames, 3, *request.image_shape)
     if not isinstance(frames, Tensor) or tuple(frames.shape) != expected:
         got = list(frames.shape) if isinstance(frames, Tensor) else type(frames).__name__
@@ -268,7 +301,7 @@ def _generate(
         )
     if not torch.isfinite(frames).all():
         raise VideoSceneError(f"method {method} returned NaN or inf frames for scene {request.scene}")
-    return frames.detach().float().cpu().clamp(0, 1), seconds
+    return frames.detach().float().cpu().clamp(0, 1), holdout, seconds
 
 
 def _consistency(
@@ -322,8 +355,9 @@ def score_frames(
     prepared: PreparedScene,
     config: EvalConfig,
     lpips: LPIPS | None = None,
+    holdout: Float[Tensor, "holdout 3 height width"] | None = None,
 ) -> SceneResult:
-    """Step 3's scores for one generated video."""
+    """Step 3's scores for one generated video (and the method's renders at the holdout cameras)."""
     plan, truth = prepared.plan, prepared.targets.image
     at_targets = frames[list(plan.slots)]
     held_out = torch.tensor(plan.held_out)
@@ -344,6 +378,20 @@ def score_frames(
                 "ssim_seen": masked_ssim(generated, reference, ~unseen).item(),
                 "ssim_unseen": masked_ssim(generated, reference, unseen).item(),
                 "unseen_share": unseen.float().mean().item(),
+            }
+    if holdout is not None and prepared.holdout is not None and len(holdout):
+        reference = prepared.holdout.image
+        quality |= {
+            "psnr_holdout": psnr(holdout, reference).mean().item(),
+            "ssim_holdout": ssim(holdout, reference).mean().item(),
+        }
+        if prepared.holdout_unseen is not None:
+            unseen = prepared.holdout_unseen
+            quality |= {
+                "psnr_holdout_seen": masked_psnr(holdout, reference, ~unseen).item(),
+                "psnr_holdout_unseen": masked_psnr(holdout, reference, unseen).item(),
+                "ssim_holdout_seen": masked_ssim(holdout, reference, ~unseen).item(),
+                "ssim_holdout_unseen": masked_ssim(holdout, reference, unseen).item(),
             }
     return _result(
         method,
@@ -468,8 +516,14 @@ def evaluate(
             add_video_features(REFERENCE, prepared.targets.image, scene.key)
             for name, generate in methods.items():
                 progress.set_postfix(scene=scene.key, method=name)
-                frames, seconds = _generate(name, generate, prepared.request, device)
-                per_scene.append(score_frames(name, frames, seconds, prepared, config, lpips))
+                # Oracles (recon-gt) alone are shown the ground-truth targets.
+                request = (
+                    replace(prepared.request, truth=prepared.targets)
+                    if isinstance(generate, Oracle)
+                    else prepared.request
+                )
+                frames, holdout, seconds = _generate(name, generate, request, device)
+                per_scene.append(score_frames(name, frames, seconds, prepared, config, lpips, holdout))
                 add_video_features(name, frames[list(prepared.plan.slots)], scene.key)
                 if showcase.scene == scene.key:
                     showcase.frames[name] = frames[list(prepared.plan.slots)]

@@ -1,7 +1,10 @@
 """Camera trajectories: paths through keyframe cameras, rotations by SO(3) slerp and translations and
-intrinsics linearly, with optional cosine easing. torch in and out; float64 inside."""
+intrinsics linearly, with optional cosine easing; the path through two cameras can also be continued beyond
+them. torch in and out; float64 inside."""
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import torch
@@ -66,6 +69,44 @@ def interpolate_keyframes(
     )
 
 
+def two_view_path(
+    extrinsics_a: Float[Tensor, "4 4"],
+    extrinsics_b: Float[Tensor, "4 4"],
+    intrinsics_a: Float[Tensor, "3 3"],
+    intrinsics_b: Float[Tensor, "3 3"],
+    times: Float[Tensor, " frame"],
+    *,
+    assume_rigid: bool = False,
+) -> tuple[Float[Tensor, "frame 4 4"], Float[Tensor, "frame 3 3"]]:
+    """Cameras at `times` on the path through a (t = 0) and b (t = 1), at any t, also outside [0, 1]: the
+    rotation R_a·exp(t·log(R_aᵀR_b)) (the SO(3) geodesic, i.e. slerp between the two, and its continuation),
+    the centre c_a + t·(c_b − c_a), and the intrinsics linear between the two and held at the nearer one's
+    beyond them (a zoom is not continued). Frames at t = 0 and t = 1 are exactly a and b. `assume_rigid` as
+    for `interpolate_keyframes`."""
+    if not assume_rigid:
+        check_rigid(torch.stack([extrinsics_a, extrinsics_b]), "keyframe extrinsics")
+    t = times.double().numpy()
+    if not np.isfinite(t).all():
+        raise VideoSceneError("camera path times must be finite")
+    c2w_a, c2w_b = extrinsics_a.double().numpy(), extrinsics_b.double().numpy()
+    rotation_a = c2w_a[:3, :3]
+    step = Rotation.from_matrix(rotation_a.T @ c2w_b[:3, :3]).as_rotvec()
+    result = np.tile(np.eye(4), (len(t), 1, 1))
+    result[:, :3, :3] = rotation_a @ Rotation.from_rotvec(t[:, None] * step).as_matrix()
+    result[:, :3, 3] = c2w_a[:3, 3] + t[:, None] * (c2w_b[:3, 3] - c2w_a[:3, 3])
+    k_a, k_b = intrinsics_a.double().numpy(), intrinsics_b.double().numpy()
+    k = k_a + np.clip(t, 0, 1)[:, None, None] * (k_b - k_a)
+    extrinsics = torch.from_numpy(result).to(extrinsics_a.dtype)
+    intrinsics = torch.from_numpy(k).to(intrinsics_a.dtype)
+    # Float round-off can move the views by ~1e-16; pin them so they are bit-exact.
+    for time, view_extrinsics, view_intrinsics in (
+        (0.0, extrinsics_a, intrinsics_a),
+        (1.0, extrinsics_b, intrinsics_b),
+    ):
+        extrinsics[times == time], intrinsics[times == time] = view_extrinsics, view_intrinsics
+    return extrinsics, intrinsics
+
+
 def interpolate_cameras(
     extrinsics_a: Float[Tensor, "4 4"],
     extrinsics_b: Float[Tensor, "4 4"],
@@ -81,17 +122,37 @@ def interpolate_cameras(
     if num_frames < 2:
         raise VideoSceneError(f"an interpolated path needs at least 2 frames, got {num_frames}")
     times = ease(torch.linspace(0, 1, num_frames, dtype=torch.float64), easing)
-    extrinsics, intrinsics = interpolate_keyframes(
-        torch.stack([extrinsics_a, extrinsics_b]),
-        torch.stack([intrinsics_a, intrinsics_b]),
-        torch.tensor([0.0, 1.0], dtype=torch.float64),
-        times,
-        assume_rigid=assume_rigid,
+    times[0], times[-1] = 0.0, 1.0  # exact ends, whatever the easing's round-off
+    return two_view_path(
+        extrinsics_a, extrinsics_b, intrinsics_a, intrinsics_b, times, assume_rigid=assume_rigid
     )
-    # Slerp/float round-off can move the ends by ~1e-16; pin them so endpoints are bit-exact.
-    extrinsics[0], extrinsics[-1] = extrinsics_a, extrinsics_b
-    intrinsics[0], intrinsics[-1] = intrinsics_a, intrinsics_b
-    return extrinsics, intrinsics
+
+
+def extended_cameras(
+    extrinsics_a: Float[Tensor, "4 4"],
+    extrinsics_b: Float[Tensor, "4 4"],
+    intrinsics_a: Float[Tensor, "3 3"],
+    intrinsics_b: Float[Tensor, "3 3"],
+    num_frames: int,
+    extend: float = 0.5,
+    *,
+    assume_rigid: bool = False,
+) -> tuple[Float[Tensor, "frame 4 4"], Float[Tensor, "frame 3 3"]]:
+    """`num_frames` cameras evenly spaced on the path through a and b continued beyond each of them by
+    `extend` times the motion from a to b (`two_view_path` at t from −extend to 1 + extend). With the default
+    0.5 the path is twice as long, and for num_frames = 4m + 1 (every 8k + 1 frame count) a and b are exactly
+    frames m and 3m."""
+    if num_frames < 2:
+        raise VideoSceneError(f"an extended path needs at least 2 frames, got {num_frames}")
+    if not (math.isfinite(extend) and extend >= 0):
+        raise VideoSceneError(
+            f"extend must be a number from 0 (the fraction of the motion from a to b), got {extend}"
+        )
+    # i·step − e rather than linspace: for e = 0.5 and N = 4m + 1 this gives exactly 0 and 1 at frames m, 3m.
+    times = torch.arange(num_frames, dtype=torch.float64) * ((1 + 2 * extend) / (num_frames - 1)) - extend
+    return two_view_path(
+        extrinsics_a, extrinsics_b, intrinsics_a, intrinsics_b, times, assume_rigid=assume_rigid
+    )
 
 
 def camera_path(
