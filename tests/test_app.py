@@ -212,6 +212,8 @@ def _bad_request(case: str, photos, tmp_path: Path) -> tuple[dict, AppConfig]:
         request["trajectory"] = "spiral"
     elif case == "baseline":
         request["baseline"] = -1
+    elif case == "reconstruct_steps":
+        request["reconstruct_steps"] = 2.5
     return request, config
 
 
@@ -231,6 +233,7 @@ def _bad_request(case: str, photos, tmp_path: Path) -> tuple[dict, AppConfig]:
         ("fov", "field of view"),
         ("trajectory", "trajectory must be one of interpolate, extend"),
         ("baseline", "baseline must be a positive number"),
+        ("reconstruct_steps", "3D reconstruction steps must be a whole number"),
     ],
 )
 def test_bad_requests_surface_as_one_line_messages(pipeline, photos, tmp_path, case, message):
@@ -240,6 +243,29 @@ def test_bad_requests_surface_as_one_line_messages(pipeline, photos, tmp_path, c
         app.generate(**request)
     assert message in error.value.message and "\n" not in error.value.message
     assert not list((tmp_path / "runs").glob("run-*"))
+
+
+def test_reconstruction_fits_gaussians_to_the_video_and_offers_them(pipeline, photos, tmp_path):
+    """reconstruct_steps > 0 runs `videoscene reconstruct` on the run's folder: the 3D view shows the fitted
+    Gaussians (what reconstruction/report.json describes), a fly-through is shown, both are downloads."""
+    import imageio.v3 as iio
+
+    app = VideoSceneApp(pipeline, AppConfig(output_root=tmp_path / "runs"))
+    result = app.generate(*photos[0], cameras_file=photos[1], frames=9, reconstruct_steps=6)
+    run = Path(result.video).parent
+    report = json.loads((run / "reconstruction" / "report.json").read_text())
+    assert report["steps"] == 6 and report["input"] == str(run)
+    assert [Path(path).name for path in result.downloads][-2:] == ["flythrough.mp4", "gaussians_fitted.ply"]
+    assert Path(result.gaussians).name == "gaussians_fitted.ply"
+    fitted = load_ply(result.gaussians)
+    assert len(fitted) == report["gaussians"]["final"]
+    assert not torch.equal(fitted.means, load_ply(run / "gaussians.ply").means)  # optimised, not the prior's
+    assert iio.imread(result.flythrough, plugin="pyav").shape == (9, HEIGHT, WIDTH, 3)
+    assert result.report["reconstruction"]["steps"] == 6 and "3D reconstruction" in result.summary
+    # Without it, nothing of the kind.
+    plain = app.generate(*photos[0], cameras_file=photos[1], frames=9)
+    assert plain.flythrough is None and "reconstruction" not in plain.report
+    assert not (Path(plain.video).parent / "reconstruction").exists()
 
 
 def test_page_builds_with_the_expected_controls(pipeline, tmp_path):
@@ -255,11 +281,13 @@ def test_page_builds_with_the_expected_controls(pipeline, tmp_path):
         "seed",
         "fov",
         "baseline",
+        "reconstruct-steps",
         "generate",
         "examples",
         "coarse-video",
         "video",
         "gaussians",
+        "flythrough",
         "summary",
         "downloads",
     } <= ids

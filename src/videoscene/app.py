@@ -4,7 +4,10 @@ Upload two photos (and optionally a cams.json; without one the cameras are estim
 `geometry.relative_pose`, at a chosen field of view and baseline), or click an example; pick the frame count,
 the camera path (between the views, or extended beyond both), the timestep ("auto" = DDPNet) and the seed,
 and get the coarse render and the generated video side by side, the 3D Gaussians in a viewer, the timestep
-used, the per-stage timings, and the videos, frames, Gaussians and cameras to download. The pipeline is
+used, the per-stage timings, and the videos, frames, Gaussians and cameras to download. With "3D
+reconstruction steps" above 0 the app also fits 3D Gaussians to the generated video (`videoscene
+reconstruct`, docs/reconstruct.md): the viewer then shows the fitted Gaussians, and a fly-through along a
+path off the generated one and the fitted PLY join the downloads. The pipeline is
 loaded once, when the app starts; the server binds to 127.0.0.1 unless --host says otherwise.
 
 `VideoSceneApp.generate` is the whole request handler and needs no browser: tests call it directly.
@@ -39,6 +42,8 @@ from videoscene.geometry.relative_pose import estimate_cameras_for_files
 from videoscene.geometry.trajectory import extended_cameras
 from videoscene.image_io import MIN_IMAGE_SIDE
 from videoscene.io_utils import atomic_path
+from videoscene.reconstruct.cli import reconstruct_folder
+from videoscene.reconstruct.optimize import ReconstructConfig
 from videoscene.types import Cameras
 
 try:
@@ -53,6 +58,9 @@ FRAME_CHOICES = (9, 17, 25, 49)  # 8k + 1, so the VAE round-trips (docs/conventi
 # at a quarter and three quarters of it, on frames exactly for every 8k + 1 count (`extended_cameras`).
 TRAJECTORIES = ("interpolate", "extend")
 DOWNLOADS = ("video.mp4", "coarse.mp4", "frames.zip", "gaussians.ply", "cameras.json")
+# With a reconstruction, its files under names of their own (the download list shows file names only).
+RECONSTRUCTION_DOWNLOADS = {"flythrough.mp4": "flythrough.mp4", "gaussians.ply": "gaussians_fitted.ply"}
+MAX_RECONSTRUCT_STEPS = 2000
 EXTEND = 0.5
 EXAMPLES_DIR = Path(__file__).parent / "assets" / "examples"  # made by benchmarks/make_app_examples.py
 Progress = Callable[..., object]
@@ -76,8 +84,9 @@ class AppResult:
     video: str
     gaussians: str  # gaussians.ply for the 3D view, in camera 0's OpenCV frame (upright in Gradio's viewer)
     summary: str  # Markdown: timestep, path, timings, cameras
-    downloads: list[str]  # video.mp4, coarse.mp4, frames.zip, gaussians.ply, cameras.json
+    downloads: list[str]  # video.mp4, coarse.mp4, frames.zip, gaussians.ply, cameras.json (+ reconstruction)
     report: dict
+    flythrough: str | None = None  # with a reconstruction: the fitted Gaussians along a path off the video's
 
 
 def example_rows() -> tuple[list[list], list[str]]:
@@ -125,6 +134,7 @@ class VideoSceneApp:
         fov: float | None = None,
         trajectory: str | None = "interpolate",
         baseline: float | None = None,
+        reconstruct_steps: float | str | None = 0,
         progress: Progress | None = None,
     ) -> AppResult:
         """Validate the uploads, run the pipeline, write the outputs. Bad input raises `gr.Error` (one
@@ -132,7 +142,17 @@ class VideoSceneApp:
         progress = progress or (lambda *args, **kwargs: None)
         try:
             return self._generate(
-                image_a, image_b, cameras_file, frames, timestep, seed, fov, trajectory, baseline, progress
+                image_a,
+                image_b,
+                cameras_file,
+                frames,
+                timestep,
+                seed,
+                fov,
+                trajectory,
+                baseline,
+                reconstruct_steps,
+                progress,
             )
         except VideoSceneError as error:
             logger.info("refused a request: %s", error)
@@ -155,6 +175,7 @@ class VideoSceneApp:
         fov,
         trajectory,
         baseline,
+        reconstruct_steps,
         progress: Progress,
     ) -> AppResult:
         # 1. Check the uploads and the settings
@@ -175,6 +196,7 @@ class VideoSceneApp:
         trajectory = _parse_trajectory(trajectory)
         fov = None if fov in (None, "", 0) else float(fov)
         baseline = _parse_baseline(baseline)
+        reconstruct_steps = _parse_reconstruct_steps(reconstruct_steps)
 
         # 2. Cameras: from the file, or estimated from the photos
         if cameras_file:
@@ -218,7 +240,7 @@ class VideoSceneApp:
 
         # 5. Write the outputs atomically into this run's folder (the PLY in camera 0's OpenCV frame, which
         # Gradio's splat viewer shows upright: docs/app.md), zip the frames, and drop the oldest runs
-        progress(0.9, desc="writing the outputs")
+        progress(0.8 if reconstruct_steps else 0.9, desc="writing the outputs")
         out = self.output_root / f"run-{next(self._run_numbers):05d}"
         record = {
             "images": [Path(path).name for path in paths],
@@ -228,6 +250,7 @@ class VideoSceneApp:
             "trajectory": trajectory,
             "fov": fov,
             "baseline": baseline,
+            "reconstruct_steps": reconstruct_steps,
         }
         output.save(
             out,
@@ -239,6 +262,24 @@ class VideoSceneApp:
             },
         )
         zip_frames(out / "frames", out / "frames.zip")
+        downloads = [str(out / name) for name in DOWNLOADS]
+
+        # 6. Optionally fit 3D Gaussians to the generated frames (written atomically to reconstruction/)
+        reconstruction = None
+        if reconstruct_steps:
+            progress(0.85, desc=f"fitting 3D Gaussians to the video ({reconstruct_steps} steps)")
+            with self._lock:
+                reconstruction = reconstruct_folder(
+                    out,
+                    out / "reconstruction",
+                    ReconstructConfig(steps=reconstruct_steps),
+                    seed,
+                    self.pipeline.device,
+                    progress=False,
+                )
+            for name, alias in RECONSTRUCTION_DOWNLOADS.items():
+                shutil.copyfile(out / "reconstruction" / name, out / alias)
+                downloads.append(str(out / alias))
         self._prune_runs()
         progress(1.0, desc="done")
         report = {
@@ -251,13 +292,23 @@ class VideoSceneApp:
             "timings_seconds": {name: round(seconds, 3) for name, seconds in output.timings.items()},
             "cameras": camera_report,
         }
+        if reconstruction is not None:
+            report["reconstruction"] = {
+                "steps": reconstruction["steps"],
+                "seconds": reconstruction["seconds"],
+                "gaussians": reconstruction["gaussians"],
+                "psnr": reconstruction["psnr"],
+                "initial_psnr": reconstruction["initial_psnr"],
+            }
+        fitted = reconstruction is not None
         return AppResult(
             coarse_video=str(out / "coarse.mp4"),
             video=str(out / "video.mp4"),
-            gaussians=str(out / "gaussians.ply"),
+            gaussians=str(out / ("gaussians_fitted.ply" if fitted else "gaussians.ply")),
             summary=summary_markdown(report),
-            downloads=[str(out / name) for name in DOWNLOADS],
+            downloads=downloads,
             report=report,
+            flythrough=str(out / "flythrough.mp4") if fitted else None,
         )
 
     # ---------------------------------------------------------------------------------------------- checks
@@ -312,6 +363,7 @@ class VideoSceneApp:
             seed,
             fov,
             baseline,
+            reconstruct_steps,
             progress=gr.Progress(),  # noqa: B008
         ):
             result = self.generate(
@@ -324,9 +376,17 @@ class VideoSceneApp:
                 fov,
                 trajectory,
                 baseline,
+                reconstruct_steps,
                 progress=progress,
             )
-            return result.coarse_video, result.video, result.gaussians, result.summary, result.downloads
+            return (
+                result.coarse_video,
+                result.video,
+                result.gaussians,
+                result.flythrough,
+                result.summary,
+                result.downloads,
+            )
 
         # Gradio keeps every upload in its cache: delete files older than an hour, checked hourly.
         with gr.Blocks(title="VideoScene", analytics_enabled=False, delete_cache=(3600, 3600)) as blocks:
@@ -370,6 +430,14 @@ class VideoSceneApp:
                             value="auto", label="Timestep t ('auto' = DDPNet, or 1-999)", elem_id="timestep"
                         )
                         seed = gr.Number(value=0, precision=0, label="Seed", elem_id="seed")
+                        reconstruct_steps = gr.Number(
+                            value=0,
+                            precision=0,
+                            minimum=0,
+                            maximum=MAX_RECONSTRUCT_STEPS,
+                            label="3D reconstruction steps (0 = off; fits Gaussians to the video)",
+                            elem_id="reconstruct-steps",
+                        )
                     with gr.Accordion("Estimated cameras (photos without a cameras file)", open=False):
                         with gr.Row():
                             fov = gr.Number(
@@ -400,12 +468,19 @@ class VideoSceneApp:
                             autoplay=True,
                         )
                         video = gr.Video(label="Generated video", elem_id="video", loop=True, autoplay=True)
-                    gaussians = gr.Model3D(
-                        label="3D Gaussians (drag to orbit, scroll to zoom)",
-                        height=360,
-                        interactive=False,
-                        elem_id="gaussians",
-                    )
+                    with gr.Row():
+                        gaussians = gr.Model3D(
+                            label="3D Gaussians (drag to orbit, scroll to zoom)",
+                            height=360,
+                            interactive=False,
+                            elem_id="gaussians",
+                        )
+                        flythrough = gr.Video(
+                            label="Fly-through of the fitted Gaussians (with a 3D reconstruction)",
+                            elem_id="flythrough",
+                            loop=True,
+                            autoplay=True,
+                        )
                     summary = gr.Markdown(elem_id="summary")
                     downloads = gr.File(
                         label="Downloads: videos, frames, Gaussians, cameras",
@@ -415,8 +490,19 @@ class VideoSceneApp:
                     )
             run.click(
                 on_generate,
-                inputs=[image_a, image_b, cameras_file, frames, trajectory, timestep, seed, fov, baseline],
-                outputs=[coarse_video, video, gaussians, summary, downloads],
+                inputs=[
+                    image_a,
+                    image_b,
+                    cameras_file,
+                    frames,
+                    trajectory,
+                    timestep,
+                    seed,
+                    fov,
+                    baseline,
+                    reconstruct_steps,
+                ],
+                outputs=[coarse_video, video, gaussians, flythrough, summary, downloads],
                 concurrency_limit=1,
             )
         return blocks
@@ -469,6 +555,22 @@ def _parse_trajectory(trajectory) -> str:
     if text not in TRAJECTORIES:
         raise VideoSceneError(f"trajectory must be one of {', '.join(TRAJECTORIES)}, got {trajectory!r}")
     return text
+
+
+def _parse_reconstruct_steps(steps) -> int:
+    """0 (no reconstruction) or a whole number of optimisation steps up to MAX_RECONSTRUCT_STEPS."""
+    if steps in (None, ""):
+        return 0
+    try:
+        value = float(steps)
+    except (TypeError, ValueError):
+        raise VideoSceneError(f"3D reconstruction steps must be a number, got {steps!r}") from None
+    if not value.is_integer() or not 0 <= value <= MAX_RECONSTRUCT_STEPS:
+        raise VideoSceneError(
+            f"3D reconstruction steps must be a whole number from 0 (off) to {MAX_RECONSTRUCT_STEPS}, "
+            f"got {steps}"
+        )
+    return int(value)
 
 
 def _parse_baseline(baseline) -> float | None:
@@ -534,6 +636,15 @@ def summary_markdown(report: dict) -> str:
             f"field of view {cameras['fov_degrees']:.1f}° ({cameras['focal_source']}), near/far "
             f"{cameras['near']:.2f}/{cameras['far']:.2f} (in units of the distance between the two cameras)."
         )
+    if "reconstruction" in report:
+        fit = report["reconstruction"]
+        lines += [
+            "",
+            f"**3D reconstruction**: {fit['steps']} steps in {fit['seconds']:.1f} s, "
+            f"{fit['gaussians']['initial']} → {fit['gaussians']['final']} Gaussians; PSNR of their renders "
+            f"against the generated frames {fit['initial_psnr']:.2f} → {fit['psnr']:.2f} dB. The 3D view "
+            "shows the fitted Gaussians.",
+        ]
     return "\n".join(lines)
 
 
