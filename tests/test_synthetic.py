@@ -14,6 +14,7 @@ from videoscene.data.synthetic import (
     Cylinder,
     Sphere,
     SynthConfig,
+    end_overlaps,
     render_scene,
     render_view,
     sample_path,
@@ -253,3 +254,29 @@ def test_walk_scale_stretches_the_walk_and_keeps_default_walks():
             scaled.yaw[3] - scaled.yaw[0], 2 * (plain.yaw[3] - plain.yaw[0]), atol=1e-9
         )
     assert compared >= 2
+
+
+def test_min_overlap_admits_lower_overlap_walks_and_keeps_default_walks():
+    """Walks are accepted only when each end view sees `min_overlap` of the other's points: the default
+    (0.6) holds for every default walk, and with the bar lowered to 0.1 on twice-as-long walks some accepted
+    walks fall below 0.6 (the low-overlap regime), none below 0.1; the default bar reproduces the default
+    walks exactly."""
+    plain_overlaps, low_overlaps = [], []
+    for index in range(12):
+        rng = scene_rng(11, index)
+        room = sample_room(rng, 64)
+        plain = sample_path(copy.deepcopy(rng), room)
+        again = sample_path(copy.deepcopy(rng), room, min_overlap=0.6)
+        assert plain is not None and np.array_equal(plain.positions, again.positions)
+        plain_overlaps.append(min(end_overlaps(room, plain)))
+        low = sample_path(copy.deepcopy(rng), room, walk_scale=3.0, min_overlap=0.1)
+        if low is not None:
+            low_overlaps.append(min(end_overlaps(room, low)))
+    assert min(plain_overlaps) >= 0.6
+    assert len(low_overlaps) >= 8 and min(low_overlaps) >= 0.1
+    assert sum(overlap < 0.6 for overlap in low_overlaps) >= 3
+
+
+def test_min_overlap_must_be_a_share():
+    with pytest.raises(VideoSceneError, match="min_overlap must be in"):
+        SynthConfig(min_overlap=1.5)

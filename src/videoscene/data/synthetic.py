@@ -1136,9 +1136,20 @@ def view_overlap(
     return float(inside.mean())
 
 
-def path_is_acceptable(room: Room, path: CameraPath) -> bool:
+def end_overlaps(room: Room, path: CameraPath) -> tuple[float, float]:
+    """Share of the first view's points that the last view sees, and the reverse (coarse grid)."""
+    first, last = path.poses(np.array([0.0, 1.0]))
+    intrinsics = path.intrinsics(*_CHECK_GRID)
+    return (
+        view_overlap(*coarse_view(room, first, intrinsics), first, last, intrinsics),
+        view_overlap(*coarse_view(room, last, intrinsics), last, first, intrinsics),
+    )
+
+
+def path_is_acceptable(room: Room, path: CameraPath, min_overlap: float = 0.6) -> bool:
     """Clear of walls and furniture along the whole walk; content at a sensible distance in the first,
-    middle and last views; and the two ends overlapping (each sees >= 60% of the other's points)."""
+    middle and last views; and the two ends overlapping (each sees >= `min_overlap` of the other's
+    points)."""
     dense = path.poses(np.linspace(0.0, 1.0, 33))
     if not all(_position_is_clear(room, pose[:3, 3]) for pose in dense):
         return False
@@ -1151,16 +1162,21 @@ def path_is_acceptable(room: Room, path: CameraPath) -> bool:
         views[index] = (rays, depth)
     first, last = dense[0], dense[-1]
     return (
-        view_overlap(*views[0], first, last, intrinsics) >= 0.6
-        and view_overlap(*views[32], last, first, intrinsics) >= 0.6
+        view_overlap(*views[0], first, last, intrinsics) >= min_overlap
+        and view_overlap(*views[32], last, first, intrinsics) >= min_overlap
     )
 
 
 def sample_path(
-    rng: np.random.Generator, room: Room, attempts: int = 200, walk_scale: float = 1.0
+    rng: np.random.Generator,
+    room: Room,
+    attempts: int = 200,
+    walk_scale: float = 1.0,
+    min_overlap: float = 0.6,
 ) -> CameraPath | None:
     """Draw camera walks until one is acceptable (None if `attempts` run out). `walk_scale` multiplies how
-    far the camera travels and turns (wider baselines between the walk's ends); the draws stay the same."""
+    far the camera travels and turns (wider baselines between the walk's ends); the draws stay the same.
+    `min_overlap`: the least share of each end view's points that the other end must see."""
     fov_x = math.radians(rng.uniform(55.0, 75.0))
     for _ in range(attempts):
         height = rng.uniform(1.15, min(1.65, room.size[1] - 0.5))
@@ -1210,7 +1226,7 @@ def sample_path(
         pitch = pitch0 + fractions * math.radians(rng.uniform(-6.0, 6.0))
         roll = np.radians(rng.normal(0.0, 0.8, 4))
         path = CameraPath(motion, positions, yaw, pitch, roll, fov_x)
-        if path_is_acceptable(room, path):
+        if path_is_acceptable(room, path, min_overlap):
             return path
     return None
 
@@ -1228,10 +1244,15 @@ class SynthConfig:
     supersample: int = 3
     texture_size: int = 256
     walk_scale: float = 1.0  # how far each camera walk travels and turns, relative to the default walks
+    # The least share of each end view's points the other end sees; lower it (with a larger walk_scale) for
+    # pairs in the paper's low-overlap regime, where the render has real holes.
+    min_overlap: float = 0.6
 
     def __post_init__(self) -> None:
         if not 0 < self.walk_scale <= 4:
             raise VideoSceneError(f"walk_scale must be in (0, 4], got {self.walk_scale}")
+        if not 0 <= self.min_overlap <= 1:
+            raise VideoSceneError(f"min_overlap must be in [0, 1], got {self.min_overlap}")
         if not 1 <= self.supersample <= 4:
             raise VideoSceneError(f"supersample must be 1, 2, 3 or 4, got {self.supersample}")
         if self.texture_size < 16 or self.texture_size & (self.texture_size - 1):
@@ -1250,7 +1271,7 @@ def sample_scene(seed: int, index: int, config: SynthConfig = SynthConfig()) -> 
     rng = scene_rng(seed, index)
     for _ in range(50):
         room = sample_room(rng, config.texture_size)
-        path = sample_path(rng, room, walk_scale=config.walk_scale)
+        path = sample_path(rng, room, walk_scale=config.walk_scale, min_overlap=config.min_overlap)
         if path is not None:
             return room, path
         logger.debug("scene %d/%d: no acceptable camera walk, drawing another room", seed, index)

@@ -59,6 +59,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="scale how far each camera walk travels and turns (2: twice the baseline; walks that "
         "would hit walls are redrawn)",
     )
+    parser.add_argument(
+        "--min-overlap",
+        type=float,
+        default=SynthConfig.min_overlap,
+        metavar="X",
+        help="least share of each end view's points that the walk's other end sees (lower it, with a larger "
+        "--walk-scale, for low-overlap pairs whose renders have holes)",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
 
 
@@ -121,7 +129,7 @@ def _check_arguments(args: argparse.Namespace) -> SynthConfig:
         raise VideoSceneError(f"--scenes-per-chunk must be at least 1, got {args.scenes_per_chunk}")
     if args.workers < 1:
         raise VideoSceneError(f"--workers must be at least 1, got {args.workers}")
-    return SynthConfig(supersample=args.supersample, walk_scale=args.walk_scale)
+    return SynthConfig(supersample=args.supersample, walk_scale=args.walk_scale, min_overlap=args.min_overlap)
 
 
 def run(args: argparse.Namespace) -> None:
