@@ -17,7 +17,7 @@ from videoscene.data.evaluation_index import (
 from videoscene.data.re10k import scene_from_frames, write_split
 from videoscene.data.synthetic import SynthConfig, render_scene
 from videoscene.errors import VideoSceneError
-from videoscene.evaluation.methods import MethodResources, Oracle, build_method, parse_method
+from videoscene.evaluation.methods import MethodOutput, MethodResources, Oracle, build_method, parse_method
 from videoscene.evaluation.runner import EvalConfig, evaluate
 from videoscene.pipeline import BUNDLED_WEIGHTS
 from videoscene.reconstruct.optimize import ReconstructConfig
@@ -68,8 +68,11 @@ def test_recon_gt_renders_the_holdout_frames_better_than_the_prior(split):
     result = evaluate(split, {"room": ENTRY}, methods, config)
     rows = {row.method: row for row in result.per_scene}
     assert math.isnan(rows["nearest"].psnr_holdout)  # a method without a 3D scene renders no holdout frame
+    assert math.isnan(rows["nearest"].sampson_px_off_path)  # ... nor a path beside the generated one
     for name in ("prior", "recon-gt", "recon-coarse"):
         assert math.isfinite(rows[name].psnr_holdout) and math.isfinite(rows[name].ssim_holdout)
+        # Renders of one set of Gaussians at known cameras agree with those cameras' epipolar geometry.
+        assert rows[name].sampson_px_off_path < 1.0 and rows[name].inlier_ratio_off_path > 0
     assert rows["recon-gt"].psnr_holdout > rows["prior"].psnr_holdout + 0.2  # 29.70 vs 29.12 dB when written
     assert rows["recon-gt"].ssim_holdout > rows["prior"].ssim_holdout
     assert rows["prior"].psnr == pytest.approx(
@@ -79,6 +82,17 @@ def test_recon_gt_renders_the_holdout_frames_better_than_the_prior(split):
     )  # prior is coarse, plus its holdout renders
 
 
+def test_non_finite_off_path_renders_are_refused(split):
+    config = EvalConfig.for_weights(BUNDLED_WEIGHTS, num_frames=9)
+
+    def broken(request):
+        frames = torch.zeros(request.num_frames, 3, *request.image_shape)
+        return MethodOutput(frames, off_path=torch.full_like(frames, math.nan))
+
+    with pytest.raises(VideoSceneError, match="off-path renders"):
+        evaluate(split, {"room": ENTRY}, {"broken": broken}, config)
+
+
 def test_eval_cli_makes_a_holdout_index_and_reports_the_holdout_columns(split, tmp_path, capsys):
     index, out = tmp_path / "index.json", tmp_path / "eval"
     arguments = ["eval", "--data", str(split), "--index", str(index), "--out", str(out), "--frames", "9"]
@@ -86,7 +100,7 @@ def test_eval_cli_makes_a_holdout_index_and_reports_the_holdout_columns(split, t
     assert main(arguments + options + ["--methods", "nearest,prior,recon-gt"]) == 0
     assert read_evaluation_index(index)["room"].holdout == (1, 3, 5, 7)
     table = (out / "metrics.md").read_text()
-    assert "PSNR holdout" in table and "SSIM holdout" in table
+    assert "PSNR holdout" in table and "SSIM holdout" in table and "Sampson px off path" in table
     capsys.readouterr()
     code = main(
         ["eval", "--data", str(split), "--index", str(tmp_path / "x.json"), "--out", str(tmp_path / "o")]

@@ -10,11 +10,12 @@ import torch
 
 from videoscene.cli import main
 from videoscene.gaussians.ply import load_ply
+from videoscene.geometry.trajectory import offset_path
 from videoscene.metrics.image import psnr
-from videoscene.reconstruct.cli import flythrough_cameras, load_generated
+from videoscene.reconstruct.cli import load_generated
 from videoscene.reconstruct.densify import DensifyConfig, GaussianParameters
 from videoscene.reconstruct.optimize import confidence_weights, render_views
-from videoscene.types import Cameras, Gaussians
+from videoscene.types import Gaussians
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -102,10 +103,10 @@ def test_confidence_weights_trust_the_context_frames_most():
 def test_the_flythrough_leaves_the_input_path_by_a_fraction_of_the_baseline():
     extrinsics = torch.eye(4).repeat(3, 1, 1)
     extrinsics[:, 0, 3] = torch.tensor([0.0, 1.0, 2.0])
-    path = flythrough_cameras(Cameras(extrinsics, torch.eye(3).repeat(3, 1, 1)), offset=0.25)
-    shift = path.extrinsics[:, :3, 3] - extrinsics[:, :3, 3]
+    path = offset_path(extrinsics, offset=0.25)
+    shift = path[:, :3, 3] - extrinsics[:, :3, 3]
     assert shift.tolist() == [[0.5, -0.25, 0.0]] * 3  # right 0.25 × 2, up (−y) half that
-    assert torch.equal(path.extrinsics[:, :3, :3], extrinsics[:, :3, :3])
+    assert torch.equal(path[:, :3, :3], extrinsics[:, :3, :3])
 
 
 def _gaussians(count: int, scale: float) -> Gaussians:

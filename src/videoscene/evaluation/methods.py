@@ -65,6 +65,7 @@ class GenerationRequest:
     seed: int  # per-scene seed; a method must be a deterministic function of the request
     scene: str = ""
     holdout: Cameras | None = None  # the index's holdout frames' cameras (no method generates them)
+    off_path: Cameras | None = None  # a path beside `path` (no ground truth): 3D methods render it too
     truth: Views | None = None  # the ground-truth targets: given to `Oracle` methods (recon-gt) alone
 
     @property
@@ -78,11 +79,12 @@ class GenerationRequest:
 
 @dataclass(frozen=True)
 class MethodOutput:
-    """What a method that builds a 3D scene returns: its frames along the path, and its renders at the
-    holdout cameras (None when the request has none)."""
+    """What a method that builds a 3D scene returns: its frames along the path, its renders at the holdout
+    cameras and at the off-path cameras (None when the request has none)."""
 
     frames: Float[Tensor, "frame 3 height width"]
     holdout: Float[Tensor, "holdout 3 height width"] | None = None
+    off_path: Float[Tensor, "frame 3 height width"] | None = None
 
 
 GenerateFn = Callable[[GenerationRequest], Float[Tensor, "frame 3 height width"] | MethodOutput]
@@ -222,13 +224,16 @@ def build_coarse(spec: MethodSpec, resources: MethodResources) -> GenerateFn:
 
 
 def build_prior(spec: MethodSpec, resources: MethodResources) -> GenerateFn:
-    """`coarse`, and the same Gaussians rendered at the holdout cameras."""
+    """`coarse`, and the same Gaussians rendered at the holdout and the off-path cameras."""
     prior = _Prior(spec, resources)
 
     def generate(request: GenerationRequest) -> MethodOutput:
         gaussians = prior.gaussians(request)
-        holdout = None if request.holdout is None else prior.render(gaussians, request, request.holdout)
-        return MethodOutput(prior.render(gaussians, request, request.path), holdout)
+
+        def at(cameras: Cameras | None) -> Tensor | None:
+            return None if cameras is None else prior.render(gaussians, request, cameras)
+
+        return MethodOutput(at(request.path), at(request.holdout), at(request.off_path))
 
     return generate
 
@@ -238,8 +243,8 @@ RECON_PREFIX = "recon-"
 
 def build_recon(spec: MethodSpec, resources: MethodResources) -> GenerateFn:
     """recon-<generator>: the generator's frames along the path, 3D Gaussians fitted to them from the
-    prior's (confidence-weighted), rendered at the path and the holdout cameras. recon-gt: fitted to the
-    ground-truth targets at their own cameras, every frame at weight 1 (an `Oracle`)."""
+    prior's (confidence-weighted), rendered at the path, the holdout and the off-path cameras. recon-gt:
+    fitted to the ground-truth targets at their own cameras, every frame at weight 1 (an `Oracle`)."""
     import math
     from dataclasses import replace
 
@@ -283,10 +288,12 @@ def build_recon(spec: MethodSpec, resources: MethodResources) -> GenerateFn:
                 progress=False,
             ).gaussians
 
-        def at(cameras: Cameras) -> Tensor:
+        def at(cameras: Cameras | None) -> Tensor | None:
+            if cameras is None:
+                return None
             return render_views(fitted, cameras, request.image_shape, prior.background, config.backend)
 
-        return MethodOutput(at(request.path), None if request.holdout is None else at(request.holdout))
+        return MethodOutput(at(request.path), at(request.holdout), at(request.off_path))
 
     return Oracle(generate) if generator is None else generate
 

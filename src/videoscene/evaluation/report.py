@@ -8,7 +8,9 @@
   `ssim_unseen` and `unseen_share` are null for scenes without ground-truth depth, and their means are over
   the scenes that define them. `psnr_holdout`, `ssim_holdout` (and `*_holdout_seen`, `*_holdout_unseen`)
   score the renders at the index's holdout frames of the methods that build a 3D scene (`prior`,
-  `recon-*`); null for the others and for scenes without holdout frames.
+  `recon-*`); null for the others and for scenes without holdout frames. `sampson_px_off_path` and
+  `inlier_ratio_off_path`: the 3D consistency of those methods' renders along a path beside the generated
+  one (no ground truth there); null for the others.
 - `metrics.md`: the same means as a markdown table, the reference row last.
 - `metrics.png`: one bar chart per metric; `quality_vs_seconds.png`: PSNR against seconds per scene.
 - `figures/frames_<scene>.png`: ground truth and every method at the first scene's held-out targets;
@@ -63,6 +65,8 @@ COLUMNS = (
     ("sampson_px", "Sampson px ↓"),
     ("share_within_1px", "within 1 px ↑"),
     ("inlier_ratio", "RANSAC inlier ratio ↑"),
+    ("sampson_px_off_path", "Sampson px off path ↓"),
+    ("inlier_ratio_off_path", "RANSAC inlier ratio off path ↑"),
     ("temporal_error", "warp error ↓"),
     ("seconds", "s / scene ↓"),
 )
@@ -75,9 +79,11 @@ _HOLDOUT = (
     "ssim_holdout_seen",
     "ssim_holdout_unseen",
 )
+_OFF_PATH = ("sampson_px_off_path", "inlier_ratio_off_path")
 # Columns shown only when computed: LPIPS and FVD need user-supplied network weights, the seen/unseen scores
-# ground-truth depth, the holdout scores an index with holdout frames and a method that builds a 3D scene.
-_OPTIONAL = ("lpips", "fvd", *_SEEN_UNSEEN, *_HOLDOUT)
+# ground-truth depth, the holdout scores an index with holdout frames and a method that builds a 3D scene,
+# the off-path scores such a method.
+_OPTIONAL = ("lpips", "fvd", *_SEEN_UNSEEN, *_HOLDOUT, *_OFF_PATH)
 _MEANS = (
     "psnr",
     "ssim",
@@ -88,6 +94,7 @@ _MEANS = (
     "share_within_1px",
     "inlier_ratio",
     "ransac_inliers",
+    *_OFF_PATH,
     "temporal_error",
     "seconds",
     "max_time_error",

@@ -18,6 +18,9 @@ Per scene (docs/evaluation.md):
    - for methods that build a 3D scene (`prior`, `recon-*`) and index entries with `holdout` frames:
      PSNR / SSIM of their renders at the holdout cameras, which no method generates (and apart on seen and
      unseen pixels, with depth);
+   - for those methods, the 3D consistency (as above) of their renders along a path beside the generated
+     one (`geometry.trajectory.offset_path`, OFF_PATH_OFFSET baselines sideways), where there is no ground
+     truth;
 4. the reference row `ground-truth`: the ground-truth target frames scored for 3D consistency like a
    method's frames, i.e. what the metric gives real images of this scene at this resolution;
 5. with an I3D detector, FVD per method over all scenes: the Fréchet distance between the I3D features of
@@ -53,13 +56,14 @@ from videoscene.errors import LoadError, VideoSceneError
 from videoscene.evaluation.methods import GenerateFn, GenerationRequest, MethodOutput, Oracle
 from videoscene.evaluation.protocol import FramePlan, fit_views, path_cameras, plan_frames
 from videoscene.geometry.image_ops import crop_to_aspect_and_resize_mask
+from videoscene.geometry.trajectory import OFF_PATH_OFFSET, offset_path
 from videoscene.geometry.visibility import VISIBILITY_TOLERANCE, unseen_mask
 from videoscene.metrics.consistency import ConsistencyConfig, video_consistency
 from videoscene.metrics.frechet import I3DFeatures, frechet_distance_of_features
 from videoscene.metrics.image import masked_psnr, masked_ssim, psnr, ssim
 from videoscene.metrics.lpips import LPIPS
 from videoscene.metrics.temporal import warping_error
-from videoscene.types import Example, Views
+from videoscene.types import Cameras, Example, Views
 
 logger = logging.getLogger(__name__)
 
@@ -150,6 +154,10 @@ class SceneResult:
     psnr_holdout_unseen: float = math.nan
     ssim_holdout_seen: float = math.nan
     ssim_holdout_unseen: float = math.nan
+    # 3D consistency of the renders along a path beside the generated one (methods that build a 3D scene;
+    # no ground truth there): NaN otherwise.
+    sampson_px_off_path: float = math.nan
+    inlier_ratio_off_path: float = math.nan
 
     def record(self) -> dict:
         """JSON-ready: tuples as lists, NaN as null, LPIPS only when it was computed."""
@@ -251,7 +259,10 @@ def prepare_scene(
         fit_views(example.target, config.image_size),
     )
     path, times = path_cameras(plan, context.cameras, targets.cameras)
-    request = GenerationRequest(context, path, times, scene_seed(config.seed, scene.key), scene.key)
+    off_path = Cameras(offset_path(path.extrinsics, OFF_PATH_OFFSET), path.intrinsics)
+    request = GenerationRequest(
+        context, path, times, scene_seed(config.seed, scene.key), scene.key, off_path=off_path
+    )
     unseen = None if depth is None else unseen_at_model_resolution(example, depth, plan, config)
     holdout = holdout_unseen = None
     if entry.holdout:
@@ -265,11 +276,25 @@ def prepare_scene(
     return PreparedScene(plan, request, targets, unseen, holdout, holdout_unseen)
 
 
+def _checked_renders(method: str, renders: Tensor | None, cameras: Cameras | None, what: str, request):
+    """A 3D method's renders at extra cameras: one finite image per camera, on the CPU in [0, 1]."""
+    if renders is None:
+        return None
+    wanted = (0 if cameras is None else len(cameras), 3, *request.image_shape)
+    if tuple(renders.shape) != wanted or not torch.isfinite(renders).all():
+        raise VideoSceneError(
+            f"method {method} returned {what} renders {list(renders.shape)} (or NaN/inf) for scene "
+            f"{request.scene}; expected {list(wanted)}, finite"
+        )
+    return renders.detach().float().cpu().clamp(0, 1)
+
+
 def _generate(
     method: str, generate: GenerateFn, request: GenerationRequest, device: torch.device
-) -> tuple[Tensor, Tensor | None, float]:
+) -> tuple[Tensor, MethodOutput, float]:
     """Run one method, timed; its global-RNG draws (if any) are seeded by the request and leave no trace.
-    Returns its frames, its renders at the holdout cameras (None: the method renders none) and seconds."""
+    Returns its frames, its renders at the holdout and off-path cameras (None: the method renders none) and
+    seconds."""
     cuda_devices = (
         [torch.cuda.current_device() if device.index is None else device.index]
         if device.type == "cuda"
@@ -284,15 +309,13 @@ def _generate(
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         seconds = time.perf_counter() - start
-    frames, holdout = (output.frames, output.holdout) if isinstance(output, MethodOutput) else (output, None)
-    if holdout is not None:
-        wanted = (0 if request.holdout is None else len(request.holdout), 3, *request.image_shape)
-        if tuple(holdout.shape) != wanted or not torch.isfinite(holdout).all():
-            raise VideoSceneError(
-                f"method {method} returned holdout renders {list(holdout.shape)} (or NaN/inf) for scene "
-                f"{request.scene}; expected {list(wanted)}, finite"
-            )
-        holdout = holdout.detach().float().cpu().clamp(0, 1)
+    output = output if isinstance(output, MethodOutput) else MethodOutput(output)
+    frames = output.frames
+    extra = MethodOutput(
+        frames,
+        _checked_renders(method, output.holdout, request.holdout, "holdout", request),
+        _checked_renders(method, output.off_path, request.off_path, "off-path", request),
+    )
     expected = (request.num_frames, 3, *request.image_shape)
     if not isinstance(frames, Tensor) or tuple(frames.shape) != expected:
         got = list(frames.shape) if isinstance(frames, Tensor) else type(frames).__name__
@@ -301,7 +324,7 @@ def _generate(
         )
     if not torch.isfinite(frames).all():
         raise VideoSceneError(f"method {method} returned NaN or inf frames for scene {request.scene}")
-    return frames.detach().float().cpu().clamp(0, 1), holdout, seconds
+    return frames.detach().float().cpu().clamp(0, 1), extra, seconds
 
 
 def _consistency(
@@ -356,8 +379,10 @@ def score_frames(
     config: EvalConfig,
     lpips: LPIPS | None = None,
     holdout: Float[Tensor, "holdout 3 height width"] | None = None,
+    off_path: Float[Tensor, "frame 3 height width"] | None = None,
 ) -> SceneResult:
-    """Step 3's scores for one generated video (and the method's renders at the holdout cameras)."""
+    """Step 3's scores for one generated video (and the method's renders at the holdout and off-path
+    cameras)."""
     plan, truth = prepared.plan, prepared.targets.image
     at_targets = frames[list(plan.slots)]
     held_out = torch.tensor(plan.held_out)
@@ -393,6 +418,19 @@ def score_frames(
                 "ssim_holdout_seen": masked_ssim(holdout, reference, ~unseen).item(),
                 "ssim_holdout_unseen": masked_ssim(holdout, reference, unseen).item(),
             }
+    if off_path is not None:
+        cameras = prepared.request.off_path
+        scores = video_consistency(
+            off_path,
+            cameras.extrinsics,
+            cameras.intrinsics,
+            gap=min(config.pair_gap, len(off_path) - 1),
+            config=consistency_config(config.seed),
+        )
+        quality |= {
+            "sampson_px_off_path": scores.median_sampson_px,
+            "inlier_ratio_off_path": scores.ransac_inlier_ratio if scores.num_matches else nan,
+        }
     return _result(
         method,
         prepared,
@@ -522,8 +560,12 @@ def evaluate(
                     if isinstance(generate, Oracle)
                     else prepared.request
                 )
-                frames, holdout, seconds = _generate(name, generate, request, device)
-                per_scene.append(score_frames(name, frames, seconds, prepared, config, lpips, holdout))
+                frames, extra, seconds = _generate(name, generate, request, device)
+                per_scene.append(
+                    score_frames(
+                        name, frames, seconds, prepared, config, lpips, extra.holdout, extra.off_path
+                    )
+                )
                 add_video_features(name, frames[list(prepared.plan.slots)], scene.key)
                 if showcase.scene == scene.key:
                     showcase.frames[name] = frames[list(prepared.plan.slots)]

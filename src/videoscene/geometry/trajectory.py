@@ -16,6 +16,8 @@ from videoscene.errors import VideoSceneError
 from videoscene.geometry.cameras import check_rigid
 
 EASINGS = ("linear", "cosine")
+# How far `offset_path` moves a path by default: sideways, in baselines (and half of it up).
+OFF_PATH_OFFSET = 0.25
 
 
 def ease(times: Float[Tensor, " frame"], easing: str) -> Float[Tensor, " frame"]:
@@ -153,6 +155,23 @@ def extended_cameras(
     return two_view_path(
         extrinsics_a, extrinsics_b, intrinsics_a, intrinsics_b, times, assume_rigid=assume_rigid
     )
+
+
+def offset_path(
+    extrinsics: Float[Tensor, "frame 4 4"], offset: float = OFF_PATH_OFFSET
+) -> Float[Tensor, "frame 4 4"]:
+    """A path beside a camera path (camera-to-world `extrinsics`): each camera moved sideways along its own
+    x axis by `offset` × the baseline and up (its −y axis, OpenCV) by half that, orientations unchanged. The
+    baseline is the distance between the first and last camera centres (the longest distance from the
+    first, if those coincide). Views no input frame had, for fly-throughs and off-path scores."""
+    centres = extrinsics[:, :3, 3]
+    baseline = float((centres[-1] - centres[0]).norm())
+    if baseline <= 1e-9:
+        baseline = float((centres - centres[0]).norm(dim=-1).max())
+    rotations = extrinsics[:, :3, :3]
+    moved = extrinsics.clone()
+    moved[:, :3, 3] = centres + offset * baseline * (rotations[:, :, 0] - 0.5 * rotations[:, :, 1])
+    return moved
 
 
 def camera_path(

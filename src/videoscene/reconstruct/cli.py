@@ -36,6 +36,7 @@ from videoscene.arguments import resolve_device
 from videoscene.errors import InputError
 from videoscene.gaussians.ply import load_ply, save_cameras_json, save_ply
 from videoscene.geometry.cameras import check_rigid
+from videoscene.geometry.trajectory import OFF_PATH_OFFSET, offset_path
 from videoscene.image_io import write_mp4
 from videoscene.io_utils import check_output_dir, read_json_object, staged_output_dir, write_json_atomic
 from videoscene.reconstruct.densify import DensifyConfig
@@ -49,8 +50,6 @@ from videoscene.reconstruct.optimize import (
 from videoscene.types import Cameras, Gaussians
 
 logger = logging.getLogger(__name__)
-
-FLYTHROUGH_OFFSET = 0.25  # sideways, in baselines (and half of it up)
 
 
 @dataclass
@@ -122,22 +121,6 @@ def load_generated(folder: str | Path) -> GeneratedScene:
     )
 
 
-def flythrough_cameras(cameras: Cameras, offset: float = FLYTHROUGH_OFFSET) -> Cameras:
-    """The input path moved off itself: each camera sideways along its own x axis by `offset` × baseline
-    and up (its −y axis, OpenCV) by half that; orientations and intrinsics unchanged. The baseline is the
-    distance between the first and last camera centres (the longest distance from the first, if those
-    coincide)."""
-    centres = cameras.extrinsics[:, :3, 3]
-    baseline = float((centres[-1] - centres[0]).norm())
-    if baseline <= 1e-9:
-        baseline = float((centres - centres[0]).norm(dim=-1).max())
-    rotations = cameras.extrinsics[:, :3, :3]
-    shift = offset * baseline * (rotations[:, :, 0] - 0.5 * rotations[:, :, 1])
-    extrinsics = cameras.extrinsics.clone()
-    extrinsics[:, :3, 3] = centres + shift
-    return Cameras(extrinsics, cameras.intrinsics.clone())
-
-
 def _rounded(values: list[float], digits: int = 4) -> list[float | None]:
     return [round(v, digits) if math.isfinite(v) else None for v in values]
 
@@ -178,7 +161,7 @@ def reconstruct_folder(
     seed: int = 0,
     device: torch.device | str = "cpu",
     overwrite: bool = False,
-    flythrough_offset: float = FLYTHROUGH_OFFSET,
+    flythrough_offset: float = OFF_PATH_OFFSET,
     progress: bool = True,
 ) -> dict:
     """Fit, then write the files of the module docstring into `out` atomically; returns report.json's
@@ -207,7 +190,7 @@ def reconstruct_folder(
     )
 
     # 3. The fly-through, then every file or none.
-    path = flythrough_cameras(scene.cameras, flythrough_offset)
+    path = Cameras(offset_path(scene.cameras.extrinsics, flythrough_offset), scene.cameras.intrinsics)
     image_shape = tuple(scene.frames.shape[-2:])
     flythrough = render_views(result.gaussians, path, image_shape, scene.background, config.backend).cpu()
     extra = {
@@ -259,7 +242,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--flythrough-offset",
         type=float,
-        default=FLYTHROUGH_OFFSET,
+        default=OFF_PATH_OFFSET,
         metavar="B",
         help="the fly-through's sideways offset from the input path, in baselines (half of it up)",
     )
