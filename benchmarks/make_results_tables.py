@@ -49,7 +49,7 @@ STAGES = (
     ("vae_decode", "VAE decode"),
     ("total", "total"),
 )
-# Paper Table 6 (PAPER.md §4): seconds for a whole video on an unstated GPU.
+# Paper Table 6 (supplementary): seconds for a whole video on an unstated GPU.
 PAPER_RUNTIME = (
     "paper (Table 6, 49×480×720, GPU not stated): VideoScene 2.98 s; CogVideoX-5B 179.45 s at 50 steps (≈60×)"
 )

@@ -27,7 +27,7 @@ def _alpha_bar_by_hand() -> torch.Tensor:
 def test_alpha_bar_matches_the_formula_and_has_zero_terminal_snr(schedule):
     torch.testing.assert_close(schedule.alphas_cumprod, _alpha_bar_by_hand())
     assert schedule.alphas_cumprod[999].item() == 0.0
-    # PAPER.md §1.3 step 7: the released leap timesteps keep about 42% / 55% signal amplitude.
+    # The authors' release: its leap timesteps keep about 42% / 55% signal amplitude.
     assert schedule.alphas_cumprod[549].sqrt().item() == pytest.approx(0.425, abs=2e-3)
     assert schedule.alphas_cumprod[459].sqrt().item() == pytest.approx(0.547, abs=2e-3)
 

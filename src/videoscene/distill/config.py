@@ -1,4 +1,4 @@
-"""Typed config of 3D-aware leap flow distillation (PAPER.md §2.3) and everything the trainer needs.
+"""Typed config of 3D-aware leap flow distillation (the paper's §3.3, Eq. 6) and everything the trainer needs.
 
 A config file is JSON with the sections below (configs/distill_tiny.json is the reference); unknown keys
 are errors, so a typo never silently falls back to a default. Paths are relative to the working directory.
@@ -22,7 +22,7 @@ CONFIG_FORMAT = "videoscene.distill/1"
 
 @dataclass(frozen=True)
 class LeapConfig:
-    """The loss of Eq. 6 and its ablation (PAPER.md §2.2-2.3, §6 items 3, 4, 7)."""
+    """The loss of Eq. 6 and its ablation (docs/method.md §4: the distance, the leap range and the EMA rate the paper leaves open)."""
 
     skip: int = 20  # k: solver grid {k−1, 2k−1, …, T−1}; teacher steps t_{n+1} → t_n = t_{n+1} − k
     max_timestep: int = 699  # T′: the leap draws t_{n+1} only from grid points ≤ T′
@@ -31,7 +31,7 @@ class LeapConfig:
     no_leap: bool = False
     distance: Literal["pseudo_huber", "l2"] = "pseudo_huber"
     huber_c: float = 0.001  # d(a, b) = √((a−b)² + c²) − c, averaged over elements (LCM's default c)
-    sigma_data: float = 0.5  # c_skip / c_out boundary scalings (LCM, UPSTREAM.md §3b)
+    sigma_data: float = 0.5  # c_skip / c_out boundary scalings (LCM, as diffusers' LCMScheduler)
     timestep_scaling: float = 10.0
     teacher_guidance_scale: float = 1.0  # classifier-free guidance of the teacher step (1 = off)
     # L = λ_D·L_D + λ_gt·d(f_θ(x_{t_{n+1}}, t_{n+1}), x₀): the paper distils from the teacher alone
@@ -115,7 +115,7 @@ class TrainConfig:
     adam_betas: tuple[float, float] = (0.9, 0.999)
     adam_epsilon: float = 1e-8
     max_grad_norm: float = 1.0
-    ema_decay: float = 0.95  # μ of θ⁻ ← μθ⁻ + (1−μ)θ (LCM default; PAPER.md §6 item 7)
+    ema_decay: float = 0.95  # μ of θ⁻ ← μθ⁻ + (1−μ)θ (LCM's default; the paper does not state it)
     # "attention": attn1 to_q/to_k/to_v/to_out of every CogVideoX block ([PN]: "only attention layers");
     # "all": every transformer parameter.
     trainable: Literal["attention", "all"] = "attention"

@@ -3,7 +3,7 @@
     videoscene train distill --config configs/distill_tiny.json --out outputs/distill_tiny \
         [--resume] [--no-leap]
 
-Per step (PAPER.md §1.4), on the shared training loop (`videoscene.training.loop`): a batch of cached clips
+Per step (the paper's Fig. 2 and §3.3), on the shared training loop (`videoscene.training.loop`): a batch of cached clips
 (distill/cache.py), t_{n+1} and ε drawn from the step's generator, the loss of Eq. 6 (distill/leap.py), an
 AdamW step on the trainable subset of the student, the EMA update of the target θ⁻, and, during the first
 `policy.train_steps` steps, one bandit update of DDPNet whose reward is the (gradient-free) one-step student
@@ -65,7 +65,7 @@ logger = logging.getLogger(__name__)
 
 def copy_backbone(teacher: VideoBackbone) -> VideoBackbone:
     """A copy of the teacher's transformer and prompt that shares its (frozen) VAE: the student starts as the
-    teacher (LCM practice, PAPER.md §6 item 5)."""
+    teacher (LCM practice; the paper does not say)."""
     return VideoBackbone(
         teacher.config,
         teacher.vae,

@@ -1,4 +1,4 @@
-"""3D consistency of frames against the cameras they should show (DESIGN.md §6, the paper's Fig. 5).
+"""3D consistency of frames against the cameras they should show (the paper's Fig. 5; docs/evaluation.md).
 
 SIFT keypoints are matched between two frames (Lowe's ratio test; `geometry.matching`). Each match is
 scored against the fundamental matrix of the *given* cameras: its Sampson distance in pixels (median, and

@@ -1,4 +1,4 @@
-"""DDPNet, the dynamic denoising policy network (PAPER.md §2.4, §6 item 8), and its contextual-bandit
+"""DDPNet, the dynamic denoising policy network (docs/method.md §5), and its contextual-bandit
 training.
 
     context   x₀ʳ (the coarse render's latent)                     [B, f, C, h, w]
@@ -20,7 +20,7 @@ s is a running standard deviation of r − b, so the step size does not depend o
 DDPNet never receives gradients from, nor sends them to, the student ([PN] "decoupled"): rewards are plain
 numbers. At inference the policy is greedy: t* = t_{argmax π}.
 
-The paper's DDPNet sees x₀ʳ only (PAPER.md §6 item 8 leaves the input open). Which t is best is a property
+The paper's DDPNet sees x₀ʳ only (the paper leaves the network's input open). Which t is best is a property
 of the clip (the per-clip best t barely changes with the noise draw) and goes with how wrong the render is,
 but a render does not show its own errors: at our scale neither this CNN nor summary statistics of x₀ʳ
 predict the best t on held-out clips better than one fixed t. `view_disagreement=True` adds what the prior
@@ -57,7 +57,7 @@ FORMAT = "videoscene.ddpnet/1"
 
 @dataclass(frozen=True)
 class PolicyConfig:
-    """DDPNet's actions, width and bandit training (values the paper leaves open: PAPER.md §6 item 8)."""
+    """DDPNet's actions, width and bandit training (values the paper leaves open: docs/method.md §5)."""
 
     # Candidate leap timesteps (K actions); each must lie on the distillation grid {k−1, 2k−1, …} and ≤ T′.
     candidates: tuple[int, ...] = (199, 299, 399, 499, 599, 699)

@@ -1,5 +1,5 @@
-"""First/last-frame conditioning of the CogVideoX interpolation backbone (PAPER.md §1.3 step 6, UPSTREAM.md
-6c-6d).
+"""First/last-frame conditioning of the CogVideoX interpolation backbone (as in the authors' released
+inference; docs/method.md §3).
 
     ĩ = i + σ·ε,  log σ ~ N(−3, 0.5²)        (pixel space, i ∈ [−1, 1]; one σ per sample for both frames)
     c = [E(ĩ_first), 0, …, 0, E(ĩ_last)]    (each frame VAE-encoded alone → 1 latent frame; zeros between)

@@ -1,10 +1,10 @@
 """Typed configs of the video diffusion backbone: VAE, denoiser, text embedding, noise schedule, conditioning.
 
-Two presets share one code path (DESIGN.md §2):
+Two presets share one code path (docs/method.md §3):
 
 - `tiny`: CPU scale, trained here. 17 pixel frames at 64×96 → 5 latent frames of 8 channels × 16×24
   (4× temporal, 4× spatial: see `TINY_VAE` for why not the paper's 8×).
-- `paper`: CogVideoX-5B-I2V (PAPER.md §1.2, UPSTREAM.md §3c): 49 frames at 480×720 → 13 latent frames of
+- `paper`: CogVideoX-5B-I2V (the base model of the authors' release): 49 frames at 480×720 → 13 latent frames of
   16×60×90; 42 layers, 48 heads × 64, in_channels 32 (16 noisy + 16 condition), text 226 × 4096.
 
 Geometry-dependent constructor arguments of the diffusers classes (the transformer's `in_channels`,
@@ -108,7 +108,7 @@ class DenoiserConfig:
     time_embed_dim: int = 512
     patch_size: int = 2
     use_rotary_positional_embeddings: bool = True
-    # The learned table locks the resolution to sample_height×sample_width (UPSTREAM.md §3c): paper only.
+    # The learned table locks the resolution to sample_height×sample_width (diffusers' CogVideoXTransformer3DModel): paper only.
     use_learned_positional_embeddings: bool = True
     spatial_interpolation_scale: float = 1.875
     temporal_interpolation_scale: float = 1.0
@@ -156,7 +156,7 @@ class TextConfig:
 
 @dataclass(frozen=True)
 class ScheduleConfig:
-    """`diffusers.CogVideoXDDIMScheduler` as configured for CogVideoX-5B (UPSTREAM.md §1.2, §3c)."""
+    """`diffusers.CogVideoXDDIMScheduler` as configured for CogVideoX-5B (its scheduler_config.json)."""
 
     num_train_timesteps: int = NUM_TRAIN_TIMESTEPS
     beta_start: float = 0.00085
@@ -180,7 +180,7 @@ class ScheduleConfig:
 
 @dataclass(frozen=True)
 class ConditioningConfig:
-    """First/last-frame conditioning (PAPER.md §1.3 step 6): pixel-space noise augmentation ĩ = i + σ·ε with
+    """First/last-frame conditioning (as the authors' released inference; docs/method.md §3): pixel-space noise augmentation ĩ = i + σ·ε with
     log σ ~ N(mean, std²) on images in [−1, 1], one σ per sample shared by its two frames."""
 
     noise_aug_log_sigma_mean: float = -3.0

@@ -1,6 +1,6 @@
 """The video diffusion backbone: diffusers' CogVideoX VAE + transformer + one fixed text condition.
 
-Layouts (DESIGN.md §4): videos are [B, F, 3, H, W] in [0, 1] in every public method; latents are
+Layouts (docs/conventions.md): videos are [B, F, 3, H, W] in [0, 1] in every public method; latents are
 [B, f, C, h, w] (the transformer's layout), already multiplied by the VAE scaling factor (or standardised per
 channel: `normalize_latents`). The VAE alone
 takes [B, C, F, H, W] in [−1, 1]; `encode_pixels` and `decode_latents` are the only places that convert.
@@ -502,7 +502,7 @@ class VideoBackbone(nn.Module):
         generator: torch.Generator | None = None,
         sample_posterior: bool = True,
     ) -> Float[Tensor, "batch latent_frames channels latent_height latent_width"]:
-        """Video in [0, 1] → scaled latents. F = 1 or 8k+1 frames (see DESIGN.md §4)."""
+        """Video in [0, 1] → scaled latents. F = 1 or 8k+1 frames (see docs/conventions.md)."""
         return self.encode_pixels(video * 2 - 1, generator=generator, sample_posterior=sample_posterior)
 
     def encode_pixels(
@@ -564,7 +564,7 @@ class VideoBackbone(nn.Module):
         timestep: Int[Tensor, " batch"] | int,
         prompt_embeds: Float[Tensor, "batch tokens dim"] | None = None,
     ) -> Float[Tensor, "batch latent_frames channels latent_height latent_width"]:
-        """v̂_θ(x_t, t, c): the transformer on [x_t ‖ condition] (channel concat, PAPER.md §1.3 step 8)."""
+        """v̂_θ(x_t, t, c): the transformer on [x_t ‖ condition] (channel concat, as the authors' released inference)."""
         if noisy_latents.shape != condition_latents.shape:
             raise VideoSceneError(
                 f"noisy latents {tuple(noisy_latents.shape)} and condition latents "

@@ -1,10 +1,10 @@
 """Multi-step sampling of the first/last-frame video model with diffusers' CogVideoX schedulers.
 
-Two starts (DESIGN.md §6 compares both):
+Two starts (docs/results.md compares both):
 - from pure noise at t = 999 (trailing spacing; ᾱ_999 = 0, so the start carries no signal), or
 - from a video (the coarse render) VAE-encoded and forward-noised to a chosen t, then denoised over
   timesteps ≤ t (SDEdit-style: the paper's "teacher from the render" baseline; with 1 step this is exactly
-  the released inference, x̂₀ from one transformer call, PAPER.md §1.3 steps 7-9).
+  the released inference, x̂₀ from one transformer call, docs/method.md §6).
 
 Classifier-free guidance (off by default: the paper samples without it) mixes
 v̂ = v̂_u + w·(v̂_c − v̂_u); the unconditional branch replaces the text by the null (all-zero) prompt

@@ -1,4 +1,4 @@
-"""The CogVideoX noise schedule (PAPER.md §2.1, DESIGN.md §4): discrete DDPM, v-prediction, zero terminal SNR.
+"""The CogVideoX noise schedule (docs/method.md §3): discrete DDPM, v-prediction, zero terminal SNR.
 
 ᾱ_t comes from diffusers' `CogVideoXDDIMScheduler`; the closed forms below are the v-parameterisation:
 
@@ -75,7 +75,7 @@ class NoiseSchedule:
         return alpha_bar.sqrt() * noise - (1 - alpha_bar).sqrt() * x0
 
     def x0_from_v(self, x_t: Tensor, v: Tensor, t: Timesteps) -> Tensor:
-        """x̂₀ = √ᾱ_t·x_t − √(1−ᾱ_t)·v̂ (PAPER.md §1.3 step 9)."""
+        """x̂₀ = √ᾱ_t·x_t − √(1−ᾱ_t)·v̂ (v-prediction)."""
         alpha_bar = self.alpha_bar(t, x_t)
         return alpha_bar.sqrt() * x_t - (1 - alpha_bar).sqrt() * v
 
@@ -85,14 +85,14 @@ class NoiseSchedule:
         return alpha_bar.sqrt() * v + (1 - alpha_bar).sqrt() * x_t
 
     def ddim_step(self, x_t: Tensor, v: Tensor, t: Timesteps, t_prev: Timesteps) -> Tensor:
-        """One deterministic DDIM step t → t_prev (the teacher solver Ψ of PAPER.md §2.2); t_prev < 0 gives
+        """One deterministic DDIM step t → t_prev (the teacher solver Ψ of the paper's Eq. 6); t_prev < 0 gives
         x̂₀."""
         x0 = self.x0_from_v(x_t, v, t)
         eps = self.eps_from_v(x_t, v, t)
         alpha_bar_prev = self.alpha_bar(t_prev, x_t)
         return alpha_bar_prev.sqrt() * x0 + (1 - alpha_bar_prev).sqrt() * eps
 
-    # -- consistency distillation helpers (PAPER.md §2.2, UPSTREAM.md §3b) -----------------------------------
+    # -- consistency distillation helpers (LCM's parameterisation, as diffusers' LCMScheduler) -----------------------------------
     def boundary_scalings(
         self, t: Timesteps, like: Tensor, sigma_data: float = 0.5, timestep_scaling: float = 10.0
     ) -> tuple[Tensor, Tensor]:

@@ -267,7 +267,7 @@ def vae_loss(
 def to_vae_layout(
     video: Float[Tensor, "batch frames 3 height width"],
 ) -> Float[Tensor, "batch 3 frames height width"]:
-    """[0, 1] frames-first video → the VAE's [−1, 1] channels-first layout (DESIGN.md §4)."""
+    """[0, 1] frames-first video → the VAE's [−1, 1] channels-first layout (docs/conventions.md)."""
     return (video * 2 - 1).permute(0, 2, 1, 3, 4)
 
 
