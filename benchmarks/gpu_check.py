@@ -1,4 +1,4 @@
-"""GPU check at the paper's scale with random weights (docs/results.md, Table 6 at our scale), sized for 8 minutes
+"""GPU check at the paper's scale with random weights (docs/results.md, Table 6), sized for 8 minutes
 on one H100.
 
 1. Rasterizer: gsplat against the torch renderer on a small scene, images (colour, alpha, alpha·depth) and the

@@ -264,8 +264,8 @@ def test_repository_config_parses(monkeypatch):
     assert config.video_config.name == "tiny" and config.trainable == "all"
     finetune = TeacherTrainConfig.load("configs/teacher_tiny_finetune.json")
     assert finetune.init_teacher == "src/videoscene/weights/tiny/teacher" and finetune.vae is None
-    # The paper's warm-up (the paper's implementation details): CogvideoX-Interpolation, attention layers, 900 steps, lr 3e-5, batch
-    # 2.
+    # The paper's warm-up (its implementation details): CogvideoX-Interpolation, attention layers, 900
+    # steps, lr 3e-5, batch 2.
     warmup = TeacherTrainConfig.load("configs/teacher_paper_warmup.json")
     assert warmup.video_config.name == "paper" and warmup.trainable == "attention" and warmup.vae is None
     assert (warmup.steps, warmup.lr, warmup.batch_size) == (900, 3e-5, 2)

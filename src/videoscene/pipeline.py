@@ -1,9 +1,9 @@
 """VideoScenePipeline: two posed views in; the coarse video, the generated video and the Gaussians out.
 
-The steps follow the paper's inference (Fig. 2; docs/method.md §6): feed-forward Gaussians from the two views, a coarse render along the
-camera path, its VAE latent x₀ʳ forward-noised to a timestep t (DDPNet's choice or fixed) and denoised in
-one step by the distilled student, then decoded. The same call runs the multi-step teacher (from the
-render or from pure noise) for comparison.
+The steps follow the paper's inference (docs/method.md §6): feed-forward Gaussians from the two views, a
+coarse render along the camera path, its VAE latent x₀ʳ forward-noised to a timestep t (DDPNet's choice or
+fixed) and denoised in one step by the distilled student, then decoded. The same call runs the multi-step
+teacher (from the render or from pure noise) for comparison.
 
 A weights folder holds:
     pipeline.json                       resolution, frame count, near/far, fallback timestep

@@ -1,4 +1,4 @@
-"""RealEstate10K `.torch` chunks, the format pixelSplat/MVSplat/VideoScene read (pixelSplat's layout: per chunk a list of scenes with `key`, `url`, `timestamps`, `cameras`, `images`).
+"""RealEstate10K `.torch` chunks, the format pixelSplat/MVSplat/VideoScene read (pixelSplat's chunk layout).
 
 A split folder holds `000000.torch, 000001.torch, ...` (each a `torch.save`d list of scene dicts) and
 `index.json` mapping scene key -> chunk file name. A scene dict has "key" (str), "url" (str),

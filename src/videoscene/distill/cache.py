@@ -1,6 +1,6 @@
 """The distillation cache: per training clip, everything the loss needs that does not change during training.
 
-For each clip (the paper's Fig. 2, training: render, then encode) the frozen prior reconstructs Gaussians from the two context views,
+For each clip (the paper's Fig. 2) the frozen prior reconstructs Gaussians from the two context views,
 they are rendered at the F target cameras (the coarse video), and the video model's VAE encodes
 
     x₀ʳ  the coarse render          →  render_latents     [f, C, h, w]

@@ -22,7 +22,8 @@ CONFIG_FORMAT = "videoscene.distill/1"
 
 @dataclass(frozen=True)
 class LeapConfig:
-    """The loss of Eq. 6 and its ablation (docs/method.md §4: the distance, the leap range and the EMA rate the paper leaves open)."""
+    """The loss of Eq. 6 and its ablation (docs/method.md §4: the distance, the leap range and the EMA rate
+    that the paper leaves open)."""
 
     skip: int = 20  # k: solver grid {k−1, 2k−1, …, T−1}; teacher steps t_{n+1} → t_n = t_{n+1} − k
     max_timestep: int = 699  # T′: the leap draws t_{n+1} only from grid points ≤ T′

@@ -1,4 +1,4 @@
-"""3D-aware leap flow distillation: the loss of the paper's Eq. 6 (§3.3; consistency-model parameterisation of LCM, as in diffusers' LCMScheduler; docs/method.md §4).
+"""3D-aware leap flow distillation: the loss of the paper's Eq. 6 (§3.3; docs/method.md §4).
 
 For a clip with render latent x₀ʳ, ground-truth latent x₀ and first/last condition latents c:
 
@@ -116,7 +116,7 @@ def consistency_function(
     timesteps: Int[Tensor, " batch"],
     config: LeapConfig,
 ) -> Latents:
-    """f(x_t, t) = c_skip(t)·x_t + c_out(t)·x̂₀(x_t, t) with x̂₀ = √ᾱ·x_t − √(1−ᾱ)·v̂ (LCM's boundary scalings, docs/method.md §4)."""
+    """f(x_t, t) = c_skip(t)·x_t + c_out(t)·x̂₀(x_t, t) with x̂₀ = √ᾱ·x_t − √(1−ᾱ)·v̂ (LCM's scalings)."""
     v = denoiser(x_t, condition_latents, timesteps)
     x0 = schedule.x0_from_v(x_t, v, timesteps)
     c_skip, c_out = schedule.boundary_scalings(timesteps, x_t, config.sigma_data, config.timestep_scaling)

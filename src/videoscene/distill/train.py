@@ -3,7 +3,7 @@
     videoscene train distill --config configs/distill_tiny.json --out outputs/distill_tiny \
         [--resume] [--no-leap]
 
-Per step (the paper's Fig. 2 and §3.3), on the shared training loop (`videoscene.training.loop`): a batch of cached clips
+Per step (the paper's §3.3), on the shared training loop (`videoscene.training.loop`): a batch of cached clips
 (distill/cache.py), t_{n+1} and ε drawn from the step's generator, the loss of Eq. 6 (distill/leap.py), an
 AdamW step on the trainable subset of the student, the EMA update of the target θ⁻, and, during the first
 `policy.train_steps` steps, one bandit update of DDPNet whose reward is the (gradient-free) one-step student

@@ -4,7 +4,7 @@ Two presets share one code path (docs/method.md §3):
 
 - `tiny`: CPU scale, trained here. 17 pixel frames at 64×96 → 5 latent frames of 8 channels × 16×24
   (4× temporal, 4× spatial: see `TINY_VAE` for why not the paper's 8×).
-- `paper`: CogVideoX-5B-I2V (the base model of the authors' release): 49 frames at 480×720 → 13 latent frames of
+- `paper`: CogVideoX-5B-I2V (the release's base): 49 frames at 480×720 → 13 latent frames of
   16×60×90; 42 layers, 48 heads × 64, in_channels 32 (16 noisy + 16 condition), text 226 × 4096.
 
 Geometry-dependent constructor arguments of the diffusers classes (the transformer's `in_channels`,
@@ -108,7 +108,7 @@ class DenoiserConfig:
     time_embed_dim: int = 512
     patch_size: int = 2
     use_rotary_positional_embeddings: bool = True
-    # The learned table locks the resolution to sample_height×sample_width (diffusers' CogVideoXTransformer3DModel): paper only.
+    # The learned table locks the resolution to sample_height×sample_width (diffusers): paper only.
     use_learned_positional_embeddings: bool = True
     spatial_interpolation_scale: float = 1.875
     temporal_interpolation_scale: float = 1.0
@@ -180,7 +180,7 @@ class ScheduleConfig:
 
 @dataclass(frozen=True)
 class ConditioningConfig:
-    """First/last-frame conditioning (as the authors' released inference; docs/method.md §3): pixel-space noise augmentation ĩ = i + σ·ε with
+    """First/last-frame conditioning (as the release): pixel-space noise augmentation ĩ = i + σ·ε with
     log σ ~ N(mean, std²) on images in [−1, 1], one σ per sample shared by its two frames."""
 
     noise_aug_log_sigma_mean: float = -3.0

@@ -564,7 +564,7 @@ class VideoBackbone(nn.Module):
         timestep: Int[Tensor, " batch"] | int,
         prompt_embeds: Float[Tensor, "batch tokens dim"] | None = None,
     ) -> Float[Tensor, "batch latent_frames channels latent_height latent_width"]:
-        """v̂_θ(x_t, t, c): the transformer on [x_t ‖ condition] (channel concat, as the authors' released inference)."""
+        """v̂_θ(x_t, t, c): the transformer on [x_t ‖ condition] (channel concat, as the release)."""
         if noisy_latents.shape != condition_latents.shape:
             raise VideoSceneError(
                 f"noisy latents {tuple(noisy_latents.shape)} and condition latents "

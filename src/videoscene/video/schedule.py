@@ -85,14 +85,14 @@ class NoiseSchedule:
         return alpha_bar.sqrt() * v + (1 - alpha_bar).sqrt() * x_t
 
     def ddim_step(self, x_t: Tensor, v: Tensor, t: Timesteps, t_prev: Timesteps) -> Tensor:
-        """One deterministic DDIM step t → t_prev (the teacher solver Ψ of the paper's Eq. 6); t_prev < 0 gives
+        """One deterministic DDIM step t → t_prev (the teacher solver Ψ of Eq. 6); t_prev < 0 gives
         x̂₀."""
         x0 = self.x0_from_v(x_t, v, t)
         eps = self.eps_from_v(x_t, v, t)
         alpha_bar_prev = self.alpha_bar(t_prev, x_t)
         return alpha_bar_prev.sqrt() * x0 + (1 - alpha_bar_prev).sqrt() * eps
 
-    # -- consistency distillation helpers (LCM's parameterisation, as diffusers' LCMScheduler) -----------------------------------
+    # -- consistency distillation helpers (LCM's parameterisation) ---------------------------------
     def boundary_scalings(
         self, t: Timesteps, like: Tensor, sigma_data: float = 0.5, timestep_scaling: float = 10.0
     ) -> tuple[Tensor, Tensor]:

@@ -11,10 +11,10 @@ generator seeded by (seed, step):
 
     x₀ = N(μ + σ_q·ε_q)                                   a fresh posterior sample, normalised (models.py)
     c  = [E(ĩ_first), 0, …, 0, E(ĩ_last)], ĩ = i + σ·ε    condition latents, log σ ~ N(−3, 0.5²)
-                                                          (CogVideoX's v-prediction, docs/method.md §3)
+                                                          (docs/method.md §3)
     t ~ U{0..999},  x_t = √ᾱ_t·x₀ + √(1−ᾱ_t)·ε,  v = √ᾱ_t·ε − √(1−ᾱ_t)·x₀
 
-and minimises E[(1/(1−ᾱ_t))·‖x̂₀(x_t, t) − x₀‖²] (CogVideoX's v-prediction, docs/method.md §3), which equals the v-MSE ‖v̂ − v‖² since
+and minimises E[(1/(1−ᾱ_t))·‖x̂₀(x_t, t) − x₀‖²], which equals the v-MSE ‖v̂ − v‖² since
 x̂₀ − x₀ = −√(1−ᾱ_t)·(v̂ − v). With `condition_dropout` > 0 the condition latents are zeroed for that share of
 the batch, so that classifier-free guidance over the image condition (sampling.py) has an unconditional
 branch.
