@@ -327,12 +327,10 @@ def _generate(
     return frames.detach().float().cpu().clamp(0, 1), extra, seconds
 
 
-def _consistency(
-    frames_at_targets: Tensor, prepared: PreparedScene, config: EvalConfig
-) -> dict[str, float | int]:
-    """3D-consistency scores of the frames at the target cameras, pairs (k, k + gap) in path order."""
+def _consistency(frames: Tensor, cameras: Cameras, config: EvalConfig) -> dict[str, float | int]:
+    """3D-consistency scores of frames against their cameras, pairs (k, k + gap) in path order."""
     nan = float("nan")
-    count = len(prepared.plan.targets)
+    count = len(frames)
     if count < 2:
         return {
             "sampson_px": nan,
@@ -342,9 +340,9 @@ def _consistency(
             "num_matches": 0,
         }
     scores = video_consistency(
-        frames_at_targets,
-        prepared.targets.extrinsics,
-        prepared.targets.intrinsics,
+        frames,
+        cameras.extrinsics,
+        cameras.intrinsics,
         gap=min(config.pair_gap, count - 1),
         config=consistency_config(config.seed),
     )
@@ -419,24 +417,17 @@ def score_frames(
                 "ssim_holdout_unseen": masked_ssim(holdout, reference, unseen).item(),
             }
     if off_path is not None:
-        cameras = prepared.request.off_path
-        scores = video_consistency(
-            off_path,
-            cameras.extrinsics,
-            cameras.intrinsics,
-            gap=min(config.pair_gap, len(off_path) - 1),
-            config=consistency_config(config.seed),
-        )
+        scores = _consistency(off_path, prepared.request.off_path, config)
         quality |= {
-            "sampson_px_off_path": scores.median_sampson_px,
-            "inlier_ratio_off_path": scores.ransac_inlier_ratio if scores.num_matches else nan,
+            "sampson_px_off_path": scores["sampson_px"],
+            "inlier_ratio_off_path": scores["inlier_ratio"],
         }
     return _result(
         method,
         prepared,
         seconds=seconds,
         **quality,
-        **_consistency(at_targets, prepared, config),
+        **_consistency(at_targets, prepared.targets.cameras, config),
         temporal_error=warping_error(frames).warp_error,
     )
 
@@ -453,7 +444,7 @@ def reference_scores(prepared: PreparedScene, config: EvalConfig) -> SceneResult
         psnr=nan,
         ssim=nan,
         lpips=nan,
-        **_consistency(prepared.targets.image, prepared, config),
+        **_consistency(prepared.targets.image, prepared.targets.cameras, config),
         temporal_error=nan,
     )
 
