@@ -71,6 +71,34 @@ def test_pipeline_teacher_paths(tiny_weights):
         pipe(images, cameras, num_steps=4)
 
 
+def test_the_render_skip_passes_an_unchanged_render_through_exactly(tiny_weights, monkeypatch):
+    """With `render_skip` the video is render + D(x̂₀) − D(x₀ʳ): a student that returns x₀ʳ gives the render
+    itself (not its VAE round trip); a student that changes x₀ʳ changes the video by the decoded change."""
+    from dataclasses import replace
+
+    pipe = VideoScenePipeline.from_pretrained(tiny_weights)
+    images, cameras = two_views()
+    monkeypatch.setattr(type(pipe.distilled), "generate", lambda self, render, condition, *_, **__: render)
+    plain = pipe(images, cameras, timestep=199)
+    assert (plain.frames - plain.coarse_frames).abs().mean() > 1e-3  # the VAE's round trip
+    pipe.config = replace(pipe.config, render_skip=True)
+    skipped = pipe(images, cameras, timestep=199)
+    torch.testing.assert_close(skipped.frames, skipped.coarse_frames, rtol=0, atol=1e-6)
+    seen = {}
+
+    def shifted(self, render, condition, *_, **__):
+        seen["render"] = render
+        return render + 0.5
+
+    monkeypatch.setattr(type(pipe.distilled), "generate", shifted)
+    changed = pipe(images, cameras, timestep=199)
+    backbone = pipe._backbone("student", 1)
+    change = backbone.decode_latents(seen["render"] + 0.5) - backbone.decode_latents(seen["render"])
+    expected = (changed.coarse_frames + change[0]).clamp(0, 1)
+    torch.testing.assert_close(changed.frames, expected, rtol=0, atol=1e-5)
+    assert (changed.frames - changed.coarse_frames).abs().mean() > 1e-3
+
+
 def test_pipeline_bad_inputs(tiny_weights):
     pipe = VideoScenePipeline.from_pretrained(tiny_weights)
     images, cameras = two_views()

@@ -70,6 +70,10 @@ class PipelineConfig:
     fallback_timestep: int = 549
     background: tuple[float, float, float] = (0.0, 0.0, 0.0)
     resize: Literal["crop", "stretch"] = "crop"  # the default of `__call__`'s `resize` for these weights
+    # Decode only the denoiser's change to the render: video = render + D(x̂₀) − D(x₀ʳ), so pixels the
+    # student leaves alone keep the render's detail and colour instead of the VAE's round trip of it (a
+    # pixel-space skip from the render past the latent, the role of Difix3D+'s decoder skip connections).
+    render_skip: bool = False
 
     def __post_init__(self) -> None:
         if self.resize not in RESIZE_MODES:
@@ -276,9 +280,12 @@ class VideoScenePipeline:
             else:
                 latents = self._student(model).generate(render_latents, condition, start, generator=generator)
 
-        # 9. Decode
+        # 9. Decode (with the render skip: only the change the denoiser made to x₀ʳ)
         with _timed(timings, peak_memory, "vae_decode"), backbone.vae_tiling(vae_tiling):
             frames = backbone.decode_latents(latents)
+            if self.config.render_skip:
+                change = frames - backbone.decode_latents(render_latents)
+                frames = (coarse.to(frames.dtype) + change).clamp(0, 1)
         timings["total"] = sum(timings.values())
 
         method = model if model != "teacher" else f"teacher{'' if start is None else '-leap'}@{num_steps}"
