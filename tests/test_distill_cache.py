@@ -42,7 +42,7 @@ def components(tmp_path_factory):
 def test_build_is_deterministic_reused_and_resumable(components, tmp_path, monkeypatch):
     backbone, prior, split, sampler = components
     first = build_cache(tmp_path / "a", "train", [split], sampler, prior, backbone, seed=3, clips_per_scene=2)
-    assert len(first) == 4 and first.latent_shape == (3, 8, 8, 12) and first.has_frames
+    assert len(first) == 4 and first.latent_shape == (5, 8, 16, 24) and first.has_frames
     clip = first[0]
     assert clip.render_frames.shape == (9, 3, 32, 48) and clip.render_frames.dtype == torch.uint8
     assert len(clip.frame_indices) == 9 and clip.scene in ("scene0", "scene1")
@@ -50,7 +50,7 @@ def test_build_is_deterministic_reused_and_resumable(components, tmp_path, monke
     assert clip.condition_latents[1].abs().max() == 0 and clip.condition_latents[0].abs().max() > 0
     assert not torch.equal(clip.render_latents, clip.latents)
     batch = first.latent_batch([0, 3])
-    assert batch.render_latents.shape == (2, 3, 8, 8, 12)
+    assert batch.render_latents.shape == (2, 5, 8, 16, 24)
 
     # Same inputs and seed in another folder: identical tensors.
     second = build_cache(

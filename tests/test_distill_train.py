@@ -21,7 +21,7 @@ from videoscene.video.models import VideoBackbone, trainable_parameter_names
 
 
 def tiny_teacher() -> VideoBackbone:
-    """9 frames at 32×48 → latents [3, 8, 8, 12]; one transformer block."""
+    """9 frames at 32×48 → latents [5, 8, 16, 24]; one transformer block."""
     return VideoBackbone.build(tiny_video_config())
 
 

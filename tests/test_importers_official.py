@@ -35,9 +35,12 @@ def release(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("release")
     base_config = tiny_video_config(FRAMES, HEIGHT, WIDTH)
-    # CogVideoX-5B-I2V has learned positions beside the 3D RoPE: the stand-in has both.
+    # CogVideoX-5B-I2V compresses 4× in time, patches 2×2 and has learned positions beside the 3D RoPE: the
+    # stand-in does the same.
     config = replace(
-        base_config, denoiser=replace(base_config.denoiser, use_learned_positional_embeddings=True)
+        base_config,
+        vae=replace(base_config.vae, block_out_channels=(16, 32, 32), temporal_compression_ratio=4),
+        denoiser=replace(base_config.denoiser, patch_size=2, use_learned_positional_embeddings=True),
     )
     torch.manual_seed(0)
     base = VideoBackbone.build(config)

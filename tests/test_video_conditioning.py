@@ -56,7 +56,7 @@ def test_each_frame_is_encoded_alone_and_placed_at_the_ends(video_backbone):
         mean_condition = encode_condition_frames(
             _with_posterior_mean(video_backbone), first, last, 3, noise_augmentation=False
         )
-    assert condition.shape == (1, 3, 8, 8, 12)
+    assert condition.shape == (1, 3, 8, 16, 24)
     assert condition[:, 1].abs().sum() == 0
     torch.testing.assert_close(mean_condition[:, 0], alone_first[:, 0], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(mean_condition[:, 2], alone_last[:, 0], atol=1e-5, rtol=1e-5)

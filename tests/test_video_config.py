@@ -25,16 +25,22 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 TINY, PAPER = PRESETS["tiny"], PRESETS["paper"]
 
 
+# CogVideoX's geometry (4× time, 4× space here, patch 2) for the frame-rule and validation cases; the tiny
+# preset compresses 2× in space and time.
+VAE_4X = replace(TINY_VAE, block_out_channels=(16, 32, 32), temporal_compression_ratio=4)
+DENOISER_P2 = replace(TINY_DENOISER, patch_size=2)
+
+
 def tiny(**changes) -> VideoModelConfig:
-    values = dict(name="t", num_frames=9, height=32, width=48, vae=TINY_VAE, denoiser=TINY_DENOISER)
+    values = dict(name="t", num_frames=9, height=32, width=48, vae=VAE_4X, denoiser=DENOISER_P2)
     values.update(changes)
     return VideoModelConfig(**values)
 
 
 def test_presets_have_the_documented_latent_geometry():
-    # tiny: 17 frames at 64×96 → 5 latent frames of 8 channels × 16×24.
+    # tiny: 17 frames at 64×96 → 9 latent frames of 8 channels × 32×48 (2× space, 2× time).
     assert (TINY.num_frames, TINY.height, TINY.width) == (17, 64, 96)
-    assert (TINY.latent_frames, TINY.latent_channels, TINY.latent_height, TINY.latent_width) == (5, 8, 16, 24)
+    assert (TINY.latent_frames, TINY.latent_channels, TINY.latent_height, TINY.latent_width) == (9, 8, 32, 48)
     # paper (CogVideoX-5B-I2V): 49 frames at 480×720 → 13 latent frames of 16×60×90.
     assert (PAPER.latent_frames, PAPER.latent_channels, PAPER.latent_height, PAPER.latent_width) == (
         13,
@@ -50,7 +56,7 @@ def test_presets_have_the_documented_latent_geometry():
     assert (
         PAPER.denoiser.inner_dim == 3072
         and PAPER.vae.spatial_compression == 8
-        and TINY.vae.spatial_compression == 4
+        and TINY.vae.spatial_compression == 2
     )
 
 
@@ -89,13 +95,13 @@ def test_frame_counts_off_the_8k_plus_1_rule_are_refused(frames):
         (dict(height=0), "0x48 must be positive"),
         (dict(width=-8), "32x-8 must be positive"),
         (
-            dict(denoiser=replace(TINY_DENOISER, attention_head_dim=24)),
+            dict(denoiser=replace(DENOISER_P2, attention_head_dim=24)),
             "attention_head_dim=24 must be divisible by 16",
         ),
         (
             dict(
                 denoiser=replace(
-                    TINY_DENOISER,
+                    DENOISER_P2,
                     use_rotary_positional_embeddings=False,
                     use_learned_positional_embeddings=True,
                 )
@@ -103,19 +109,19 @@ def test_frame_counts_off_the_8k_plus_1_rule_are_refused(frames):
             "learned positional embeddings need rotary ones too",
         ),
         (
-            dict(vae=replace(TINY_VAE, block_out_channels=(16, 32))),
+            dict(vae=replace(VAE_4X, block_out_channels=(16, 32))),
             "temporal_compression_ratio=4 needs at least 3 VAE blocks, got 2",
         ),
         (
-            dict(vae=replace(TINY_VAE, latents_mean=(0.0,) * 8)),
+            dict(vae=replace(VAE_4X, latents_mean=(0.0,) * 8)),
             "latents_mean and latents_std must both be given",
         ),
         (
-            dict(vae=replace(TINY_VAE, latents_mean=(0.0,) * 8, latents_std=(1.0,) * 7 + (0.0,))),
+            dict(vae=replace(VAE_4X, latents_mean=(0.0,) * 8, latents_std=(1.0,) * 7 + (0.0,))),
             "positive stds",
         ),
         (
-            dict(vae=replace(TINY_VAE, block_out_channels=(16, 32, 36))),
+            dict(vae=replace(VAE_4X, block_out_channels=(16, 32, 36))),
             "VAE width 36 is not divisible by norm_num_groups=8",
         ),
     ],
@@ -128,7 +134,7 @@ def test_invalid_configs_raise_one_line_naming_the_config(changes, message):
 
 def test_with_size_keeps_the_model_and_checks_the_new_size():
     small = TINY.with_size(num_frames=9, height=32, width=48)
-    assert (small.latent_frames, small.latent_height, small.latent_width) == (3, 8, 12)
+    assert (small.latent_frames, small.latent_height, small.latent_width) == (5, 16, 24)
     assert (small.vae, small.denoiser, small.text, small.schedule, small.name) == (
         TINY.vae,
         TINY.denoiser,
@@ -136,8 +142,8 @@ def test_with_size_keeps_the_model_and_checks_the_new_size():
         TINY.schedule,
         "tiny",
     )
-    with pytest.raises(VideoSceneError, match="8k\\+1"):
-        TINY.with_size(num_frames=12, height=32, width=48)
+    with pytest.raises(VideoSceneError, match="4k\\+1"):
+        TINY.with_size(num_frames=11, height=32, width=48)
     with pytest.raises(VideoSceneError, match="divisible by 8"):
         TINY.with_size(num_frames=9, height=30, width=48)
 
@@ -148,10 +154,10 @@ def test_config_json_round_trip_and_validation(tmp_path):
         assert VideoModelConfig.load_json(tmp_path / f"{config.name}.json") == config
         assert VideoModelConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
     data = json.loads((tmp_path / "tiny.json").read_text())
-    assert data["format"] == "videoscene.video/1" and data["vae"]["block_out_channels"] == [16, 32, 32]
-    data["num_frames"] = 13
+    assert data["format"] == "videoscene.video/1" and data["vae"]["block_out_channels"] == [16, 32]
+    data["num_frames"] = 15
     (tmp_path / "bad.json").write_text(json.dumps(data))
-    with pytest.raises(VideoSceneError, match="8k\\+1"):
+    with pytest.raises(VideoSceneError, match="4k\\+1"):
         VideoModelConfig.load_json(tmp_path / "bad.json")
     measured = replace(TINY, vae=replace(TINY_VAE, latents_mean=tuple(range(8)), latents_std=(0.5,) * 8))
     assert (

@@ -502,7 +502,8 @@ class VideoBackbone(nn.Module):
         generator: torch.Generator | None = None,
         sample_posterior: bool = True,
     ) -> Float[Tensor, "batch latent_frames channels latent_height latent_width"]:
-        """Video in [0, 1] → scaled latents. F = 1 or 8k+1 frames (see docs/conventions.md)."""
+        """Video in [0, 1] → scaled latents. F = 1 or 2rk+1 frames for temporal compression r (8k+1 for
+        CogVideoX; docs/conventions.md)."""
         return self.encode_pixels(video * 2 - 1, generator=generator, sample_posterior=sample_posterior)
 
     def encode_pixels(
@@ -517,9 +518,11 @@ class VideoBackbone(nn.Module):
                 f"video must be [batch, frames, 3, height, width], got {tuple(pixels.shape)}"
             )
         frames, height, width = pixels.shape[1], pixels.shape[3], pixels.shape[4]
-        if frames != 1 and (frames - 1) % (2 * self.config.vae.temporal_compression_ratio):
+        step = 2 * self.config.vae.temporal_compression_ratio
+        if frames != 1 and (frames - 1) % step:
             raise VideoSceneError(
-                f"video has {frames} frames; the VAE needs 1 or 8k+1 (9, 17, 25, 49) to decode back to it"
+                f"video has {frames} frames; the VAE needs 1 or {step}k+1 ({step + 1}, {2 * step + 1}, ...) "
+                "to decode back to it"
             )
         self.check_video_size(height, width)
         vae_input = pixels.to(self.vae.dtype).permute(0, 2, 1, 3, 4)  # [B, F, 3, H, W] → [B, 3, F, H, W]

@@ -126,9 +126,11 @@ def sample_video(
                 f"start video is {tuple(start_video.shape[-2:])}, the frames {tuple(first_frame.shape[-2:])}"
             )
     num_frames = num_frames or backbone.config.num_frames
-    if (num_frames - 1) % (2 * backbone.config.vae.temporal_compression_ratio):
+    step = 2 * backbone.config.vae.temporal_compression_ratio
+    if (num_frames - 1) % step:
         raise VideoSceneError(
-            f"num_frames={num_frames} must be 8k+1 (9, 17, 25, 49) to decode back to itself"
+            f"num_frames={num_frames} must be {step}k+1 ({step + 1}, {2 * step + 1}, ...) to decode back to "
+            "itself"
         )
     latent_frames = (num_frames - 1) // backbone.config.vae.temporal_compression_ratio + 1
     device = backbone.device
