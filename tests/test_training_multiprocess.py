@@ -186,3 +186,14 @@ def test_distill_builds_its_cache_once(planes, tmp_path):
     check_data_parallel(output, out)  # the state includes DDPNet and its reward statistics
     assert len(re.findall(rf"distillation cache \S+: {SCENES} clips", output)) == 1
     assert len(re.findall(r"reusing distillation cache", output)) == 1
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="mixed precision is refused only without CUDA")
+def test_mixed_precision_on_cpu_is_one_clear_error():
+    from videoscene.errors import VideoSceneError
+    from videoscene.training.processes import make_accelerator
+
+    for precision in ("bf16", "fp16"):
+        with pytest.raises(VideoSceneError, match=f"mixed_precision '{precision}' needs a CUDA GPU"):
+            make_accelerator(precision)
+    assert make_accelerator("no").device.type == "cpu"

@@ -14,6 +14,8 @@ from typing import Literal
 import torch
 from accelerate import Accelerator, PartialState
 
+from videoscene.errors import VideoSceneError
+
 
 def process_state() -> PartialState:
     """This process's rank, the number of processes and its device (accelerate's state, shared by every
@@ -23,4 +25,12 @@ def process_state() -> PartialState:
 
 def make_accelerator(mixed_precision: Literal["no", "fp16", "bf16"] = "no") -> Accelerator:
     """The accelerator of a training run: one process per GPU, or CPU processes without CUDA."""
-    return Accelerator(mixed_precision=mixed_precision, cpu=not torch.cuda.is_available())
+    cpu = not torch.cuda.is_available()
+    if cpu and mixed_precision != "no":
+        # PyTorch's CPU bf16 convolution is wrong for some shapes, among them the tiny transformer's patch
+        # embedding (16 channels in, 4×4 kernel, stride 4: relative error above 1 against fp32).
+        raise VideoSceneError(
+            f'mixed_precision {mixed_precision!r} needs a CUDA GPU; on CPU set "mixed_precision": "no" '
+            "in the config"
+        )
+    return Accelerator(mixed_precision=mixed_precision, cpu=cpu)
