@@ -45,7 +45,14 @@ def networks():
     student.transformer.requires_grad_(True)
     config = teacher.config
     shape = (3, config.latent_frames, config.latent_channels, config.latent_height, config.latent_width)
-    batch = LatentBatch(torch.randn(shape), torch.randn(shape), torch.randn(shape))
+    frames = (3, config.num_frames, 3, config.height, config.width)
+    batch = LatentBatch(
+        torch.randn(shape),
+        torch.randn(shape),
+        torch.randn(shape),
+        render_frames=torch.rand(frames),
+        target_frames=torch.rand(frames),
+    )
     return teacher, student, target, NoiseSchedule(config.schedule), batch
 
 
@@ -57,8 +64,16 @@ def networks():
         LeapConfig(teacher_guidance_scale=4.0, max_timestep=299),
         LeapConfig(ground_truth_weight=0.5),
         LeapConfig(leap_weight=0.0, ground_truth_weight=1.0, distance="l2"),
+        LeapConfig(leap_weight=0.0, ground_truth_weight=1.0, pixel_weight=2.0),
     ],
-    ids=["leap-huber", "noleap-l2", "leap-cfg", "leap+ground-truth", "ground-truth-only"],
+    ids=[
+        "leap-huber",
+        "noleap-l2",
+        "leap-cfg",
+        "leap+ground-truth",
+        "ground-truth-only",
+        "ground-truth+pixels",
+    ],
 )
 def test_batched_loss_matches_per_sample_reference(networks, config):
     teacher, student, target, schedule, batch = networks
@@ -103,12 +118,39 @@ def test_the_ground_truth_term_is_the_distance_of_the_one_step_result_to_the_gro
     torch.testing.assert_close(losses["both"], losses["leap"] + 2 * losses["ground_truth"])
 
 
-@pytest.mark.parametrize("weights", [(0.0, 0.0), (-1.0, 1.0), (1.0, -0.5)])
-def test_loss_weights_must_be_non_negative_and_not_both_zero(weights):
+def test_the_pixel_term_scores_the_render_skip_video_against_the_ground_truth_frames(networks):
+    """λ_px·|r + D(x̂₀) − D(x₀ʳ) − y|₁: the video the pipeline shows with `render_skip`, in pixels; a batch
+    without frames is one clear error."""
+    from videoscene.errors import VideoSceneError
+
+    teacher, student, target, schedule, batch = networks
+    pixels = LeapConfig(leap_weight=0.0, pixel_weight=1.0)
+    draw = draw_leap(timestep_grid(schedule, pixels), batch.latents, torch.Generator().manual_seed(6))
+    with torch.no_grad():
+        loss = leap_distillation_loss(
+            student.predict_v, target.predict_v, teacher, schedule, batch, draw, pixels
+        ).per_sample
+        x_t = schedule.add_noise(batch.render_latents, draw.noise, draw.start_timesteps)
+        one_step = consistency_function(
+            student.predict_v, schedule, x_t, batch.condition_latents, draw.start_timesteps, pixels
+        )
+        video = (
+            batch.render_frames
+            + teacher.decode_latents(one_step)
+            - teacher.decode_latents(batch.render_latents)
+        )
+    torch.testing.assert_close(loss, (video - batch.target_frames).abs().flatten(1).mean(dim=1))
+    bare = LatentBatch(batch.render_latents, batch.latents, batch.condition_latents)
+    with pytest.raises(VideoSceneError, match="data.store_frames"):
+        leap_distillation_loss(student.predict_v, target.predict_v, teacher, schedule, bare, draw, pixels)
+
+
+@pytest.mark.parametrize("weights", [(0.0, 0.0, 0.0), (-1.0, 1.0, 0.0), (1.0, -0.5, 0.0), (0.0, 1.0, -1.0)])
+def test_loss_weights_must_be_non_negative_and_not_all_zero(weights):
     from videoscene.errors import VideoSceneError
 
     with pytest.raises(VideoSceneError, match="leap_weight"):
-        LeapConfig(leap_weight=weights[0], ground_truth_weight=weights[1])
+        LeapConfig(leap_weight=weights[0], ground_truth_weight=weights[1], pixel_weight=weights[2])
 
 
 def test_teacher_guidance_changes_the_step(networks):

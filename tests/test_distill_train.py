@@ -215,6 +215,30 @@ def test_attention_subset_trains_only_attention_and_ema_follows(setup, tmp_path)
         torch.testing.assert_close(target[name], mu * before[name] + (1 - mu) * after[name])
 
 
+def test_the_pixel_term_trains_from_the_cached_frames(setup, tmp_path):
+    """λ_px alone (no teacher step): the training batch carries the cache's frames, and the loss moves the
+    student."""
+    teacher, train_cache, _, _ = setup
+    config = small_config(2)
+    config = replace(
+        config,
+        leap=replace(config.leap, leap_weight=0.0, pixel_weight=1.0),
+        policy=replace(config.policy, train_steps=0),
+    )
+    trainer = DistillTrainer(config, teacher, train_cache, None, tmp_path / "run")
+    summary = trainer.train()
+    assert summary["step"] == 2
+    assert trainer.batch.render_frames.shape == (2, *train_cache[0].render_frames.shape)
+    assert 0 <= trainer.batch.target_frames.min() and trainer.batch.target_frames.max() <= 1
+    log = [json.loads(line) for line in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()]
+    assert all(r["loss"] > 0 for r in log)
+    moved = [
+        (a - b).abs().max().item()
+        for a, b in zip(trainer.student.transformer.parameters(), teacher.transformer.parameters())
+    ]
+    assert max(moved) > 0
+
+
 def test_batch_order_covers_every_clip_each_epoch():
     steps = [batch_indices(5, 2, 1, 0, step, seed=0) for step in range(5)]  # 10 draws = 2 epochs
     flat = [i for batch in steps for i in batch]

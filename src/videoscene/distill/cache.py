@@ -195,11 +195,20 @@ class ClipCache(torch.utils.data.Dataset):
             raise IndexError(index)
         return load_clip(self.folder / f"clip_{index:06d}.safetensors")
 
-    def latent_batch(self, indices: Sequence[int]) -> LatentBatch:
+    def latent_batch(self, indices: Sequence[int], frames: bool = False) -> LatentBatch:
+        """The clips stacked for the loss; with `frames`, their render and ground-truth frames in [0, 1]."""
+        if frames and not self.has_frames:
+            raise VideoSceneError(
+                f"cache {self.folder} holds no frames (built with store_frames false); rebuild it with frames"
+            )
         clips = [self[i] for i in indices]
-        return LatentBatch(
-            *(torch.stack([getattr(clip, key) for clip in clips]) for key in (*LATENT_KEYS, POLICY_KEY))
-        )
+        keys = (*LATENT_KEYS, POLICY_KEY, *(FRAME_KEYS if frames else ()))
+
+        def stacked(key: str) -> Tensor:
+            values = [getattr(clip, key) for clip in clips]
+            return torch.stack([frames_to_float(v) for v in values] if key in FRAME_KEYS else values)
+
+        return LatentBatch(*(stacked(key) for key in keys))
 
 
 # -- building a cache from data, prior and VAE ---------------------------------------------------------------

@@ -41,6 +41,10 @@ class LeapConfig:
     # target runs).
     leap_weight: float = 1.0
     ground_truth_weight: float = 0.0
+    # λ_px: L1 in pixels between the video the pipeline shows with its render skip, r + D(x̂₀) − D(x₀ʳ), and
+    # the ground truth (gradients through the frozen VAE decoder; needs the cache's frames). It trains the
+    # one-step result for what is seen, where a latent distance weighs every latent alike.
+    pixel_weight: float = 0.0
 
     def __post_init__(self) -> None:
         if self.skip < 1 or NUM_TRAIN_TIMESTEPS % self.skip:
@@ -54,14 +58,11 @@ class LeapConfig:
             raise VideoSceneError(f"leap.distance={self.distance!r}; choose 'pseudo_huber' or 'l2'")
         if self.huber_c <= 0 or self.sigma_data <= 0 or self.timestep_scaling <= 0:
             raise VideoSceneError("leap.huber_c, leap.sigma_data and leap.timestep_scaling must be positive")
-        if (
-            self.leap_weight < 0
-            or self.ground_truth_weight < 0
-            or self.leap_weight + self.ground_truth_weight == 0
-        ):
+        weights = (self.leap_weight, self.ground_truth_weight, self.pixel_weight)
+        if min(weights) < 0 or sum(weights) == 0:
             raise VideoSceneError(
-                f"leap.leap_weight={self.leap_weight} and leap.ground_truth_weight="
-                f"{self.ground_truth_weight} must be ≥ 0 and not both 0"
+                f"leap.leap_weight={self.leap_weight}, leap.ground_truth_weight={self.ground_truth_weight} "
+                f"and leap.pixel_weight={self.pixel_weight} must be ≥ 0 and not all 0"
             )
         if self.teacher_guidance_scale < 1:
             raise VideoSceneError(

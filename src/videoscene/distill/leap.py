@@ -12,7 +12,10 @@ with d the pseudo-Huber distance √((a−b)² + c²) − c (or L2), averaged ov
 the same condition latents c. Beside Eq. 6, an optional ground-truth term (not in the paper) pulls the
 one-step result towards the clip's ground-truth latent:
 
-    L = λ_D·L_D + λ_gt·d( f_θ(x_{t_{n+1}}, t_{n+1}),  x₀ )
+    L = λ_D·L_D + λ_gt·d( f_θ(x_{t_{n+1}}, t_{n+1}),  x₀ ) + λ_px·|r + D(x̂₀) − D(x₀ʳ) − y|₁,  x̂₀ = f_θ(…)
+
+where the last term scores, in pixels, the video the pipeline shows with its render skip (r: the coarse
+render, y: the ground-truth frames, D: the frozen VAE decoder, gradients through it).
 
 The ablation `no_leap` replaces x₀ʳ by x₀ and the grid by all of [0, T]:
 standard consistency distillation, sampled from pure noise afterwards.
@@ -48,6 +51,8 @@ class LatentBatch:
     latents: Latents  # x₀: the VAE latent of the ground-truth clip
     condition_latents: Latents  # c: [E(first), 0, …, 0, E(last)]
     view_disagreement: Tensor | None = None  # D: DDPNet's optional second input (policy.ddpnet.policy_inputs)
+    render_frames: Tensor | None = None  # r: the coarse render, [B, F, 3, H, W] in [0, 1] (the pixel term)
+    target_frames: Tensor | None = None  # y: the ground-truth frames, likewise
 
     def __post_init__(self) -> None:
         shapes = {
@@ -68,7 +73,14 @@ class LatentBatch:
         return LatentBatch(*(None if value is None else value[item] for value in self._fields()))
 
     def _fields(self) -> tuple[Tensor | None, ...]:
-        return (self.render_latents, self.latents, self.condition_latents, self.view_disagreement)
+        return (
+            self.render_latents,
+            self.latents,
+            self.condition_latents,
+            self.view_disagreement,
+            self.render_frames,
+            self.target_frames,
+        )
 
 
 @dataclass
@@ -204,7 +216,23 @@ def leap_distillation_loss(
         per_sample = per_sample + config.leap_weight * distance(prediction, target_value, config)
     if config.ground_truth_weight > 0:
         per_sample = per_sample + config.ground_truth_weight * distance(prediction, batch.latents, config)
+    if config.pixel_weight > 0:
+        video = render_skip_video(teacher, prediction, batch)
+        per_sample = per_sample + config.pixel_weight * (video - batch.target_frames).abs().flatten(1).mean(1)
     return LeapLoss(per_sample.mean(), per_sample)
+
+
+def render_skip_video(teacher: VideoBackbone, prediction: Latents, batch: LatentBatch) -> Tensor:
+    """r + D(x̂₀) − D(x₀ʳ): the video the pipeline shows with its render skip, differentiable in x̂₀ (the VAE
+    is frozen; D(x₀ʳ) carries no gradient)."""
+    if batch.render_frames is None or batch.target_frames is None:
+        raise VideoSceneError(
+            "leap.pixel_weight needs the render and ground-truth frames in the cache; set "
+            "data.store_frames to true"
+        )
+    with torch.no_grad():
+        render_round_trip = teacher.decode_latents(batch.render_latents)
+    return batch.render_frames + teacher.decode_latents(prediction) - render_round_trip
 
 
 def leap_distillation_loss_reference(
@@ -255,10 +283,15 @@ def leap_distillation_loss_reference(
             return (((a - b).square() + c * c).sqrt() - c).mean()
 
         ground_truth = batch.latents[i : i + 1]
-        losses.append(
-            config.leap_weight * d(prediction, target_value)
-            + config.ground_truth_weight * d(prediction, ground_truth)
+        loss = config.leap_weight * d(prediction, target_value) + config.ground_truth_weight * d(
+            prediction, ground_truth
         )
+        if config.pixel_weight > 0:
+            with torch.no_grad():
+                render_round_trip = teacher.decode_latents(batch.render_latents[i : i + 1])
+            video = batch.render_frames[i : i + 1] + teacher.decode_latents(prediction) - render_round_trip
+            loss = loss + config.pixel_weight * (video - batch.target_frames[i : i + 1]).abs().mean()
+        losses.append(loss)
     per_sample = torch.stack(losses)
     return LeapLoss(per_sample.mean(), per_sample)
 

@@ -533,7 +533,7 @@ class VideoBackbone(nn.Module):
     def decode_latents(
         self, latents: Float[Tensor, "batch latent_frames channels latent_height latent_width"]
     ) -> Float[Tensor, "batch frames 3 height width"]:
-        """Scaled latents → video in [0, 1] with 4(f−1)+1 frames."""
+        """Scaled latents → video in [0, 1] with r(f−1)+1 frames (r: the temporal compression)."""
         vae_input = self.denormalize_latents(latents.float()).to(self.vae.dtype).permute(0, 2, 1, 3, 4)
         pixels = self.vae.decode(vae_input).sample.permute(0, 2, 1, 3, 4)
         return ((pixels.float() + 1) / 2).clamp(0, 1)
