@@ -5,9 +5,11 @@ with transparency read as they look, and the same frames encode to the same mp4 
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -53,6 +55,13 @@ def test_staging_folders_of_dead_runs_are_removed_and_nothing_else(tmp_path):
     (tmp_path / ".out.marking.partial").mkdir()
     (tmp_path / ".out.marking.partial" / OUTPUT_MARKER).write_text("")  # killed while marking it
     stage("user.partial", dead_pid)  # not hidden: not a staging folder name
+    an_hour_ago = time.time() - 3600
+    for name in (".out.empty.partial", ".out.marking.partial"):
+        os.utime(tmp_path / name, (an_hour_ago, an_hour_ago))
+    # a run starting beside ours: created a moment ago, not marked yet
+    (tmp_path / ".other.starting.partial").mkdir()
+    (tmp_path / ".other.marking.partial").mkdir()
+    (tmp_path / ".other.marking.partial" / OUTPUT_MARKER).write_text("")
     removed = remove_stale_stages(tmp_path)
     assert sorted(p.name for p in removed) == [
         ".out.dead.partial",
@@ -60,6 +69,8 @@ def test_staging_folders_of_dead_runs_are_removed_and_nothing_else(tmp_path):
         ".out.marking.partial",
     ]
     assert sorted(p.name for p in tmp_path.iterdir()) == [
+        ".other.marking.partial",
+        ".other.starting.partial",
         ".out.alive.partial",
         ".out.unmarked.partial",
         "user.partial",

@@ -17,6 +17,7 @@ import os
 import shutil
 import socket
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -29,6 +30,9 @@ from videoscene.errors import InputError, LoadError, OutputError
 
 OUTPUT_MARKER = ".videoscene-output"
 # errno values that can only mean "the output cannot be written", whatever the block was doing
+# A run marks its staging folder microseconds after creating it; an unmarked one older than this was
+# left by a killed run, a younger one may belong to a run starting beside ours.
+_UNMARKED_GRACE_S = 600.0
 _WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG}
 
 
@@ -123,13 +127,15 @@ def remove_stale_stages(parent: Path) -> list[Path]:
         for folder in parent.glob(".*.partial"):
             if not folder.is_dir() or folder.is_symlink():
                 continue
-            names = {entry.name for entry in folder.iterdir()}
-            if not names:  # killed between creating it and marking it
-                folder.rmdir()
-                removed.append(folder)
-            elif (
-                names == {OUTPUT_MARKER} and _marker(folder) is None
-            ):  # killed while marking it: nothing else inside
+            try:  # another run may move its own folder into place meanwhile
+                names = {entry.name for entry in folder.iterdir()}
+                age = time.time() - folder.stat().st_mtime
+            except FileNotFoundError:
+                continue
+            # An unmarked folder may be another run's, created a moment ago and not marked yet: only an old
+            # one was left by a run killed between creating and marking it.
+            unmarked = not names or (names == {OUTPUT_MARKER} and _marker(folder) is None)
+            if unmarked and age > _UNMARKED_GRACE_S:
                 shutil.rmtree(folder, ignore_errors=True)
                 removed.append(folder)
             elif _is_stale_stage(folder):
