@@ -19,6 +19,7 @@ from videoscene.distill.leap import (
 )
 from videoscene.distill.student import start_timestep
 from videoscene.distill.train import copy_backbone
+from videoscene.metrics.image import ssim
 from videoscene.video.models import VideoBackbone
 from videoscene.video.schedule import NoiseSchedule
 
@@ -65,6 +66,7 @@ def networks():
         LeapConfig(ground_truth_weight=0.5),
         LeapConfig(leap_weight=0.0, ground_truth_weight=1.0, distance="l2"),
         LeapConfig(leap_weight=0.0, ground_truth_weight=1.0, pixel_weight=2.0),
+        LeapConfig(leap_weight=0.0, ground_truth_weight=1.0, pixel_weight=2.0, ssim_weight=3.0),
     ],
     ids=[
         "leap-huber",
@@ -73,6 +75,7 @@ def networks():
         "leap+ground-truth",
         "ground-truth-only",
         "ground-truth+pixels",
+        "ground-truth+pixels+ssim",
     ],
 )
 def test_batched_loss_matches_per_sample_reference(networks, config):
@@ -140,17 +143,35 @@ def test_the_pixel_term_scores_the_render_skip_video_against_the_ground_truth_fr
             - teacher.decode_latents(batch.render_latents)
         )
     torch.testing.assert_close(loss, (video - batch.target_frames).abs().flatten(1).mean(dim=1))
+    structure = LeapConfig(leap_weight=0.0, ssim_weight=1.0)
+    with torch.no_grad():
+        ssim_loss = leap_distillation_loss(
+            student.predict_v, target.predict_v, teacher, schedule, batch, draw, structure
+        ).per_sample
+    torch.testing.assert_close(ssim_loss, 1 - ssim(video, batch.target_frames).mean(dim=1))
+    assert (ssim_loss > 0).all()
     bare = LatentBatch(batch.render_latents, batch.latents, batch.condition_latents)
     with pytest.raises(VideoSceneError, match="data.store_frames"):
         leap_distillation_loss(student.predict_v, target.predict_v, teacher, schedule, bare, draw, pixels)
 
 
-@pytest.mark.parametrize("weights", [(0.0, 0.0, 0.0), (-1.0, 1.0, 0.0), (1.0, -0.5, 0.0), (0.0, 1.0, -1.0)])
+@pytest.mark.parametrize(
+    "weights",
+    [
+        (0.0, 0.0, 0.0, 0.0),
+        (-1.0, 1.0, 0.0, 0.0),
+        (1.0, -0.5, 0.0, 0.0),
+        (0.0, 1.0, -1.0, 0.0),
+        (0, 1, 0, -1),
+    ],
+)
 def test_loss_weights_must_be_non_negative_and_not_all_zero(weights):
     from videoscene.errors import VideoSceneError
 
     with pytest.raises(VideoSceneError, match="leap_weight"):
-        LeapConfig(leap_weight=weights[0], ground_truth_weight=weights[1], pixel_weight=weights[2])
+        LeapConfig(
+            **dict(zip(("leap_weight", "ground_truth_weight", "pixel_weight", "ssim_weight"), weights))
+        )
 
 
 def test_teacher_guidance_changes_the_step(networks):

@@ -22,9 +22,11 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 @pytest.fixture(scope="module")
 def demo_output(tmp_path_factory):
-    """The demo at 9 frames, with `--reconstruct 3` (generate's flag), then `videoscene reconstruct`."""
+    """The demo at 9 frames, with `--reconstruct 3` (generate's flag), then `videoscene reconstruct`. A
+    large t, so that the video differs from the prior's own render and the fit has somewhere to go."""
     root = tmp_path_factory.mktemp("reconstruct")
-    assert main(["demo", "--out", str(root / "demo"), "--frames", "9", "--reconstruct", "3"]) == 0
+    demo = ["demo", "--out", str(root / "demo"), "--frames", "9", "--timestep", "599", "--reconstruct", "3"]
+    assert main(demo) == 0
     assert (
         main(["reconstruct", "--input", str(root / "demo"), "--out", str(root / "fit"), "--steps", "20"]) == 0
     )

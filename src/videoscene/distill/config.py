@@ -45,6 +45,9 @@ class LeapConfig:
     # the ground truth (gradients through the frozen VAE decoder; needs the cache's frames). It trains the
     # one-step result for what is seen, where a latent distance weighs every latent alike.
     pixel_weight: float = 0.0
+    # λ_ssim: 1 − SSIM of the same video against the ground truth, per frame (the render skip keeps the
+    # render's structure only where the student leaves it alone; this term scores the structure it adds).
+    ssim_weight: float = 0.0
 
     def __post_init__(self) -> None:
         if self.skip < 1 or NUM_TRAIN_TIMESTEPS % self.skip:
@@ -58,11 +61,12 @@ class LeapConfig:
             raise VideoSceneError(f"leap.distance={self.distance!r}; choose 'pseudo_huber' or 'l2'")
         if self.huber_c <= 0 or self.sigma_data <= 0 or self.timestep_scaling <= 0:
             raise VideoSceneError("leap.huber_c, leap.sigma_data and leap.timestep_scaling must be positive")
-        weights = (self.leap_weight, self.ground_truth_weight, self.pixel_weight)
+        weights = (self.leap_weight, self.ground_truth_weight, self.pixel_weight, self.ssim_weight)
         if min(weights) < 0 or sum(weights) == 0:
             raise VideoSceneError(
-                f"leap.leap_weight={self.leap_weight}, leap.ground_truth_weight={self.ground_truth_weight} "
-                f"and leap.pixel_weight={self.pixel_weight} must be ≥ 0 and not all 0"
+                f"leap.leap_weight={self.leap_weight}, leap.ground_truth_weight={self.ground_truth_weight}, "
+                f"leap.pixel_weight={self.pixel_weight} and leap.ssim_weight={self.ssim_weight} must be ≥ 0 "
+                "and not all 0"
             )
         if self.teacher_guidance_scale < 1:
             raise VideoSceneError(

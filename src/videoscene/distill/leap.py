@@ -12,10 +12,11 @@ with d the pseudo-Huber distance √((a−b)² + c²) − c (or L2), averaged ov
 the same condition latents c. Beside Eq. 6, an optional ground-truth term (not in the paper) pulls the
 one-step result towards the clip's ground-truth latent:
 
-    L = λ_D·L_D + λ_gt·d( f_θ(x_{t_{n+1}}, t_{n+1}),  x₀ ) + λ_px·|r + D(x̂₀) − D(x₀ʳ) − y|₁,  x̂₀ = f_θ(…)
+    L = λ_D·L_D + λ_gt·d( f_θ(x_{t_{n+1}}, t_{n+1}),  x₀ ) + λ_px·|v − y|₁ + λ_ssim·(1 − SSIM(v, y)),
+    v = r + D(x̂₀) − D(x₀ʳ),  x̂₀ = f_θ(…)
 
-where the last term scores, in pixels, the video the pipeline shows with its render skip (r: the coarse
-render, y: the ground-truth frames, D: the frozen VAE decoder, gradients through it).
+where the last two terms score, in pixels, the video v the pipeline shows with its render skip (r: the
+coarse render, y: the ground-truth frames, D: the frozen VAE decoder, gradients through it; SSIM per frame).
 
 The ablation `no_leap` replaces x₀ʳ by x₀ and the grid by all of [0, T]:
 standard consistency distillation, sampled from pure noise afterwards.
@@ -36,6 +37,7 @@ from torch import Tensor, nn
 
 from videoscene.distill.config import LeapConfig
 from videoscene.errors import VideoSceneError
+from videoscene.metrics.image import ssim
 from videoscene.video.models import VideoBackbone
 from videoscene.video.schedule import NoiseSchedule
 
@@ -216,9 +218,10 @@ def leap_distillation_loss(
         per_sample = per_sample + config.leap_weight * distance(prediction, target_value, config)
     if config.ground_truth_weight > 0:
         per_sample = per_sample + config.ground_truth_weight * distance(prediction, batch.latents, config)
-    if config.pixel_weight > 0:
+    if config.pixel_weight > 0 or config.ssim_weight > 0:
         video = render_skip_video(teacher, prediction, batch)
         per_sample = per_sample + config.pixel_weight * (video - batch.target_frames).abs().flatten(1).mean(1)
+        per_sample = per_sample + config.ssim_weight * (1 - ssim(video, batch.target_frames).mean(1))
     return LeapLoss(per_sample.mean(), per_sample)
 
 
@@ -227,8 +230,8 @@ def render_skip_video(teacher: VideoBackbone, prediction: Latents, batch: Latent
     is frozen; D(x₀ʳ) carries no gradient)."""
     if batch.render_frames is None or batch.target_frames is None:
         raise VideoSceneError(
-            "leap.pixel_weight needs the render and ground-truth frames in the cache; set "
-            "data.store_frames to true"
+            "leap.pixel_weight and leap.ssim_weight need the render and ground-truth frames in the cache; "
+            "set data.store_frames to true"
         )
     with torch.no_grad():
         render_round_trip = teacher.decode_latents(batch.render_latents)
@@ -286,11 +289,14 @@ def leap_distillation_loss_reference(
         loss = config.leap_weight * d(prediction, target_value) + config.ground_truth_weight * d(
             prediction, ground_truth
         )
-        if config.pixel_weight > 0:
+        if config.pixel_weight > 0 or config.ssim_weight > 0:
             with torch.no_grad():
                 render_round_trip = teacher.decode_latents(batch.render_latents[i : i + 1])
             video = batch.render_frames[i : i + 1] + teacher.decode_latents(prediction) - render_round_trip
-            loss = loss + config.pixel_weight * (video - batch.target_frames[i : i + 1]).abs().mean()
+            frames = batch.target_frames[i : i + 1]
+            loss = loss + config.pixel_weight * (video - frames).abs().mean()
+            frame_ssim = [ssim(video[0, f], frames[0, f]) for f in range(frames.shape[1])]
+            loss = loss + config.ssim_weight * (1 - torch.stack(frame_ssim).mean())
         losses.append(loss)
     per_sample = torch.stack(losses)
     return LeapLoss(per_sample.mean(), per_sample)
