@@ -1,3 +1,5 @@
+import math
+
 import cv2
 import numpy as np
 import pytest
@@ -14,6 +16,7 @@ from videoscene.geometry.image_ops import (
     crop_to_aspect_and_resize_intrinsics,
     crop_to_aspect_and_resize_mask,
     fit_within,
+    gaussian_blur,
     resize,
     undistort,
 )
@@ -133,3 +136,41 @@ def test_undistort_moves_the_dot_to_its_pinhole_position():
         point, EXTRINSICS, new_pixel_intrinsics / torch.tensor([[WIDTH], [HEIGHT], [1.0]]), (HEIGHT, WIDTH)
     )[0][0]
     np.testing.assert_allclose(blob_center(undistorted[..., 0] / 255.0), expected.numpy(), atol=0.15)
+
+
+def _blur_reference(images: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Each output pixel as the explicit weighted sum over its (2r+1)² neighbours, edges replicated."""
+    radius = math.ceil(3 * sigma)
+    offsets = range(-radius, radius + 1)
+    weights = {d: math.exp(-(d * d) / (2 * sigma * sigma)) for d in offsets}
+    total = sum(weights.values())
+    height, width = images.shape[-2:]
+    out = torch.zeros_like(images)
+    for i in range(height):
+        for j in range(width):
+            for di in offsets:
+                for dj in offsets:
+                    source = images[..., min(max(i + di, 0), height - 1), min(max(j + dj, 0), width - 1)]
+                    out[..., i, j] = out[..., i, j] + weights[di] * weights[dj] / total**2 * source
+    return out
+
+
+@pytest.mark.parametrize("sigma", [0.6, 1.5])
+def test_gaussian_blur_matches_the_explicit_sum_forward_and_backward(sigma):
+    images = torch.rand(2, 3, 7, 9, dtype=torch.float64, requires_grad=True)
+    fast, slow = gaussian_blur(images, sigma), _blur_reference(images, sigma)
+    torch.testing.assert_close(fast, slow)
+    probe = torch.rand_like(fast)
+    (fast_grad,) = torch.autograd.grad((fast * probe).sum(), images)
+    (slow_grad,) = torch.autograd.grad((slow * probe).sum(), images)
+    torch.testing.assert_close(fast_grad, slow_grad)
+
+
+def test_gaussian_blur_keeps_constants_and_zero_sigma_and_refuses_a_negative_one():
+    constant = torch.full((3, 8, 8), 0.3)
+    torch.testing.assert_close(gaussian_blur(constant, 2.0), constant)
+    images = torch.rand(3, 8, 8)
+    assert gaussian_blur(images, 0.0) is images
+    assert gaussian_blur(images, 1.0).std() < images.std()
+    with pytest.raises(VideoSceneError, match="sigma"):
+        gaussian_blur(images, -1.0)

@@ -13,8 +13,9 @@ from weights_factory import FRAMES, HEIGHT, WIDTH
 from videoscene.cli import main
 from videoscene.errors import VideoSceneError
 from videoscene.gaussians.ply import load_ply
+from videoscene.geometry.image_ops import gaussian_blur
 from videoscene.io_utils import OUTPUT_MARKER
-from videoscene.pipeline import VideoScenePipeline
+from videoscene.pipeline import VideoScenePipeline, smooth_where_rendered
 from videoscene.types import Cameras
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -97,6 +98,18 @@ def test_the_render_skip_passes_an_unchanged_render_through_exactly(tiny_weights
     expected = (changed.coarse_frames + change[0]).clamp(0, 1)
     torch.testing.assert_close(changed.frames, expected, rtol=0, atol=1e-5)
     assert (changed.frames - changed.coarse_frames).abs().mean() > 1e-3
+
+    # render_skip_sigma: the change low-passed where the render has content, whole in its holes
+    pipe.config = replace(pipe.config, render_skip_sigma=1.5)
+    smoothed = pipe(images, cameras, timestep=199)
+    assert (smoothed.frames - changed.frames).abs().max() > 1e-3
+    opacity = torch.ones(1, FRAMES, HEIGHT, WIDTH)
+    opacity[..., : HEIGHT // 2, :] = 0  # a hole: its change stays whole
+    blended = smooth_where_rendered(change, opacity, 1.5)
+    torch.testing.assert_close(blended[..., : HEIGHT // 2, :], change[..., : HEIGHT // 2, :])
+    torch.testing.assert_close(blended[..., -1:, :], gaussian_blur(change, 1.5)[..., -1:, :])
+    with pytest.raises(VideoSceneError, match="render_skip_sigma"):
+        replace(pipe.config, render_skip=False)
 
 
 def test_pipeline_bad_inputs(tiny_weights):

@@ -36,6 +36,7 @@ from videoscene.geometry.cameras import check_rigid
 from videoscene.geometry.image_ops import (
     crop_to_aspect_and_resize,
     crop_to_aspect_and_resize_intrinsics,
+    gaussian_blur,
 )
 from videoscene.geometry.image_ops import resize as stretch_to_size
 from videoscene.geometry.trajectory import interpolate_cameras
@@ -44,7 +45,7 @@ from videoscene.io_utils import read_json_object
 from videoscene.outputs import VideoSceneOutput
 from videoscene.policy.ddpnet import policy_inputs
 from videoscene.prior.encoder import GaussianEncoder
-from videoscene.prior.render import render_coarse
+from videoscene.prior.render import render_coarse_with_alpha
 from videoscene.types import Cameras, Gaussians, Views, check_finite
 from videoscene.video.conditioning import encode_condition_frames
 from videoscene.video.models import VideoBackbone
@@ -74,8 +75,16 @@ class PipelineConfig:
     # student leaves alone keep the render's detail and colour instead of the VAE's round trip of it (a
     # pixel-space skip from the render past the latent, the role of Difix3D+'s decoder skip connections).
     render_skip: bool = False
+    # With the render skip, low-pass the change (Gaussian, σ in pixels) where the render has content, weighted
+    # by its opacity; in its holes the change stays whole. There the decoded change's finest detail is the
+    # VAE's noise rather than the scene's: it costs SSIM (docs/results.md §Levers). 0 = off.
+    render_skip_sigma: float = 0.0
 
     def __post_init__(self) -> None:
+        if self.render_skip_sigma < 0 or (self.render_skip_sigma > 0 and not self.render_skip):
+            raise VideoSceneError(
+                f"pipeline render_skip_sigma={self.render_skip_sigma} must be ≥ 0 and needs render_skip: true"
+            )
         if self.resize not in RESIZE_MODES:
             raise VideoSceneError(f"pipeline resize {self.resize!r} is not one of {', '.join(RESIZE_MODES)}")
 
@@ -87,6 +96,19 @@ class PipelineConfig:
             return cls(**{**raw, "background": tuple(raw.get("background", cls.background))})
         except TypeError as error:
             raise VideoSceneError(f"pipeline config {path} has unknown fields ({error})") from None
+
+
+def smooth_where_rendered(
+    change: Float[Tensor, "batch time 3 height width"],
+    opacity: Float[Tensor, "batch time height width"],
+    sigma: float,
+) -> Float[Tensor, "batch time 3 height width"]:
+    """opacity·blur_σ(change) + (1 − opacity)·change: the render-skip change low-passed where the render
+    has content and whole in its holes."""
+    if sigma == 0:
+        return change
+    weight = opacity[:, :, None]
+    return weight * gaussian_blur(change, sigma) + (1 - weight) * change
 
 
 class VideoScenePipeline:
@@ -248,7 +270,10 @@ class VideoScenePipeline:
         # 5. Coarse video: render the Gaussians along the path
         with _timed(timings, peak_memory, "render"):
             background = torch.tensor([self.config.background], device=self.device)
-            coarse = render_coarse(gaussians, context, path_cameras, (height, width), background).clamp(0, 1)
+            coarse, opacity = render_coarse_with_alpha(
+                gaussians, context, path_cameras, (height, width), background
+            )
+            coarse = coarse.clamp(0, 1)
 
         # 6. Encode the render (x₀ʳ) and the two views (condition latents [first, 0, …, 0, last])
         with _timed(timings, peak_memory, "vae_encode"), backbone.vae_tiling(vae_tiling):
@@ -285,6 +310,9 @@ class VideoScenePipeline:
             frames = backbone.decode_latents(latents)
             if self.config.render_skip:
                 change = frames - backbone.decode_latents(render_latents)
+                change = smooth_where_rendered(
+                    change, opacity.to(change.dtype), self.config.render_skip_sigma
+                )
                 frames = (coarse.to(frames.dtype) + change).clamp(0, 1)
         timings["total"] = sum(timings.values())
 

@@ -7,6 +7,8 @@ origin. `crop_to_aspect_and_resize` is what brings any image to the model's reso
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -20,6 +22,30 @@ def _check_images(images: Tensor) -> tuple[int, int]:
     if images.ndim < 3 or images.shape[-3] != 3:
         raise VideoSceneError(f"images must have shape [..., 3, H, W], got {list(images.shape)}")
     return images.shape[-2], images.shape[-1]
+
+
+def gaussian_kernel_1d(sigma: float, radius: int, dtype=torch.float32, device=None) -> Float[Tensor, " taps"]:
+    """The normalised 1D Gaussian of standard deviation `sigma` (pixels) on offsets −radius..radius."""
+    offsets = torch.arange(-radius, radius + 1, dtype=dtype, device=device)
+    window = torch.exp(-(offsets**2) / (2 * sigma**2))
+    return window / window.sum()
+
+
+def gaussian_blur(
+    images: Float[Tensor, "*batch height width"], sigma: float
+) -> Float[Tensor, "*batch height width"]:
+    """Separable Gaussian blur over the last two axes (radius ⌈3σ⌉, edges replicated, so a constant image
+    stays constant); σ = 0 returns the images unchanged."""
+    if sigma < 0:
+        raise VideoSceneError(f"blur sigma must be ≥ 0, got {sigma}")
+    if sigma == 0:
+        return images
+    radius = math.ceil(3 * sigma)
+    kernel = gaussian_kernel_1d(sigma, radius, images.dtype, images.device)
+    flat = images.reshape(-1, 1, *images.shape[-2:])
+    flat = F.conv2d(F.pad(flat, (radius, radius, 0, 0), mode="replicate"), kernel.view(1, 1, 1, -1))
+    flat = F.conv2d(F.pad(flat, (0, 0, radius, radius), mode="replicate"), kernel.view(1, 1, -1, 1))
+    return flat.reshape(images.shape)
 
 
 def resize(

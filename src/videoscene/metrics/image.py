@@ -25,17 +25,12 @@ from jaxtyping import Bool, Float
 from torch import Tensor
 
 from videoscene.errors import VideoSceneError
+from videoscene.geometry.image_ops import gaussian_kernel_1d
 
 SSIM_WINDOW = 11
 SSIM_SIGMA = 1.5
 SSIM_C1 = 0.01**2
 SSIM_C2 = 0.03**2
-
-
-def _gaussian_window(dtype, device) -> Tensor:
-    offsets = torch.arange(SSIM_WINDOW, dtype=dtype, device=device) - SSIM_WINDOW // 2
-    window = torch.exp(-(offsets**2) / (2 * SSIM_SIGMA**2))
-    return window / window.sum()
 
 
 def ssim(x: Float[Tensor, "*batch c h w"], y: Float[Tensor, "*batch c h w"]) -> Float[Tensor, "*batch"]:
@@ -57,7 +52,7 @@ def ssim_map(
             f"ssim needs images of at least {SSIM_WINDOW}x{SSIM_WINDOW} pixels, got {list(x.shape[-2:])}"
         )
     batch_shape, (c, h, w) = x.shape[:-3], x.shape[-3:]
-    window = _gaussian_window(x.dtype, x.device)
+    window = gaussian_kernel_1d(SSIM_SIGMA, SSIM_WINDOW // 2, x.dtype, x.device)
     stacked = torch.cat([x, y, x * x, y * y, x * y], dim=-3).reshape(-1, 1, h, w)
     # Separable Gaussian blur with no padding: the 'valid' region.
     blurred = F.conv2d(F.conv2d(stacked, window.view(1, 1, 1, -1)), window.view(1, 1, -1, 1))

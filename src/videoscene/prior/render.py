@@ -21,11 +21,18 @@ def render_coarse(
     gaussians: Gaussians, context: Views, cameras: Cameras, image_shape: tuple[int, int], background: Tensor
 ) -> Tensor:
     """Render the prior's Gaussians at the target cameras ([B, T] of them): [B, T, 3, H, W]."""
+    return render_coarse_with_alpha(gaussians, context, cameras, image_shape, background)[0]
+
+
+def render_coarse_with_alpha(
+    gaussians: Gaussians, context: Views, cameras: Cameras, image_shape: tuple[int, int], background: Tensor
+) -> tuple[Float[Tensor, "batch time 3 height width"], Float[Tensor, "batch time height width"]]:
+    """The coarse video and its opacity (0 where no Gaussian covers a pixel: the render's holes)."""
     # Cull only what is behind or right at the camera; the prior's Gaussians lie within [near, far] of the
     # context views.
     near = 0.1 * float(context.near.min())
     far = 10.0 * float(context.far.max())
-    return render(
+    output = render(
         gaussians,
         cameras.extrinsics,
         cameras.intrinsics,
@@ -34,7 +41,8 @@ def render_coarse(
         near=near,
         far=far,
         sh_degree=min(gaussians.sh_degree, RENDER_SH_DEGREE),
-    ).color
+    )
+    return output.color, output.alpha
 
 
 def view_disagreement(
