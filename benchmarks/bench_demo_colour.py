@@ -1,4 +1,4 @@
-"""Does the generated video keep the render's colours? (issue 17). `videoscene demo`'s inputs (the bundled
+"""Does the generated video keep the render's colours? `videoscene demo`'s inputs (the bundled
 held-out synthetic pair and its cameras) through the pipeline, one-step student at DDPNet's t: the mean of
 each colour channel over all frames and pixels, for the coarse render and for the generated video, and
 their difference in 8-bit levels. Target: |difference| ≤ 2/255 per channel. Also the 50-step teacher from

@@ -108,8 +108,10 @@ def test_the_render_skip_passes_an_unchanged_render_through_exactly(tiny_weights
     blended = smooth_where_rendered(change, opacity, 1.5)
     torch.testing.assert_close(blended[..., : HEIGHT // 2, :], change[..., : HEIGHT // 2, :])
     torch.testing.assert_close(blended[..., -1:, :], gaussian_blur(change, 1.5)[..., -1:, :])
-    with pytest.raises(VideoSceneError, match="render_skip_sigma"):
+    with pytest.raises(VideoSceneError, match="set render_skip: true"):
         replace(pipe.config, render_skip=False)
+    with pytest.raises(VideoSceneError, match="render_skip_sigma=-1.0 must be ≥ 0"):
+        replace(pipe.config, render_skip_sigma=-1.0)
 
 
 def test_pipeline_bad_inputs(tiny_weights):

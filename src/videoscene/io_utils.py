@@ -29,10 +29,10 @@ from videoscene import __version__
 from videoscene.errors import InputError, LoadError, OutputError
 
 OUTPUT_MARKER = ".videoscene-output"
-# errno values that can only mean "the output cannot be written", whatever the block was doing
 # A run marks its staging folder microseconds after creating it; an unmarked one older than this was
 # left by a killed run, a younger one may belong to a run starting beside ours.
 _UNMARKED_GRACE_S = 600.0
+# errno values that can only mean "the output cannot be written", whatever the block was doing
 _WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG}
 
 

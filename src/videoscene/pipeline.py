@@ -81,9 +81,11 @@ class PipelineConfig:
     render_skip_sigma: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.render_skip_sigma < 0 or (self.render_skip_sigma > 0 and not self.render_skip):
+        if self.render_skip_sigma < 0:
+            raise VideoSceneError(f"pipeline render_skip_sigma={self.render_skip_sigma} must be ≥ 0 (pixels)")
+        if self.render_skip_sigma > 0 and not self.render_skip:
             raise VideoSceneError(
-                f"pipeline render_skip_sigma={self.render_skip_sigma} must be ≥ 0 and needs render_skip: true"
+                "pipeline render_skip_sigma filters the render skip's change: set render_skip: true"
             )
         if self.resize not in RESIZE_MODES:
             raise VideoSceneError(f"pipeline resize {self.resize!r} is not one of {', '.join(RESIZE_MODES)}")

@@ -49,6 +49,11 @@ class LeapConfig:
     # render's structure only where the student leaves it alone; this term scores the structure it adds).
     ssim_weight: float = 0.0
 
+    @property
+    def scores_pixels(self) -> bool:
+        """Whether a pixel term is on: the render-skip video is decoded and the cache's frames are needed."""
+        return self.pixel_weight > 0 or self.ssim_weight > 0
+
     def __post_init__(self) -> None:
         if self.skip < 1 or NUM_TRAIN_TIMESTEPS % self.skip:
             raise VideoSceneError(f"leap.skip={self.skip} must divide {NUM_TRAIN_TIMESTEPS}")

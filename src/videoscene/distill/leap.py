@@ -218,10 +218,11 @@ def leap_distillation_loss(
         per_sample = per_sample + config.leap_weight * distance(prediction, target_value, config)
     if config.ground_truth_weight > 0:
         per_sample = per_sample + config.ground_truth_weight * distance(prediction, batch.latents, config)
-    if config.pixel_weight > 0 or config.ssim_weight > 0:
+    if config.scores_pixels:
         video = render_skip_video(teacher, prediction, batch)
         per_sample = per_sample + config.pixel_weight * (video - batch.target_frames).abs().flatten(1).mean(1)
-        per_sample = per_sample + config.ssim_weight * (1 - ssim(video, batch.target_frames).mean(1))
+        if config.ssim_weight > 0:
+            per_sample = per_sample + config.ssim_weight * (1 - ssim(video, batch.target_frames).mean(1))
     return LeapLoss(per_sample.mean(), per_sample)
 
 
@@ -289,7 +290,7 @@ def leap_distillation_loss_reference(
         loss = config.leap_weight * d(prediction, target_value) + config.ground_truth_weight * d(
             prediction, ground_truth
         )
-        if config.pixel_weight > 0 or config.ssim_weight > 0:
+        if config.scores_pixels:
             with torch.no_grad():
                 render_round_trip = teacher.decode_latents(batch.render_latents[i : i + 1])
             video = batch.render_frames[i : i + 1] + teacher.decode_latents(prediction) - render_round_trip

@@ -183,9 +183,9 @@ class DistillTrainer(Trainer):
             self.step,
             config.train.seed,
         )
-        self.batch = self.train_cache.latent_batch(
-            indices, frames=config.leap.pixel_weight > 0 or config.leap.ssim_weight > 0
-        ).to(accelerator.device)
+        self.batch = self.train_cache.latent_batch(indices, frames=config.leap.scores_pixels).to(
+            accelerator.device
+        )
         draw = draw_leap(self.grid, self.batch.latents, generator)
         loss = leap_distillation_loss(
             self.model, self.target.predict_v, self.teacher, self.schedule, self.batch, draw, config.leap
