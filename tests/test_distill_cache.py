@@ -45,6 +45,8 @@ def test_build_is_deterministic_reused_and_resumable(components, tmp_path, monke
     assert len(first) == 4 and first.latent_shape == (5, 8, 16, 24) and first.has_frames
     clip = first[0]
     assert clip.render_frames.shape == (9, 3, 32, 48) and clip.render_frames.dtype == torch.uint8
+    assert clip.render_opacity.shape == (9, 32, 48) and clip.render_opacity.dtype == torch.uint8
+    assert clip.render_opacity.float().mean() > 0  # the Gaussians cover some of every clip
     assert len(clip.frame_indices) == 9 and clip.scene in ("scene0", "scene1")
     # The condition latents are [first, 0, last] and the render is not the ground truth.
     assert clip.condition_latents[1].abs().max() == 0 and clip.condition_latents[0].abs().max() > 0
@@ -57,7 +59,7 @@ def test_build_is_deterministic_reused_and_resumable(components, tmp_path, monke
         tmp_path / "b", "train", [split], sampler, prior, backbone, seed=3, clips_per_scene=2
     )
     for i in range(4):
-        for key in ("render_latents", "latents", "condition_latents", "render_frames"):
+        for key in ("render_latents", "latents", "condition_latents", "render_frames", "render_opacity"):
             assert torch.equal(getattr(first[i], key), getattr(second[i], key)), (i, key)
 
     # Reuse: a finished cache is opened, nothing is recomputed.
@@ -104,7 +106,14 @@ def test_clip_round_trip_and_validation(tmp_path):
         and torch.equal(loaded.view_disagreement, disagreement)
         and loaded.frame_indices == (1, 2, 3)
         and loaded.render_frames is None
+        and loaded.render_opacity is None
     )
+    opacity = torch.randint(0, 256, (9, 4, 4), dtype=torch.uint8)
+    save_clip(
+        tmp_path / "o.safetensors",
+        CachedClip(*(torch.randn(shape) for _ in range(3)), disagreement, render_opacity=opacity),
+    )
+    assert torch.equal(load_clip(tmp_path / "o.safetensors").render_opacity, opacity)
     with unchecked(), pytest.raises(VideoSceneError, match="share one"):
         save_clip(
             tmp_path / "d.safetensors",
@@ -116,6 +125,11 @@ def test_clip_round_trip_and_validation(tmp_path):
         save_clip(
             tmp_path / "e.safetensors",
             CachedClip(*(torch.randn(shape),) * 3, disagreement, render_frames=torch.rand(9, 3, 4, 4)),
+        )
+    with unchecked(), pytest.raises(VideoSceneError, match="render_opacity must be uint8"):
+        save_clip(
+            tmp_path / "e.safetensors",
+            CachedClip(*(torch.randn(shape),) * 3, disagreement, render_opacity=torch.rand(9, 4, 4)),
         )
     writer = CacheWriter(tmp_path / "cache", spec={})
     writer.write(0, clip)

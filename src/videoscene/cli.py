@@ -47,6 +47,10 @@ COMMANDS: dict[tuple[str | None, str], tuple[str, str]] = {
         "videoscene.evaluation.oracle",
         "DDPNet's timestep choice vs the per-clip oracle and the best fixed t (regret in dB)",
     ),
+    ("policy", "fit"): (
+        "videoscene.distill.policy_fit",
+        "fit DDPNet to a frozen student on rewards of the decoded (or render-skip) output",
+    ),
     ("weights", "import-mvsplat"): (
         "videoscene.importers.import_mvsplat",
         "MVSplat's released checkpoint (Lightning .ckpt or state dict) -> a prior folder",
@@ -80,7 +84,7 @@ COMMANDS: dict[tuple[str | None, str], tuple[str, str]] = {
 GROUP_HELP = {
     "data": "make and convert datasets",
     "train": "train the prior, the VAE, the teacher, the student and DDPNet",
-    "policy": "analyse the DDPNet timestep policy",
+    "policy": "fit and analyse the DDPNet timestep policy",
     "weights": "import and check released weights",
 }
 

@@ -36,7 +36,7 @@ from videoscene.geometry.cameras import check_rigid
 from videoscene.geometry.image_ops import (
     crop_to_aspect_and_resize,
     crop_to_aspect_and_resize_intrinsics,
-    gaussian_blur,
+    render_skip,
 )
 from videoscene.geometry.image_ops import resize as stretch_to_size
 from videoscene.geometry.trajectory import interpolate_cameras
@@ -98,19 +98,6 @@ class PipelineConfig:
             return cls(**{**raw, "background": tuple(raw.get("background", cls.background))})
         except TypeError as error:
             raise VideoSceneError(f"pipeline config {path} has unknown fields ({error})") from None
-
-
-def smooth_where_rendered(
-    change: Float[Tensor, "batch time 3 height width"],
-    opacity: Float[Tensor, "batch time height width"],
-    sigma: float,
-) -> Float[Tensor, "batch time 3 height width"]:
-    """opacity·blur_σ(change) + (1 − opacity)·change: the render-skip change low-passed where the render
-    has content and whole in its holes."""
-    if sigma == 0:
-        return change
-    weight = opacity[:, :, None]
-    return weight * gaussian_blur(change, sigma) + (1 - weight) * change
 
 
 class VideoScenePipeline:
@@ -311,11 +298,13 @@ class VideoScenePipeline:
         with _timed(timings, peak_memory, "vae_decode"), backbone.vae_tiling(vae_tiling):
             frames = backbone.decode_latents(latents)
             if self.config.render_skip:
-                change = frames - backbone.decode_latents(render_latents)
-                change = smooth_where_rendered(
-                    change, opacity.to(change.dtype), self.config.render_skip_sigma
+                frames = render_skip(
+                    coarse.to(frames.dtype),
+                    frames,
+                    backbone.decode_latents(render_latents),
+                    opacity.to(frames.dtype),
+                    self.config.render_skip_sigma,
                 )
-                frames = (coarse.to(frames.dtype) + change).clamp(0, 1)
         timings["total"] = sum(timings.values())
 
         method = model if model != "teacher" else f"teacher{'' if start is None else '-leap'}@{num_steps}"

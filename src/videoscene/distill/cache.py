@@ -9,10 +9,12 @@ they are rendered at the F target cameras (the coarse video), and the video mode
     D    the views' disagreement    →  view_disagreement  [f, 2, h, w] (DDPNet's optional input,
                                                           `policy_inputs`)
 
-plus, optionally, the render and ground-truth frames as uint8 (validation PSNR and videos). Running the
-prior, the rasterizer and the VAE once per clip instead of once per step is what makes distillation
-affordable on a CPU. The condition noise augmentation and the VAE posterior samples are therefore drawn
-once per clip (from a generator seeded by the cache seed and the clip number: same seed, same cache).
+plus, optionally, the render and ground-truth frames and the render's opacity as uint8 (validation PSNR and
+videos; the pipeline's output, whose render skip low-passes the change where the render has content).
+Running the prior, the rasterizer and the VAE once per clip instead of once per step is what makes
+distillation affordable on a CPU. The condition noise augmentation and the VAE posterior samples are
+therefore drawn once per clip (from a generator seeded by the cache seed and the clip number: same seed,
+same cache).
 
 Layout: `<root>/<name>-<hash>/clip_000000.safetensors …` and `manifest.json`, written last. The hash covers
 what made the cache (data folders and their index files, clip sampling, seed, prior and VAE weights), so a
@@ -44,7 +46,7 @@ from videoscene.image_io import to_uint8
 from videoscene.io_utils import read_json_object, read_safetensors, save_safetensors, write_json_atomic
 from videoscene.policy.ddpnet import policy_inputs
 from videoscene.prior.encoder import GaussianEncoder
-from videoscene.prior.render import render_coarse
+from videoscene.prior.render import render_coarse_with_alpha
 from videoscene.training.checkpoints import module_fingerprint
 from videoscene.types import Example, Views
 from videoscene.video.conditioning import encode_condition_frames
@@ -52,11 +54,12 @@ from videoscene.video.models import VideoBackbone
 
 logger = logging.getLogger(__name__)
 
-CACHE_FORMAT = "videoscene.distill-cache/2"
+CACHE_FORMAT = "videoscene.distill-cache/3"
 MANIFEST_FILE = "manifest.json"
 LATENT_KEYS = ("render_latents", "latents", "condition_latents")
 POLICY_KEY = "view_disagreement"
 FRAME_KEYS = ("render_frames", "target_frames")
+OPACITY_KEY = "render_opacity"
 
 
 @dataclass
@@ -67,6 +70,7 @@ class CachedClip:
     view_disagreement: Float[Tensor, "latent_frames 2 latent_height latent_width"]  # D
     render_frames: UInt8[Tensor, "frames 3 height width"] | None = None
     target_frames: UInt8[Tensor, "frames 3 height width"] | None = None
+    render_opacity: UInt8[Tensor, "frames height width"] | None = None  # stored with the frames
     scene: str = ""
     frame_indices: tuple[int, ...] = ()
 
@@ -100,6 +104,13 @@ def save_clip(path: str | os.PathLike, clip: CachedClip) -> None:
             tensors[key] = value.cpu().clone(
                 memory_format=torch.contiguous_format
             )  # own memory: safetensors needs it
+    if clip.render_opacity is not None:
+        if clip.render_opacity.dtype != torch.uint8 or clip.render_opacity.ndim != 3:
+            raise VideoSceneError(
+                f"cached render_opacity must be uint8 [frames, H, W], got {clip.render_opacity.dtype} "
+                f"{tuple(clip.render_opacity.shape)}"
+            )
+        tensors[OPACITY_KEY] = clip.render_opacity.cpu().contiguous()
     metadata = {"scene": clip.scene, "frame_indices": json.dumps(list(clip.frame_indices))}
     save_safetensors(path, tensors, metadata)
 
@@ -110,7 +121,7 @@ def load_clip(path: str | os.PathLike) -> CachedClip:
     if missing:
         raise VideoSceneError(f"cached clip {path} lacks {missing}; delete the cache folder to rebuild it")
     return CachedClip(
-        **{key: tensors.get(key) for key in (*LATENT_KEYS, POLICY_KEY, *FRAME_KEYS)},
+        **{key: tensors.get(key) for key in (*LATENT_KEYS, POLICY_KEY, *FRAME_KEYS, OPACITY_KEY)},
         scene=metadata.get("scene", ""),
         frame_indices=tuple(json.loads(metadata.get("frame_indices", "[]"))),
     )
@@ -266,7 +277,10 @@ def encode_clip(
     context_batch, target_batch = batched(context), batched(target)
     background_color = torch.tensor([background], dtype=torch.float32, device=device)
     gaussians = prior(context_batch).gaussians
-    coarse = render_coarse(gaussians, context_batch, target_batch.cameras, size, background_color).clamp(0, 1)
+    coarse, opacity = render_coarse_with_alpha(
+        gaussians, context_batch, target_batch.cameras, size, background_color
+    )
+    coarse = coarse.clamp(0, 1)
     disagreement = policy_inputs(
         gaussians,
         context_batch,
@@ -292,6 +306,7 @@ def encode_clip(
         view_disagreement=disagreement[0].cpu(),
         render_frames=to_uint8(coarse[0]).cpu() if store_frames else None,
         target_frames=to_uint8(target.image).cpu() if store_frames else None,
+        render_opacity=to_uint8(opacity[0]).cpu() if store_frames else None,
         scene=example.scene,
         frame_indices=tuple(int(i) for i in target.index.tolist()) if target.index is not None else (),
     )

@@ -2,14 +2,16 @@
 
 For N held-out clips and the K candidate timesteps, the one-step student result is computed for every
 (clip, t) pair with the same noise per clip, giving an error table E[n, k] (MSE against the ground truth:
-latents, or decoded frames). Quality in dB is Q = −10·log10(E) (PSNR with peak 1), and
+latents, decoded frames, or the pipeline's render-skip output with its low-pass σ). Quality in dB is
+Q = −10·log10(E) (PSNR with peak 1), and
 
     oracle     k*(n)  = argmin_k E[n, k]                  per clip, by enumeration
     policy     k_π(n) = DDPNet's greedy choice
     fixed      k_fix  = argmax_k mean_n Q[n, k]           the best single t for all clips
     regret     R(k(·)) = mean_n (Q[n, k*(n)] − Q[n, k(n)])  ≥ 0, in dB (also in MSE)
 
-    videoscene policy oracle --weights RUN_DIR --cache VAL_CACHE_DIR [--space pixel] [--out oracle.json]
+    videoscene policy oracle --weights RUN_DIR --cache VAL_CACHE_DIR [--space pixel|pipeline --sigma 3]
+                             [--out oracle.json]
 """
 
 from __future__ import annotations
@@ -18,25 +20,21 @@ import argparse
 import logging
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Literal
 
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from videoscene.distill.cache import ClipCache, clip_generator, frames_to_float
+from videoscene.distill.cache import ClipCache
 from videoscene.distill.config import LeapConfig
-from videoscene.distill.leap import Denoiser, latent_mse, one_step_generate
+from videoscene.distill.policy_fit import SPACES, Space, score_table
 from videoscene.distill.student import load_distilled
 from videoscene.errors import VideoSceneError
 from videoscene.io_utils import write_json_atomic
 from videoscene.policy.ddpnet import WEIGHTS_FILE, DDPNet
 from videoscene.video.models import VideoBackbone
-from videoscene.video.schedule import NoiseSchedule
 
 logger = logging.getLogger(__name__)
-
-Space = Literal["latent", "pixel"]
 
 
 @dataclass
@@ -128,51 +126,6 @@ def regret_analysis(
 
 
 @torch.no_grad()
-def error_table(
-    student: VideoBackbone,
-    cache: ClipCache,
-    candidates: Sequence[int],
-    leap: LeapConfig,
-    seed: int = 0,
-    max_clips: int | None = None,
-    space: Space = "latent",
-) -> Float[Tensor, "clips K"]:
-    """E[n, k]: MSE of the one-step student from clip n's render noised to candidate k (same noise for all
-    k)."""
-    if space == "pixel" and not cache.has_frames:
-        raise VideoSceneError(
-            f"cache {cache.folder} stores no frames; use --space latent or rebuild it with store_frames"
-        )
-    schedule = NoiseSchedule(student.config.schedule)
-    denoiser: Denoiser = student.predict_v
-    device = student.device
-    count = len(cache) if max_clips is None else min(len(cache), max_clips)
-    rows = []
-    for index in range(count):
-        clip = cache[index]
-        shape = (len(candidates), *clip.latents.shape)
-        noise = (
-            torch.randn(clip.latents.shape, generator=clip_generator(seed, index)).expand(shape).to(device)
-        )
-        render = clip.render_latents.expand(shape).to(device)
-        result = one_step_generate(
-            denoiser,
-            schedule,
-            render,
-            clip.condition_latents.expand(shape).to(device),
-            torch.tensor(candidates, device=device),
-            noise,
-            leap,
-        )
-        if space == "latent":
-            rows.append(latent_mse(result, clip.latents.expand(shape).to(device)).cpu())
-        else:
-            video = student.decode_latents(result).cpu()
-            rows.append((video - frames_to_float(clip.target_frames)).square().flatten(1).mean(dim=1))
-    return torch.stack(rows)
-
-
-@torch.no_grad()
 def oracle_analysis(
     student: VideoBackbone,
     ddpnet: DDPNet,
@@ -181,6 +134,7 @@ def oracle_analysis(
     seed: int = 0,
     max_clips: int | None = None,
     space: Space = "latent",
+    sigma: float = 0.0,
 ) -> OracleReport:
     """Enumerate DDPNet's candidates on held-out clips; compare its choices with the oracle and the best fixed
     t."""
@@ -190,7 +144,7 @@ def oracle_analysis(
         )
     ddpnet = ddpnet.to(student.device).eval()
     candidates = list(ddpnet.config.candidates)
-    table = error_table(student, cache, candidates, leap, seed, max_clips, space)
+    table = score_table(student, cache, candidates, leap, seed, max_clips, space, sigma).mse
     choices = torch.stack(
         [
             ddpnet(
@@ -218,9 +172,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default=None, help="write the report as JSON here")
     parser.add_argument(
         "--space",
-        choices=("latent", "pixel"),
+        choices=SPACES,
         default="latent",
-        help="measure MSE on latents or decoded frames",
+        help="measure MSE on latents, decoded frames or the render-skip output",
+    )
+    parser.add_argument(
+        "--sigma", type=float, default=0.0, help="the render skip's low-pass in pixels (pipeline space)"
     )
     parser.add_argument("--clips", type=int, default=None, help="use at most this many clips")
     parser.add_argument("--seed", type=int, default=0)
@@ -241,6 +198,7 @@ def run(args: argparse.Namespace) -> None:
         args.seed,
         args.clips,
         args.space,
+        args.sigma,
     )
     print(report.table())
     if args.out:

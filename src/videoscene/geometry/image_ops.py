@@ -48,6 +48,23 @@ def gaussian_blur(
     return flat.reshape(images.shape)
 
 
+def render_skip(
+    coarse: Float[Tensor, "batch time 3 height width"],
+    decoded: Float[Tensor, "batch time 3 height width"],
+    decoded_render: Float[Tensor, "batch time 3 height width"],
+    opacity: Float[Tensor, "batch time height width"],
+    sigma: float,
+) -> Float[Tensor, "batch time 3 height width"]:
+    """r + Δ with Δ = D(x̂₀) − D(x₀ʳ), the change the denoiser made to the render's latent: the render keeps
+    what the VAE round trip would blur. Δ is low-passed (σ pixels) where the render has content, weighted by
+    its opacity, and stays whole in its holes: there its finest detail is the VAE's error, not the scene."""
+    change = decoded - decoded_render
+    if sigma > 0:
+        weight = opacity[:, :, None]
+        change = weight * gaussian_blur(change, sigma) + (1 - weight) * change
+    return (coarse + change).clamp(0, 1)
+
+
 def resize(
     images: Float[Tensor, "*batch 3 height width"],
     intrinsics: Float[Tensor, "*batch 3 3"],
