@@ -139,15 +139,19 @@ def test_pipeline_space_matches_a_looped_reference(run_folder):
             torch.testing.assert_close(
                 table.ssim[n, k], ssim(output[0], target[0]).mean(), rtol=1e-4, atol=1e-6
             )
+        torch.testing.assert_close(table.render_ssim[n], ssim(coarse[0], target[0]).mean())
     # Without the low-pass the filter is the identity: the pipeline table is the render skip alone.
     plain = score_table(student, cache, candidates, leap, seed=0, max_clips=2, space="pipeline")
     assert not torch.allclose(plain.mse, table.mse)
 
 
 def test_reward_in_decibels():
-    table = ScoreTable(torch.tensor([[1e-2, 1e-3]]), torch.tensor([[0.9, 0.99]]))
+    # PSNR 20 and 30 dB; SSIM 10 and 20 dB; the render's SSIM 20 dB, so the first output falls 10 dB short.
+    table = ScoreTable(torch.tensor([[1e-2, 1e-3]]), torch.tensor([[0.9, 0.99]]), torch.tensor([0.99]))
     torch.testing.assert_close(table.quality(), torch.tensor([[20.0, 30.0]]))
     torch.testing.assert_close(table.quality(0.5), torch.tensor([[25.0, 40.0]]))
+    torch.testing.assert_close(table.quality(0.0, 0.5), torch.tensor([[15.0, 30.0]]))
+    torch.testing.assert_close(table.quality(0.5, 0.5), torch.tensor([[20.0, 40.0]]))
     with pytest.raises(VideoSceneError, match="needs frames"):
         ScoreTable(table.mse).quality(1.0)
 
@@ -196,25 +200,17 @@ def test_policy_fit_command_writes_a_loadable_run(run_folder, tmp_path, capsys, 
     assert "must be ≥ 0" in capsys.readouterr().err
     assert load_distilled(out).ddpnet is not None
 
-    # The reward table was kept in the cache folder: a refit with an SSIM weight reads it back.
+    # The reward table was kept in the cache folder: a refit with an SSIM reward reads it back.
     def fail(*args, **kwargs):
         raise AssertionError("the reward table should have been reused")
 
     monkeypatch.setattr(policy_fit, "score_table", fail)
-    refit = [
-        *args,
-        "--space",
-        "pipeline",
-        "--sigma",
-        "1",
-        "--steps",
-        "2",
-        "--ssim-weight",
-        "1",
-        "--overwrite",
-    ]
-    assert main(refit) == 0
-    assert json.loads((out / "policy_fit.json").read_text())["ssim_weight"] == 1.0
+    refit = [*args, "--space", "pipeline", "--sigma", "1", "--steps", "2", "--ssim-floor-weight", "3"]
+    assert main([*refit, "--ssim-weight", "1", "--overwrite"]) == 0
+    report = json.loads((out / "policy_fit.json").read_text())
+    assert report["ssim_weight"] == 1.0 and report["floor_weight"] == 3.0
+    assert main([*refit, "--space", "latent", "--overwrite"]) == 2
+    assert "an SSIM reward scores frames" in capsys.readouterr().err
 
 
 def test_oracle_command_writes_json(run_folder, tmp_path, capsys):

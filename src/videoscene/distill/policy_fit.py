@@ -5,7 +5,8 @@ pipeline's video is not that latent: it is decoded and, with the render skip, it
 r + S_σ(D(x̂₀) − D(x₀ʳ)) (docs/method.md §3). Where the two disagree on the best t, ψ leaves quality behind,
 and for a frozen student every reward can be computed once, ahead of the bandit:
 
-    1. reward table   Q[n, k] = PSNR(output of clip n started at candidate k, ground truth) + w·SSIM in dB
+    1. reward table   Q[n, k] = PSNR(output of clip n started at candidate k, ground truth), optionally
+                      + w·SSIM in dB − λ·(the SSIM in dB it loses against the clip's coarse render)
                       (`score_table`; one noise draw per clip, shared by its K candidates; kept in the
                       cache folder, so a refit reads it back)
     2. bandit         the distillation's REINFORCE update (`BanditTrainer`), each pull's reward looked up in Q
@@ -51,24 +52,34 @@ logger = logging.getLogger(__name__)
 Space = Literal["latent", "pixel", "pipeline"]
 SPACES = ("latent", "pixel", "pipeline")
 FIT_FILE = "policy_fit.json"
-SCORES_FORMAT = "videoscene.policy-scores/1"
+SCORES_FORMAT = "videoscene.policy-scores/2"
+
+
+def ssim_db(value: Tensor) -> Tensor:
+    """SSIM on the decibel footing of PSNR: −10·log10(1 − SSIM)."""
+    return -10 * (1 - value.double()).clamp_min(1e-20).log10()
 
 
 @dataclass
 class ScoreTable:
-    """Per clip n and candidate k: the MSE of the one-step output and, for frames, its mean SSIM."""
+    """Per clip n and candidate k: the MSE of the one-step output and, for frames, its mean SSIM (and the
+    coarse render's SSIM per clip)."""
 
     mse: Float[Tensor, "clips K"]
     ssim: Float[Tensor, "clips K"] | None = None
+    render_ssim: Float[Tensor, " clips"] | None = None
 
-    def quality(self, ssim_weight: float = 0.0) -> Float[Tensor, "clips K"]:
-        """The reward in dB: PSNR + w·(−10·log10(1 − SSIM)), SSIM on the same decibel footing as PSNR."""
-        psnr = -10 * self.mse.double().clamp_min(1e-20).log10()
-        if ssim_weight == 0:
-            return psnr.float()
-        if self.ssim is None:
-            raise VideoSceneError("an SSIM weight needs frames: score the pixel or pipeline space")
-        return (psnr - ssim_weight * 10 * (1 - self.ssim.double()).clamp_min(1e-20).log10()).float()
+    def quality(self, ssim_weight: float = 0.0, floor_weight: float = 0.0) -> Float[Tensor, "clips K"]:
+        """The reward in dB: PSNR + w·SSIM_dB − λ·max(0, SSIM_dB(render) − SSIM_dB): SSIM counted with weight
+        w, and every dB of SSIM the output loses against the clip's own render charged λ."""
+        reward = -10 * self.mse.double().clamp_min(1e-20).log10()
+        if ssim_weight == 0 and floor_weight == 0:
+            return reward.float()
+        if self.ssim is None or self.render_ssim is None:
+            raise VideoSceneError("an SSIM reward needs frames: score the pixel or pipeline space")
+        output = ssim_db(self.ssim)
+        shortfall = (ssim_db(self.render_ssim)[:, None] - output).clamp_min(0)
+        return (reward + ssim_weight * output - floor_weight * shortfall).float()
 
 
 @torch.no_grad()
@@ -94,7 +105,7 @@ def score_table(
     denoiser: Denoiser = student.predict_v
     device = student.device
     count = len(cache) if max_clips is None else min(len(cache), max_clips)
-    mse_rows, ssim_rows = [], []
+    mse_rows, ssim_rows, render_ssim = [], [], []
     for index in tqdm(range(count), desc=f"scoring ({space})", unit="clip", disable=count < 8):
         clip = cache[index]
         if space == "pipeline" and clip.render_opacity is None:
@@ -129,10 +140,13 @@ def score_table(
                 opacity.expand(video.shape[:2] + video.shape[-2:]),
                 sigma,
             )
-        target = frames_to_float(clip.target_frames).expand_as(video)
+        target = frames_to_float(clip.target_frames)
         mse_rows.append((video - target).square().flatten(1).mean(dim=1))
-        ssim_rows.append(ssim(video, target).mean(dim=1))
-    return ScoreTable(torch.stack(mse_rows), torch.stack(ssim_rows) if ssim_rows else None)
+        ssim_rows.append(ssim(video, target.expand_as(video)).mean(dim=1))
+        render_ssim.append(ssim(frames_to_float(clip.render_frames), target).mean())
+    if space == "latent":
+        return ScoreTable(torch.stack(mse_rows))
+    return ScoreTable(torch.stack(mse_rows), torch.stack(ssim_rows), torch.stack(render_ssim))
 
 
 def cached_score_table(
@@ -156,9 +170,13 @@ def cached_score_table(
     if path.is_file():
         tensors, _ = read_safetensors(path, "reward table")
         logger.info("reusing reward table %s", path)
-        return ScoreTable(tensors["mse"], tensors.get("ssim"))
+        return ScoreTable(tensors["mse"], tensors.get("ssim"), tensors.get("render_ssim"))
     table = score_table(distilled.student, cache, candidates, distilled.leap, seed, None, space, sigma)
-    tensors = {"mse": table.mse} if table.ssim is None else {"mse": table.mse, "ssim": table.ssim}
+    tensors = {
+        key: value
+        for key, value in (("mse", table.mse), ("ssim", table.ssim), ("render_ssim", table.render_ssim))
+        if value is not None
+    }
     save_safetensors(path, tensors, {"spec": json.dumps(spec)})
     return table
 
@@ -213,6 +231,7 @@ def fit_distilled(
     sigma: float,
     steps: int,
     ssim_weight: float = 0.0,
+    floor_weight: float = 0.0,
     seed: int = 0,
 ) -> tuple[DDPNet, dict]:
     """Steps 1 and 2 of the module docstring for a distilled student: a fresh ψ of its DDPNet's architecture,
@@ -222,7 +241,7 @@ def fit_distilled(
     candidates = list(distilled.ddpnet.config.candidates)
     # 1. Reward table, in dB
     table = cached_score_table(distilled, cache, space, sigma, seed)
-    quality = table.quality(ssim_weight)
+    quality = table.quality(ssim_weight, floor_weight)
 
     # 2. A fresh DDPNet, bandit-trained on the table
     clips = [cache[i] for i in range(len(cache))]
@@ -248,6 +267,7 @@ def fit_distilled(
         "space": space,
         "sigma": sigma,
         "ssim_weight": ssim_weight,
+        "floor_weight": floor_weight,
         "steps": steps,
         "seed": seed,
         "clips": len(clips),
@@ -281,6 +301,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=0.0,
         help="reward = PSNR + w·SSIM in dB (−10·log10(1 − SSIM)); pixel or pipeline space",
     )
+    parser.add_argument(
+        "--ssim-floor-weight",
+        type=float,
+        default=0.0,
+        help="charge λ per dB of SSIM the output loses against the clip's coarse render; pixel or pipeline "
+        "space",
+    )
     parser.add_argument("--steps", type=int, default=None, help="bandit updates (default policy.train_steps)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--overwrite", action="store_true", help="replace --out (a folder videoscene wrote)")
@@ -292,12 +319,10 @@ def run(args: argparse.Namespace) -> None:
     weights = Path(args.weights)
     distilled = load_distilled(weights)
     config = DistillConfig.load_json(weights / CONFIG_FILE)
-    if args.sigma < 0 or args.ssim_weight < 0:
-        raise VideoSceneError(
-            f"--sigma {args.sigma} (pixels) and --ssim-weight {args.ssim_weight} must be ≥ 0"
-        )
-    if args.ssim_weight > 0 and args.space == "latent":
-        raise VideoSceneError("--ssim-weight scores frames: use --space pixel or pipeline")
+    if min(args.sigma, args.ssim_weight, args.ssim_floor_weight) < 0:
+        raise VideoSceneError("--sigma, --ssim-weight and --ssim-floor-weight must be ≥ 0")
+    if (args.ssim_weight > 0 or args.ssim_floor_weight > 0) and args.space == "latent":
+        raise VideoSceneError("an SSIM reward scores frames: use --space pixel or pipeline")
     steps = config.policy.train_steps if args.steps is None else args.steps
     if steps < 1:
         raise VideoSceneError(f"--steps {steps} must be ≥ 1")
@@ -309,7 +334,15 @@ def run(args: argparse.Namespace) -> None:
             training_only = replace(config, data=replace(config.data, val_dirs=()))
             cache, _ = prepare_caches(training_only, distilled.student)
         net, report = fit_distilled(
-            distilled, config.policy, cache, args.space, args.sigma, steps, args.ssim_weight, args.seed
+            distilled,
+            config.policy,
+            cache,
+            args.space,
+            args.sigma,
+            steps,
+            args.ssim_weight,
+            args.ssim_floor_weight,
+            args.seed,
         )
         shutil.copytree(weights / STUDENT_FOLDER, stage / STUDENT_FOLDER)
         shutil.copy2(weights / CONFIG_FILE, stage / CONFIG_FILE)
