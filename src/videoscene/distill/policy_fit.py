@@ -129,21 +129,20 @@ def score_table(
             mse_rows.append(latent_mse(result, clip.latents.expand(shape).to(device)).cpu())
             continue
         video = student.decode_latents(result).cpu()
+        coarse, target = frames_to_float(clip.render_frames), frames_to_float(clip.target_frames)
         if space == "pipeline":
-            coarse = frames_to_float(clip.render_frames)[None]
             decoded_render = student.decode_latents(clip.render_latents[None].to(device)).cpu()
             opacity = clip.render_opacity[None].float() / 255
             video = render_skip(
-                coarse.expand_as(video),
+                coarse[None].expand_as(video),
                 video,
                 decoded_render.expand_as(video),
                 opacity.expand(video.shape[:2] + video.shape[-2:]),
                 sigma,
             )
-        target = frames_to_float(clip.target_frames)
         mse_rows.append((video - target).square().flatten(1).mean(dim=1))
         ssim_rows.append(ssim(video, target.expand_as(video)).mean(dim=1))
-        render_ssim.append(ssim(frames_to_float(clip.render_frames), target).mean())
+        render_ssim.append(ssim(coarse, target).mean())
     if space == "latent":
         return ScoreTable(torch.stack(mse_rows))
     return ScoreTable(torch.stack(mse_rows), torch.stack(ssim_rows), torch.stack(render_ssim))
